@@ -1,0 +1,414 @@
+//! Requests, responses and the session record.
+//!
+//! Every request is a [`Request`]: a `u64` id chosen by the client and an [`Op`].
+//! The server answers each with a [`Response`] carrying the same id, so a client
+//! may pipeline many requests on one connection and match answers by id. Enums
+//! here only ever grow at the end: an old peer decodes everything it knew.
+//!
+//! Times are Unix milliseconds (`u64`); durations are milliseconds.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::WireError;
+use crate::ids::{AuthToken, SessionId};
+use crate::value::{Attrs, Value};
+
+/// A request: the client's id for it and the operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Echoed in the response. Unique among a connection's in-flight requests.
+    pub id: u64,
+    /// What to do.
+    pub op: Op,
+}
+
+/// The operations. The variant order is the wire tag: never reorder, only append.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Must be the first request on a connection.
+    Hello(Hello),
+    /// Liveness check; answered with [`Reply::Pong`].
+    Ping,
+    /// Create a session; answered with [`Reply::Session`].
+    Create(Create),
+    /// Read a session, optionally touching it; answered with [`Reply::MaybeSession`].
+    Get(Get),
+    /// Extend a sliding session's deadline; answered with [`Reply::Touched`].
+    Touch(Touch),
+    /// Change attributes (and optionally the ttl); answered with [`Reply::Updated`].
+    Update(Update),
+    /// Atomically add to an integer attribute or a windowed counter; answered with [`Reply::Incr`].
+    Incr(Incr),
+    /// Delete a session; answered with [`Reply::Deleted`].
+    Delete(Delete),
+    /// List an owner's sessions, a page at a time; answered with [`Reply::Page`].
+    ListByOwner(ListByOwner),
+    /// Delete an owner's sessions; answered with [`Reply::Count`].
+    DeleteByOwner(DeleteByOwner),
+    /// Give a session a new id; answered with [`Reply::Session`].
+    Rotate(Rotate),
+    /// Server statistics; answered with [`Reply::Stats`].
+    Stats,
+}
+
+impl Op {
+    /// A short name for logs and metrics.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Hello(_) => "hello",
+            Self::Ping => "ping",
+            Self::Create(_) => "create",
+            Self::Get(_) => "get",
+            Self::Touch(_) => "touch",
+            Self::Update(_) => "update",
+            Self::Incr(_) => "incr",
+            Self::Delete(_) => "delete",
+            Self::ListByOwner(_) => "list_by_owner",
+            Self::DeleteByOwner(_) => "delete_by_owner",
+            Self::Rotate(_) => "rotate",
+            Self::Stats => "stats",
+        }
+    }
+}
+
+/// Opens a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
+    pub protocol_version: u16,
+    /// Credentials, when the daemon requires them.
+    pub auth_token: Option<AuthToken>,
+    /// A name for the client, shown in the daemon's logs.
+    pub client_name: Option<String>,
+}
+
+/// Expiry of a session. Both fields may be set; with neither the session lives
+/// until it is deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ttl {
+    /// Sliding expiry: the session expires this long after its last touch.
+    pub idle_ttl_ms: Option<u64>,
+    /// Absolute expiry: the session expires this long after creation, touched or not.
+    pub max_lifetime_ms: Option<u64>,
+}
+
+/// What to do when an owner already has the maximum number of sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LimitPolicy {
+    /// Refuse the new session with `LimitExceeded`.
+    Reject,
+    /// Delete the owner's oldest sessions to make room.
+    EvictOldest,
+}
+
+/// A per-owner session limit applied by a `Create`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerLimit {
+    /// How many live sessions the owner may have, the new one included.
+    pub max_sessions: u32,
+    /// What to do when the limit is reached.
+    pub policy: LimitPolicy,
+}
+
+/// Create a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Create {
+    /// The namespace (tenant or application).
+    pub namespace: String,
+    /// A caller-chosen id (create-if-absent); `None` lets the daemon draw one.
+    pub id: Option<SessionId>,
+    /// The user the session belongs to, indexed for listing and revoking.
+    pub owner: Option<String>,
+    /// Expiry.
+    pub ttl: Ttl,
+    /// Initial attributes.
+    pub attrs: Attrs,
+    /// Per-owner limit; needs `owner`.
+    pub owner_limit: Option<OwnerLimit>,
+}
+
+/// Read a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Get {
+    /// The namespace.
+    pub namespace: String,
+    /// The session.
+    pub id: SessionId,
+    /// Also extend the sliding deadline, as [`Touch`] does.
+    pub touch: bool,
+}
+
+/// Extend a sliding session's deadline (never past its maximum lifetime).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Touch {
+    /// The namespace.
+    pub namespace: String,
+    /// The session.
+    pub id: SessionId,
+}
+
+/// Create the session if it is absent, as part of an [`Update`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Upsert {
+    /// Owner of the session if it is created.
+    pub owner: Option<String>,
+}
+
+/// Change a session's attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Update {
+    /// The namespace.
+    pub namespace: String,
+    /// The session.
+    pub id: SessionId,
+    /// Attributes to set (replacing any value of the same name).
+    pub set: Attrs,
+    /// Attributes to remove (applied before `set`).
+    pub remove: Vec<String>,
+    /// Fail with `Conflict`, changing nothing, unless the record is at this version.
+    pub expected_version: Option<u64>,
+    /// Replace the session's expiry (deadlines are recomputed from now for the
+    /// idle ttl and from creation for the maximum lifetime).
+    pub ttl: Option<Ttl>,
+    /// Create the session if it does not exist (refused with `Gone` for an id
+    /// that was deleted or rotated away within the tombstone window).
+    pub upsert: Option<Upsert>,
+}
+
+/// A fixed rate-limit window for [`Incr`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateWindow {
+    /// Length of the window.
+    pub window_ms: u64,
+    /// Largest counter value allowed within one window.
+    pub limit: i64,
+}
+
+/// Atomically add to an attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incr {
+    /// The namespace.
+    pub namespace: String,
+    /// The session.
+    pub id: SessionId,
+    /// The attribute (created at 0 if absent).
+    pub attr: String,
+    /// What to add (may be negative).
+    pub delta: i64,
+    /// With a window: a counter that restarts each window and refuses (changing
+    /// nothing) an increment that would pass the limit.
+    pub window: Option<RateWindow>,
+}
+
+/// Delete a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delete {
+    /// The namespace.
+    pub namespace: String,
+    /// The session.
+    pub id: SessionId,
+}
+
+/// Where a page of [`ListByOwner`] ends; pass it back to get the next page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListCursor {
+    /// Creation time of the last session returned.
+    pub created_at_ms: u64,
+    /// Id of the last session returned.
+    pub id: SessionId,
+}
+
+/// List an owner's sessions, oldest first (by creation time, then id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListByOwner {
+    /// The namespace.
+    pub namespace: String,
+    /// The owner.
+    pub owner: String,
+    /// Start after this cursor (from the previous page).
+    pub after: Option<ListCursor>,
+    /// Page size (capped at [`crate::limits::MAX_LIST_PAGE`]).
+    pub limit: u32,
+}
+
+/// Delete every session of an owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteByOwner {
+    /// The namespace.
+    pub namespace: String,
+    /// The owner.
+    pub owner: String,
+    /// Keep this one ("log out everywhere else").
+    pub except: Option<SessionId>,
+}
+
+/// Give a session a new id, keeping its data, owner and deadlines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotate {
+    /// The namespace.
+    pub namespace: String,
+    /// The current id.
+    pub id: SessionId,
+    /// For this long the old id still resolves to the rotated session (for
+    /// requests already in flight); after it, it is gone.
+    pub grace_ms: Option<u64>,
+}
+
+/// A response: the request's id and the reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// The id of the request this answers (0 when the request's id could not be read).
+    pub id: u64,
+    /// The answer.
+    pub reply: Reply,
+}
+
+/// The replies. The variant order is the wire tag: never reorder, only append.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The request failed; nothing was changed.
+    Error(WireError),
+    /// Answer to `Hello`.
+    Hello(HelloReply),
+    /// Answer to `Ping`.
+    Pong,
+    /// A session (`Create`, `Rotate`).
+    Session(Session),
+    /// A session, or `None` if there is no live session with that id (`Get`).
+    MaybeSession(Option<Session>),
+    /// Answer to `Touch`.
+    Touched(TouchReply),
+    /// Answer to `Update`.
+    Updated(UpdateReply),
+    /// Answer to `Incr`.
+    Incr(IncrReply),
+    /// Whether a live session was deleted (`Delete`).
+    Deleted(bool),
+    /// A page of sessions (`ListByOwner`).
+    Page(SessionPage),
+    /// How many sessions were deleted (`DeleteByOwner`).
+    Count(u64),
+    /// Server statistics (`Stats`).
+    Stats(StatsReply),
+}
+
+/// The server's answer to `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloReply {
+    /// The protocol version the connection will use.
+    pub protocol_version: u16,
+    /// The daemon's version.
+    pub server_version: String,
+    /// The largest frame the daemon accepts.
+    pub max_frame_len: u32,
+}
+
+/// A session record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// The namespace.
+    pub namespace: String,
+    /// The id (the bearer secret).
+    pub id: SessionId,
+    /// The owner, if any.
+    pub owner: Option<String>,
+    /// When it was created.
+    pub created_at_ms: u64,
+    /// When it was last created, touched or updated.
+    pub last_active_ms: u64,
+    /// When it expires, if ever: the earlier of the sliding and absolute deadlines.
+    pub expires_at_ms: Option<u64>,
+    /// Its expiry settings.
+    pub ttl: Ttl,
+    /// Bumped by every change to its data (`Update`, `Incr`); not by touches.
+    pub version: u64,
+    /// Its attributes.
+    pub attrs: Attrs,
+}
+
+impl Session {
+    /// The attribute `name`, if set.
+    #[must_use]
+    pub fn attr(&self, name: &str) -> Option<&Value> {
+        self.attrs.get(name)
+    }
+}
+
+/// Answer to `Touch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TouchReply {
+    /// Whether a live session was found.
+    pub found: bool,
+    /// Its deadline after the touch (`None`: found with no expiry, or not found).
+    pub expires_at_ms: Option<u64>,
+}
+
+/// Answer to `Update`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateReply {
+    /// The record's version after the update.
+    pub version: u64,
+    /// Whether the update created the record (upsert).
+    pub created: bool,
+    /// The record's deadline after the update.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// Answer to `Incr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncrReply {
+    /// The value after the increment (or unchanged, if refused).
+    pub value: i64,
+    /// Whether the increment was applied (always true without a window).
+    pub allowed: bool,
+    /// With a window: how much may still be added in this window.
+    pub remaining: Option<i64>,
+    /// With a window: when it restarts.
+    pub reset_at_ms: Option<u64>,
+    /// The record's version after the request.
+    pub version: u64,
+}
+
+/// A page of an owner's sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionPage {
+    /// The sessions, oldest first.
+    pub sessions: Vec<Session>,
+    /// Pass this as `after` to get the next page; `None` on the last page.
+    pub next: Option<ListCursor>,
+}
+
+/// Live records of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceStats {
+    /// The namespace.
+    pub namespace: String,
+    /// Records stored (expired ones awaiting reclaim included).
+    pub records: u64,
+}
+
+/// Server statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReply {
+    /// The daemon's version.
+    pub server_version: String,
+    /// Time since start.
+    pub uptime_ms: u64,
+    /// Records stored, all namespaces.
+    pub records: u64,
+    /// Records per namespace.
+    pub namespaces: Vec<NamespaceStats>,
+    /// Records reclaimed by expiry since start.
+    pub expired_total: u64,
+    /// Records evicted by owner limits since start.
+    pub evicted_total: u64,
+    /// Requests served since start.
+    pub ops_total: u64,
+    /// Open connections.
+    pub connections_current: u64,
+    /// Connections accepted since start.
+    pub connections_total: u64,
+    /// Estimated bytes held by records and indexes.
+    pub memory_bytes: u64,
+}
