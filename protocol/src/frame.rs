@@ -151,6 +151,25 @@ fn decode_exact<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
     Ok(msg)
 }
 
+/// Encodes any protocol value (without a frame header), with the codec and
+/// configuration the frames use.
+///
+/// # Errors
+/// [`EncodeError::Codec`] if the codec refuses the value.
+pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| EncodeError::Codec {
+        reason: e.to_string(),
+    })
+}
+
+/// Decodes bytes written by [`encode_value`], requiring that all are used.
+///
+/// # Errors
+/// [`DecodeError`] if the bytes are not exactly one value of type `T`.
+pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    decode_exact(bytes)
+}
+
 /// Decodes a request from a frame payload (as returned by [`split_frame`]).
 ///
 /// # Errors

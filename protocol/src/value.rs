@@ -63,3 +63,20 @@ impl From<Vec<u8>> for Value {
         Self::Bytes(v)
     }
 }
+
+/// Encodes an attribute map to its canonical bytes (the same bytes it takes
+/// inside a message), for stores that keep attributes as one compact blob.
+///
+/// # Errors
+/// [`crate::EncodeError::Codec`] if the codec refuses the value.
+pub fn encode_attrs(attrs: &Attrs) -> Result<Vec<u8>, crate::EncodeError> {
+    crate::frame::encode_value(attrs)
+}
+
+/// Decodes bytes written by [`encode_attrs`].
+///
+/// # Errors
+/// [`crate::DecodeError`] if the bytes are not exactly one attribute map.
+pub fn decode_attrs(bytes: &[u8]) -> Result<Attrs, crate::DecodeError> {
+    crate::frame::decode_value(bytes)
+}

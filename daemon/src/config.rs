@@ -1,0 +1,364 @@
+//! Daemon configuration: command-line flags, `SESSIOND_*` environment variables
+//! and an optional TOML file, in that order of precedence, over built-in defaults
+//! (loopback address, local data directory).
+//!
+//! Everything is validated once, here, into typed values.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use sessiond_protocol::duration::parse_duration;
+use sessiond_protocol::frame::{ABSOLUTE_MAX_FRAME_LEN, DEFAULT_MAX_FRAME_LEN};
+use sessiond_protocol::limits::DEFAULT_MAX_ATTRS_BYTES;
+
+use crate::expiry;
+use crate::store::{StoreConfig, DEFAULT_MAX_NAMESPACES, DEFAULT_TOMBSTONE_TTL_MS};
+
+/// Default address of the native protocol.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7379";
+/// Default data directory (used by the durability layer).
+pub const DEFAULT_DATA_DIR: &str = "./sessiond-data";
+/// Default cap on open connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default cap on requests decoded and not yet answered, per connection.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Default idle time after which a silent connection is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default time graceful shutdown waits for connections to finish.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A configuration that cannot be used; the message names the setting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("invalid setting {name}: {message}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The validated daemon configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the native protocol.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Requests decoded and not yet answered per connection, at most.
+    pub max_in_flight: usize,
+    /// Largest frame payload accepted.
+    pub max_frame_len: u32,
+    /// A connection silent for this long is closed (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// How long graceful shutdown waits for connections.
+    pub shutdown_timeout: Duration,
+    /// Interval between expiry rounds.
+    pub expiry_tick: Duration,
+    /// Timer entries handled per expiry round, at most.
+    pub expiry_batch: usize,
+    /// Store settings.
+    pub store: StoreConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7379)),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            expiry_tick: expiry::DEFAULT_TICK,
+            expiry_batch: expiry::DEFAULT_BATCH,
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+/// The `sessiond` command line.
+#[derive(Debug, Parser)]
+#[command(name = "sessiond", version, about = "sessiond: an in-memory, durable session store")]
+pub struct Cli {
+    /// What to run (default: the server).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server settings.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+}
+
+/// Server flags. Each also reads `SESSIOND_<NAME>`; unset ones come from the
+/// config file, then from the defaults.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct ServerArgs {
+    /// TOML config file.
+    #[arg(long, env = "SESSIOND_CONFIG", global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:7379; port 0 picks a free port).
+    #[arg(long, env = "SESSIOND_LISTEN")]
+    pub listen: Option<String>,
+    /// Data directory (default ./sessiond-data).
+    #[arg(long, env = "SESSIOND_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Most open connections (default 10000).
+    #[arg(long, env = "SESSIOND_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most requests in flight per connection (default 1024).
+    #[arg(long, env = "SESSIOND_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// Largest frame in bytes (default 1048576).
+    #[arg(long, env = "SESSIOND_MAX_FRAME_LEN")]
+    pub max_frame_len: Option<u32>,
+    /// Close connections idle this long, e.g. 5m; 0 disables (default 5m).
+    #[arg(long, env = "SESSIOND_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// How long shutdown waits for connections (default 10s).
+    #[arg(long, env = "SESSIOND_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Option<String>,
+    /// Interval between expiry rounds (default 100ms).
+    #[arg(long, env = "SESSIOND_EXPIRY_TICK")]
+    pub expiry_tick: Option<String>,
+    /// Timer entries handled per expiry round (default 10000).
+    #[arg(long, env = "SESSIOND_EXPIRY_BATCH")]
+    pub expiry_batch: Option<usize>,
+    /// How long a deleted or rotated id is refused for re-creation (default 2m).
+    #[arg(long, env = "SESSIOND_TOMBSTONE_TTL")]
+    pub tombstone_ttl: Option<String>,
+    /// Largest encoded attribute map per session, in bytes (default 65536).
+    #[arg(long, env = "SESSIOND_MAX_ATTRS_BYTES")]
+    pub max_attrs_bytes: Option<usize>,
+    /// Most distinct namespaces (default 10000).
+    #[arg(long, env = "SESSIOND_MAX_NAMESPACES")]
+    pub max_namespaces: Option<usize>,
+}
+
+impl ServerArgs {
+    /// Fills every unset field from `file`.
+    fn or(self, file: Self) -> Self {
+        Self {
+            config: self.config,
+            listen: self.listen.or(file.listen),
+            data_dir: self.data_dir.or(file.data_dir),
+            max_connections: self.max_connections.or(file.max_connections),
+            max_in_flight: self.max_in_flight.or(file.max_in_flight),
+            max_frame_len: self.max_frame_len.or(file.max_frame_len),
+            idle_timeout: self.idle_timeout.or(file.idle_timeout),
+            shutdown_timeout: self.shutdown_timeout.or(file.shutdown_timeout),
+            expiry_tick: self.expiry_tick.or(file.expiry_tick),
+            expiry_batch: self.expiry_batch.or(file.expiry_batch),
+            tombstone_ttl: self.tombstone_ttl.or(file.tombstone_ttl),
+            max_attrs_bytes: self.max_attrs_bytes.or(file.max_attrs_bytes),
+            max_namespaces: self.max_namespaces.or(file.max_namespaces),
+        }
+    }
+
+    /// Reads the config file (if named), merges it under these flags, and
+    /// validates the result.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file or setting at fault.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let merged = match &self.config {
+            Some(path) => {
+                let file = load_file(path)?;
+                self.or(file)
+            }
+            None => self,
+        };
+        merged.validate()
+    }
+
+    fn validate(self) -> Result<Config, ConfigError> {
+        let d = Config::default();
+        let listen = match self.listen {
+            Some(s) => s.parse().map_err(|e| ConfigError::Invalid {
+                name: "listen",
+                message: format!("{s:?} is not an address such as 127.0.0.1:7379 ({e})"),
+            })?,
+            None => d.listen,
+        };
+        let max_frame_len = self.max_frame_len.unwrap_or(d.max_frame_len);
+        if !(64..=ABSOLUTE_MAX_FRAME_LEN).contains(&max_frame_len) {
+            return Err(ConfigError::Invalid {
+                name: "max_frame_len",
+                message: format!("must be between 64 and {ABSOLUTE_MAX_FRAME_LEN}"),
+            });
+        }
+        let idle_timeout = match self.idle_timeout {
+            Some(s) => {
+                let t = duration("idle_timeout", &s)?;
+                (!t.is_zero()).then_some(t)
+            }
+            None => d.idle_timeout,
+        };
+        let positive = |name: &'static str, v: Option<usize>, default: usize| {
+            let v = v.unwrap_or(default);
+            if v == 0 {
+                Err(ConfigError::Invalid {
+                    name,
+                    message: "must be at least 1".into(),
+                })
+            } else {
+                Ok(v)
+            }
+        };
+        let nonzero_duration = |name: &'static str, v: Option<String>, default: Duration| {
+            let v = v.map_or(Ok(default), |s| duration(name, &s))?;
+            if v.is_zero() {
+                Err(ConfigError::Invalid {
+                    name,
+                    message: "must be longer than 0".into(),
+                })
+            } else {
+                Ok(v)
+            }
+        };
+        let tombstone_ttl = self
+            .tombstone_ttl
+            .map_or(Ok(Duration::from_millis(DEFAULT_TOMBSTONE_TTL_MS)), |s| {
+                duration("tombstone_ttl", &s)
+            })?;
+        Ok(Config {
+            listen,
+            data_dir: self.data_dir.unwrap_or(d.data_dir),
+            max_connections: positive("max_connections", self.max_connections, d.max_connections)?,
+            max_in_flight: positive("max_in_flight", self.max_in_flight, d.max_in_flight)?,
+            max_frame_len,
+            idle_timeout,
+            shutdown_timeout: nonzero_duration(
+                "shutdown_timeout",
+                self.shutdown_timeout,
+                d.shutdown_timeout,
+            )?,
+            expiry_tick: nonzero_duration("expiry_tick", self.expiry_tick, d.expiry_tick)?,
+            expiry_batch: positive("expiry_batch", self.expiry_batch, d.expiry_batch)?,
+            store: StoreConfig {
+                tombstone_ttl_ms: u64::try_from(tombstone_ttl.as_millis()).unwrap_or(u64::MAX),
+                max_attrs_bytes: positive(
+                    "max_attrs_bytes",
+                    self.max_attrs_bytes,
+                    DEFAULT_MAX_ATTRS_BYTES,
+                )?,
+                max_namespaces: positive(
+                    "max_namespaces",
+                    self.max_namespaces,
+                    DEFAULT_MAX_NAMESPACES,
+                )?,
+            },
+        })
+    }
+}
+
+fn duration(name: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    parse_duration(s).map_err(|e| ConfigError::Invalid {
+        name,
+        message: e.to_string(),
+    })
+}
+
+fn load_file(path: &Path) -> Result<ServerArgs, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("sessiond").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_loopback_and_local() {
+        let c = parse(&[]).server.resolve().unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.max_frame_len, DEFAULT_MAX_FRAME_LEN);
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessiond.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nidle_timeout = \"30s\"\nmax_connections = 7\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = parse(&["--config", p, "--listen", "127.0.0.1:0"]).server.resolve().unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.max_connections, 7);
+        assert_eq!(c.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let err = parse(&["--listen", "nowhere"]).server.resolve().unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+        let err = parse(&["--idle-timeout", "5"]).server.resolve().unwrap_err();
+        assert!(err.to_string().contains("idle_timeout"), "{err}");
+        let err = parse(&["--max-frame-len", "1"]).server.resolve().unwrap_err();
+        assert!(err.to_string().contains("max_frame_len"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "listne = \"127.0.0.1:1\"\n").unwrap();
+        let err = parse(&["--config", path.to_str().unwrap()]).server.resolve().unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    }
+
+    #[test]
+    fn zero_idle_timeout_disables() {
+        let c = parse(&["--idle-timeout", "0"]).server.resolve().unwrap();
+        assert_eq!(c.idle_timeout, None);
+    }
+}

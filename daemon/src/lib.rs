@@ -1,0 +1,28 @@
+//! sessiond: an in-memory session-store daemon.
+//!
+//! Modules:
+//! - [`store`]: records, the owner index, tombstones and the operations on them.
+//! - [`expiry`]: the hierarchical timer wheel and the task that reclaims expired records.
+//! - [`server`]: the TCP server: connection tasks, framing, dispatch.
+//! - [`config`]: flags, `SESSIOND_*` environment variables and the TOML file.
+//! - [`clock`]: the injectable time source.
+//!
+//! Embedding (as the HTTP bridge does):
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sessiond::Error> {
+//! let config = sessiond::Config::default();
+//! let daemon = sessiond::Daemon::start(config).await?;
+//! println!("serving on {}", daemon.local_addr());
+//! daemon.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod clock;
+pub mod config;
+pub mod expiry;
+pub mod server;
+pub mod store;
+
+pub use config::Config;
+pub use server::{Daemon, Error};

@@ -1,0 +1,1182 @@
+//! The session store: records in a sharded `DashMap`, an owner index, tombstones
+//! for deleted and rotated ids, and the timer wheels that drive expiry.
+//!
+//! # Locking
+//! Every operation is synchronous and holds at most one shard lock of each map
+//! at a time, never across an `.await`. Where two maps are locked together the
+//! order is always: owner index, then records, then tombstones/aliases, then a
+//! timer wheel. Two records are never locked at once (two keys can share a shard,
+//! and shard locks are not reentrant). The owner index is a hint that readers
+//! verify against the record (owner and creation time must match), so it may
+//! briefly hold stale entries; they are pruned when seen.
+//!
+//! # Expiry
+//! Reads compare `expires_at` with the clock, so an expired record is never
+//! returned. Reclaiming memory is the expiry task's job: it polls the wheels and
+//! calls [`Store::reclaim`]. Touches do not reschedule (see [`record::Record::wheel_deadline`]).
+
+pub mod namespaces;
+pub mod record;
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use sessiond_protocol::limits::{self, MAX_LIST_PAGE};
+use sessiond_protocol::value::{decode_attrs, encode_attrs};
+use sessiond_protocol::{
+    Attrs, Create, DeleteByOwner, ErrorCode, Incr, IncrReply, LimitPolicy, ListByOwner,
+    ListCursor, OwnerLimit, Rotate, Session, SessionId, SessionPage, TouchReply, Ttl, Update,
+    UpdateReply, Value,
+};
+
+use crate::clock::Clock;
+use crate::expiry::wheel::Wheel;
+use namespaces::Namespaces;
+use record::{finite, Key, Record, NEVER};
+
+/// Default time a deleted or rotated id stays reserved.
+pub const DEFAULT_TOMBSTONE_TTL_MS: u64 = 120_000;
+/// Default cap on distinct namespaces.
+pub const DEFAULT_MAX_NAMESPACES: usize = 10_000;
+/// Number of independent timer wheels (spreads insert contention).
+pub const WHEEL_SHARDS: usize = 16;
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// How long a deleted or rotated-away id is refused for re-creation (ms).
+    pub tombstone_ttl_ms: u64,
+    /// Largest encoded attribute map of one session.
+    pub max_attrs_bytes: usize,
+    /// Most distinct namespaces.
+    pub max_namespaces: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            tombstone_ttl_ms: DEFAULT_TOMBSTONE_TTL_MS,
+            max_attrs_bytes: limits::DEFAULT_MAX_ATTRS_BYTES,
+            max_namespaces: DEFAULT_MAX_NAMESPACES,
+        }
+    }
+}
+
+/// Why a store operation failed. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No live session with that id.
+    #[error("no live session with that id")]
+    NotFound,
+    /// The expected version does not match.
+    #[error("version conflict: expected {expected}, the record is at {}", actual.map_or_else(|| "none (absent)".to_string(), |v| v.to_string()))]
+    Conflict {
+        /// The version the request expected.
+        expected: u64,
+        /// The record's version (`None`: there is no record).
+        actual: Option<u64>,
+    },
+    /// The owner is at its session limit (reject policy).
+    #[error("the owner has {current} live sessions, the limit is {max}")]
+    LimitExceeded {
+        /// Live sessions of the owner.
+        current: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// A caller-chosen id is taken by a live session.
+    #[error("a live session already has that id")]
+    AlreadyExists,
+    /// A caller-chosen id was deleted or rotated away within the tombstone window.
+    #[error("that id was deleted or rotated away recently and cannot be reused yet")]
+    Gone,
+    /// A bad argument.
+    #[error("{0}")]
+    Invalid(String),
+    /// The attributes are too large.
+    #[error("attributes are {len} bytes encoded, the limit is {max}")]
+    TooLarge {
+        /// Encoded size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The namespace table is full.
+    #[error("too many namespaces (the limit is {max})")]
+    TooManyNamespaces {
+        /// The limit.
+        max: usize,
+    },
+    /// A stored attribute blob failed to decode or encode: a bug, reported rather than hidden.
+    #[error("internal codec error: {0}")]
+    Codec(String),
+}
+
+impl StoreError {
+    /// The wire code for this error.
+    #[must_use]
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound => ErrorCode::NotFound,
+            Self::Conflict { .. } => ErrorCode::Conflict,
+            Self::LimitExceeded { .. } | Self::TooManyNamespaces { .. } => {
+                ErrorCode::LimitExceeded
+            }
+            Self::AlreadyExists => ErrorCode::AlreadyExists,
+            Self::Gone => ErrorCode::Gone,
+            Self::Invalid(_) => ErrorCode::InvalidRequest,
+            Self::TooLarge { .. } => ErrorCode::TooLarge,
+            Self::Codec(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// What a timer wheel entry stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// A record's deadline (checked against the record: it may have moved).
+    Record(Key),
+    /// A tombstone's end.
+    Tombstone(Key),
+    /// A rotation grace period's end.
+    Alias(Key),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct OwnerKey {
+    ns: u32,
+    owner: Arc<str>,
+}
+
+/// A consistent copy of a record, taken under its shard lock and turned into a
+/// [`Session`] after the lock is released.
+struct Snapshot {
+    id: SessionId,
+    owner: Option<Arc<str>>,
+    created_at: u64,
+    last_active: u64,
+    expires_at: u64,
+    ttl: Ttl,
+    version: u64,
+    attrs: Box<[u8]>,
+}
+
+impl Snapshot {
+    fn of(id: SessionId, r: &Record) -> Self {
+        Self {
+            id,
+            owner: r.owner.clone(),
+            created_at: r.created_at,
+            last_active: r.last_active,
+            expires_at: r.expires_at,
+            ttl: r.ttl(),
+            version: r.version,
+            attrs: r.attrs.clone(),
+        }
+    }
+
+    fn into_session(self, namespace: &str) -> Result<Session> {
+        let attrs = decode_attrs(&self.attrs).map_err(|e| StoreError::Codec(e.to_string()))?;
+        Ok(Session {
+            namespace: namespace.to_owned(),
+            id: self.id,
+            owner: self.owner.map(|o| o.to_string()),
+            created_at_ms: self.created_at,
+            last_active_ms: self.last_active,
+            expires_at_ms: finite(self.expires_at),
+            ttl: self.ttl,
+            version: self.version,
+            attrs,
+        })
+    }
+}
+
+/// Counters kept by the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Records stored, all namespaces.
+    pub records: u64,
+    /// Records per namespace.
+    pub namespaces: Vec<(String, u64)>,
+    /// Records reclaimed by expiry.
+    pub expired_total: u64,
+    /// Records evicted by owner limits.
+    pub evicted_total: u64,
+    /// Estimated bytes held.
+    pub memory_bytes: u64,
+}
+
+/// The session store.
+pub struct Store {
+    records: DashMap<Key, Record>,
+    owners: DashMap<OwnerKey, BTreeSet<(u64, SessionId)>>,
+    tombstones: DashMap<Key, u64>,
+    aliases: DashMap<Key, (SessionId, u64)>,
+    alias_count: AtomicUsize,
+    namespaces: Namespaces,
+    wheels: Box<[Mutex<Wheel<Timer>>]>,
+    clock: Arc<dyn Clock>,
+    config: StoreConfig,
+    expired_total: AtomicU64,
+    evicted_total: AtomicU64,
+    memory: AtomicI64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("records", &self.records.len())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_ttl(ttl: &Ttl) -> Result<()> {
+    if ttl.idle_ttl_ms == Some(0) || ttl.max_lifetime_ms == Some(0) {
+        return Err(StoreError::Invalid(
+            "a ttl of 0 is not allowed (omit it for no expiry)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_attrs(set: &Attrs, remove: &[String]) -> Result<()> {
+    for name in set.keys().chain(remove.iter()) {
+        limits::check_attr_name(name).map_err(StoreError::Invalid)?;
+    }
+    Ok(())
+}
+
+fn invalid(msg: String) -> StoreError {
+    StoreError::Invalid(msg)
+}
+
+impl Store {
+    /// An empty store reading time from `clock`.
+    #[must_use]
+    pub fn new(config: StoreConfig, clock: Arc<dyn Clock>) -> Self {
+        let now = clock.now_ms();
+        let wheels = (0..WHEEL_SHARDS)
+            .map(|_| Mutex::new(Wheel::new(now)))
+            .collect();
+        Self {
+            records: DashMap::new(),
+            owners: DashMap::new(),
+            tombstones: DashMap::new(),
+            aliases: DashMap::new(),
+            alias_count: AtomicUsize::new(0),
+            namespaces: Namespaces::new(config.max_namespaces),
+            wheels,
+            clock,
+            config,
+            expired_total: AtomicU64::new(0),
+            evicted_total: AtomicU64::new(0),
+            memory: AtomicI64::new(0),
+        }
+    }
+
+    /// The store's clock reading.
+    #[must_use]
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn wheel_for(&self, key: &Key) -> &Mutex<Wheel<Timer>> {
+        let i = (usize::from(key.id.0[0]) ^ key.ns as usize) % self.wheels.len();
+        &self.wheels[i]
+    }
+
+    fn schedule(&self, at: u64, timer: Timer) {
+        let key = match timer {
+            Timer::Record(k) | Timer::Tombstone(k) | Timer::Alias(k) => k,
+        };
+        self.wheel_for(&key).lock().insert(at, timer);
+    }
+
+    fn add_mem(&self, delta: i64) {
+        self.memory.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    fn encode_checked(&self, attrs: &Attrs) -> Result<Box<[u8]>> {
+        let blob = encode_attrs(attrs).map_err(|e| StoreError::Codec(e.to_string()))?;
+        if blob.len() > self.config.max_attrs_bytes {
+            return Err(StoreError::TooLarge {
+                len: blob.len(),
+                max: self.config.max_attrs_bytes,
+            });
+        }
+        Ok(blob.into_boxed_slice())
+    }
+
+    fn ns_for_write(&self, ns: &str) -> Result<u32> {
+        limits::check_namespace(ns).map_err(invalid)?;
+        self.namespaces
+            .intern(ns)
+            .ok_or(StoreError::TooManyNamespaces {
+                max: self.config.max_namespaces,
+            })
+    }
+
+    fn ns_for_read(&self, ns: &str) -> Result<Option<u32>> {
+        limits::check_namespace(ns).map_err(invalid)?;
+        Ok(self.namespaces.lookup(ns))
+    }
+
+    /// Follows a rotation alias: the key a request for `key` acts on.
+    fn target(&self, key: Key, now: u64) -> Key {
+        if self.alias_count.load(Ordering::Relaxed) == 0 {
+            return key;
+        }
+        match self.aliases.get(&key) {
+            Some(a) if a.1 > now => Key {
+                ns: key.ns,
+                id: a.0,
+            },
+            _ => key,
+        }
+    }
+
+    fn is_tombstoned(&self, key: &Key, now: u64) -> bool {
+        self.tombstones.get(key).is_some_and(|until| *until > now)
+            || self.aliases.get(key).is_some_and(|a| a.1 > now)
+    }
+
+    fn add_tombstone(&self, key: Key, until: u64) {
+        match self.tombstones.entry(key) {
+            Entry::Occupied(mut o) => {
+                if *o.get() >= until {
+                    return;
+                }
+                o.insert(until);
+            }
+            Entry::Vacant(v) => {
+                v.insert(until);
+                self.add_mem(TOMBSTONE_BYTES);
+            }
+        }
+        self.schedule(until, Timer::Tombstone(key));
+    }
+
+    /// Accounts for a record leaving the map.
+    fn forget(&self, key: &Key, rec: &Record) {
+        self.namespaces.add_records(key.ns, -1);
+        self.add_mem(-(rec.mem_size() as i64));
+    }
+
+    fn unindex_owner(&self, ns: u32, owner: &Arc<str>, created_at: u64, id: SessionId) {
+        let okey = OwnerKey {
+            ns,
+            owner: owner.clone(),
+        };
+        let now_empty = match self.owners.get_mut(&okey) {
+            Some(mut set) => {
+                set.remove(&(created_at, id));
+                set.is_empty()
+            }
+            None => false,
+        };
+        if now_empty {
+            self.owners.remove_if(&okey, |_, s| s.is_empty());
+        }
+    }
+
+    /// Whether the index entry (`created_at`, `id`) of `owner` names a live record.
+    fn index_entry_live(&self, ns: u32, owner: &str, created_at: u64, id: SessionId, now: u64) -> bool {
+        self.records.get(&Key { ns, id }).is_some_and(|r| {
+            r.is_live(now) && r.created_at == created_at && r.owner.as_deref() == Some(owner)
+        })
+    }
+
+    /// Inserts a new record at `key` (must be absent or expired). Returns the
+    /// owner and creation time of an expired record it replaced, whose index
+    /// entry the caller removes once it holds no owner lock.
+    fn put_new(&self, key: Key, rec: Record, now: u64) -> Result<Option<(Arc<str>, u64)>> {
+        let size = rec.mem_size() as i64;
+        match self.records.entry(key) {
+            Entry::Occupied(mut o) => {
+                if o.get().is_live(now) {
+                    return Err(StoreError::AlreadyExists);
+                }
+                let old = o.insert(rec);
+                self.add_mem(size - old.mem_size() as i64);
+                Ok(old.owner.map(|owner| (owner, old.created_at)))
+            }
+            Entry::Vacant(v) => {
+                v.insert(rec);
+                self.namespaces.add_records(key.ns, 1);
+                self.add_mem(size);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Creates a record: the shared path of `Create` and an upserting `Update`.
+    #[allow(clippy::too_many_arguments)]
+    fn insert_new(
+        &self,
+        ns: u32,
+        chosen: Option<SessionId>,
+        owner: Option<&str>,
+        ttl: Ttl,
+        attrs: Box<[u8]>,
+        limit: Option<OwnerLimit>,
+        now: u64,
+    ) -> Result<Snapshot> {
+        if let Some(id) = chosen {
+            if self.is_tombstoned(&Key { ns, id }, now) {
+                return Err(StoreError::Gone);
+            }
+        }
+        let expires_at = Record::deadline(now, now, ttl);
+        let owner: Option<Arc<str>> = owner.map(Arc::from);
+        let make = |owner: Option<Arc<str>>| Record {
+            owner,
+            created_at: now,
+            last_active: now,
+            expires_at,
+            wheel_deadline: expires_at,
+            idle_ttl: ttl.idle_ttl_ms,
+            max_lifetime: ttl.max_lifetime_ms,
+            version: 1,
+            attrs: attrs.clone(),
+        };
+        // A server-drawn id colliding with a live one is astronomically unlikely,
+        // but a retry costs nothing and makes it impossible to clobber a session.
+        let mut attempts = 0;
+        let (id, replaced) = loop {
+            let id = chosen.unwrap_or_else(SessionId::new_v4);
+            let key = Key { ns, id };
+            let result = match &owner {
+                None => self.put_new(key, make(None), now),
+                Some(o) => self.put_owned(key, make(Some(o.clone())), o, limit, now),
+            };
+            match result {
+                Ok(replaced) => break (id, replaced),
+                Err(StoreError::AlreadyExists) if chosen.is_none() && attempts < 4 => {
+                    attempts += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let key = Key { ns, id };
+        if let Some((old_owner, old_created)) = replaced {
+            self.unindex_owner(ns, &old_owner, old_created, id);
+        }
+        if expires_at != NEVER {
+            self.schedule(expires_at, Timer::Record(key));
+        }
+        Ok(Snapshot {
+            id,
+            owner,
+            created_at: now,
+            last_active: now,
+            expires_at,
+            ttl,
+            version: 1,
+            attrs,
+        })
+    }
+
+    /// Inserts an owned record under its owner's index lock, applying the limit.
+    fn put_owned(
+        &self,
+        key: Key,
+        rec: Record,
+        owner: &Arc<str>,
+        limit: Option<OwnerLimit>,
+        now: u64,
+    ) -> Result<Option<(Arc<str>, u64)>> {
+        let okey = OwnerKey {
+            ns: key.ns,
+            owner: owner.clone(),
+        };
+        let created_at = rec.created_at;
+        let mut set = self.owners.entry(okey).or_default();
+        if let Some(limit) = limit {
+            // Count only live sessions: drop entries whose record expired or moved.
+            set.retain(|(c, id)| self.index_entry_live(key.ns, owner, *c, *id, now));
+            let max = limit.max_sessions as usize;
+            if set.len() >= max {
+                match limit.policy {
+                    LimitPolicy::Reject => {
+                        return Err(StoreError::LimitExceeded {
+                            current: set.len(),
+                            max: limit.max_sessions,
+                        })
+                    }
+                    LimitPolicy::EvictOldest => {
+                        // A chosen id that is already live must fail before anything is evicted.
+                        if self.records.get(&key).is_some_and(|r| r.is_live(now)) {
+                            return Err(StoreError::AlreadyExists);
+                        }
+                        while set.len() >= max {
+                            let Some((c, id)) = set.pop_first() else { break };
+                            let k = Key { ns: key.ns, id };
+                            if let Some((_, old)) = self.records.remove_if(&k, |_, r| {
+                                r.created_at == c && r.owner.as_deref() == Some(&**owner)
+                            }) {
+                                self.forget(&k, &old);
+                                self.evicted_total.fetch_add(1, Ordering::Relaxed);
+                                self.add_tombstone(k, now.saturating_add(self.config.tombstone_ttl_ms));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let replaced = self.put_new(key, rec, now)?;
+        set.insert((created_at, key.id));
+        Ok(replaced)
+    }
+
+    /// Creates a session.
+    ///
+    /// # Errors
+    /// `Invalid` for bad arguments, `AlreadyExists`/`Gone` for a taken or recently
+    /// deleted chosen id, `LimitExceeded` under the reject policy, `TooLarge`.
+    pub fn create(&self, c: Create) -> Result<Session> {
+        check_ttl(&c.ttl)?;
+        check_attrs(&c.attrs, &[])?;
+        if let Some(owner) = &c.owner {
+            limits::check_owner(owner).map_err(invalid)?;
+        }
+        if let Some(limit) = &c.owner_limit {
+            if c.owner.is_none() {
+                return Err(invalid("an owner limit needs an owner".into()));
+            }
+            if limit.max_sessions == 0 {
+                return Err(invalid("an owner limit must allow at least 1 session".into()));
+            }
+        }
+        let blob = self.encode_checked(&c.attrs)?;
+        let ns = self.ns_for_write(&c.namespace)?;
+        let now = self.now_ms();
+        let snap = self.insert_new(ns, c.id, c.owner.as_deref(), c.ttl, blob, c.owner_limit, now)?;
+        snap.into_session(&c.namespace)
+    }
+
+    fn read(&self, key: Key, touch: bool, now: u64) -> Option<Snapshot> {
+        if touch {
+            let mut r = self.records.get_mut(&key)?;
+            if !r.is_live(now) {
+                return None;
+            }
+            r.touch(now);
+            Some(Snapshot::of(key.id, &r))
+        } else {
+            let r = self.records.get(&key)?;
+            r.is_live(now).then(|| Snapshot::of(key.id, &r))
+        }
+    }
+
+    /// Reads a live session, optionally sliding its deadline. An id rotated away
+    /// within its grace period resolves to the rotated session.
+    ///
+    /// # Errors
+    /// `Invalid` for a malformed namespace.
+    pub fn get(&self, namespace: &str, id: SessionId, touch: bool) -> Result<Option<Session>> {
+        let Some(ns) = self.ns_for_read(namespace)? else {
+            return Ok(None);
+        };
+        let now = self.now_ms();
+        let key = self.target(Key { ns, id }, now);
+        self.read(key, touch, now)
+            .map(|s| s.into_session(namespace))
+            .transpose()
+    }
+
+    /// Slides a session's deadline (never past its maximum lifetime).
+    ///
+    /// # Errors
+    /// `Invalid` for a malformed namespace.
+    pub fn touch(&self, namespace: &str, id: SessionId) -> Result<TouchReply> {
+        let not_found = TouchReply {
+            found: false,
+            expires_at_ms: None,
+        };
+        let Some(ns) = self.ns_for_read(namespace)? else {
+            return Ok(not_found);
+        };
+        let now = self.now_ms();
+        let key = self.target(Key { ns, id }, now);
+        let Some(mut r) = self.records.get_mut(&key) else {
+            return Ok(not_found);
+        };
+        if !r.is_live(now) {
+            return Ok(not_found);
+        }
+        Ok(TouchReply {
+            found: true,
+            expires_at_ms: finite(r.touch(now)),
+        })
+    }
+
+    /// Applies an update: removals, then sets, then the ttl; bumps the version.
+    ///
+    /// # Errors
+    /// `NotFound` (no upsert), `Conflict`, `Gone` (upsert of a tombstoned id),
+    /// `Invalid`, `TooLarge`.
+    pub fn update(&self, u: Update) -> Result<UpdateReply> {
+        check_attrs(&u.set, &u.remove)?;
+        if let Some(ttl) = &u.ttl {
+            check_ttl(ttl)?;
+        }
+        if let Some(owner) = u.upsert.as_ref().and_then(|up| up.owner.as_ref()) {
+            limits::check_owner(owner).map_err(invalid)?;
+        }
+        let ns = if u.upsert.is_some() {
+            self.ns_for_write(&u.namespace)?
+        } else {
+            self.ns_for_read(&u.namespace)?.ok_or(StoreError::NotFound)?
+        };
+        let now = self.now_ms();
+        let key = self.target(Key { ns, id: u.id }, now);
+        // Two rounds at most: an upsert that loses a race with a concurrent create
+        // of the same id applies as an update to the record that won.
+        for _ in 0..2 {
+            if let Some(reply) = self.update_existing(key, &u, now)? {
+                return Ok(reply);
+            }
+            let Some(upsert) = &u.upsert else {
+                return Err(StoreError::NotFound);
+            };
+            if let Some(expected) = u.expected_version {
+                return Err(StoreError::Conflict {
+                    expected,
+                    actual: None,
+                });
+            }
+            let blob = self.encode_checked(&u.set)?;
+            let ttl = u.ttl.unwrap_or_default();
+            match self.insert_new(ns, Some(key.id), upsert.owner.as_deref(), ttl, blob, None, now) {
+                Ok(snap) => {
+                    return Ok(UpdateReply {
+                        version: snap.version,
+                        created: true,
+                        expires_at_ms: finite(snap.expires_at),
+                    })
+                }
+                Err(StoreError::AlreadyExists) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict {
+            expected: u.expected_version.unwrap_or(0),
+            actual: None,
+        })
+    }
+
+    /// Updates the live record at `key`; `Ok(None)` if there is none.
+    fn update_existing(&self, key: Key, u: &Update, now: u64) -> Result<Option<UpdateReply>> {
+        let Some(mut r) = self.records.get_mut(&key) else {
+            return Ok(None);
+        };
+        if !r.is_live(now) {
+            return Ok(None);
+        }
+        if let Some(expected) = u.expected_version {
+            if expected != r.version {
+                return Err(StoreError::Conflict {
+                    expected,
+                    actual: Some(r.version),
+                });
+            }
+        }
+        let mut attrs = decode_attrs(&r.attrs).map_err(|e| StoreError::Codec(e.to_string()))?;
+        for name in &u.remove {
+            attrs.remove(name);
+        }
+        for (name, value) in &u.set {
+            attrs.insert(name.clone(), value.clone());
+        }
+        let blob = self.encode_checked(&attrs)?;
+        let before = r.mem_size() as i64;
+        r.attrs = blob;
+        if let Some(ttl) = u.ttl {
+            r.idle_ttl = ttl.idle_ttl_ms;
+            r.max_lifetime = ttl.max_lifetime_ms;
+        }
+        // An update is activity: it slides the idle deadline like a touch.
+        r.touch(now);
+        r.version += 1;
+        let reschedule = (r.expires_at < r.wheel_deadline).then(|| {
+            r.wheel_deadline = r.expires_at;
+            r.expires_at
+        });
+        let reply = UpdateReply {
+            version: r.version,
+            created: false,
+            expires_at_ms: finite(r.expires_at),
+        };
+        self.add_mem(r.mem_size() as i64 - before);
+        drop(r);
+        if let Some(at) = reschedule {
+            self.schedule(at, Timer::Record(key));
+        }
+        Ok(Some(reply))
+    }
+
+    /// Adds `delta` to an integer attribute, or to a windowed counter that
+    /// refuses (changing nothing) an increment past its limit.
+    ///
+    /// # Errors
+    /// `NotFound`, `Invalid` (not an integer, overflow, bad window), `TooLarge`.
+    pub fn incr(&self, i: Incr) -> Result<IncrReply> {
+        limits::check_attr_name(&i.attr).map_err(invalid)?;
+        if let Some(w) = &i.window {
+            if w.window_ms == 0 {
+                return Err(invalid("a rate window must be longer than 0".into()));
+            }
+        }
+        let ns = self.ns_for_read(&i.namespace)?.ok_or(StoreError::NotFound)?;
+        let now = self.now_ms();
+        let key = self.target(Key { ns, id: i.id }, now);
+        let mut r = self.records.get_mut(&key).ok_or(StoreError::NotFound)?;
+        if !r.is_live(now) {
+            return Err(StoreError::NotFound);
+        }
+        let mut attrs = decode_attrs(&r.attrs).map_err(|e| StoreError::Codec(e.to_string()))?;
+        let overflow = || invalid(format!("incrementing attribute {:?} overflows i64", i.attr));
+        let (reply, new_value) = match i.window {
+            None => {
+                let current = match attrs.get(&i.attr) {
+                    None => 0,
+                    Some(Value::Int(v)) => *v,
+                    Some(_) => {
+                        return Err(invalid(format!(
+                            "attribute {:?} is not an integer",
+                            i.attr
+                        )))
+                    }
+                };
+                let value = current.checked_add(i.delta).ok_or_else(overflow)?;
+                let reply = IncrReply {
+                    value,
+                    allowed: true,
+                    remaining: None,
+                    reset_at_ms: None,
+                    version: r.version + 1,
+                };
+                (reply, Some(Value::Int(value)))
+            }
+            Some(w) => {
+                let (current, reset_at) = match attrs.get(&i.attr) {
+                    None => (0, now.saturating_add(w.window_ms)),
+                    Some(Value::Counter { value, reset_at_ms }) if *reset_at_ms > now => {
+                        (*value, *reset_at_ms)
+                    }
+                    Some(Value::Counter { .. }) => (0, now.saturating_add(w.window_ms)),
+                    Some(_) => {
+                        return Err(invalid(format!(
+                            "attribute {:?} is not a windowed counter",
+                            i.attr
+                        )))
+                    }
+                };
+                let next = current.checked_add(i.delta).ok_or_else(overflow)?;
+                if next > w.limit {
+                    let reply = IncrReply {
+                        value: current,
+                        allowed: false,
+                        remaining: Some(w.limit.saturating_sub(current).max(0)),
+                        reset_at_ms: Some(reset_at),
+                        version: r.version,
+                    };
+                    (reply, None)
+                } else {
+                    let reply = IncrReply {
+                        value: next,
+                        allowed: true,
+                        remaining: Some(w.limit.saturating_sub(next).max(0)),
+                        reset_at_ms: Some(reset_at),
+                        version: r.version + 1,
+                    };
+                    let counter = Value::Counter {
+                        value: next,
+                        reset_at_ms: reset_at,
+                    };
+                    (reply, Some(counter))
+                }
+            }
+        };
+        if let Some(v) = new_value {
+            attrs.insert(i.attr.clone(), v);
+            let blob = self.encode_checked(&attrs)?;
+            let before = r.mem_size() as i64;
+            r.attrs = blob;
+            r.version += 1;
+            self.add_mem(r.mem_size() as i64 - before);
+        }
+        Ok(reply)
+    }
+
+    /// Deletes a session and leaves a tombstone on its id. Returns whether a live
+    /// session was deleted.
+    ///
+    /// # Errors
+    /// `Invalid` for a malformed namespace.
+    pub fn delete(&self, namespace: &str, id: SessionId) -> Result<bool> {
+        let Some(ns) = self.ns_for_read(namespace)? else {
+            return Ok(false);
+        };
+        let now = self.now_ms();
+        let key = self.target(Key { ns, id }, now);
+        let Some((_, rec)) = self.records.remove(&key) else {
+            return Ok(false);
+        };
+        self.forget(&key, &rec);
+        self.add_tombstone(key, now.saturating_add(self.config.tombstone_ttl_ms));
+        if let Some(owner) = &rec.owner {
+            self.unindex_owner(ns, owner, rec.created_at, key.id);
+        }
+        Ok(rec.is_live(now))
+    }
+
+    /// Lists an owner's live sessions, oldest first, a page at a time.
+    ///
+    /// # Errors
+    /// `Invalid` for a malformed namespace or owner.
+    pub fn list_by_owner(&self, l: &ListByOwner) -> Result<SessionPage> {
+        limits::check_owner(&l.owner).map_err(invalid)?;
+        let empty = SessionPage {
+            sessions: Vec::new(),
+            next: None,
+        };
+        let Some(ns) = self.ns_for_read(&l.namespace)? else {
+            return Ok(empty);
+        };
+        let limit = l.limit.clamp(1, MAX_LIST_PAGE) as usize;
+        let now = self.now_ms();
+        let okey = OwnerKey {
+            ns,
+            owner: Arc::from(l.owner.as_str()),
+        };
+        let mut after = l.after.map(|c| (c.created_at_ms, c.id));
+        let mut out: Vec<Snapshot> = Vec::with_capacity(limit.min(64));
+        let chunk_len = limit * 2;
+        'pages: loop {
+            // Copy a chunk of candidates under the owner lock, then read records
+            // without it.
+            let chunk: Vec<(u64, SessionId)> = {
+                let Some(set) = self.owners.get(&okey) else {
+                    break;
+                };
+                let range = match after {
+                    Some(a) => set.range((Bound::Excluded(a), Bound::Unbounded)),
+                    None => set.range(..),
+                };
+                range.take(chunk_len).copied().collect()
+            };
+            for &(created_at, id) in &chunk {
+                after = Some((created_at, id));
+                let Some(snap) = self.read(Key { ns, id }, false, now) else {
+                    continue;
+                };
+                if snap.created_at == created_at && snap.owner.as_deref() == Some(&*l.owner) {
+                    out.push(snap);
+                    if out.len() == limit {
+                        break 'pages;
+                    }
+                }
+            }
+            if chunk.len() < chunk_len {
+                break;
+            }
+        }
+        let next = match (out.len() == limit, out.last()) {
+            (true, Some(last)) => {
+                let more = self.owners.get(&okey).is_some_and(|set| {
+                    set.range((Bound::Excluded((last.created_at, last.id)), Bound::Unbounded))
+                        .next()
+                        .is_some()
+                });
+                more.then_some(ListCursor {
+                    created_at_ms: last.created_at,
+                    id: last.id,
+                })
+            }
+            _ => None,
+        };
+        let sessions = out
+            .into_iter()
+            .map(|s| s.into_session(&l.namespace))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SessionPage { sessions, next })
+    }
+
+    /// Deletes every session of an owner except `except`; returns how many live
+    /// sessions were deleted.
+    ///
+    /// # Errors
+    /// `Invalid` for a malformed namespace or owner.
+    pub fn delete_by_owner(&self, d: &DeleteByOwner) -> Result<u64> {
+        limits::check_owner(&d.owner).map_err(invalid)?;
+        let Some(ns) = self.ns_for_read(&d.namespace)? else {
+            return Ok(0);
+        };
+        let now = self.now_ms();
+        let except = d.except.map(|id| self.target(Key { ns, id }, now).id);
+        let okey = OwnerKey {
+            ns,
+            owner: Arc::from(d.owner.as_str()),
+        };
+        let Some(mut set) = self.owners.get_mut(&okey) else {
+            return Ok(0);
+        };
+        let victims: Vec<(u64, SessionId)> = set
+            .iter()
+            .filter(|(_, id)| Some(*id) != except)
+            .copied()
+            .collect();
+        let mut count = 0;
+        let tomb_until = now.saturating_add(self.config.tombstone_ttl_ms);
+        for (created_at, id) in victims {
+            set.remove(&(created_at, id));
+            let k = Key { ns, id };
+            if let Some((_, rec)) = self.records.remove_if(&k, |_, r| {
+                r.created_at == created_at && r.owner.as_deref() == Some(&*d.owner)
+            }) {
+                self.forget(&k, &rec);
+                self.add_tombstone(k, tomb_until);
+                if rec.is_live(now) {
+                    count += 1;
+                }
+            }
+        }
+        let now_empty = set.is_empty();
+        drop(set);
+        if now_empty {
+            self.owners.remove_if(&okey, |_, s| s.is_empty());
+        }
+        Ok(count)
+    }
+
+    /// Gives a session a new id. Data, owner and deadlines stay; the old id is
+    /// tombstoned, and with a grace period it resolves to the new id until then.
+    ///
+    /// # Errors
+    /// `NotFound`, `Invalid`, or `Conflict` if the record kept changing under the
+    /// rotation (it retries several times first).
+    pub fn rotate(&self, r: &Rotate) -> Result<Session> {
+        let ns = self.ns_for_read(&r.namespace)?.ok_or(StoreError::NotFound)?;
+        let now = self.now_ms();
+        let old = self.target(Key { ns, id: r.id }, now);
+        let owner = self
+            .records
+            .get(&old)
+            .filter(|rec| rec.is_live(now))
+            .ok_or(StoreError::NotFound)?
+            .owner
+            .clone();
+        // Owned sessions rotate under the owner's index lock, so a concurrent
+        // limit check or revoke-all sees either the old id or the new one.
+        let mut owner_set = owner.as_ref().map(|o| {
+            self.owners
+                .entry(OwnerKey {
+                    ns,
+                    owner: o.clone(),
+                })
+                .or_default()
+        });
+        for _ in 0..16 {
+            let Some(snap) = self.read(old, false, now) else {
+                return Err(StoreError::NotFound);
+            };
+            if snap.owner != owner {
+                return Err(StoreError::NotFound);
+            }
+            let new = Key {
+                ns,
+                id: SessionId::new_v4(),
+            };
+            let rec = Record {
+                owner: snap.owner.clone(),
+                created_at: snap.created_at,
+                last_active: snap.last_active,
+                expires_at: snap.expires_at,
+                wheel_deadline: snap.expires_at,
+                idle_ttl: snap.ttl.idle_ttl_ms,
+                max_lifetime: snap.ttl.max_lifetime_ms,
+                version: snap.version,
+                attrs: snap.attrs.clone(),
+            };
+            // Nobody else can know the fresh id yet, so inserting it first and
+            // removing the old record only if it did not change in between makes
+            // the move atomic for every observer of the old id.
+            if self.put_new(new, rec, now)?.is_some() {
+                return Err(StoreError::Codec("fresh id replaced a record".into()));
+            }
+            let grace_until = r.grace_ms.map(|g| now.saturating_add(g));
+            if let Some(until) = grace_until {
+                if self.aliases.insert(old, (new.id, until)).is_none() {
+                    self.alias_count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let moved = self.records.remove_if(&old, |_, cur| {
+                cur.version == snap.version
+                    && cur.last_active == snap.last_active
+                    && cur.created_at == snap.created_at
+            });
+            match moved {
+                Some((_, old_rec)) => {
+                    self.forget(&old, &old_rec);
+                    if let Some(set) = owner_set.as_mut() {
+                        set.remove(&(snap.created_at, old.id));
+                        set.insert((snap.created_at, new.id));
+                    }
+                    drop(owner_set);
+                    let tomb_from = grace_until.unwrap_or(now);
+                    self.add_tombstone(old, tomb_from.saturating_add(self.config.tombstone_ttl_ms));
+                    if let Some(until) = grace_until {
+                        self.schedule(until, Timer::Alias(old));
+                    }
+                    if snap.expires_at != NEVER {
+                        self.schedule(snap.expires_at, Timer::Record(new));
+                    }
+                    let mut snap = snap;
+                    snap.id = new.id;
+                    return snap.into_session(&r.namespace);
+                }
+                None => {
+                    // The record changed between the copy and the move: undo and retry.
+                    if let Some((_, undo)) = self.records.remove(&new) {
+                        self.forget(&new, &undo);
+                    }
+                    if grace_until.is_some() && self.aliases.remove(&old).is_some() {
+                        self.alias_count.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        Err(StoreError::Conflict {
+            expected: 0,
+            actual: None,
+        })
+    }
+
+    /// Polls the timer wheels at the current time and reclaims what is due: expired
+    /// records (with their index entries), ended tombstones and grace periods.
+    /// Does at most about `budget` entries; returns how many it handled (fewer
+    /// than `budget` means nothing due is left).
+    pub fn reclaim(&self, budget: usize) -> usize {
+        let now = self.now_ms();
+        let per_wheel = budget.div_ceil(self.wheels.len()).max(1);
+        let mut due = Vec::new();
+        let mut handled = 0;
+        for wheel in self.wheels.iter() {
+            due.clear();
+            // The wheel lock is released before any record is locked (lock order).
+            let n = wheel.lock().poll(now, per_wheel, &mut due);
+            handled += n;
+            for &(deadline, timer) in &due {
+                self.fire(deadline, timer, now);
+            }
+        }
+        handled
+    }
+
+    fn fire(&self, deadline: u64, timer: Timer, now: u64) {
+        match timer {
+            Timer::Record(key) => {
+                let reschedule = {
+                    let Some(mut r) = self.records.get_mut(&key) else {
+                        return;
+                    };
+                    if r.wheel_deadline != deadline {
+                        return; // stale entry: a newer one exists
+                    }
+                    if r.is_live(now) {
+                        // Touched since it was scheduled: re-insert at the new deadline.
+                        r.wheel_deadline = r.expires_at;
+                        finite(r.expires_at)
+                    } else {
+                        None
+                    }
+                };
+                if let Some(at) = reschedule {
+                    self.schedule(at, Timer::Record(key));
+                    return;
+                }
+                if let Some((_, rec)) = self
+                    .records
+                    .remove_if(&key, |_, r| r.wheel_deadline == deadline && !r.is_live(now))
+                {
+                    self.forget(&key, &rec);
+                    self.expired_total.fetch_add(1, Ordering::Relaxed);
+                    if let Some(owner) = &rec.owner {
+                        self.unindex_owner(key.ns, owner, rec.created_at, key.id);
+                    }
+                }
+            }
+            Timer::Tombstone(key) => {
+                if self.tombstones.remove_if(&key, |_, until| *until <= now).is_some() {
+                    self.add_mem(-TOMBSTONE_BYTES);
+                }
+            }
+            Timer::Alias(key) => {
+                if self.aliases.remove_if(&key, |_, a| a.1 <= now).is_some() {
+                    self.alias_count.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Current counters.
+    #[must_use]
+    pub fn stats(&self) -> StoreStats {
+        let namespaces: Vec<(String, u64)> = self
+            .namespaces
+            .snapshot()
+            .into_iter()
+            .map(|(n, c)| (n.to_string(), c))
+            .collect();
+        StoreStats {
+            records: namespaces.iter().map(|(_, c)| c).sum(),
+            namespaces,
+            expired_total: self.expired_total.load(Ordering::Relaxed),
+            evicted_total: self.evicted_total.load(Ordering::Relaxed),
+            memory_bytes: u64::try_from(self.memory.load(Ordering::Relaxed)).unwrap_or(0),
+        }
+    }
+
+    /// Records held, expired ones awaiting reclaim included.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether no record is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Owner index entries held for `owner` (live or not yet pruned); for tests
+    /// and diagnostics.
+    #[must_use]
+    pub fn owner_index_len(&self, namespace: &str, owner: &str) -> usize {
+        let Some(ns) = self.namespaces.lookup(namespace) else {
+            return 0;
+        };
+        self.owners
+            .get(&OwnerKey {
+                ns,
+                owner: Arc::from(owner),
+            })
+            .map_or(0, |s| s.len())
+    }
+}
+
+/// Estimated bytes of one tombstone (key, deadline, map overhead).
+const TOMBSTONE_BYTES: i64 = 48;
+
+#[cfg(test)]
+mod tests;
