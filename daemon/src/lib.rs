@@ -6,6 +6,7 @@
 //! - [`server`]: the TCP server: connection tasks, framing, dispatch.
 //! - [`config`]: flags, `SESSIOND_*` environment variables and the TOML file.
 //! - [`clock`]: the injectable time source.
+//! - [`cli`]: the `sessiond` command (ready line, signals).
 //!
 //! Embedding (as the HTTP bridge does):
 //!
@@ -18,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod expiry;

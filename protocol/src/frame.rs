@@ -195,6 +195,16 @@ pub fn peek_request_id(payload: &[u8]) -> Option<u64> {
         .map(|(id, _)| id)
 }
 
+/// Reads the request id and the operation's tag (its variant index in
+/// [`Op`](crate::Op)) at the start of a payload, so a server can tell an operation it
+/// does not know (a tag of [`Op::COUNT`](crate::Op::COUNT) or more) from a malformed one.
+#[must_use]
+pub fn peek_request_header(payload: &[u8]) -> Option<(u64, u32)> {
+    bincode::serde::decode_from_slice::<(u64, u32), _>(payload, config())
+        .ok()
+        .map(|(header, _)| header)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +223,16 @@ mod tests {
             frame_of(&Request { id: 7, op: Op::Ping }),
             [0, 0, 0, 2, 7, 1]
         );
+    }
+
+    #[test]
+    fn header_peek_sees_the_last_known_and_an_unknown_tag() {
+        let stats = frame_of(&Request { id: 9, op: Op::Stats });
+        assert_eq!(peek_request_header(&stats[4..]), Some((9, Op::COUNT - 1)));
+        // id 9, tag 200 (a future operation), then bytes this build cannot read.
+        assert_eq!(peek_request_header(&[9, 200, 1, 2]), Some((9, 200)));
+        assert!(decode_request(&[9, 200, 1, 2]).is_err());
+        assert_eq!(peek_request_header(&[]), None);
     }
 
     #[test]

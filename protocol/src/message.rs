@@ -52,6 +52,9 @@ pub enum Op {
 }
 
 impl Op {
+    /// Number of operations this build knows; tags from here on are unknown.
+    pub const COUNT: u32 = 12;
+
     /// A short name for logs and metrics.
     #[must_use]
     pub fn name(&self) -> &'static str {

@@ -1,0 +1,95 @@
+//! The `sessiond` command: parse the command line, set up logging, serve until
+//! SIGINT or SIGTERM. The binary's `main` only calls [`main`].
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::{Cli, Command, Config};
+use crate::server::{Daemon, Error};
+
+/// Runs the `sessiond` command line with the process's arguments.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        None | Some(Command::Serve) => {}
+    }
+    let config = match cli.server.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sessiond: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sessiond: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sessiond: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the daemon, prints the ready line (`sessiond ready on ADDR`) on
+/// stdout, and serves until SIGINT or SIGTERM, then shuts down gracefully.
+///
+/// # Errors
+/// [`Error`] if the daemon cannot start.
+pub async fn run(config: Config) -> Result<(), Error> {
+    let daemon = Daemon::start(config).await?;
+    {
+        // Scripts and tests wait for this line to learn the bound port; a
+        // closed stdout must not stop the daemon.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "sessiond ready on {}", daemon.local_addr());
+        let _ = out.flush();
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    daemon.shutdown().await;
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the daemon");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

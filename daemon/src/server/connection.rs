@@ -1,0 +1,316 @@
+//! One client connection: read, split every complete frame, execute, answer.
+//!
+//! The loop batches syscalls both ways: one read may carry many pipelined
+//! requests; all of them are executed (synchronously: store operations never
+//! wait) and their answers are encoded into one buffer and written with one
+//! write. At most `max_in_flight` requests are decoded before their answers are
+//! written, and nothing more is read until that write completes, so a client
+//! that pipelines without reading gets TCP backpressure, not an unbounded
+//! buffer in the daemon.
+//!
+//! A complete frame whose payload does not decode is answered with an error
+//! (carrying its request id where it can be read) and the connection goes on;
+//! a length prefix over the maximum cannot be resynchronised, so it is answered
+//! with an error under request id 0 and the connection is closed.
+
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use sessiond_protocol::frame::{
+    decode_request, encode_response, peek_request_header, split_frame, HEADER_LEN,
+};
+use sessiond_protocol::{
+    ErrorCode, HelloReply, Op, Reply, Request, Response, WireError, PROTOCOL_VERSION,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{dispatch, Shared};
+
+/// Smallest free space handed to a read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Answers are written once this many bytes are waiting, even mid-batch.
+const WRITE_HIGH_WATER: usize = 1024 * 1024;
+
+/// The daemon's version, sent in `Hello` and `Stats`.
+pub(crate) const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why the connection loop ended.
+enum Close {
+    /// The peer closed or shutdown began: nothing more to say.
+    Quiet,
+    /// The peer broke the protocol; the error frame is already queued.
+    Protocol,
+}
+
+pub(crate) struct Connection<'a> {
+    stream: TcpStream,
+    shared: &'a Shared,
+    shutdown: CancellationToken,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    greeted: bool,
+}
+
+impl<'a> Connection<'a> {
+    pub(crate) fn new(stream: TcpStream, shared: &'a Shared, shutdown: CancellationToken) -> Self {
+        Self {
+            stream,
+            shared,
+            shutdown,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            greeted: false,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        debug!("connected");
+        let outcome = self.serve().await;
+        // Answers of the last batch (including a final error frame) go out
+        // before the socket closes, so the peer learns why.
+        if let Err(e) = self.flush().await {
+            debug!(error = %e, "final write failed");
+        }
+        match outcome {
+            Ok(Close::Quiet) => debug!("closed"),
+            Ok(Close::Protocol) => info!("closed after a protocol error"),
+            Err(e) => debug!(error = %e, "connection error"),
+        }
+        let _ = self.stream.shutdown().await;
+    }
+
+    async fn serve(&mut self) -> std::io::Result<Close> {
+        let idle = self.shared.config.idle_timeout;
+        loop {
+            if let Some(close) = self.process_buffered().await? {
+                return Ok(close);
+            }
+            self.flush().await?;
+            self.reserve_for_next_frame();
+            let read = tokio::select! {
+                () = self.shutdown.cancelled() => return Ok(Close::Quiet),
+                r = read_with_idle(&mut self.stream, &mut self.rbuf, idle) => r?,
+            };
+            match read {
+                Some(0) => {
+                    if !self.rbuf.is_empty() {
+                        debug!(pending = self.rbuf.len(), "peer closed mid-frame");
+                    }
+                    return Ok(Close::Quiet);
+                }
+                Some(_) => {}
+                None => {
+                    info!("idle timeout");
+                    return Ok(Close::Quiet);
+                }
+            }
+        }
+    }
+
+    /// Executes every complete frame in the read buffer, writing answers out
+    /// whenever `max_in_flight` of them (or a megabyte) are waiting.
+    async fn process_buffered(&mut self) -> std::io::Result<Option<Close>> {
+        // The buffer is taken out so frames can be borrowed from it while
+        // `self` queues answers; it goes back whatever happens.
+        let mut buf = std::mem::take(&mut self.rbuf);
+        let mut consumed = 0;
+        let result = self.process_frames(&buf, &mut consumed).await;
+        buf.advance(consumed);
+        self.rbuf = buf;
+        result
+    }
+
+    async fn process_frames(
+        &mut self,
+        buf: &[u8],
+        consumed: &mut usize,
+    ) -> std::io::Result<Option<Close>> {
+        let max_len = self.shared.config.max_frame_len;
+        let max_in_flight = self.shared.config.max_in_flight;
+        let mut in_flight = 0;
+        loop {
+            let rest = buf.get(*consumed..).unwrap_or_default();
+            let (payload, total) = match split_frame(rest, max_len) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    warn!(error = %e, "bad frame header; closing");
+                    let error = WireError::new(ErrorCode::TooLarge, e.to_string());
+                    self.push(0, Reply::Error(error));
+                    return Ok(Some(Close::Protocol));
+                }
+            };
+            *consumed += total;
+            if let Some(close) = self.handle_payload(payload) {
+                return Ok(Some(close));
+            }
+            in_flight += 1;
+            if in_flight >= max_in_flight || self.wbuf.len() >= WRITE_HIGH_WATER {
+                self.flush().await?;
+                in_flight = 0;
+            }
+        }
+    }
+
+    /// Decodes and executes one request, queueing its answer.
+    fn handle_payload(&mut self, payload: &[u8]) -> Option<Close> {
+        let request = match decode_request(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                let header = peek_request_header(payload);
+                let id = header.map_or(0, |(id, _)| id);
+                let code = match header {
+                    Some((_, tag)) if tag >= Op::COUNT => ErrorCode::UnknownOperation,
+                    _ => ErrorCode::InvalidRequest,
+                };
+                debug!(code = %code, "undecodable request");
+                self.push(id, Reply::Error(WireError::new(code, e.to_string())));
+                // Before Hello nothing else is allowed, not even a bad frame.
+                return (!self.greeted).then_some(Close::Protocol);
+            }
+        };
+        let Request { id, op } = request;
+        if !self.greeted {
+            return self.hello(id, op);
+        }
+        let reply = dispatch::execute(self.shared, op);
+        self.push(id, reply);
+        None
+    }
+
+    fn hello(&mut self, id: u64, op: Op) -> Option<Close> {
+        let Op::Hello(hello) = op else {
+            self.push(
+                id,
+                Reply::Error(WireError::new(
+                    ErrorCode::HelloRequired,
+                    format!("the first request must be hello, not {}", op.name()),
+                )),
+            );
+            return Some(Close::Protocol);
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            self.push(
+                id,
+                Reply::Error(WireError::new(
+                    ErrorCode::UnsupportedVersion,
+                    format!(
+                        "protocol version {} is not supported; this daemon speaks {PROTOCOL_VERSION}",
+                        hello.protocol_version
+                    ),
+                )),
+            );
+            return Some(Close::Protocol);
+        }
+        let client_name = hello.client_name.as_deref().unwrap_or("");
+        let client_name: String = client_name.chars().take(64).collect();
+        debug!(client_name, "hello");
+        self.greeted = true;
+        self.push(
+            id,
+            Reply::Hello(HelloReply {
+                protocol_version: PROTOCOL_VERSION,
+                server_version: SERVER_VERSION.to_owned(),
+                max_frame_len: self.shared.config.max_frame_len,
+            }),
+        );
+        None
+    }
+
+    /// Queues an answer. One the peer could not accept (over its frame
+    /// maximum) is replaced by a `TooLarge` error under the same id.
+    fn push(&mut self, id: u64, reply: Reply) {
+        let max = self.shared.config.max_frame_len as usize;
+        let start = self.wbuf.len();
+        let result = encode_response(&Response { id, reply }, &mut self.wbuf);
+        let too_large = match result {
+            Ok(()) => self.wbuf.len() - start - HEADER_LEN > max,
+            Err(ref e) => {
+                warn!(error = %e, "cannot encode a reply");
+                true
+            }
+        };
+        if too_large {
+            self.wbuf.truncate(start);
+            let error = WireError::new(
+                ErrorCode::TooLarge,
+                format!("the reply exceeds the frame maximum of {max} bytes; ask for less (e.g. a smaller page)"),
+            );
+            let fallback = Response {
+                id,
+                reply: Reply::Error(error),
+            };
+            if let Err(e) = encode_response(&fallback, &mut self.wbuf) {
+                warn!(error = %e, "cannot encode an error reply");
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        self.stream.write_all(&self.wbuf).await?;
+        self.wbuf.clear();
+        // Keep a buffer that grew for one large answer from pinning memory.
+        if self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
+            self.wbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        Ok(())
+    }
+
+    /// Makes room for the next read. When a frame header is in, room for the
+    /// whole frame is reserved (its length was checked against the maximum by
+    /// `split_frame` already); otherwise one chunk.
+    fn reserve_for_next_frame(&mut self) {
+        let need = if self.rbuf.len() >= HEADER_LEN {
+            let mut len = [0u8; HEADER_LEN];
+            len.copy_from_slice(&self.rbuf[..HEADER_LEN]);
+            let total = HEADER_LEN + u32::from_be_bytes(len) as usize;
+            total.saturating_sub(self.rbuf.len()).max(READ_CHUNK)
+        } else {
+            READ_CHUNK
+        };
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * WRITE_HIGH_WATER {
+            self.rbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        self.rbuf.reserve(need);
+    }
+}
+
+/// Reads into `buf`; `None` when `idle` passes first.
+async fn read_with_idle(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    idle: Option<Duration>,
+) -> std::io::Result<Option<usize>> {
+    match idle {
+        Some(limit) => match tokio::time::timeout(limit, stream.read_buf(buf)).await {
+            Ok(r) => r.map(Some),
+            Err(_) => Ok(None),
+        },
+        None => stream.read_buf(buf).await.map(Some),
+    }
+}
+
+/// Tells a connection over the cap why it is being closed.
+pub(crate) async fn refuse(mut stream: TcpStream, max_connections: usize) {
+    warn!(max_connections, "connection refused: at the connection limit");
+    let mut buf = BytesMut::new();
+    let response = Response {
+        id: 0,
+        reply: Reply::Error(WireError::new(
+            ErrorCode::Unavailable,
+            format!("the daemon is at its limit of {max_connections} connections"),
+        )),
+    };
+    if encode_response(&response, &mut buf).is_ok() {
+        // Best effort: the peer may already be gone; a short timeout keeps a
+        // peer that does not read from holding this task.
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&buf)).await;
+    }
+    let _ = stream.shutdown().await;
+}

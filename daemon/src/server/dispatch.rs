@@ -1,0 +1,65 @@
+//! Dispatch: one operation in, one reply out. This is the one place where store
+//! errors become wire error codes.
+
+use std::sync::atomic::Ordering;
+
+use sessiond_protocol::{ErrorCode, NamespaceStats, Op, Reply, StatsReply, WireError};
+
+use super::connection::SERVER_VERSION;
+use super::Shared;
+use crate::store::StoreError;
+
+/// Executes `op` against the store. Never fails: errors are replies.
+pub(crate) fn execute(shared: &Shared, op: Op) -> Reply {
+    shared.counters.ops_total.fetch_add(1, Ordering::Relaxed);
+    let store = &shared.store;
+    let result = match op {
+        Op::Hello(_) => {
+            return error(
+                ErrorCode::InvalidRequest,
+                "hello was already done on this connection".into(),
+            )
+        }
+        Op::Ping => Ok(Reply::Pong),
+        Op::Create(c) => store.create(c).map(Reply::Session),
+        Op::Get(g) => store.get(&g.namespace, g.id, g.touch).map(Reply::MaybeSession),
+        Op::Touch(t) => store.touch(&t.namespace, t.id).map(Reply::Touched),
+        Op::Update(u) => store.update(u).map(Reply::Updated),
+        Op::Incr(i) => store.incr(i).map(Reply::Incr),
+        Op::Delete(d) => store.delete(&d.namespace, d.id).map(Reply::Deleted),
+        Op::ListByOwner(l) => store.list_by_owner(&l).map(Reply::Page),
+        Op::DeleteByOwner(d) => store.delete_by_owner(&d).map(Reply::Count),
+        Op::Rotate(r) => store.rotate(&r).map(Reply::Session),
+        Op::Stats => Ok(Reply::Stats(stats(shared))),
+    };
+    result.unwrap_or_else(|e| store_error(&e))
+}
+
+fn store_error(e: &StoreError) -> Reply {
+    error(e.code(), e.to_string())
+}
+
+fn error(code: ErrorCode, message: String) -> Reply {
+    Reply::Error(WireError::new(code, message))
+}
+
+fn stats(shared: &Shared) -> StatsReply {
+    let s = shared.store.stats();
+    let c = &shared.counters;
+    StatsReply {
+        server_version: SERVER_VERSION.to_owned(),
+        uptime_ms: u64::try_from(shared.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        records: s.records,
+        namespaces: s
+            .namespaces
+            .into_iter()
+            .map(|(namespace, records)| NamespaceStats { namespace, records })
+            .collect(),
+        expired_total: s.expired_total,
+        evicted_total: s.evicted_total,
+        ops_total: c.ops_total.load(Ordering::Relaxed),
+        connections_current: c.connections_current.load(Ordering::Relaxed),
+        connections_total: c.connections_total.load(Ordering::Relaxed),
+        memory_bytes: s.memory_bytes,
+    }
+}

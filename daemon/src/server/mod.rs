@@ -1,0 +1,230 @@
+//! The TCP server: the accept loop, one task per connection, and the handle
+//! ([`Daemon`]) that owns every background task.
+//!
+//! Shape (after mini-redis): [`Daemon::start`] binds, [`Daemon::serve`] takes an
+//! already bound listener (tests bind port 0), a `Semaphore` caps connections,
+//! a `CancellationToken` tells every task to stop and a `TaskTracker` waits for
+//! them. Shutdown order: stop accepting, let connections finish the batch in
+//! hand and write its answers, stop the expiry task, return.
+
+mod connection;
+mod dispatch;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn, Instrument};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::expiry;
+use crate::store::Store;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Another I/O failure at start-up.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// Counters the server keeps for `Stats`.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) ops_total: AtomicU64,
+    pub(crate) connections_current: AtomicU64,
+    pub(crate) connections_total: AtomicU64,
+}
+
+/// What every connection task shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Arc<Store>,
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
+    pub(crate) started: Instant,
+}
+
+/// A running daemon. Dropping it does not stop it; call [`Daemon::shutdown`].
+#[derive(Debug)]
+pub struct Daemon {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Daemon {
+    /// Binds `config.listen` and starts serving with the system clock.
+    ///
+    /// # Errors
+    /// [`Error::Bind`] if the address cannot be bound.
+    pub async fn start(config: Config) -> Result<Self, Error> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        Self::serve(listener, config, Arc::new(SystemClock))
+    }
+
+    /// Starts serving on an already bound listener, reading time from `clock`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the listener's address cannot be read.
+    pub fn serve(
+        listener: TcpListener,
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, Error> {
+        let local_addr = listener.local_addr()?;
+        let store = Arc::new(Store::new(config.store.clone(), clock));
+        let shared = Arc::new(Shared {
+            store: Arc::clone(&store),
+            config,
+            counters: Counters::default(),
+            started: Instant::now(),
+        });
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        tracker.spawn(expiry::run(
+            store,
+            shared.config.expiry_tick,
+            shared.config.expiry_batch,
+            shutdown.clone(),
+        ));
+        tracker.spawn(accept_loop(
+            listener,
+            Arc::clone(&shared),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+        info!(%local_addr, "listening");
+        Ok(Self {
+            local_addr,
+            shared,
+            shutdown,
+            tracker,
+        })
+    }
+
+    /// The address the daemon listens on (with the real port when 0 was asked for).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The store, for embedding and tests.
+    #[must_use]
+    pub fn store(&self) -> &Arc<Store> {
+        &self.shared.store
+    }
+
+    /// A token that stops the daemon when cancelled.
+    #[must_use]
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, lets connections answer what they have read, and waits
+    /// for every task (at most the configured shutdown timeout).
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        let timeout = self.shared.config.shutdown_timeout;
+        if tokio::time::timeout(timeout, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                "shutdown timed out; abandoning remaining connections"
+            );
+        }
+        info!("stopped");
+    }
+}
+
+/// Accepts connections until shutdown. A connection over the cap is told so
+/// (an `Unavailable` error frame) and closed, rather than left waiting.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+    let mut next_conn_id: u64 = 0;
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning; the
+                // listener itself stays valid.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        next_conn_id += 1;
+        let conn_id = next_conn_id;
+        let span = tracing::info_span!("conn", conn_id, %peer);
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tracker.spawn(connection::refuse(stream, shared.config.max_connections).instrument(span));
+            continue;
+        };
+        shared
+            .counters
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .connections_current
+            .fetch_add(1, Ordering::Relaxed);
+        let conn_shared = Arc::clone(&shared);
+        let conn_shutdown = shutdown.clone();
+        tracker.spawn(
+            async move {
+                serve_connection(stream, &conn_shared, conn_shutdown).await;
+                conn_shared
+                    .counters
+                    .connections_current
+                    .fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn serve_connection(stream: TcpStream, shared: &Shared, shutdown: CancellationToken) {
+    if let Err(e) = stream.set_nodelay(true) {
+        warn!(error = %e, "cannot set TCP_NODELAY");
+    }
+    connection::Connection::new(stream, shared, shutdown)
+        .run()
+        .await;
+}

@@ -1,0 +1,174 @@
+//! Process harness for end-to-end tests: spawn the real `sessiond` binary on
+//! port 0, learn its address from the ready line, and kill it when done.
+//!
+//! ```no_run
+//! let daemon = sessiond_e2e::DaemonProcess::start(&[]).unwrap();
+//! println!("daemon at {}", daemon.addr());
+//! ```
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Path of the daemon binary built with this package.
+pub const DAEMON_BIN: &str = env!("CARGO_BIN_EXE_e2e-sessiond");
+
+/// A running daemon process. Killed on drop.
+#[derive(Debug)]
+pub struct DaemonProcess {
+    child: Child,
+    addr: SocketAddr,
+    data_dir: tempfile::TempDir,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl DaemonProcess {
+    /// Starts the daemon on `127.0.0.1:0` with a fresh data dir and `extra` flags,
+    /// and waits (up to 30 s) for its ready line.
+    ///
+    /// # Errors
+    /// An I/O error if it cannot be spawned or exits before it is ready.
+    pub fn start(extra: &[&str]) -> std::io::Result<Self> {
+        let data_dir = tempfile::tempdir()?;
+        Self::start_in(data_dir, extra)
+    }
+
+    /// As [`DaemonProcess::start`], on a given data dir.
+    ///
+    /// # Errors
+    /// As [`DaemonProcess::start`].
+    pub fn start_in(data_dir: tempfile::TempDir, extra: &[&str]) -> std::io::Result<Self> {
+        let mut child = Command::new(DAEMON_BIN)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        if let Some(mut pipe) = child.stderr.take() {
+            let sink = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut s) = sink.lock() {
+                        s.push_str(&String::from_utf8_lossy(&chunk[..n]));
+                    }
+                }
+            });
+        }
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(addr) = line.strip_prefix("sessiond ready on ") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a
+                .parse()
+                .map_err(|e| std::io::Error::other(format!("bad ready line {a:?}: {e}")))?,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait()?;
+                let log = stderr.lock().map(|s| s.clone()).unwrap_or_default();
+                return Err(std::io::Error::other(format!(
+                    "daemon exited ({status}) before it was ready:\n{log}"
+                )));
+            }
+        };
+        Ok(Self {
+            child,
+            addr,
+            data_dir,
+            stderr,
+        })
+    }
+
+    /// The native protocol address.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The data directory.
+    #[must_use]
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// Everything the daemon wrote to stderr so far (its logs).
+    #[must_use]
+    pub fn logs(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Resident memory of the process in KiB, from `/proc` (Linux).
+    #[must_use]
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") with kill(1) and waits up to
+    /// `timeout` for the process to exit.
+    ///
+    /// # Errors
+    /// If the signal cannot be sent or the process does not exit in time.
+    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> std::io::Result<ExitStatus> {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!("kill -{signal} failed")));
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other("process did not exit in time"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

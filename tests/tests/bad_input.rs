@@ -1,0 +1,230 @@
+//! Bad input over real sockets: each gets a clear error or a closed connection,
+//! and the daemon keeps serving everyone else.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use sessiond_e2e::DaemonProcess;
+use sessiond_protocol::frame::{decode_response, encode_request, split_frame, ABSOLUTE_MAX_FRAME_LEN};
+use sessiond_protocol::{ErrorCode, Hello, Op, Reply, Request, Response, PROTOCOL_VERSION};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Raw {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Raw {
+    async fn connect(daemon: &DaemonProcess) -> Self {
+        let stream = TcpStream::connect(daemon.addr()).await.unwrap();
+        Self {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    async fn hello(daemon: &DaemonProcess) -> Self {
+        let mut raw = Self::connect(daemon).await;
+        let hello = Op::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            auth_token: None,
+            client_name: Some("bad-input-test".into()),
+        });
+        raw.send(1, hello).await;
+        let r = raw.recv().await.expect("hello reply");
+        assert!(matches!(r.reply, Reply::Hello(_)), "{r:?}");
+        raw
+    }
+
+    async fn send(&mut self, id: u64, op: Op) {
+        let mut out = BytesMut::new();
+        encode_request(&Request { id, op }, &mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// The next response, or `None` once the daemon closed the connection.
+    async fn recv(&mut self) -> Option<Response> {
+        loop {
+            if let Some((payload, total)) = split_frame(&self.buf, ABSOLUTE_MAX_FRAME_LEN).unwrap() {
+                let resp = decode_response(payload).unwrap();
+                let _ = self.buf.split_to(total);
+                return Some(resp);
+            }
+            let n = tokio::time::timeout(WAIT, self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("daemon neither answered nor closed")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    async fn expect_error(&mut self, id: u64, code: ErrorCode) {
+        let r = self.recv().await.expect("an error reply before the close");
+        assert_eq!(r.id, id, "{r:?}");
+        match r.reply {
+            Reply::Error(e) => {
+                assert_eq!(e.code, code, "{}", e.message);
+                assert!(!e.message.is_empty());
+            }
+            other => panic!("expected error {code}, got {other:?}"),
+        }
+    }
+
+    async fn expect_closed(&mut self) {
+        assert!(self.recv().await.is_none(), "connection should be closed");
+    }
+
+    async fn ping(&mut self, id: u64) {
+        self.send(id, Op::Ping).await;
+        let r = self.recv().await.expect("pong");
+        assert_eq!((r.id, r.reply), (id, Reply::Pong));
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_an_error_or_a_close_and_others_keep_working() {
+    let daemon = DaemonProcess::start(&[]).unwrap();
+    let mut bystander = Raw::hello(&daemon).await;
+    bystander.ping(2).await;
+
+    // A request before Hello.
+    let mut c = Raw::connect(&daemon).await;
+    c.send(5, Op::Ping).await;
+    c.expect_error(5, ErrorCode::HelloRequired).await;
+    c.expect_closed().await;
+
+    // A newer protocol version.
+    let mut c = Raw::connect(&daemon).await;
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION + 1,
+        auth_token: None,
+        client_name: None,
+    };
+    c.send(1, Op::Hello(hello)).await;
+    c.expect_error(1, ErrorCode::UnsupportedVersion).await;
+    c.expect_closed().await;
+
+    // Garbage bytes: ASCII text read as a length is far over the maximum.
+    let mut c = Raw::connect(&daemon).await;
+    c.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    c.expect_error(0, ErrorCode::TooLarge).await;
+    c.expect_closed().await;
+
+    // A length prefix of 4 GiB - 1, after a good Hello.
+    let before = daemon.rss_kib();
+    let mut c = Raw::hello(&daemon).await;
+    c.send_raw(&[0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3]).await;
+    c.expect_error(0, ErrorCode::TooLarge).await;
+    c.expect_closed().await;
+    if let (Some(before), Some(after)) = (before, daemon.rss_kib()) {
+        // Nothing was sized from the claimed length.
+        assert!(after < before + 64 * 1024, "rss grew from {before} KiB to {after} KiB");
+    }
+
+    // A zero length.
+    let mut c = Raw::hello(&daemon).await;
+    c.send_raw(&[0, 0, 0, 0]).await;
+    c.expect_error(0, ErrorCode::TooLarge).await;
+    c.expect_closed().await;
+
+    // A frame that decodes to nothing known: id 77, op tag 200. The connection goes on.
+    let mut c = Raw::hello(&daemon).await;
+    c.send_raw(&[0, 0, 0, 4, 77, 200, 1, 2]).await;
+    c.expect_error(77, ErrorCode::UnknownOperation).await;
+    c.ping(78).await;
+
+    // A known op with a malformed body: id 79, tag of Get, then too few bytes.
+    c.send_raw(&[0, 0, 0, 3, 79, 3, 9]).await;
+    c.expect_error(79, ErrorCode::InvalidRequest).await;
+    c.ping(80).await;
+
+    // A truncated frame, then the peer goes away: nothing to answer.
+    let mut c = Raw::hello(&daemon).await;
+    c.send_raw(&[0, 0, 0, 100, 1, 2, 3]).await;
+    c.stream.shutdown().await.unwrap();
+    c.expect_closed().await;
+
+    // A truncated frame held open is simply waited on; the others are served.
+    let mut stalled = Raw::hello(&daemon).await;
+    stalled.send_raw(&[0, 0, 1, 0, 9]).await;
+
+    bystander.ping(3).await;
+    let mut fresh = Raw::hello(&daemon).await;
+    fresh.ping(2).await;
+    drop(stalled);
+    let mut daemon = daemon;
+    assert!(daemon.is_running());
+}
+
+#[tokio::test]
+async fn oversized_frame_by_configuration_is_refused() {
+    let daemon = DaemonProcess::start(&["--max-frame-len", "1024"]).unwrap();
+    let mut c = Raw::hello(&daemon).await;
+    let mut frame = 2000u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&[0; 16]);
+    c.send_raw(&frame).await;
+    c.expect_error(0, ErrorCode::TooLarge).await;
+    c.expect_closed().await;
+}
+
+#[tokio::test]
+async fn connection_cap_refuses_with_unavailable() {
+    let daemon = DaemonProcess::start(&["--max-connections", "2"]).unwrap();
+    let mut a = Raw::hello(&daemon).await;
+    let mut b = Raw::hello(&daemon).await;
+    let mut c = Raw::connect(&daemon).await;
+    c.expect_error(0, ErrorCode::Unavailable).await;
+    c.expect_closed().await;
+    a.ping(2).await;
+    drop(b.stream);
+    // The freed slot is usable once the daemon has seen the close.
+    let mut tries = 0;
+    loop {
+        let mut d = Raw::connect(&daemon).await;
+        d.send(
+            1,
+            Op::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                auth_token: None,
+                client_name: None,
+            }),
+        )
+        .await;
+        match d.recv().await.map(|r| r.reply) {
+            Some(Reply::Hello(_)) => break,
+            _ if tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("slot never freed: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let daemon = DaemonProcess::start(&["--idle-timeout", "200ms"]).unwrap();
+    let mut c = Raw::hello(&daemon).await;
+    c.expect_closed().await;
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully() {
+    let mut daemon = DaemonProcess::start(&[]).unwrap();
+    let mut c = Raw::hello(&daemon).await;
+    c.ping(2).await;
+    let status = daemon.signal_and_wait("TERM", WAIT).unwrap();
+    assert!(status.success(), "{status}");
+    c.expect_closed().await;
+    assert!(daemon.logs().contains("shutting down"));
+}
