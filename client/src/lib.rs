@@ -1,1 +1,49 @@
-//! placeholder
+//! sessiond-client: the async Rust client of the sessiond session store.
+//!
+//! A [`Client`] is a cheap-to-clone handle over a small pool of TCP connections;
+//! every connection multiplexes many concurrent requests by request id, batching
+//! writes from many tasks into one syscall. Each operation has a typed method;
+//! failures are a typed [`Error`] that says whether a retry may help.
+//!
+//! Modules:
+//! - [`client`]: the handle and the per-operation methods and options.
+//! - [`config`]: [`ClientConfig`], pool size, timeouts, credentials.
+//! - [`error`]: [`Error`] and [`Result`].
+//! - `cli` (feature `cli`): the `sessionctl` command.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use sessiond_client::{Client, CreateOptions, UpdateOptions, ErrorCode};
+//!
+//! # async fn demo() -> Result<(), sessiond_client::Error> {
+//! let client = Client::connect("127.0.0.1:7379").await?;
+//! let s = client
+//!     .create("app", CreateOptions::new().owner("alice").idle_ttl(Duration::from_secs(30 * 60)))
+//!     .await?;
+//! client
+//!     .update("app", s.id, UpdateOptions::new().set("cart_items", 3i64).expected_version(s.version))
+//!     .await?;
+//! match client.update("app", s.id, UpdateOptions::new().expected_version(s.version)).await {
+//!     Err(e) if e.code() == Some(ErrorCode::Conflict) => { /* someone else wrote first */ }
+//!     other => { other?; }
+//! }
+//! let everywhere_else = client.delete_by_owner("app", "alice", Some(s.id)).await?;
+//! println!("logged out {everywhere_else} other sessions");
+//! # Ok(()) }
+//! ```
+
+pub mod client;
+pub mod config;
+mod connection;
+pub mod error;
+
+#[cfg(feature = "cli")]
+pub mod cli;
+
+pub use client::{Client, CreateOptions, UpdateOptions};
+pub use config::ClientConfig;
+pub use error::{Error, Result};
+pub use sessiond_protocol::{
+    Attrs, ErrorCode, IncrReply, LimitPolicy, ListCursor, NamespaceStats, Op, Reply, Session,
+    SessionId, SessionPage, StatsReply, TouchReply, Ttl, UpdateReply, Value, WireError,
+};

@@ -104,7 +104,11 @@ impl Default for Config {
 
 /// The `sessiond` command line.
 #[derive(Debug, Parser)]
-#[command(name = "sessiond", version, about = "sessiond: an in-memory, durable session store")]
+#[command(
+    name = "sessiond",
+    version,
+    about = "sessiond: an in-memory, durable session store"
+)]
 pub struct Cli {
     /// What to run (default: the server).
     #[command(subcommand)]
@@ -330,7 +334,10 @@ mod tests {
         )
         .unwrap();
         let p = path.to_str().unwrap();
-        let c = parse(&["--config", p, "--listen", "127.0.0.1:0"]).server.resolve().unwrap();
+        let c = parse(&["--config", p, "--listen", "127.0.0.1:0"])
+            .server
+            .resolve()
+            .unwrap();
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.idle_timeout, Some(Duration::from_secs(30)));
         assert_eq!(c.max_connections, 7);
@@ -339,11 +346,20 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting() {
-        let err = parse(&["--listen", "nowhere"]).server.resolve().unwrap_err();
+        let err = parse(&["--listen", "nowhere"])
+            .server
+            .resolve()
+            .unwrap_err();
         assert!(err.to_string().contains("listen"), "{err}");
-        let err = parse(&["--idle-timeout", "5"]).server.resolve().unwrap_err();
+        let err = parse(&["--idle-timeout", "5"])
+            .server
+            .resolve()
+            .unwrap_err();
         assert!(err.to_string().contains("idle_timeout"), "{err}");
-        let err = parse(&["--max-frame-len", "1"]).server.resolve().unwrap_err();
+        let err = parse(&["--max-frame-len", "1"])
+            .server
+            .resolve()
+            .unwrap_err();
         assert!(err.to_string().contains("max_frame_len"), "{err}");
     }
 
@@ -352,7 +368,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "listne = \"127.0.0.1:1\"\n").unwrap();
-        let err = parse(&["--config", path.to_str().unwrap()]).server.resolve().unwrap_err();
+        let err = parse(&["--config", path.to_str().unwrap()])
+            .server
+            .resolve()
+            .unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
     }
 

@@ -74,7 +74,13 @@ pub fn format_duration(d: Duration) -> String {
         return "0".into();
     }
     let mut out = String::new();
-    for (unit, scale) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+    for (unit, scale) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
         if ms >= scale {
             out.push_str(&format!("{}{unit}", ms / scale));
             ms %= scale;
@@ -99,7 +105,16 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "s", "10", "1x", "1.5s", "-1s", "99999999999999999999d", "1s2"] {
+        for bad in [
+            "",
+            "s",
+            "10",
+            "1x",
+            "1.5s",
+            "-1s",
+            "99999999999999999999d",
+            "1s2",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

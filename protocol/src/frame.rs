@@ -137,11 +137,12 @@ pub fn split_frame(buf: &[u8], max_len: u32) -> Result<Option<(&[u8], usize)>, F
 }
 
 fn decode_exact<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
-    let (msg, used) = bincode::serde::decode_from_slice::<T, _>(payload, config()).map_err(|e| {
-        DecodeError::Malformed {
-            reason: e.to_string(),
-        }
-    })?;
+    let (msg, used) =
+        bincode::serde::decode_from_slice::<T, _>(payload, config()).map_err(|e| {
+            DecodeError::Malformed {
+                reason: e.to_string(),
+            }
+        })?;
     if used != payload.len() {
         return Err(DecodeError::TrailingBytes {
             used,
@@ -220,14 +221,20 @@ mod tests {
     #[test]
     fn golden_ping() {
         assert_eq!(
-            frame_of(&Request { id: 7, op: Op::Ping }),
+            frame_of(&Request {
+                id: 7,
+                op: Op::Ping
+            }),
             [0, 0, 0, 2, 7, 1]
         );
     }
 
     #[test]
     fn header_peek_sees_the_last_known_and_an_unknown_tag() {
-        let stats = frame_of(&Request { id: 9, op: Op::Stats });
+        let stats = frame_of(&Request {
+            id: 9,
+            op: Op::Stats,
+        });
         assert_eq!(peek_request_header(&stats[4..]), Some((9, Op::COUNT - 1)));
         // id 9, tag 200 (a future operation), then bytes this build cannot read.
         assert_eq!(peek_request_header(&[9, 200, 1, 2]), Some((9, 200)));

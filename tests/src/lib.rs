@@ -1,8 +1,9 @@
 //! Process harness for end-to-end tests: spawn the real `sessiond` binary on
 //! port 0, learn its address from the ready line, and kill it when done.
 //!
-//! ```no_run
-//! let daemon = sessiond_e2e::DaemonProcess::start(&[]).unwrap();
+//! ```ignore
+//! // In an integration test of this package:
+//! let daemon = sessiond_e2e::DaemonProcess::start(sessiond_e2e::daemon_bin!(), &[]).unwrap();
 //! println!("daemon at {}", daemon.addr());
 //! ```
 
@@ -13,8 +14,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Path of the daemon binary built with this package.
-pub const DAEMON_BIN: &str = env!("CARGO_BIN_EXE_e2e-sessiond");
+/// Path of the daemon binary built with this package. Cargo only tells
+/// integration tests where binaries are, so this expands there.
+#[macro_export]
+macro_rules! daemon_bin {
+    () => {
+        env!("CARGO_BIN_EXE_e2e-sessiond")
+    };
+}
 
 /// A running daemon process. Killed on drop.
 #[derive(Debug)]
@@ -26,22 +33,26 @@ pub struct DaemonProcess {
 }
 
 impl DaemonProcess {
-    /// Starts the daemon on `127.0.0.1:0` with a fresh data dir and `extra` flags,
+    /// Starts the daemon binary `bin` on `127.0.0.1:0` with a fresh data dir and `extra` flags,
     /// and waits (up to 30 s) for its ready line.
     ///
     /// # Errors
     /// An I/O error if it cannot be spawned or exits before it is ready.
-    pub fn start(extra: &[&str]) -> std::io::Result<Self> {
+    pub fn start(bin: &str, extra: &[&str]) -> std::io::Result<Self> {
         let data_dir = tempfile::tempdir()?;
-        Self::start_in(data_dir, extra)
+        Self::start_in(bin, data_dir, extra)
     }
 
     /// As [`DaemonProcess::start`], on a given data dir.
     ///
     /// # Errors
     /// As [`DaemonProcess::start`].
-    pub fn start_in(data_dir: tempfile::TempDir, extra: &[&str]) -> std::io::Result<Self> {
-        let mut child = Command::new(DAEMON_BIN)
+    pub fn start_in(
+        bin: &str,
+        data_dir: tempfile::TempDir,
+        extra: &[&str],
+    ) -> std::io::Result<Self> {
+        let mut child = Command::new(bin)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
@@ -145,7 +156,11 @@ impl DaemonProcess {
     ///
     /// # Errors
     /// If the signal cannot be sent or the process does not exit in time.
-    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> std::io::Result<ExitStatus> {
+    pub fn signal_and_wait(
+        &mut self,
+        signal: &str,
+        timeout: Duration,
+    ) -> std::io::Result<ExitStatus> {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.pid().to_string())

@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use sessiond_e2e::DaemonProcess;
-use sessiond_protocol::frame::{decode_response, encode_request, split_frame, ABSOLUTE_MAX_FRAME_LEN};
+use sessiond_e2e::{daemon_bin, DaemonProcess};
+use sessiond_protocol::frame::{
+    decode_response, encode_request, split_frame, ABSOLUTE_MAX_FRAME_LEN,
+};
 use sessiond_protocol::{ErrorCode, Hello, Op, Reply, Request, Response, PROTOCOL_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -53,7 +55,8 @@ impl Raw {
     /// The next response, or `None` once the daemon closed the connection.
     async fn recv(&mut self) -> Option<Response> {
         loop {
-            if let Some((payload, total)) = split_frame(&self.buf, ABSOLUTE_MAX_FRAME_LEN).unwrap() {
+            if let Some((payload, total)) = split_frame(&self.buf, ABSOLUTE_MAX_FRAME_LEN).unwrap()
+            {
                 let resp = decode_response(payload).unwrap();
                 let _ = self.buf.split_to(total);
                 return Some(resp);
@@ -93,7 +96,7 @@ impl Raw {
 
 #[tokio::test]
 async fn bad_input_gets_an_error_or_a_close_and_others_keep_working() {
-    let daemon = DaemonProcess::start(&[]).unwrap();
+    let daemon = DaemonProcess::start(daemon_bin!(), &[]).unwrap();
     let mut bystander = Raw::hello(&daemon).await;
     bystander.ping(2).await;
 
@@ -128,7 +131,10 @@ async fn bad_input_gets_an_error_or_a_close_and_others_keep_working() {
     c.expect_closed().await;
     if let (Some(before), Some(after)) = (before, daemon.rss_kib()) {
         // Nothing was sized from the claimed length.
-        assert!(after < before + 64 * 1024, "rss grew from {before} KiB to {after} KiB");
+        assert!(
+            after < before + 64 * 1024,
+            "rss grew from {before} KiB to {after} KiB"
+        );
     }
 
     // A zero length.
@@ -168,7 +174,7 @@ async fn bad_input_gets_an_error_or_a_close_and_others_keep_working() {
 
 #[tokio::test]
 async fn oversized_frame_by_configuration_is_refused() {
-    let daemon = DaemonProcess::start(&["--max-frame-len", "1024"]).unwrap();
+    let daemon = DaemonProcess::start(daemon_bin!(), &["--max-frame-len", "1024"]).unwrap();
     let mut c = Raw::hello(&daemon).await;
     let mut frame = 2000u32.to_be_bytes().to_vec();
     frame.extend_from_slice(&[0; 16]);
@@ -179,9 +185,9 @@ async fn oversized_frame_by_configuration_is_refused() {
 
 #[tokio::test]
 async fn connection_cap_refuses_with_unavailable() {
-    let daemon = DaemonProcess::start(&["--max-connections", "2"]).unwrap();
+    let daemon = DaemonProcess::start(daemon_bin!(), &["--max-connections", "2"]).unwrap();
     let mut a = Raw::hello(&daemon).await;
-    let mut b = Raw::hello(&daemon).await;
+    let b = Raw::hello(&daemon).await;
     let mut c = Raw::connect(&daemon).await;
     c.expect_error(0, ErrorCode::Unavailable).await;
     c.expect_closed().await;
@@ -213,14 +219,14 @@ async fn connection_cap_refuses_with_unavailable() {
 
 #[tokio::test]
 async fn idle_connections_are_closed() {
-    let daemon = DaemonProcess::start(&["--idle-timeout", "200ms"]).unwrap();
+    let daemon = DaemonProcess::start(daemon_bin!(), &["--idle-timeout", "200ms"]).unwrap();
     let mut c = Raw::hello(&daemon).await;
     c.expect_closed().await;
 }
 
 #[tokio::test]
 async fn sigterm_shuts_down_gracefully() {
-    let mut daemon = DaemonProcess::start(&[]).unwrap();
+    let mut daemon = DaemonProcess::start(daemon_bin!(), &[]).unwrap();
     let mut c = Raw::hello(&daemon).await;
     c.ping(2).await;
     let status = daemon.signal_and_wait("TERM", WAIT).unwrap();

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use sessiond_client::{
     Client, CreateOptions, Error, ErrorCode, LimitPolicy, SessionId, UpdateOptions, Value,
 };
-use sessiond_e2e::DaemonProcess;
+use sessiond_e2e::{daemon_bin, DaemonProcess};
 
 async fn start(extra: &[&str]) -> (DaemonProcess, Client) {
-    let daemon = DaemonProcess::start(extra).unwrap();
+    let daemon = DaemonProcess::start(daemon_bin!(), extra).unwrap();
     let client = Client::connect(daemon.addr().to_string()).await.unwrap();
     (daemon, client)
 }
@@ -53,7 +53,11 @@ async fn crud_round_trip() {
     assert_eq!(client.get("other", made.id).await.unwrap(), None);
 
     let upd = client
-        .update("app", made.id, UpdateOptions::new().set("cart", 3i64).remove("n"))
+        .update(
+            "app",
+            made.id,
+            UpdateOptions::new().set("cart", 3i64).remove("n"),
+        )
         .await
         .unwrap();
     assert_eq!(upd.version, 2);
@@ -62,7 +66,10 @@ async fn crud_round_trip() {
     assert_eq!(got.attr("n"), None);
     assert!(client.touch("app", made.id).await.unwrap().found);
 
-    assert_eq!(client.incr("app", made.id, "cart", 2).await.unwrap().value, 5);
+    assert_eq!(
+        client.incr("app", made.id, "cart", 2).await.unwrap().value,
+        5
+    );
 
     assert!(client.delete("app", made.id).await.unwrap());
     assert!(!client.delete("app", made.id).await.unwrap());
@@ -76,7 +83,11 @@ async fn crud_round_trip() {
         .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::Gone));
     let err = client
-        .update("app", made.id, UpdateOptions::new().set("x", 1i64).upsert(None))
+        .update(
+            "app",
+            made.id,
+            UpdateOptions::new().set("x", 1i64).upsert(None),
+        )
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::Gone));
@@ -97,7 +108,10 @@ async fn crud_round_trip() {
     assert_eq!(stats.records, 1);
     assert!(stats.ops_total >= 10);
     assert!(stats.connections_current >= 1);
-    assert!(stats.namespaces.iter().any(|n| n.namespace == "app" && n.records == 1));
+    assert!(stats
+        .namespaces
+        .iter()
+        .any(|n| n.namespace == "app" && n.records == 1));
 }
 
 #[tokio::test]
@@ -105,11 +119,19 @@ async fn conflict_on_a_stale_version_changes_nothing() {
     let (_daemon, client) = start(&[]).await;
     let s = client.create("app", CreateOptions::new()).await.unwrap();
     client
-        .update("app", s.id, UpdateOptions::new().set("v", 1i64).expected_version(1))
+        .update(
+            "app",
+            s.id,
+            UpdateOptions::new().set("v", 1i64).expected_version(1),
+        )
         .await
         .unwrap();
     let err = client
-        .update("app", s.id, UpdateOptions::new().set("v", 2i64).expected_version(1))
+        .update(
+            "app",
+            s.id,
+            UpdateOptions::new().set("v", 2i64).expected_version(1),
+        )
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::Conflict));
@@ -121,8 +143,14 @@ async fn conflict_on_a_stale_version_changes_nothing() {
 async fn owner_limit_under_both_policies() {
     let (_daemon, client) = start(&[]).await;
     let opts = |policy| CreateOptions::new().owner("bob").owner_limit(2, policy);
-    let a = client.create("app", opts(LimitPolicy::Reject)).await.unwrap();
-    let b = client.create("app", opts(LimitPolicy::Reject)).await.unwrap();
+    let a = client
+        .create("app", opts(LimitPolicy::Reject))
+        .await
+        .unwrap();
+    let b = client
+        .create("app", opts(LimitPolicy::Reject))
+        .await
+        .unwrap();
     let err = client
         .create("app", opts(LimitPolicy::Reject))
         .await
@@ -180,9 +208,15 @@ async fn rotate_keeps_data_and_retires_the_old_id() {
         .unwrap();
     let r = client.rotate("app", s.id, None).await.unwrap();
     assert_ne!(r.id, s.id);
-    assert_eq!((r.owner.clone(), r.attrs.clone()), (s.owner.clone(), s.attrs.clone()));
+    assert_eq!(
+        (r.owner.clone(), r.attrs.clone()),
+        (s.owner.clone(), s.attrs.clone())
+    );
     assert_eq!(client.get("app", s.id).await.unwrap(), None);
-    let page = client.list_by_owner("app", "carol", None, 10).await.unwrap();
+    let page = client
+        .list_by_owner("app", "carol", None, 10)
+        .await
+        .unwrap();
     assert_eq!(page.sessions.len(), 1);
     assert_eq!(page.sessions[0].id, r.id);
 
@@ -242,7 +276,12 @@ async fn list_pages_and_delete_by_owner_spares_one() {
     assert_eq!(page.sessions.len(), 1);
     assert_eq!(page.sessions[0].id, ids[3]);
     assert_eq!(
-        client.list_by_owner("app", "erin", None, 10).await.unwrap().sessions.len(),
+        client
+            .list_by_owner("app", "erin", None, 10)
+            .await
+            .unwrap()
+            .sessions
+            .len(),
         1
     );
 }
@@ -283,7 +322,10 @@ async fn sliding_and_absolute_expiry_are_enforced_and_reclaimed() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(capped_gone_after.is_some(), "capped session outlived its max lifetime");
+    assert!(
+        capped_gone_after.is_some(),
+        "capped session outlived its max lifetime"
+    );
     assert!(client.get("app", sliding.id).await.unwrap().is_some());
 
     // Untouched, the sliding one expires, and is reclaimed with its index entry.

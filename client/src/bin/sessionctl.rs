@@ -1,1 +1,5 @@
-fn main() {}
+//! `sessionctl`: the sessiond command-line client; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    sessiond_client::cli::main()
+}

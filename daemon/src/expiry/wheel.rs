@@ -359,7 +359,10 @@ mod tests {
         }
         let out = poll_all(&mut w, 200 * 7_777_777);
         assert_eq!(out.len(), 200);
-        assert!(out.windows(2).all(|p| p[0].0 <= p[1].0), "in deadline order");
+        assert!(
+            out.windows(2).all(|p| p[0].0 <= p[1].0),
+            "in deadline order"
+        );
     }
 
     #[test]

@@ -298,7 +298,10 @@ async fn read_with_idle(
 
 /// Tells a connection over the cap why it is being closed.
 pub(crate) async fn refuse(mut stream: TcpStream, max_connections: usize) {
-    warn!(max_connections, "connection refused: at the connection limit");
+    warn!(
+        max_connections,
+        "connection refused: at the connection limit"
+    );
     let mut buf = BytesMut::new();
     let response = Response {
         id: 0,

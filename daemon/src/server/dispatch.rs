@@ -22,7 +22,9 @@ pub(crate) fn execute(shared: &Shared, op: Op) -> Reply {
         }
         Op::Ping => Ok(Reply::Pong),
         Op::Create(c) => store.create(c).map(Reply::Session),
-        Op::Get(g) => store.get(&g.namespace, g.id, g.touch).map(Reply::MaybeSession),
+        Op::Get(g) => store
+            .get(&g.namespace, g.id, g.touch)
+            .map(Reply::MaybeSession),
         Op::Touch(t) => store.touch(&t.namespace, t.id).map(Reply::Touched),
         Op::Update(u) => store.update(u).map(Reply::Updated),
         Op::Incr(i) => store.incr(i).map(Reply::Incr),

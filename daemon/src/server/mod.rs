@@ -193,7 +193,8 @@ async fn accept_loop(
         let conn_id = next_conn_id;
         let span = tracing::info_span!("conn", conn_id, %peer);
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            tracker.spawn(connection::refuse(stream, shared.config.max_connections).instrument(span));
+            tracker
+                .spawn(connection::refuse(stream, shared.config.max_connections).instrument(span));
             continue;
         };
         shared

@@ -29,9 +29,9 @@ use parking_lot::Mutex;
 use sessiond_protocol::limits::{self, MAX_LIST_PAGE};
 use sessiond_protocol::value::{decode_attrs, encode_attrs};
 use sessiond_protocol::{
-    Attrs, Create, DeleteByOwner, ErrorCode, Incr, IncrReply, LimitPolicy, ListByOwner,
-    ListCursor, OwnerLimit, Rotate, Session, SessionId, SessionPage, TouchReply, Ttl, Update,
-    UpdateReply, Value,
+    Attrs, Create, DeleteByOwner, ErrorCode, Incr, IncrReply, LimitPolicy, ListByOwner, ListCursor,
+    OwnerLimit, Rotate, Session, SessionId, SessionPage, TouchReply, Ttl, Update, UpdateReply,
+    Value,
 };
 
 use crate::clock::Clock;
@@ -125,9 +125,7 @@ impl StoreError {
         match self {
             Self::NotFound => ErrorCode::NotFound,
             Self::Conflict { .. } => ErrorCode::Conflict,
-            Self::LimitExceeded { .. } | Self::TooManyNamespaces { .. } => {
-                ErrorCode::LimitExceeded
-            }
+            Self::LimitExceeded { .. } | Self::TooManyNamespaces { .. } => ErrorCode::LimitExceeded,
             Self::AlreadyExists => ErrorCode::AlreadyExists,
             Self::Gone => ErrorCode::Gone,
             Self::Invalid(_) => ErrorCode::InvalidRequest,
@@ -389,7 +387,14 @@ impl Store {
     }
 
     /// Whether the index entry (`created_at`, `id`) of `owner` names a live record.
-    fn index_entry_live(&self, ns: u32, owner: &str, created_at: u64, id: SessionId, now: u64) -> bool {
+    fn index_entry_live(
+        &self,
+        ns: u32,
+        owner: &str,
+        created_at: u64,
+        id: SessionId,
+        now: u64,
+    ) -> bool {
         self.records.get(&Key { ns, id }).is_some_and(|r| {
             r.is_live(now) && r.created_at == created_at && r.owner.as_deref() == Some(owner)
         })
@@ -518,14 +523,19 @@ impl Store {
                             return Err(StoreError::AlreadyExists);
                         }
                         while set.len() >= max {
-                            let Some((c, id)) = set.pop_first() else { break };
+                            let Some((c, id)) = set.pop_first() else {
+                                break;
+                            };
                             let k = Key { ns: key.ns, id };
                             if let Some((_, old)) = self.records.remove_if(&k, |_, r| {
                                 r.created_at == c && r.owner.as_deref() == Some(&**owner)
                             }) {
                                 self.forget(&k, &old);
                                 self.evicted_total.fetch_add(1, Ordering::Relaxed);
-                                self.add_tombstone(k, now.saturating_add(self.config.tombstone_ttl_ms));
+                                self.add_tombstone(
+                                    k,
+                                    now.saturating_add(self.config.tombstone_ttl_ms),
+                                );
                             }
                         }
                     }
@@ -553,13 +563,23 @@ impl Store {
                 return Err(invalid("an owner limit needs an owner".into()));
             }
             if limit.max_sessions == 0 {
-                return Err(invalid("an owner limit must allow at least 1 session".into()));
+                return Err(invalid(
+                    "an owner limit must allow at least 1 session".into(),
+                ));
             }
         }
         let blob = self.encode_checked(&c.attrs)?;
         let ns = self.ns_for_write(&c.namespace)?;
         let now = self.now_ms();
-        let snap = self.insert_new(ns, c.id, c.owner.as_deref(), c.ttl, blob, c.owner_limit, now)?;
+        let snap = self.insert_new(
+            ns,
+            c.id,
+            c.owner.as_deref(),
+            c.ttl,
+            blob,
+            c.owner_limit,
+            now,
+        )?;
         snap.into_session(&c.namespace)
     }
 
@@ -635,7 +655,8 @@ impl Store {
         let ns = if u.upsert.is_some() {
             self.ns_for_write(&u.namespace)?
         } else {
-            self.ns_for_read(&u.namespace)?.ok_or(StoreError::NotFound)?
+            self.ns_for_read(&u.namespace)?
+                .ok_or(StoreError::NotFound)?
         };
         let now = self.now_ms();
         let key = self.target(Key { ns, id: u.id }, now);
@@ -656,7 +677,15 @@ impl Store {
             }
             let blob = self.encode_checked(&u.set)?;
             let ttl = u.ttl.unwrap_or_default();
-            match self.insert_new(ns, Some(key.id), upsert.owner.as_deref(), ttl, blob, None, now) {
+            match self.insert_new(
+                ns,
+                Some(key.id),
+                upsert.owner.as_deref(),
+                ttl,
+                blob,
+                None,
+                now,
+            ) {
                 Ok(snap) => {
                     return Ok(UpdateReply {
                         version: snap.version,
@@ -736,7 +765,9 @@ impl Store {
                 return Err(invalid("a rate window must be longer than 0".into()));
             }
         }
-        let ns = self.ns_for_read(&i.namespace)?.ok_or(StoreError::NotFound)?;
+        let ns = self
+            .ns_for_read(&i.namespace)?
+            .ok_or(StoreError::NotFound)?;
         let now = self.now_ms();
         let key = self.target(Key { ns, id: i.id }, now);
         let mut r = self.records.get_mut(&key).ok_or(StoreError::NotFound)?;
@@ -751,10 +782,7 @@ impl Store {
                     None => 0,
                     Some(Value::Int(v)) => *v,
                     Some(_) => {
-                        return Err(invalid(format!(
-                            "attribute {:?} is not an integer",
-                            i.attr
-                        )))
+                        return Err(invalid(format!("attribute {:?} is not an integer", i.attr)))
                     }
                 };
                 let value = current.checked_add(i.delta).ok_or_else(overflow)?;
@@ -894,9 +922,12 @@ impl Store {
         let next = match (out.len() == limit, out.last()) {
             (true, Some(last)) => {
                 let more = self.owners.get(&okey).is_some_and(|set| {
-                    set.range((Bound::Excluded((last.created_at, last.id)), Bound::Unbounded))
-                        .next()
-                        .is_some()
+                    set.range((
+                        Bound::Excluded((last.created_at, last.id)),
+                        Bound::Unbounded,
+                    ))
+                    .next()
+                    .is_some()
                 });
                 more.then_some(ListCursor {
                     created_at_ms: last.created_at,
@@ -966,7 +997,9 @@ impl Store {
     /// `NotFound`, `Invalid`, or `Conflict` if the record kept changing under the
     /// rotation (it retries several times first).
     pub fn rotate(&self, r: &Rotate) -> Result<Session> {
-        let ns = self.ns_for_read(&r.namespace)?.ok_or(StoreError::NotFound)?;
+        let ns = self
+            .ns_for_read(&r.namespace)?
+            .ok_or(StoreError::NotFound)?;
         let now = self.now_ms();
         let old = self.target(Key { ns, id: r.id }, now);
         let owner = self
@@ -1117,7 +1150,11 @@ impl Store {
                 }
             }
             Timer::Tombstone(key) => {
-                if self.tombstones.remove_if(&key, |_, until| *until <= now).is_some() {
+                if self
+                    .tombstones
+                    .remove_if(&key, |_, until| *until <= now)
+                    .is_some()
+                {
                     self.add_mem(-TOMBSTONE_BYTES);
                 }
             }

@@ -73,9 +73,11 @@ impl Namespaces {
     pub fn add_records(&self, id: u32, delta: i64) {
         if let Some(ns) = self.by_id.read().get(id as usize) {
             if delta >= 0 {
-                ns.records.fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+                ns.records
+                    .fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
             } else {
-                ns.records.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+                ns.records
+                    .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
             }
         }
     }
@@ -91,6 +93,7 @@ impl Namespaces {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

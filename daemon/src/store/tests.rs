@@ -105,7 +105,10 @@ fn create_get_and_absolute_expiry() {
 #[test]
 fn touch_slides_but_never_past_max_lifetime() {
     let (s, clock) = store();
-    let id = s.create(create("app", None, Some(100), Some(250))).unwrap().id;
+    let id = s
+        .create(create("app", None, Some(100), Some(250)))
+        .unwrap()
+        .id;
     clock.advance(80);
     let t = s.touch("app", id).unwrap();
     assert_eq!(t.expires_at_ms, Some(START + 180));
@@ -304,9 +307,15 @@ fn plain_incr_checks_type_and_overflow() {
     };
     assert_eq!(s.incr(incr("n", 5)).unwrap().value, 5);
     assert_eq!(s.incr(incr("n", -7)).unwrap().value, -2);
-    assert!(matches!(s.incr(incr("name", 1)), Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        s.incr(incr("name", 1)),
+        Err(StoreError::Invalid(_))
+    ));
     s.incr(incr("big", i64::MAX)).unwrap();
-    assert!(matches!(s.incr(incr("big", 1)), Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        s.incr(incr("big", 1)),
+        Err(StoreError::Invalid(_))
+    ));
     assert_eq!(
         s.get("app", id, false).unwrap().unwrap().attr("big"),
         Some(&Value::Int(i64::MAX))
@@ -328,7 +337,11 @@ fn rotate_moves_everything_and_honours_grace() {
         .unwrap();
     assert_ne!(rotated.id, old.id);
     assert_eq!(
-        (rotated.owner.clone(), rotated.attrs.clone(), rotated.version),
+        (
+            rotated.owner.clone(),
+            rotated.attrs.clone(),
+            rotated.version
+        ),
         (old.owner, old.attrs, old.version)
     );
     assert_eq!(rotated.expires_at_ms, old.expires_at_ms);
@@ -346,7 +359,10 @@ fn rotate_moves_everything_and_honours_grace() {
         })
         .unwrap();
     // Within the grace period the old id reads (and writes) the new record.
-    assert_eq!(s.get("app", rotated.id, false).unwrap().unwrap().id, graced.id);
+    assert_eq!(
+        s.get("app", rotated.id, false).unwrap().unwrap().id,
+        graced.id
+    );
     let mut u = update("app", rotated.id);
     u.set.insert("k".into(), Value::Int(2));
     s.update(u).unwrap();
@@ -539,7 +555,13 @@ fn run_model(actions: Vec<Action>) {
     for action in actions {
         let now = clock.now_ms();
         match action {
-            Action::Create { ns, owner, idle, max, reuse } => {
+            Action::Create {
+                ns,
+                owner,
+                idle,
+                max,
+                reuse,
+            } => {
                 let mut c = create(NSS[ns], owner.map(|o| OWNERS[o]), idle, max);
                 c.attrs.insert("v".into(), Value::Int(0));
                 let reused = reuse.map(|i| pick(&keys, i));
@@ -557,7 +579,9 @@ fn run_model(actions: Vec<Action>) {
                     attrs: c.attrs.clone(),
                 };
                 match reused {
-                    Some(k) if m.tombstoned(&k, now) => assert_eq!(result.unwrap_err(), StoreError::Gone),
+                    Some(k) if m.tombstoned(&k, now) => {
+                        assert_eq!(result.unwrap_err(), StoreError::Gone)
+                    }
                     Some(k) if m.live(&k, now).is_some() => {
                         assert_eq!(result.unwrap_err(), StoreError::AlreadyExists);
                     }
@@ -689,7 +713,9 @@ fn run_model(actions: Vec<Action>) {
                     .recs
                     .iter()
                     .filter(|(k, r)| {
-                        k.0 == ns && r.owner.as_deref() == Some(owner) && Some(*k) != except.as_ref()
+                        k.0 == ns
+                            && r.owner.as_deref() == Some(owner)
+                            && Some(*k) != except.as_ref()
                     })
                     .map(|(k, _)| k.clone())
                     .collect();
@@ -718,7 +744,11 @@ fn run_model(actions: Vec<Action>) {
                     *by_ns.entry(k.0.clone()).or_default() += 1;
                 }
                 for (ns, count) in s.stats().namespaces {
-                    assert_eq!(by_ns.get(&ns).copied().unwrap_or(0), count, "namespace {ns}");
+                    assert_eq!(
+                        by_ns.get(&ns).copied().unwrap_or(0),
+                        count,
+                        "namespace {ns}"
+                    );
                 }
                 for o in OWNERS {
                     for ns in NSS {

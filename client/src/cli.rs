@@ -1,0 +1,508 @@
+//! The `sessionctl` command: talk to a sessiond daemon from the shell.
+//!
+//! Human-readable output by default, `--json` for scripts. Exit status: 0 on
+//! success, 1 when the session asked for does not exist, 2 on any error.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use chrono::{DateTime, SecondsFormat, Utc};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Map};
+use sessiond_protocol::duration::{format_duration, parse_duration};
+
+use crate::{Client, ClientConfig, CreateOptions, Session, SessionId, StatsReply, Value};
+
+/// The `sessionctl` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sessionctl",
+    version,
+    about = "Command-line client of the sessiond session store"
+)]
+pub struct Cli {
+    /// Daemon address.
+    #[arg(
+        long,
+        env = "SESSIOND_ADDR",
+        default_value = "127.0.0.1:7379",
+        global = true
+    )]
+    pub addr: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Time allowed for connecting and for each request (e.g. 500ms, 5s).
+    #[arg(long, default_value = "5s", value_parser = duration_arg, global = true)]
+    pub timeout: Duration,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `sessionctl` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the daemon answers; prints the round-trip time.
+    Ping,
+    /// Create a session; prints its id.
+    Create(CreateArgs),
+    /// Show a session (exit status 1 if there is none).
+    Get {
+        /// Namespace of the session.
+        #[arg(short = 'n', long)]
+        namespace: String,
+        /// Session id (a UUID).
+        id: String,
+        /// Also slide the session's idle deadline.
+        #[arg(long)]
+        touch: bool,
+    },
+    /// Slide a session's idle deadline (exit status 1 if there is none).
+    Touch {
+        /// Namespace of the session.
+        #[arg(short = 'n', long)]
+        namespace: String,
+        /// Session id (a UUID).
+        id: String,
+    },
+    /// Delete a session (exit status 1 if there was none).
+    Delete {
+        /// Namespace of the session.
+        #[arg(short = 'n', long)]
+        namespace: String,
+        /// Session id (a UUID).
+        id: String,
+    },
+    /// List every live session of an owner, oldest first.
+    List {
+        /// Namespace of the sessions.
+        #[arg(short = 'n', long)]
+        namespace: String,
+        /// The owner.
+        #[arg(long)]
+        owner: String,
+        /// Sessions fetched per request (the whole list is printed).
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+    },
+    /// Show the daemon's counters.
+    Stats,
+}
+
+/// Arguments of `sessionctl create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Namespace of the session.
+    #[arg(short = 'n', long)]
+    pub namespace: String,
+    /// Owner (user id) of the session.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Sliding expiry, e.g. 30m.
+    #[arg(long, value_parser = duration_arg)]
+    pub idle_ttl: Option<Duration>,
+    /// Absolute expiry after creation, e.g. 12h.
+    #[arg(long, value_parser = duration_arg)]
+    pub max_lifetime: Option<Duration>,
+    /// An attribute: `name=text` for a string, `name:=json` for a number,
+    /// boolean, null or string written as JSON (e.g. `visits:=3`). Repeatable.
+    #[arg(long = "attr", value_name = "NAME=VALUE")]
+    pub attrs: Vec<String>,
+    /// Use this id (a UUID) instead of a fresh one; fails if it is taken.
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Runs `sessionctl` with the process's arguments.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs one command; the exit status on success or "not found".
+///
+/// # Errors
+/// Connection, daemon and argument errors.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = ClientConfig::new(cli.addr.clone())
+        .connections(1)
+        .connect_timeout(cli.timeout)
+        .request_timeout(cli.timeout)
+        .client_name("sessionctl");
+    let client = Client::connect_with(config).await?;
+    let json = cli.json;
+    let not_found = |what: &str| {
+        if json {
+            println!("{}", json!({ "found": false }));
+        } else {
+            eprintln!("{what}");
+        }
+        Ok(ExitCode::from(1))
+    };
+    match cli.command {
+        Command::Ping => {
+            let rtt = client.ping().await?;
+            if json {
+                println!("{}", json!({ "ok": true, "rtt_us": rtt.as_micros() }));
+            } else {
+                println!("PONG in {}µs", rtt.as_micros());
+            }
+        }
+        Command::Create(args) => {
+            let namespace = args.namespace.clone();
+            let session = client.create(&namespace, create_options(args)?).await?;
+            if json {
+                println!("{}", session_json(&session));
+            } else {
+                println!("{}", session.id);
+                print_session(&session);
+            }
+        }
+        Command::Get {
+            namespace,
+            id,
+            touch,
+        } => {
+            let id = parse_id(&id)?;
+            let found = if touch {
+                client.get_and_touch(&namespace, id).await?
+            } else {
+                client.get(&namespace, id).await?
+            };
+            let Some(session) = found else {
+                return not_found("no such session");
+            };
+            if json {
+                println!("{}", session_json(&session));
+            } else {
+                println!("id:           {}", session.id);
+                print_session(&session);
+            }
+        }
+        Command::Touch { namespace, id } => {
+            let t = client.touch(&namespace, parse_id(&id)?).await?;
+            if !t.found {
+                return not_found("no such session");
+            }
+            if json {
+                println!(
+                    "{}",
+                    json!({ "found": true, "expires_at": t.expires_at_ms.map(rfc3339) })
+                );
+            } else {
+                println!(
+                    "expires at {}",
+                    t.expires_at_ms.map_or("never".into(), rfc3339)
+                );
+            }
+        }
+        Command::Delete { namespace, id } => {
+            if !client.delete(&namespace, parse_id(&id)?).await? {
+                return not_found("no such session");
+            }
+            if json {
+                println!("{}", json!({ "deleted": true }));
+            } else {
+                println!("deleted");
+            }
+        }
+        Command::List {
+            namespace,
+            owner,
+            page_size,
+        } => {
+            let mut all = Vec::new();
+            let mut after = None;
+            loop {
+                let page = client
+                    .list_by_owner(&namespace, &owner, after, page_size)
+                    .await?;
+                all.extend(page.sessions);
+                match page.next {
+                    Some(c) => after = Some(c),
+                    None => break,
+                }
+            }
+            if json {
+                let items: Vec<_> = all.iter().map(session_json).collect();
+                println!("{}", serde_json::Value::Array(items));
+            } else if all.is_empty() {
+                println!("no sessions");
+            } else {
+                for s in &all {
+                    println!(
+                        "{}  created {}  expires {}",
+                        s.id,
+                        rfc3339(s.created_at_ms),
+                        s.expires_at_ms.map_or("never".into(), rfc3339)
+                    );
+                }
+            }
+        }
+        Command::Stats => {
+            let stats = client.stats().await?;
+            if json {
+                println!("{}", stats_json(&stats));
+            } else {
+                print_stats(&stats);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_id(s: &str) -> anyhow::Result<SessionId> {
+    // The error never echoes the input: it may be someone's live session id.
+    s.parse().map_err(|e| anyhow!("{e}"))
+}
+
+fn create_options(args: CreateArgs) -> anyhow::Result<CreateOptions> {
+    let mut o = CreateOptions::new();
+    if let Some(owner) = args.owner {
+        o = o.owner(owner);
+    }
+    if let Some(d) = args.idle_ttl {
+        o = o.idle_ttl(d);
+    }
+    if let Some(d) = args.max_lifetime {
+        o = o.max_lifetime(d);
+    }
+    if let Some(id) = args.id {
+        o = o.id(parse_id(&id)?);
+    }
+    for a in &args.attrs {
+        let (name, value) = parse_attr(a)?;
+        o = o.attr(name, value);
+    }
+    Ok(o)
+}
+
+/// `name=text` or `name:=json`.
+fn parse_attr(s: &str) -> anyhow::Result<(String, Value)> {
+    let Some(eq) = s.find('=') else {
+        bail!("attribute {s:?} is not NAME=VALUE or NAME:=JSON");
+    };
+    let (name, value) = (&s[..eq], &s[eq + 1..]);
+    if let Some(name) = name.strip_suffix(':') {
+        let parsed: serde_json::Value = serde_json::from_str(value)
+            .with_context(|| format!("attribute {name:?}: {value:?} is not JSON"))?;
+        let value = match parsed {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            serde_json::Value::String(s) => Value::Str(s),
+            _ => bail!("attribute {name:?}: arrays and objects are not attribute values"),
+        };
+        return Ok((name.to_owned(), value));
+    }
+    if name.is_empty() {
+        bail!("attribute {s:?} has no name");
+    }
+    Ok((name.to_owned(), Value::Str(value.to_owned())))
+}
+
+fn rfc3339(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+        .map_or_else(
+            || format!("{ms}ms"),
+            |t| t.to_rfc3339_opts(SecondsFormat::Millis, true),
+        )
+}
+
+/// An attribute as natural JSON; bytes become an array of numbers and a
+/// windowed counter an object.
+fn value_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => json!(b),
+        Value::Int(i) => json!(i),
+        Value::Float(f) => json!(f),
+        Value::Str(s) => json!(s),
+        Value::Bytes(b) => json!(b),
+        Value::Counter { value, reset_at_ms } => {
+            json!({ "counter": value, "reset_at": rfc3339(*reset_at_ms) })
+        }
+    }
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::Str(s) => format!("{s:?}"),
+        other => value_json(other).to_string(),
+    }
+}
+
+fn session_json(s: &Session) -> serde_json::Value {
+    let attrs: Map<String, serde_json::Value> = s
+        .attrs
+        .iter()
+        .map(|(k, v)| (k.clone(), value_json(v)))
+        .collect();
+    json!({
+        "namespace": s.namespace,
+        "id": s.id.to_string(),
+        "owner": s.owner,
+        "created_at": rfc3339(s.created_at_ms),
+        "last_active": rfc3339(s.last_active_ms),
+        "expires_at": s.expires_at_ms.map(rfc3339),
+        "idle_ttl_ms": s.ttl.idle_ttl_ms,
+        "max_lifetime_ms": s.ttl.max_lifetime_ms,
+        "version": s.version,
+        "attrs": attrs,
+    })
+}
+
+fn print_session(s: &Session) {
+    let ms =
+        |v: Option<u64>| v.map_or("none".into(), |m| format_duration(Duration::from_millis(m)));
+    println!("namespace:    {}", s.namespace);
+    println!("owner:        {}", s.owner.as_deref().unwrap_or("-"));
+    println!("created:      {}", rfc3339(s.created_at_ms));
+    println!("last active:  {}", rfc3339(s.last_active_ms));
+    println!(
+        "expires:      {}",
+        s.expires_at_ms.map_or("never".into(), rfc3339)
+    );
+    println!("idle ttl:     {}", ms(s.ttl.idle_ttl_ms));
+    println!("max lifetime: {}", ms(s.ttl.max_lifetime_ms));
+    println!("version:      {}", s.version);
+    for (k, v) in &s.attrs {
+        println!("attr {k} = {}", value_text(v));
+    }
+}
+
+fn stats_json(s: &StatsReply) -> serde_json::Value {
+    let namespaces: Map<String, serde_json::Value> = s
+        .namespaces
+        .iter()
+        .map(|n| (n.namespace.clone(), json!(n.records)))
+        .collect();
+    json!({
+        "server_version": s.server_version,
+        "uptime_ms": s.uptime_ms,
+        "records": s.records,
+        "namespaces": namespaces,
+        "expired_total": s.expired_total,
+        "evicted_total": s.evicted_total,
+        "ops_total": s.ops_total,
+        "connections_current": s.connections_current,
+        "connections_total": s.connections_total,
+        "memory_bytes": s.memory_bytes,
+    })
+}
+
+fn print_stats(s: &StatsReply) {
+    println!("version:      {}", s.server_version);
+    println!(
+        "uptime:       {}",
+        format_duration(Duration::from_millis(s.uptime_ms))
+    );
+    println!("records:      {}", s.records);
+    for n in &s.namespaces {
+        println!("  {:<20} {}", n.namespace, n.records);
+    }
+    println!("expired:      {}", s.expired_total);
+    println!("evicted:      {}", s.evicted_total);
+    println!("ops served:   {}", s.ops_total);
+    println!(
+        "connections:  {} open, {} since start",
+        s.connections_current, s.connections_total
+    );
+    println!("memory:       ~{} bytes", s.memory_bytes);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attrs_parse_as_text_or_json() {
+        assert_eq!(
+            parse_attr("role=admin").unwrap(),
+            ("role".into(), Value::Str("admin".into()))
+        );
+        assert_eq!(
+            parse_attr("eq=a=b").unwrap(),
+            ("eq".into(), Value::Str("a=b".into()))
+        );
+        assert_eq!(parse_attr("n:=3").unwrap(), ("n".into(), Value::Int(3)));
+        assert_eq!(
+            parse_attr("f:=1.5").unwrap(),
+            ("f".into(), Value::Float(1.5))
+        );
+        assert_eq!(
+            parse_attr("b:=true").unwrap(),
+            ("b".into(), Value::Bool(true))
+        );
+        assert_eq!(
+            parse_attr("s:=\"x\"").unwrap(),
+            ("s".into(), Value::Str("x".into()))
+        );
+        assert!(parse_attr("novalue").is_err());
+        assert!(parse_attr("=x").is_err());
+        assert!(parse_attr("a:=[1]").is_err());
+        assert!(parse_attr("a:=nope").is_err());
+    }
+
+    #[test]
+    fn cli_parses_the_documented_forms() {
+        let cli = Cli::try_parse_from([
+            "sessionctl",
+            "create",
+            "--namespace",
+            "app",
+            "--owner",
+            "alice",
+            "--idle-ttl",
+            "30m",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Create(a) => {
+                assert_eq!(a.idle_ttl, Some(Duration::from_secs(1800)));
+                assert_eq!(a.owner.as_deref(), Some("alice"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["sessionctl", "--json", "get", "-n", "app", "x"]).unwrap();
+        assert!(cli.json);
+        assert!(
+            Cli::try_parse_from(["sessionctl", "create", "-n", "a", "--idle-ttl", "5"]).is_err()
+        );
+    }
+
+    #[test]
+    fn bad_ids_are_not_echoed() {
+        let err = parse_id("secret-looking-value").unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{err}");
+    }
+}

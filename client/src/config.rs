@@ -1,0 +1,110 @@
+//! Client settings, built with [`ClientConfig::new`] and its builder methods.
+
+use std::time::Duration;
+
+use sessiond_protocol::frame::DEFAULT_MAX_FRAME_LEN;
+use sessiond_protocol::AuthToken;
+
+/// Default number of connections in the pool.
+pub const DEFAULT_CONNECTIONS: usize = 2;
+/// Default time allowed for connecting and the handshake.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time allowed for one request.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default requests queued for writing per connection.
+pub const DEFAULT_MAX_PENDING: usize = 4096;
+
+/// How a [`Client`](crate::Client) connects and behaves.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = sessiond_client::ClientConfig::new("127.0.0.1:7379")
+///     .connections(4)
+///     .request_timeout(Duration::from_millis(500))
+///     .client_name("checkout-service");
+/// assert_eq!(config.address(), "127.0.0.1:7379");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub(crate) address: String,
+    pub(crate) connections: usize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) auth_token: Option<AuthToken>,
+    pub(crate) client_name: String,
+    pub(crate) max_frame_len: u32,
+    pub(crate) max_pending: usize,
+}
+
+impl ClientConfig {
+    /// Settings for the daemon at `address` (`host:port`), with defaults that
+    /// suit a web application.
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            connections: DEFAULT_CONNECTIONS,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            auth_token: None,
+            client_name: "sessiond-client".into(),
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_pending: DEFAULT_MAX_PENDING,
+        }
+    }
+
+    /// The daemon's address.
+    #[must_use]
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Connections in the pool (at least 1).
+    #[must_use]
+    pub fn connections(mut self, n: usize) -> Self {
+        self.connections = n.max(1);
+        self
+    }
+
+    /// Time allowed to connect and complete the handshake.
+    #[must_use]
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Time allowed for each request.
+    #[must_use]
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.request_timeout = d;
+        self
+    }
+
+    /// Credentials sent in the handshake.
+    #[must_use]
+    pub fn auth_token(mut self, token: impl Into<String>) -> Self {
+        self.auth_token = Some(AuthToken(token.into()));
+        self
+    }
+
+    /// A name shown in the daemon's logs.
+    #[must_use]
+    pub fn client_name(mut self, name: impl Into<String>) -> Self {
+        self.client_name = name.into();
+        self
+    }
+
+    /// Largest request frame this client will send (the daemon's own limit,
+    /// learned in the handshake, applies too).
+    #[must_use]
+    pub fn max_frame_len(mut self, n: u32) -> Self {
+        self.max_frame_len = n;
+        self
+    }
+
+    /// Requests queued for writing per connection before callers wait.
+    #[must_use]
+    pub fn max_pending(mut self, n: usize) -> Self {
+        self.max_pending = n.max(1);
+        self
+    }
+}

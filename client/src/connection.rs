@@ -1,0 +1,321 @@
+//! One multiplexed connection: many callers, one socket.
+//!
+//! Callers encode their request, register a oneshot under its request id and
+//! hand the frame to a bounded queue. A writer task drains the queue, packing
+//! every frame waiting into one buffer and one write; a reader task splits
+//! every response in a read and completes the waiters by id. Answers may come
+//! in any order. When the socket fails, every waiter is failed at once with
+//! [`Error::ConnectionClosed`] and the connection is marked dead so the pool
+//! replaces it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use sessiond_protocol::frame::{
+    decode_response, encode_request, split_frame, ABSOLUTE_MAX_FRAME_LEN, HEADER_LEN,
+};
+use sessiond_protocol::{
+    EncodeError, ErrorCode, Hello, HelloReply, Op, Reply, Request, Response, WireError,
+    PROTOCOL_VERSION,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::ClientConfig;
+use crate::error::{Error, Result};
+
+/// Most bytes the writer packs into one write.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Smallest free space handed to a read.
+const READ_CHUNK: usize = 16 * 1024;
+
+type Waiter = oneshot::Sender<Result<Reply>>;
+
+/// State shared by the handle and its two tasks.
+struct Shared {
+    pending: Mutex<HashMap<u64, Waiter>>,
+    dead: AtomicBool,
+}
+
+impl Shared {
+    /// Marks the connection dead and fails every waiter with `error()`.
+    fn fail_all(&self, error: impl Fn() -> Error) {
+        self.dead.store(true, Ordering::Release);
+        let waiters: Vec<Waiter> = self.pending.lock().drain().map(|(_, w)| w).collect();
+        for w in waiters {
+            let _ = w.send(Err(error()));
+        }
+    }
+}
+
+/// A live connection to the daemon.
+pub(crate) struct Connection {
+    shared: Arc<Shared>,
+    queue: mpsc::Sender<Bytes>,
+    next_id: AtomicU64,
+    /// Largest request payload: the smaller of ours and the daemon's.
+    max_frame_len: u32,
+    server: HelloReply,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The writer ends when its queue closes; the reader would otherwise
+        // wait on the socket until the daemon's idle timeout.
+        self.reader.abort();
+    }
+}
+
+impl Connection {
+    /// Connects and completes the handshake within the connect timeout.
+    pub(crate) async fn open(config: &ClientConfig) -> Result<Self> {
+        let connect_error = |source| Error::Connect {
+            addr: config.address.clone(),
+            source,
+        };
+        let opened = tokio::time::timeout(config.connect_timeout, async {
+            let stream = TcpStream::connect(&config.address)
+                .await
+                .map_err(connect_error)?;
+            stream.set_nodelay(true).map_err(connect_error)?;
+            handshake(stream, config).await
+        })
+        .await;
+        let (stream, server, leftover) = match opened {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(connect_error(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no handshake within {:?}", config.connect_timeout),
+                )))
+            }
+        };
+        let (read, write) = stream.into_split();
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashMap::new()),
+            dead: AtomicBool::new(false),
+        });
+        let (queue, rx) = mpsc::channel(config.max_pending);
+        tokio::spawn(writer(write, rx, Arc::clone(&shared)));
+        let read_max = server.max_frame_len.clamp(1, ABSOLUTE_MAX_FRAME_LEN);
+        let reader = tokio::spawn(reader(read, leftover, read_max, Arc::clone(&shared)));
+        Ok(Self {
+            shared,
+            queue,
+            next_id: AtomicU64::new(2),
+            max_frame_len: config.max_frame_len.min(server.max_frame_len),
+            server,
+            reader,
+        })
+    }
+
+    /// Whether the socket has failed.
+    pub(crate) fn is_dead(&self) -> bool {
+        self.shared.dead.load(Ordering::Acquire)
+    }
+
+    /// What the daemon said in the handshake.
+    pub(crate) fn server(&self) -> &HelloReply {
+        &self.server
+    }
+
+    /// Sends `op` and waits for its reply (at most `timeout`, queueing included).
+    pub(crate) async fn call(&self, op: Op, timeout: Duration) -> Result<Reply> {
+        if self.is_dead() {
+            return Err(Error::ConnectionClosed);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut buf = BytesMut::new();
+        encode_request(&Request { id, op }, &mut buf)?;
+        let len = buf.len() - HEADER_LEN;
+        if len > self.max_frame_len as usize {
+            return Err(Error::Encode(EncodeError::TooLarge {
+                len,
+                max: self.max_frame_len,
+            }));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.shared.pending.lock().insert(id, tx);
+        // The reader may have failed everyone between the check above and the
+        // insert; without this second look the waiter would sit until timeout.
+        if self.is_dead() {
+            self.shared.pending.lock().remove(&id);
+            return Err(Error::ConnectionClosed);
+        }
+        let exchange = async {
+            self.queue
+                .send(buf.freeze())
+                .await
+                .map_err(|_| Error::ConnectionClosed)?;
+            rx.await.map_err(|_| Error::ConnectionClosed)?
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => {
+                if result.is_err() {
+                    self.shared.pending.lock().remove(&id);
+                }
+                result
+            }
+            Err(_) => {
+                self.shared.pending.lock().remove(&id);
+                Err(Error::Timeout { after: timeout })
+            }
+        }
+    }
+}
+
+/// Sends Hello and reads its answer. Returns bytes read past the answer.
+async fn handshake(
+    mut stream: TcpStream,
+    config: &ClientConfig,
+) -> Result<(TcpStream, HelloReply, BytesMut)> {
+    let io = |source| Error::Connect {
+        addr: config.address.clone(),
+        source,
+    };
+    let hello = Request {
+        id: 1,
+        op: Op::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            auth_token: config.auth_token.clone(),
+            client_name: Some(config.client_name.clone()),
+        }),
+    };
+    let mut out = BytesMut::new();
+    encode_request(&hello, &mut out)?;
+    stream.write_all(&out).await.map_err(io)?;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        // The Hello answer is small; the daemon's advertised maximum is not
+        // known yet, so the configured one bounds it.
+        if let Some((payload, total)) = split_frame(&buf, config.max_frame_len)? {
+            let response = decode_response(payload)
+                .map_err(|e| Error::Protocol(format!("bad hello answer: {e}")))?;
+            let _ = buf.split_to(total);
+            return match response.reply {
+                Reply::Hello(h) => Ok((stream, h, buf)),
+                Reply::Error(e) => Err(Error::Server(e)),
+                other => Err(Error::Protocol(format!(
+                    "unexpected answer to hello: {}",
+                    reply_name(&other)
+                ))),
+            };
+        }
+        let n = stream.read_buf(&mut buf).await.map_err(io)?;
+        if n == 0 {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the daemon closed the connection during the handshake",
+            )));
+        }
+    }
+}
+
+async fn writer(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, shared: Arc<Shared>) {
+    let mut buf = BytesMut::with_capacity(WRITE_BATCH);
+    while let Some(first) = rx.recv().await {
+        buf.extend_from_slice(&first);
+        // Coalesce whatever else is already queued into the same write.
+        while buf.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if write.write_all(&buf).await.is_err() {
+            shared.fail_all(|| Error::ConnectionClosed);
+            return;
+        }
+        buf.clear();
+        if shared.dead.load(Ordering::Acquire) {
+            return;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+async fn reader(mut read: OwnedReadHalf, mut buf: BytesMut, max_len: u32, shared: Arc<Shared>) {
+    loop {
+        loop {
+            let frame = match split_frame(&buf, max_len) {
+                Ok(Some((payload, total))) => Some((decode_response(payload), total)),
+                Ok(None) => None,
+                Err(e) => {
+                    let message = e.to_string();
+                    shared.fail_all(|| Error::Protocol(message.clone()));
+                    return;
+                }
+            };
+            let Some((decoded, total)) = frame else { break };
+            let _ = buf.split_to(total);
+            match decoded {
+                Ok(response) => {
+                    if !deliver(&shared, response) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let message = format!("undecodable response: {e}");
+                    shared.fail_all(|| Error::Protocol(message.clone()));
+                    return;
+                }
+            }
+        }
+        buf.reserve(READ_CHUNK);
+        match read.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => {
+                shared.fail_all(|| Error::ConnectionClosed);
+                return;
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Completes the waiter of one response. Returns false when the daemon said
+/// the connection is over (an error under request id 0).
+fn deliver(shared: &Shared, response: Response) -> bool {
+    let Response { id, reply } = response;
+    if id == 0 {
+        let error = match reply {
+            Reply::Error(e) => e,
+            other => WireError::new(
+                ErrorCode::Internal,
+                format!("unexpected {} under request id 0", reply_name(&other)),
+            ),
+        };
+        shared.fail_all(|| Error::Server(error.clone()));
+        return false;
+    }
+    // A missing waiter timed out already; its late answer is dropped.
+    if let Some(waiter) = shared.pending.lock().remove(&id) {
+        let _ = waiter.send(Ok(reply));
+    }
+    true
+}
+
+/// A reply variant's name, for error messages.
+pub(crate) fn reply_name(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Error(_) => "error",
+        Reply::Hello(_) => "hello",
+        Reply::Pong => "pong",
+        Reply::Session(_) => "session",
+        Reply::MaybeSession(_) => "maybe_session",
+        Reply::Touched(_) => "touched",
+        Reply::Updated(_) => "updated",
+        Reply::Incr(_) => "incr",
+        Reply::Deleted(_) => "deleted",
+        Reply::Page(_) => "page",
+        Reply::Count(_) => "count",
+        Reply::Stats(_) => "stats",
+    }
+}
