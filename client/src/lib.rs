@@ -47,3 +47,8 @@ pub use sessiond_protocol::{
     Attrs, ErrorCode, IncrReply, LimitPolicy, ListCursor, NamespaceStats, Op, Reply, Session,
     SessionId, SessionPage, StatsReply, TouchReply, Ttl, UpdateReply, Value, WireError,
 };
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
