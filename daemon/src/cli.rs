@@ -1,7 +1,7 @@
 //! The `sessiond` command: parse the command line, set up logging, serve until
 //! SIGINT or SIGTERM. The binary's `main` only calls [`main`].
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -69,6 +69,7 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
