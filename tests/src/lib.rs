@@ -39,8 +39,20 @@ impl DaemonProcess {
     /// # Errors
     /// An I/O error if it cannot be spawned or exits before it is ready.
     pub fn start(bin: &str, extra: &[&str]) -> std::io::Result<Self> {
+        Self::start_with_env(bin, extra, &[])
+    }
+
+    /// As [`DaemonProcess::start`], with extra environment variables.
+    ///
+    /// # Errors
+    /// As [`DaemonProcess::start`].
+    pub fn start_with_env(
+        bin: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> std::io::Result<Self> {
         let data_dir = tempfile::tempdir()?;
-        Self::start_in(bin, data_dir, extra)
+        Self::start_in(bin, data_dir, extra, env)
     }
 
     /// As [`DaemonProcess::start`], on a given data dir.
@@ -51,6 +63,7 @@ impl DaemonProcess {
         bin: &str,
         data_dir: tempfile::TempDir,
         extra: &[&str],
+        env: &[(&str, &str)],
     ) -> std::io::Result<Self> {
         let mut child = Command::new(bin)
             .arg("--listen")
@@ -59,6 +72,7 @@ impl DaemonProcess {
             .arg(data_dir.path())
             .args(extra)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -185,7 +185,10 @@ async fn oversized_frame_by_configuration_is_refused() {
 
 #[tokio::test]
 async fn connection_cap_refuses_with_unavailable() {
-    let daemon = DaemonProcess::start(daemon_bin!(), &["--max-connections", "2"]).unwrap();
+    // Set through the environment, to prove SESSIOND_* variables are read.
+    let daemon =
+        DaemonProcess::start_with_env(daemon_bin!(), &[], &[("SESSIOND_MAX_CONNECTIONS", "2")])
+            .unwrap();
     let mut a = Raw::hello(&daemon).await;
     let b = Raw::hello(&daemon).await;
     let mut c = Raw::connect(&daemon).await;
@@ -222,6 +225,60 @@ async fn idle_connections_are_closed() {
     let daemon = DaemonProcess::start(daemon_bin!(), &["--idle-timeout", "200ms"]).unwrap();
     let mut c = Raw::hello(&daemon).await;
     c.expect_closed().await;
+}
+
+/// A client that pipelines far more than `max_in_flight` without reading gets
+/// backpressure: the daemon stops reading instead of buffering, and every
+/// request is still answered, in order, once the client reads.
+#[tokio::test]
+async fn pipelining_without_reading_is_bounded_and_loses_nothing() {
+    const N: u64 = 200_000;
+    let daemon = DaemonProcess::start(daemon_bin!(), &["--max-in-flight", "16"]).unwrap();
+    let c = Raw::hello(&daemon).await;
+    let before = daemon.rss_kib();
+    let (mut read, mut write) = c.stream.into_split();
+    let writer = tokio::spawn(async move {
+        let mut out = BytesMut::new();
+        for id in 2..N + 2 {
+            encode_request(&Request { id, op: Op::Ping }, &mut out).unwrap();
+        }
+        write.write_all(&out).await.unwrap();
+        write
+    });
+    // Let the socket buffers fill up while nobody reads.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if let (Some(before), Some(during)) = (before, daemon.rss_kib()) {
+        assert!(
+            during < before + 32 * 1024,
+            "rss grew from {before} KiB to {during} KiB"
+        );
+    }
+    let mut buf = BytesMut::new();
+    let mut next = 2;
+    while next < N + 2 {
+        while let Some((payload, total)) = split_frame(&buf, ABSOLUTE_MAX_FRAME_LEN).unwrap() {
+            let r = decode_response(payload).unwrap();
+            assert_eq!((r.id, r.reply), (next, Reply::Pong));
+            next += 1;
+            let _ = buf.split_to(total);
+        }
+        if next == N + 2 {
+            break;
+        }
+        let n = tokio::time::timeout(WAIT, read.read_buf(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed after {} answers", next - 2);
+    }
+    drop(writer.await.unwrap());
+}
+
+#[tokio::test]
+async fn sigint_shuts_down_gracefully() {
+    let mut daemon = DaemonProcess::start(daemon_bin!(), &[]).unwrap();
+    let status = daemon.signal_and_wait("INT", WAIT).unwrap();
+    assert!(status.success(), "{status}");
 }
 
 #[tokio::test]

@@ -48,6 +48,9 @@ async fn crud_round_trip() {
         .unwrap();
     assert_eq!(made.version, 1);
     assert_eq!(made.owner.as_deref(), Some("alice"));
+    // A UUID v4 (version nibble 4, RFC 4122 variant).
+    assert_eq!(made.id.0[6] >> 4, 4);
+    assert_eq!(made.id.0[8] >> 6, 0b10);
     let got = client.get("app", made.id).await.unwrap().unwrap();
     assert_eq!(got, made);
     assert_eq!(client.get("other", made.id).await.unwrap(), None);
@@ -108,6 +111,8 @@ async fn crud_round_trip() {
     assert_eq!(stats.records, 1);
     assert!(stats.ops_total >= 10);
     assert!(stats.connections_current >= 1);
+    assert!(stats.uptime_ms > 0);
+    assert!(stats.memory_bytes > 0);
     assert!(stats
         .namespaces
         .iter()

@@ -428,6 +428,29 @@ fn bad_arguments_are_typed_errors() {
 }
 
 #[test]
+fn reclaim_work_is_bounded_per_call() {
+    let (s, clock) = store();
+    for _ in 0..1000 {
+        s.create(create("app", Some("o"), Some(10), None)).unwrap();
+    }
+    clock.advance(10);
+    // Each round stops at its budget, however much is due.
+    let mut rounds = 0;
+    loop {
+        let n = s.reclaim(32);
+        assert!(n <= 32, "a round of budget 32 handled {n}");
+        rounds += 1;
+        if n == 0 {
+            break;
+        }
+    }
+    assert!(rounds > 1000 / 32);
+    assert!(s.is_empty());
+    assert_eq!(s.owner_index_len("app", "o"), 0);
+    assert_eq!(s.stats().expired_total, 1000);
+}
+
+#[test]
 fn stats_count_namespaces_and_memory() {
     let (s, _) = store();
     for _ in 0..3 {
