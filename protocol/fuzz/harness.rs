@@ -19,27 +19,29 @@ pub fn check(data: &[u8]) {
         let _ = peek_request_id(payload);
         let _ = peek_request_header(payload);
         if let Ok(req) = decode_request(payload) {
-            let mut once = BytesMut::new();
-            encode_request(&req, &mut once).expect("a decoded request re-encodes");
-            let (p, _) = split_frame(&once, ABSOLUTE_MAX_FRAME_LEN)
-                .expect("own frame header is valid")
-                .expect("own frame is complete");
-            let again = decode_request(p).expect("a re-encoded request decodes");
-            let mut twice = BytesMut::new();
-            encode_request(&again, &mut twice).expect("re-encodes again");
-            assert_eq!(once, twice, "request encoding is not stable");
+            assert_stable(&req, encode_request, decode_request);
         }
         if let Ok(resp) = decode_response(payload) {
-            let mut once = BytesMut::new();
-            encode_response(&resp, &mut once).expect("a decoded response re-encodes");
-            let (p, _) = split_frame(&once, ABSOLUTE_MAX_FRAME_LEN)
-                .expect("own frame header is valid")
-                .expect("own frame is complete");
-            let again = decode_response(p).expect("a re-encoded response decodes");
-            let mut twice = BytesMut::new();
-            encode_response(&again, &mut twice).expect("re-encodes again");
-            assert_eq!(once, twice, "response encoding is not stable");
+            assert_stable(&resp, encode_response, decode_response);
         }
         rest = &rest[used..];
     }
+}
+
+/// A decoded message re-encodes, and those bytes decode and re-encode to
+/// themselves.
+fn assert_stable<T, EE: std::fmt::Debug, DE: std::fmt::Debug>(
+    msg: &T,
+    encode: fn(&T, &mut BytesMut) -> Result<(), EE>,
+    decode: fn(&[u8]) -> Result<T, DE>,
+) {
+    let mut once = BytesMut::new();
+    encode(msg, &mut once).expect("a decoded message re-encodes");
+    let (payload, _) = split_frame(&once, ABSOLUTE_MAX_FRAME_LEN)
+        .expect("own frame header is valid")
+        .expect("own frame is complete");
+    let again = decode(payload).expect("a re-encoded message decodes");
+    let mut twice = BytesMut::new();
+    encode(&again, &mut twice).expect("re-encodes again");
+    assert_eq!(once, twice, "encoding is not stable");
 }
