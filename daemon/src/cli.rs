@@ -16,6 +16,7 @@ pub fn main() -> ExitCode {
     init_tracing();
     match cli.command {
         None | Some(Command::Serve) => {}
+        Some(Command::CheckLog { dir, repair }) => return check_log(&dir, repair),
     }
     let config = match cli.server.resolve() {
         Ok(c) => c,
@@ -61,6 +62,48 @@ pub async fn run(config: Config) -> Result<(), Error> {
     tracing::info!("shutting down");
     daemon.shutdown().await;
     Ok(())
+}
+
+/// `sessiond check-log DIR [--repair]`: one line per file, then a verdict.
+fn check_log(dir: &std::path::Path, repair: bool) -> ExitCode {
+    use crate::log::format::Tail;
+    let reports = match crate::log::recovery::check_dir(dir, repair) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sessiond: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut damaged = 0;
+    for r in &reports {
+        let state = match &r.tail {
+            Tail::Clean => "ok".to_string(),
+            Tail::Torn { offset } => {
+                format!("torn tail at byte {offset} (unacknowledged; cut on start)")
+            }
+            Tail::Corrupt { offset, reason } => {
+                damaged += 1;
+                format!("DAMAGED at byte {offset}: {reason}")
+            }
+        };
+        let fixed = if r.repaired { " [repaired]" } else { "" };
+        println!(
+            "{}: {} records, {} bytes: {state}{fixed}",
+            r.path.display(),
+            r.records,
+            r.bytes
+        );
+    }
+    println!(
+        "{} files checked, {damaged} damaged{}",
+        reports.len(),
+        if repair { " (repaired)" } else { "" }
+    );
+    if damaged > 0 && !repair {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn init_tracing() {

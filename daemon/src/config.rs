@@ -15,7 +15,10 @@ use sessiond_protocol::frame::{ABSOLUTE_MAX_FRAME_LEN, DEFAULT_MAX_FRAME_LEN};
 use sessiond_protocol::limits::DEFAULT_MAX_ATTRS_BYTES;
 
 use crate::expiry;
-use crate::store::{StoreConfig, DEFAULT_MAX_NAMESPACES, DEFAULT_TOMBSTONE_TTL_MS};
+use crate::log::{self, FsyncPolicy, LogConfig};
+use crate::store::{
+    StoreConfig, DEFAULT_MAX_NAMESPACES, DEFAULT_TOMBSTONE_TTL_MS, DEFAULT_TOUCH_LOG_FRACTION,
+};
 
 /// Default address of the native protocol.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7379";
@@ -83,6 +86,31 @@ pub struct Config {
     pub expiry_batch: usize,
     /// Store settings.
     pub store: StoreConfig,
+    /// When the log syncs.
+    pub fsync: FsyncPolicy,
+    /// Log segment size before a new one is started.
+    pub segment_bytes: u64,
+    /// Compact when the log exceeds this multiple of the live data...
+    pub compact_ratio: f64,
+    /// ...and this many bytes.
+    pub compact_min_bytes: u64,
+    /// Cut damaged log records at start-up (keeping a copy) instead of refusing to start.
+    pub repair: bool,
+}
+
+impl Config {
+    /// The log settings within this configuration.
+    #[must_use]
+    pub fn log(&self) -> LogConfig {
+        LogConfig {
+            dir: self.data_dir.clone(),
+            fsync: self.fsync,
+            segment_bytes: self.segment_bytes,
+            compact_ratio: self.compact_ratio,
+            compact_min_bytes: self.compact_min_bytes,
+            repair: self.repair,
+        }
+    }
 }
 
 impl Default for Config {
@@ -98,6 +126,11 @@ impl Default for Config {
             expiry_tick: expiry::DEFAULT_TICK,
             expiry_batch: expiry::DEFAULT_BATCH,
             store: StoreConfig::default(),
+            fsync: FsyncPolicy::default(),
+            segment_bytes: log::DEFAULT_SEGMENT_BYTES,
+            compact_ratio: log::DEFAULT_COMPACT_RATIO,
+            compact_min_bytes: log::DEFAULT_COMPACT_MIN_BYTES,
+            repair: false,
         }
     }
 }
@@ -123,6 +156,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve,
+    /// Verify every log segment and snapshot in a data dir and report what was
+    /// found (exit status 1 if anything is damaged). Run it on a stopped daemon's dir.
+    CheckLog {
+        /// The data dir.
+        dir: PathBuf,
+        /// Cut torn tails and damaged records (a copy of what is cut is kept).
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 /// Server flags. Each also reads `SESSIOND_<NAME>`; unset ones come from the
@@ -170,6 +212,27 @@ pub struct ServerArgs {
     /// Most distinct namespaces (default 10000).
     #[arg(long, env = "SESSIOND_MAX_NAMESPACES")]
     pub max_namespaces: Option<usize>,
+    /// When the log syncs to disk: always (before acknowledging, group commit),
+    /// everysec (default) or no.
+    #[arg(long, env = "SESSIOND_FSYNC")]
+    pub fsync: Option<String>,
+    /// Log a touch once it moved the deadline by more than this share of the
+    /// idle ttl (default 0.1).
+    #[arg(long, env = "SESSIOND_TOUCH_LOG_FRACTION")]
+    pub touch_log_fraction: Option<f64>,
+    /// Start a new log segment at this size in bytes (default 67108864).
+    #[arg(long, env = "SESSIOND_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// Compact when the log is this many times the live data (default 2.0)...
+    #[arg(long, env = "SESSIOND_COMPACT_RATIO")]
+    pub compact_ratio: Option<f64>,
+    /// ...and at least this many bytes (default 67108864).
+    #[arg(long, env = "SESSIOND_COMPACT_MIN_BYTES")]
+    pub compact_min_bytes: Option<u64>,
+    /// Start even if the log is damaged, cutting the damage (a copy is kept).
+    #[arg(long, env = "SESSIOND_REPAIR")]
+    #[serde(default)]
+    pub repair: bool,
 }
 
 impl ServerArgs {
@@ -189,6 +252,12 @@ impl ServerArgs {
             tombstone_ttl: self.tombstone_ttl.or(file.tombstone_ttl),
             max_attrs_bytes: self.max_attrs_bytes.or(file.max_attrs_bytes),
             max_namespaces: self.max_namespaces.or(file.max_namespaces),
+            fsync: self.fsync.or(file.fsync),
+            touch_log_fraction: self.touch_log_fraction.or(file.touch_log_fraction),
+            segment_bytes: self.segment_bytes.or(file.segment_bytes),
+            compact_ratio: self.compact_ratio.or(file.compact_ratio),
+            compact_min_bytes: self.compact_min_bytes.or(file.compact_min_bytes),
+            repair: self.repair || file.repair,
         }
     }
 
@@ -258,7 +327,50 @@ impl ServerArgs {
             .map_or(Ok(Duration::from_millis(DEFAULT_TOMBSTONE_TTL_MS)), |s| {
                 duration("tombstone_ttl", &s)
             })?;
+        let fsync = match self.fsync {
+            Some(s) => s.parse().map_err(|message| ConfigError::Invalid {
+                name: "fsync",
+                message,
+            })?,
+            None => d.fsync,
+        };
+        let fraction = |name: &'static str, v: Option<f64>, default: f64, max: f64| {
+            let v = v.unwrap_or(default);
+            if v.is_finite() && v >= 0.0 && v <= max {
+                Ok(v)
+            } else {
+                Err(ConfigError::Invalid {
+                    name,
+                    message: format!("must be a number between 0 and {max}"),
+                })
+            }
+        };
+        let touch_log_fraction = fraction(
+            "touch_log_fraction",
+            self.touch_log_fraction,
+            DEFAULT_TOUCH_LOG_FRACTION,
+            1.0,
+        )?;
+        let compact_ratio = fraction("compact_ratio", self.compact_ratio, d.compact_ratio, 1e6)?;
+        if compact_ratio < 1.0 {
+            return Err(ConfigError::Invalid {
+                name: "compact_ratio",
+                message: "must be at least 1".into(),
+            });
+        }
+        let segment_bytes = self.segment_bytes.unwrap_or(d.segment_bytes);
+        if segment_bytes < 4096 {
+            return Err(ConfigError::Invalid {
+                name: "segment_bytes",
+                message: "must be at least 4096".into(),
+            });
+        }
         Ok(Config {
+            fsync,
+            segment_bytes,
+            compact_ratio,
+            compact_min_bytes: self.compact_min_bytes.unwrap_or(d.compact_min_bytes),
+            repair: self.repair,
             listen,
             data_dir: self.data_dir.unwrap_or(d.data_dir),
             max_connections: positive("max_connections", self.max_connections, d.max_connections)?,
@@ -284,6 +396,7 @@ impl ServerArgs {
                     self.max_namespaces,
                     DEFAULT_MAX_NAMESPACES,
                 )?,
+                touch_log_fraction,
             },
         })
     }

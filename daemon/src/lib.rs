@@ -3,6 +3,7 @@
 //! Modules:
 //! - [`store`]: records, the owner index, tombstones and the operations on them.
 //! - [`expiry`]: the hierarchical timer wheel and the task that reclaims expired records.
+//! - [`log`]: the append-only log, recovery and compaction.
 //! - [`server`]: the TCP server: connection tasks, framing, dispatch.
 //! - [`config`]: flags, `SESSIOND_*` environment variables and the TOML file.
 //! - [`clock`]: the injectable time source.
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod expiry;
+pub mod log;
 pub mod server;
 pub mod store;
 

@@ -24,10 +24,12 @@ use sessiond_protocol::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{dispatch, Shared};
+use crate::log::{FsyncPolicy, Log, Progress};
 
 /// Smallest free space handed to a read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -52,6 +54,11 @@ pub(crate) struct Connection<'a> {
     rbuf: BytesMut,
     wbuf: BytesMut,
     greeted: bool,
+    /// With `--fsync always`: the log's progress, awaited before answers to
+    /// writes leave.
+    durable: Option<watch::Receiver<Progress>>,
+    /// Answers to writes in `wbuf`: (request id, frame start, frame end).
+    writes: Vec<(u64, usize, usize)>,
 }
 
 impl<'a> Connection<'a> {
@@ -63,6 +70,12 @@ impl<'a> Connection<'a> {
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::with_capacity(READ_CHUNK),
             greeted: false,
+            durable: shared
+                .log
+                .as_ref()
+                .filter(|l| l.policy() == FsyncPolicy::Always)
+                .map(|l| l.subscribe()),
+            writes: Vec::new(),
         }
     }
 
@@ -176,8 +189,14 @@ impl<'a> Connection<'a> {
         if !self.greeted {
             return self.hello(id, op);
         }
+        let write = self.durable.is_some() && dispatch::is_write(&op);
         let reply = dispatch::execute(self.shared, op);
+        let applied = !matches!(reply, Reply::Error(_));
+        let start = self.wbuf.len();
         self.push(id, reply);
+        if write && applied {
+            self.writes.push((id, start, self.wbuf.len()));
+        }
         None
     }
 
@@ -253,6 +272,7 @@ impl<'a> Connection<'a> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
+        self.await_durable().await;
         self.stream.write_all(&self.wbuf).await?;
         self.wbuf.clear();
         // Keep a buffer that grew for one large answer from pinning memory.
@@ -260,6 +280,36 @@ impl<'a> Connection<'a> {
             self.wbuf = BytesMut::with_capacity(READ_CHUNK);
         }
         Ok(())
+    }
+
+    /// Holds the answers to writes until the log has synced them (group
+    /// commit: every connection waiting shares the same fsync). If the log
+    /// cannot write, those answers become `Unavailable` errors; the others
+    /// in the batch go out unchanged.
+    async fn await_durable(&mut self) {
+        if self.writes.is_empty() {
+            return;
+        }
+        let (Some(rx), Some(log)) = (self.durable.as_mut(), self.shared.log.as_ref()) else {
+            return;
+        };
+        let seq = log.last_seq();
+        if let Err(why) = Log::wait_durable(rx, seq).await {
+            let writes = std::mem::take(&mut self.writes);
+            let old = std::mem::replace(&mut self.wbuf, BytesMut::with_capacity(READ_CHUNK));
+            let mut copied = 0;
+            for (id, start, end) in writes {
+                self.wbuf.extend_from_slice(&old[copied..start]);
+                copied = end;
+                let error = WireError::new(
+                    ErrorCode::Unavailable,
+                    format!("the write is in memory but not durable: {why}"),
+                );
+                self.push(id, Reply::Error(error));
+            }
+            self.wbuf.extend_from_slice(&old[copied..]);
+        }
+        self.writes.clear();
     }
 
     /// Makes room for the next read. When a frame header is in, room for the

@@ -9,6 +9,20 @@ use super::connection::SERVER_VERSION;
 use super::Shared;
 use crate::store::StoreError;
 
+/// Whether `op` changes data that must be durable before it is acknowledged
+/// (touches are not: losing one only shortens a session).
+pub(crate) fn is_write(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Create(_)
+            | Op::Update(_)
+            | Op::Incr(_)
+            | Op::Delete(_)
+            | Op::DeleteByOwner(_)
+            | Op::Rotate(_)
+    )
+}
+
 /// Executes `op` against the store. Never fails: errors are replies.
 pub(crate) fn execute(shared: &Shared, op: Op) -> Reply {
     shared.counters.ops_total.fetch_add(1, Ordering::Relaxed);

@@ -24,6 +24,7 @@ use tracing::{info, warn, Instrument};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::expiry;
+use crate::log::{Log, LogError};
 use crate::store::Store;
 
 /// Why the daemon could not start.
@@ -44,6 +45,9 @@ pub enum Error {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The data dir could not be opened or recovered.
+    #[error(transparent)]
+    Log(#[from] LogError),
 }
 
 /// Counters the server keeps for `Stats`.
@@ -61,6 +65,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) counters: Counters,
     pub(crate) started: Instant,
+    /// The log, when the daemon is durable.
+    pub(crate) log: Option<Arc<Log>>,
 }
 
 /// A running daemon. Dropping it does not stop it; call [`Daemon::shutdown`].
@@ -73,21 +79,35 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Binds `config.listen` and starts serving with the system clock.
+    /// Recovers the data dir into memory, binds `config.listen` and starts
+    /// serving with the system clock, logging every change.
     ///
     /// # Errors
-    /// [`Error::Bind`] if the address cannot be bound.
+    /// [`Error::Log`] if the data dir is locked or damaged, [`Error::Bind`] if
+    /// the address cannot be bound.
     pub async fn start(config: Config) -> Result<Self, Error> {
-        let listener = TcpListener::bind(config.listen)
+        let store = Arc::new(Store::new(config.store.clone(), Arc::new(SystemClock)));
+        let log_config = config.log();
+        let recovering = Arc::clone(&store);
+        // Recovery reads the whole log: keep it off the async workers.
+        let log = tokio::task::spawn_blocking(move || Log::open(&log_config, &recovering))
             .await
-            .map_err(|source| Error::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        Self::serve(listener, config, Arc::new(SystemClock))
+            .map_err(|e| Error::Io(std::io::Error::other(format!("recovery panicked: {e}"))))??;
+        let listener = match TcpListener::bind(config.listen).await {
+            Ok(l) => l,
+            Err(source) => {
+                log.shutdown();
+                return Err(Error::Bind {
+                    addr: config.listen,
+                    source,
+                });
+            }
+        };
+        Self::launch(listener, config, store, Some(log))
     }
 
-    /// Starts serving on an already bound listener, reading time from `clock`.
+    /// Starts serving on an already bound listener, in memory only (nothing is
+    /// logged), reading time from `clock`.
     ///
     /// # Errors
     /// [`Error::Io`] if the listener's address cannot be read.
@@ -96,13 +116,23 @@ impl Daemon {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
-        let local_addr = listener.local_addr()?;
         let store = Arc::new(Store::new(config.store.clone(), clock));
+        Self::launch(listener, config, store, None)
+    }
+
+    fn launch(
+        listener: TcpListener,
+        config: Config,
+        store: Arc<Store>,
+        log: Option<Arc<Log>>,
+    ) -> Result<Self, Error> {
+        let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             store: Arc::clone(&store),
             config,
             counters: Counters::default(),
             started: Instant::now(),
+            log,
         });
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -159,6 +189,15 @@ impl Daemon {
                 timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                 "shutdown timed out; abandoning remaining connections"
             );
+        }
+        if let Some(log) = self.shared.log.clone() {
+            // The writer flushes and syncs everything appended, then exits.
+            if tokio::task::spawn_blocking(move || log.shutdown())
+                .await
+                .is_err()
+            {
+                warn!("the log did not shut down cleanly");
+            }
         }
         info!("stopped");
     }

@@ -36,6 +36,7 @@ use sessiond_protocol::{
 
 use crate::clock::Clock;
 use crate::expiry::wheel::Wheel;
+use crate::log::format::{LogRecord, PutImage};
 use namespaces::Namespaces;
 use record::{finite, Key, Record, NEVER};
 
@@ -43,6 +44,8 @@ use record::{finite, Key, Record, NEVER};
 pub const DEFAULT_TOMBSTONE_TTL_MS: u64 = 120_000;
 /// Default cap on distinct namespaces.
 pub const DEFAULT_MAX_NAMESPACES: usize = 10_000;
+/// Default share of the idle ttl a touch must move the deadline before it is logged.
+pub const DEFAULT_TOUCH_LOG_FRACTION: f64 = 0.1;
 /// Number of independent timer wheels (spreads insert contention).
 pub const WHEEL_SHARDS: usize = 16;
 
@@ -55,6 +58,9 @@ pub struct StoreConfig {
     pub max_attrs_bytes: usize,
     /// Most distinct namespaces.
     pub max_namespaces: usize,
+    /// A touch is logged only once it has moved the deadline by more than this
+    /// share of the idle ttl since the record was last logged.
+    pub touch_log_fraction: f64,
 }
 
 impl Default for StoreConfig {
@@ -63,6 +69,7 @@ impl Default for StoreConfig {
             tombstone_ttl_ms: DEFAULT_TOMBSTONE_TTL_MS,
             max_attrs_bytes: limits::DEFAULT_MAX_ATTRS_BYTES,
             max_namespaces: DEFAULT_MAX_NAMESPACES,
+            touch_log_fraction: DEFAULT_TOUCH_LOG_FRACTION,
         }
     }
 }
@@ -116,6 +123,9 @@ pub enum StoreError {
     /// A stored attribute blob failed to decode or encode: a bug, reported rather than hidden.
     #[error("internal codec error: {0}")]
     Codec(String),
+    /// Writes are refused because the log cannot write (reads still work).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -131,11 +141,44 @@ impl StoreError {
             Self::Invalid(_) => ErrorCode::InvalidRequest,
             Self::TooLarge { .. } => ErrorCode::TooLarge,
             Self::Codec(_) => ErrorCode::Internal,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+/// Where the store sends the post-image of every change, in the order the
+/// changes happen to each record: it is called under the changed record's
+/// shard lock, so it must not block for long (the log appends to a buffer).
+pub trait Journal: Send + Sync + std::fmt::Debug {
+    /// The record at (`namespace`, `id`) now looks like `record`.
+    fn put(&self, namespace: &str, id: SessionId, record: &Record);
+    /// The record at (`namespace`, `id`) is gone; its id is refused until
+    /// `tombstone_until` (0: no tombstone).
+    fn delete(&self, namespace: &str, id: SessionId, tombstone_until: u64);
+    /// Whether writes may proceed; the error says why not.
+    ///
+    /// # Errors
+    /// A message for the client when the log cannot accept writes.
+    fn check(&self) -> std::result::Result<(), String>;
+    /// Starts grouping this thread's records into one atomic log entry (an
+    /// operation that changes several records: rotate, revoke-all, eviction).
+    fn begin(&self) {}
+    /// Ends the group started by `begin` and logs it.
+    fn commit(&self) {}
+}
+
+/// Groups the records logged while it lives (see [`Journal::begin`]).
+struct Txn<'a>(Option<&'a dyn Journal>);
+
+impl Drop for Txn<'_> {
+    fn drop(&mut self) {
+        if let Some(j) = self.0 {
+            j.commit();
+        }
+    }
+}
 
 /// What a timer wheel entry stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +269,7 @@ pub struct Store {
     expired_total: AtomicU64,
     evicted_total: AtomicU64,
     memory: AtomicI64,
+    journal: std::sync::OnceLock<Arc<dyn Journal>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -278,6 +322,86 @@ impl Store {
             expired_total: AtomicU64::new(0),
             evicted_total: AtomicU64::new(0),
             memory: AtomicI64::new(0),
+            journal: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sends every change from now on to `journal` (set once, after recovery
+    /// has replayed the log into the store).
+    ///
+    /// # Errors
+    /// `Invalid` if a journal is already attached.
+    pub fn attach_journal(&self, journal: Arc<dyn Journal>) -> Result<()> {
+        self.journal
+            .set(journal)
+            .map_err(|_| invalid("a journal is already attached".into()))
+    }
+
+    /// Makes the records logged until the guard drops one atomic log entry.
+    fn txn(&self) -> Txn<'_> {
+        let j = self.journal.get().map(|j| &**j);
+        if let Some(j) = j {
+            j.begin();
+        }
+        Txn(j)
+    }
+
+    /// Refuses writes while the journal cannot take them.
+    fn writable(&self) -> Result<()> {
+        match self.journal.get() {
+            Some(j) => j.check().map_err(StoreError::Unavailable),
+            None => Ok(()),
+        }
+    }
+
+    /// Logs a record's post-image; call with its shard lock held.
+    fn log_put(&self, key: &Key, rec: &mut Record) {
+        if let Some(j) = self.journal.get() {
+            if let Some(ns) = self.namespaces.get(key.ns) {
+                rec.logged_expires = rec.expires_at;
+                j.put(&ns.name, key.id, rec);
+            }
+        }
+    }
+
+    /// Logs a removal; call with the shard lock held (inside `remove_if`).
+    fn log_delete(&self, key: &Key, tombstone_until: u64) {
+        if let Some(j) = self.journal.get() {
+            if let Some(ns) = self.namespaces.get(key.ns) {
+                j.delete(&ns.name, key.id, tombstone_until);
+            }
+        }
+    }
+
+    /// Removes the record at `key` if `pred` holds, logging the removal under
+    /// the same lock so that the log orders it exactly as memory did.
+    fn remove_logged(
+        &self,
+        key: &Key,
+        tombstone_until: u64,
+        pred: impl FnOnce(&Record) -> bool,
+    ) -> Option<Record> {
+        let mut pred = Some(pred);
+        self.records
+            .remove_if(key, |k, r| {
+                let remove = pred.take().is_some_and(|p| p(r));
+                if remove {
+                    if tombstone_until > 0 {
+                        self.add_tombstone(*k, tombstone_until);
+                    }
+                    self.log_delete(k, tombstone_until);
+                }
+                remove
+            })
+            .map(|(_, r)| r)
+    }
+
+    /// Logs a touch once it has moved the deadline far enough (coalescing).
+    fn log_touch(&self, key: &Key, rec: &mut Record) {
+        let Some(idle) = rec.idle_ttl else { return };
+        let moved = rec.expires_at.saturating_sub(rec.logged_expires);
+        if moved as f64 > idle as f64 * self.config.touch_log_fraction {
+            self.log_put(key, rec);
         }
     }
 
@@ -405,17 +529,27 @@ impl Store {
     /// entry the caller removes once it holds no owner lock.
     fn put_new(&self, key: Key, rec: Record, now: u64) -> Result<Option<(Arc<str>, u64)>> {
         let size = rec.mem_size() as i64;
-        match self.records.entry(key) {
+        let entry = self.records.entry(key);
+        // Checked again under the record's lock: a delete of this id holds the
+        // same lock while it lays its tombstone, so a racing create-if-absent
+        // or upsert either sees the tombstone or ran entirely before the delete.
+        if self.tombstones.get(&key).is_some_and(|until| *until > now) {
+            return Err(StoreError::Gone);
+        }
+        match entry {
             Entry::Occupied(mut o) => {
                 if o.get().is_live(now) {
                     return Err(StoreError::AlreadyExists);
                 }
                 let old = o.insert(rec);
+                self.log_put(&key, o.get_mut());
                 self.add_mem(size - old.mem_size() as i64);
                 Ok(old.owner.map(|owner| (owner, old.created_at)))
             }
             Entry::Vacant(v) => {
-                v.insert(rec);
+                let mut r = v.insert(rec);
+                self.log_put(&key, &mut r);
+                drop(r);
                 self.namespaces.add_records(key.ns, 1);
                 self.add_mem(size);
                 Ok(None)
@@ -452,6 +586,7 @@ impl Store {
             max_lifetime: ttl.max_lifetime_ms,
             version: 1,
             attrs: attrs.clone(),
+            logged_expires: expires_at,
         };
         // A server-drawn id colliding with a live one is astronomically unlikely,
         // but a retry costs nothing and makes it impossible to clobber a session.
@@ -527,15 +662,12 @@ impl Store {
                                 break;
                             };
                             let k = Key { ns: key.ns, id };
-                            if let Some((_, old)) = self.records.remove_if(&k, |_, r| {
+                            let until = now.saturating_add(self.config.tombstone_ttl_ms);
+                            if let Some(old) = self.remove_logged(&k, until, |r| {
                                 r.created_at == c && r.owner.as_deref() == Some(&**owner)
                             }) {
                                 self.forget(&k, &old);
                                 self.evicted_total.fetch_add(1, Ordering::Relaxed);
-                                self.add_tombstone(
-                                    k,
-                                    now.saturating_add(self.config.tombstone_ttl_ms),
-                                );
                             }
                         }
                     }
@@ -553,6 +685,7 @@ impl Store {
     /// `Invalid` for bad arguments, `AlreadyExists`/`Gone` for a taken or recently
     /// deleted chosen id, `LimitExceeded` under the reject policy, `TooLarge`.
     pub fn create(&self, c: Create) -> Result<Session> {
+        self.writable()?;
         check_ttl(&c.ttl)?;
         check_attrs(&c.attrs, &[])?;
         if let Some(owner) = &c.owner {
@@ -571,6 +704,8 @@ impl Store {
         let blob = self.encode_checked(&c.attrs)?;
         let ns = self.ns_for_write(&c.namespace)?;
         let now = self.now_ms();
+        // Evictions and the new record reach the log together.
+        let _txn = c.owner_limit.is_some().then(|| self.txn());
         let snap = self.insert_new(
             ns,
             c.id,
@@ -590,6 +725,7 @@ impl Store {
                 return None;
             }
             r.touch(now);
+            self.log_touch(&key, &mut r);
             Some(Snapshot::of(key.id, &r))
         } else {
             let r = self.records.get(&key)?;
@@ -633,9 +769,11 @@ impl Store {
         if !r.is_live(now) {
             return Ok(not_found);
         }
+        let expires_at = r.touch(now);
+        self.log_touch(&key, &mut r);
         Ok(TouchReply {
             found: true,
-            expires_at_ms: finite(r.touch(now)),
+            expires_at_ms: finite(expires_at),
         })
     }
 
@@ -645,6 +783,7 @@ impl Store {
     /// `NotFound` (no upsert), `Conflict`, `Gone` (upsert of a tombstoned id),
     /// `Invalid`, `TooLarge`.
     pub fn update(&self, u: Update) -> Result<UpdateReply> {
+        self.writable()?;
         check_attrs(&u.set, &u.remove)?;
         if let Some(ttl) = &u.ttl {
             check_ttl(ttl)?;
@@ -746,6 +885,7 @@ impl Store {
             expires_at_ms: finite(r.expires_at),
         };
         self.add_mem(r.mem_size() as i64 - before);
+        self.log_put(&key, &mut r);
         drop(r);
         if let Some(at) = reschedule {
             self.schedule(at, Timer::Record(key));
@@ -759,6 +899,7 @@ impl Store {
     /// # Errors
     /// `NotFound`, `Invalid` (not an integer, overflow, bad window), `TooLarge`.
     pub fn incr(&self, i: Incr) -> Result<IncrReply> {
+        self.writable()?;
         limits::check_attr_name(&i.attr).map_err(invalid)?;
         if let Some(w) = &i.window {
             if w.window_ms == 0 {
@@ -842,6 +983,7 @@ impl Store {
             r.attrs = blob;
             r.version += 1;
             self.add_mem(r.mem_size() as i64 - before);
+            self.log_put(&key, &mut r);
         }
         Ok(reply)
     }
@@ -852,16 +994,17 @@ impl Store {
     /// # Errors
     /// `Invalid` for a malformed namespace.
     pub fn delete(&self, namespace: &str, id: SessionId) -> Result<bool> {
+        self.writable()?;
         let Some(ns) = self.ns_for_read(namespace)? else {
             return Ok(false);
         };
         let now = self.now_ms();
         let key = self.target(Key { ns, id }, now);
-        let Some((_, rec)) = self.records.remove(&key) else {
+        let until = now.saturating_add(self.config.tombstone_ttl_ms);
+        let Some(rec) = self.remove_logged(&key, until, |_| true) else {
             return Ok(false);
         };
         self.forget(&key, &rec);
-        self.add_tombstone(key, now.saturating_add(self.config.tombstone_ttl_ms));
         if let Some(owner) = &rec.owner {
             self.unindex_owner(ns, owner, rec.created_at, key.id);
         }
@@ -949,12 +1092,14 @@ impl Store {
     /// # Errors
     /// `Invalid` for a malformed namespace or owner.
     pub fn delete_by_owner(&self, d: &DeleteByOwner) -> Result<u64> {
+        self.writable()?;
         limits::check_owner(&d.owner).map_err(invalid)?;
         let Some(ns) = self.ns_for_read(&d.namespace)? else {
             return Ok(0);
         };
         let now = self.now_ms();
         let except = d.except.map(|id| self.target(Key { ns, id }, now).id);
+        let _txn = self.txn();
         let okey = OwnerKey {
             ns,
             owner: Arc::from(d.owner.as_str()),
@@ -972,11 +1117,10 @@ impl Store {
         for (created_at, id) in victims {
             set.remove(&(created_at, id));
             let k = Key { ns, id };
-            if let Some((_, rec)) = self.records.remove_if(&k, |_, r| {
+            if let Some(rec) = self.remove_logged(&k, tomb_until, |r| {
                 r.created_at == created_at && r.owner.as_deref() == Some(&*d.owner)
             }) {
                 self.forget(&k, &rec);
-                self.add_tombstone(k, tomb_until);
                 if rec.is_live(now) {
                     count += 1;
                 }
@@ -997,6 +1141,7 @@ impl Store {
     /// `NotFound`, `Invalid`, or `Conflict` if the record kept changing under the
     /// rotation (it retries several times first).
     pub fn rotate(&self, r: &Rotate) -> Result<Session> {
+        self.writable()?;
         let ns = self
             .ns_for_read(&r.namespace)?
             .ok_or(StoreError::NotFound)?;
@@ -1019,6 +1164,8 @@ impl Store {
                 })
                 .or_default()
         });
+        // The new record and the old id's removal reach the log together.
+        let _txn = self.txn();
         for _ in 0..16 {
             let Some(snap) = self.read(old, false, now) else {
                 return Err(StoreError::NotFound);
@@ -1040,6 +1187,7 @@ impl Store {
                 max_lifetime: snap.ttl.max_lifetime_ms,
                 version: snap.version,
                 attrs: snap.attrs.clone(),
+                logged_expires: snap.expires_at,
             };
             // Nobody else can know the fresh id yet, so inserting it first and
             // removing the old record only if it did not change in between makes
@@ -1053,21 +1201,23 @@ impl Store {
                     self.alias_count.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            let moved = self.records.remove_if(&old, |_, cur| {
+            let tomb_until = grace_until
+                .unwrap_or(now)
+                .saturating_add(self.config.tombstone_ttl_ms);
+            let moved = self.remove_logged(&old, tomb_until, |cur| {
                 cur.version == snap.version
                     && cur.last_active == snap.last_active
                     && cur.created_at == snap.created_at
             });
             match moved {
-                Some((_, old_rec)) => {
+                Some(old_rec) => {
                     self.forget(&old, &old_rec);
                     if let Some(set) = owner_set.as_mut() {
                         set.remove(&(snap.created_at, old.id));
                         set.insert((snap.created_at, new.id));
                     }
                     drop(owner_set);
-                    let tomb_from = grace_until.unwrap_or(now);
-                    self.add_tombstone(old, tomb_from.saturating_add(self.config.tombstone_ttl_ms));
+
                     if let Some(until) = grace_until {
                         self.schedule(until, Timer::Alias(old));
                     }
@@ -1080,7 +1230,7 @@ impl Store {
                 }
                 None => {
                     // The record changed between the copy and the move: undo and retry.
-                    if let Some((_, undo)) = self.records.remove(&new) {
+                    if let Some(undo) = self.remove_logged(&new, 0, |_| true) {
                         self.forget(&new, &undo);
                     }
                     if grace_until.is_some() && self.aliases.remove(&old).is_some() {
@@ -1162,6 +1312,123 @@ impl Store {
                 if self.aliases.remove_if(&key, |_, a| a.1 <= now).is_some() {
                     self.alias_count.fetch_sub(1, Ordering::Relaxed);
                 }
+            }
+        }
+    }
+
+    /// Applies one log record during recovery: a post-image replaces whatever
+    /// is at its key (and is dropped if already expired at `now`); a delete
+    /// removes it and restores its tombstone. Nothing is logged.
+    pub fn apply_log_record(&self, record: LogRecord, now: u64) {
+        let (namespace, id) = match &record {
+            LogRecord::Put(img) => (img.namespace.as_str(), img.id),
+            LogRecord::Delete { namespace, id, .. } => (namespace.as_str(), *id),
+            LogRecord::Batch(_) => {
+                if let LogRecord::Batch(records) = record {
+                    for r in records {
+                        self.apply_log_record(r, now);
+                    }
+                }
+                return;
+            }
+        };
+        let Some(ns) = self.namespaces.intern(namespace) else {
+            tracing::warn!(
+                max = self.config.max_namespaces,
+                "log names more namespaces than allowed; record skipped"
+            );
+            return;
+        };
+        let key = Key {
+            ns,
+            id: SessionId(id),
+        };
+        if let Some((_, old)) = self.records.remove(&key) {
+            self.forget(&key, &old);
+            if let Some(owner) = &old.owner {
+                self.unindex_owner(ns, owner, old.created_at, key.id);
+            }
+        }
+        match record {
+            LogRecord::Put(img) => {
+                let ttl = Ttl {
+                    idle_ttl_ms: img.idle_ttl,
+                    max_lifetime_ms: img.max_lifetime,
+                };
+                let expires_at = Record::deadline(img.created_at, img.last_active, ttl);
+                if expires_at <= now {
+                    return;
+                }
+                // A later put wins over an earlier tombstone of the same id.
+                if self.tombstones.remove(&key).is_some() {
+                    self.add_mem(-TOMBSTONE_BYTES);
+                }
+                let owner: Option<Arc<str>> = img.owner.map(Arc::from);
+                if let Some(o) = &owner {
+                    self.owners
+                        .entry(OwnerKey {
+                            ns,
+                            owner: o.clone(),
+                        })
+                        .or_default()
+                        .insert((img.created_at, key.id));
+                }
+                let rec = Record {
+                    owner,
+                    created_at: img.created_at,
+                    last_active: img.last_active,
+                    expires_at,
+                    wheel_deadline: expires_at,
+                    idle_ttl: img.idle_ttl,
+                    max_lifetime: img.max_lifetime,
+                    version: img.version,
+                    attrs: img.attrs.into_boxed_slice(),
+                    logged_expires: expires_at,
+                };
+                // The key was emptied above, so this cannot collide.
+                let _ = self.put_new(key, rec, now);
+                if expires_at != NEVER {
+                    self.schedule(expires_at, Timer::Record(key));
+                }
+            }
+            LogRecord::Delete {
+                tombstone_until, ..
+            } => {
+                if tombstone_until > now {
+                    self.add_tombstone(key, tombstone_until);
+                }
+            }
+            LogRecord::Batch(_) => {}
+        }
+    }
+
+    /// Calls `f` with a post-image of every live record and a delete for every
+    /// live tombstone: the content of a snapshot. `f` runs under a shard's read
+    /// lock, so it must be quick (the snapshot writer buffers).
+    pub fn export(&self, mut f: impl FnMut(LogRecord)) {
+        let now = self.now_ms();
+        for entry in &self.records {
+            if !entry.value().is_live(now) {
+                continue;
+            }
+            if let Some(ns) = self.namespaces.get(entry.key().ns) {
+                f(LogRecord::Put(PutImage::of(
+                    &ns.name,
+                    entry.key().id,
+                    entry.value(),
+                )));
+            }
+        }
+        for entry in &self.tombstones {
+            if *entry.value() <= now {
+                continue;
+            }
+            if let Some(ns) = self.namespaces.get(entry.key().ns) {
+                f(LogRecord::Delete {
+                    namespace: ns.name.to_string(),
+                    id: entry.key().id.0,
+                    tombstone_until: *entry.value(),
+                });
             }
         }
     }

@@ -44,6 +44,9 @@ pub struct Record {
     pub version: u64,
     /// Encoded attribute map.
     pub attrs: Box<[u8]>,
+    /// `expires_at` as of the last time the record was logged; touches are
+    /// logged only once they move the deadline well past it.
+    pub logged_expires: u64,
 }
 
 impl Record {

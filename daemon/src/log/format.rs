@@ -1,0 +1,429 @@
+//! The on-disk format of log segments and snapshots, byte by byte.
+//!
+//! # File header (16 bytes)
+//!
+//! ```text
+//! offset  size  field
+//! 0       8     magic "SESSIOND"
+//! 8       2     format version, u16 little-endian (1)
+//! 10      1     kind: 1 = log segment, 2 = snapshot
+//! 11      1     reserved, 0
+//! 12      4     CRC32C of bytes 0..12, u32 little-endian
+//! ```
+//!
+//! # Record frame (after the header, repeated to the end of the file)
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     payload length N, u32 little-endian (0 < N <= MAX_RECORD_LEN)
+//! 4       4     CRC32C of the payload, u32 little-endian
+//! 8       N     payload: one `LogRecord`, encoded with the protocol crate's codec
+//!               (bincode 2 standard configuration; see sessiond_protocol::frame)
+//! ```
+//!
+//! A payload is a post-image: `Put` carries the whole record as it now is,
+//! `Delete` the id that went away and until when its tombstone lasts. Applying
+//! the records of a log in order therefore rebuilds the store, and applying one
+//! twice changes nothing, which is what lets a snapshot be taken while writes
+//! go on.
+//!
+//! # Telling a torn tail from corruption
+//! A crash can only damage the end of the newest segment: the last frame may be
+//! cut anywhere, or its payload may be partly written. So a frame that runs past
+//! the end of the file, or a bad CRC on the very last frame of the newest
+//! segment, is a torn tail: it was never acknowledged and is cut off. A bad
+//! frame anywhere else (a bad CRC with frames after it, an impossible length, a
+//! damaged header, an older segment) is corruption.
+
+use serde::{Deserialize, Serialize};
+use sessiond_protocol::frame::{decode_value, encode_value};
+
+/// File magic.
+pub const MAGIC: &[u8; 8] = b"SESSIOND";
+/// Format version written in every header.
+pub const FORMAT_VERSION: u16 = 1;
+/// Bytes of a file header.
+pub const HEADER_LEN: usize = 16;
+/// Bytes of a record frame's header.
+pub const FRAME_HEADER_LEN: usize = 8;
+/// Largest record payload: far above any legal record (attributes are capped
+/// well below), so a larger length can only be damage.
+pub const MAX_RECORD_LEN: u32 = 64 * 1024 * 1024;
+
+/// What a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// An append-only segment of the log.
+    Segment = 1,
+    /// A snapshot of the live records.
+    Snapshot = 2,
+}
+
+/// The header of a file of `kind`.
+#[must_use]
+pub fn header(kind: FileKind) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[10] = kind as u8;
+    let crc = crc32c::crc32c(&h[..12]);
+    h[12..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// A whole session as stored, for `Put`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutImage {
+    /// Namespace name.
+    pub namespace: String,
+    /// Session id.
+    pub id: [u8; 16],
+    /// Owner.
+    pub owner: Option<String>,
+    /// Creation time (ms).
+    pub created_at: u64,
+    /// Last activity (ms).
+    pub last_active: u64,
+    /// Sliding ttl (ms).
+    pub idle_ttl: Option<u64>,
+    /// Absolute lifetime (ms).
+    pub max_lifetime: Option<u64>,
+    /// Version.
+    pub version: u64,
+    /// Encoded attribute map.
+    pub attrs: Vec<u8>,
+}
+
+impl PutImage {
+    /// The image of `record` at (`namespace`, `id`).
+    #[must_use]
+    pub fn of(
+        namespace: &str,
+        id: sessiond_protocol::SessionId,
+        record: &crate::store::record::Record,
+    ) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            id: id.0,
+            owner: record.owner.as_deref().map(str::to_owned),
+            created_at: record.created_at,
+            last_active: record.last_active,
+            idle_ttl: record.idle_ttl,
+            max_lifetime: record.max_lifetime,
+            version: record.version,
+            attrs: record.attrs.to_vec(),
+        }
+    }
+}
+
+/// One log record. Variants only grow at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogRecord {
+    /// The record now looks like this.
+    Put(PutImage),
+    /// The record is gone; its id is refused until `tombstone_until` (ms; 0: no tombstone).
+    Delete {
+        /// Namespace name.
+        namespace: String,
+        /// Session id.
+        id: [u8; 16],
+        /// End of the tombstone.
+        tombstone_until: u64,
+    },
+    /// Records of one operation, applied together or not at all (one frame,
+    /// one checksum).
+    Batch(Vec<LogRecord>),
+}
+
+/// Appends one framed record to `out`.
+///
+/// # Errors
+/// The codec's message if the record cannot be encoded (a bug).
+pub fn encode_record(record: &LogRecord, out: &mut Vec<u8>) -> Result<(), String> {
+    let payload = encode_value(record).map_err(|e| e.to_string())?;
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|l| *l <= MAX_RECORD_LEN)
+        .ok_or_else(|| format!("log record of {} bytes is too large", payload.len()))?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(())
+}
+
+/// How a scan of one file ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tail {
+    /// Every byte belongs to a valid record.
+    Clean,
+    /// The last frame is incomplete or half-written (only judged so in the
+    /// newest segment): everything from `offset` on is to be cut.
+    Torn {
+        /// Where the torn frame starts.
+        offset: u64,
+    },
+    /// A damaged frame or header at `offset`, with the reason.
+    Corrupt {
+        /// Where the damage starts.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The result of scanning one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// The valid records, in order.
+    pub records: Vec<LogRecord>,
+    /// Bytes up to the end of the last valid record (header included).
+    pub valid_len: u64,
+    /// How the file ends.
+    pub tail: Tail,
+}
+
+/// Scans a whole file's bytes. `newest` says whether this is the newest
+/// segment, the only place a crash can leave a torn tail.
+#[must_use]
+pub fn scan(bytes: &[u8], kind: FileKind, newest: bool) -> Scan {
+    let mut records = Vec::new();
+    let corrupt = |offset: usize, reason: String, records| Scan {
+        records,
+        valid_len: offset as u64,
+        tail: Tail::Corrupt {
+            offset: offset as u64,
+            reason,
+        },
+    };
+    let Some(h) = bytes.get(..HEADER_LEN) else {
+        // A file cut inside its header: only the newest segment may be, and
+        // then it holds nothing.
+        return if newest && kind == FileKind::Segment {
+            Scan {
+                records,
+                valid_len: 0,
+                tail: if bytes.is_empty() {
+                    Tail::Clean
+                } else {
+                    Tail::Torn { offset: 0 }
+                },
+            }
+        } else {
+            corrupt(
+                0,
+                format!("file of {} bytes has no complete header", bytes.len()),
+                records,
+            )
+        };
+    };
+    if h != header(kind) {
+        let reason = if &h[..8] != MAGIC {
+            "not a sessiond file (bad magic)".to_string()
+        } else if h[8..10] != FORMAT_VERSION.to_le_bytes() {
+            format!(
+                "format version {} is not supported (this build reads {FORMAT_VERSION})",
+                u16::from_le_bytes([h[8], h[9]])
+            )
+        } else {
+            "damaged or mismatched file header".to_string()
+        };
+        return corrupt(0, reason, records);
+    }
+    let mut pos = HEADER_LEN;
+    while pos < bytes.len() {
+        let torn = Scan {
+            records: Vec::new(),
+            valid_len: pos as u64,
+            tail: Tail::Torn { offset: pos as u64 },
+        };
+        let Some(fh) = bytes.get(pos..pos + FRAME_HEADER_LEN) else {
+            if newest {
+                return Scan { records, ..torn };
+            }
+            return corrupt(pos, "incomplete record header".into(), records);
+        };
+        let len = u32::from_le_bytes([fh[0], fh[1], fh[2], fh[3]]);
+        let crc = u32::from_le_bytes([fh[4], fh[5], fh[6], fh[7]]);
+        if len == 0 || len > MAX_RECORD_LEN {
+            return corrupt(pos, format!("impossible record length {len}"), records);
+        }
+        let start = pos + FRAME_HEADER_LEN;
+        let end = start + len as usize;
+        let Some(payload) = bytes.get(start..end) else {
+            if newest {
+                return Scan { records, ..torn };
+            }
+            return corrupt(
+                pos,
+                format!("record of {len} bytes runs past the end of the file"),
+                records,
+            );
+        };
+        if crc32c::crc32c(payload) != crc {
+            if newest && end == bytes.len() {
+                return Scan { records, ..torn };
+            }
+            return corrupt(pos, "checksum mismatch".into(), records);
+        }
+        match decode_value::<LogRecord>(payload) {
+            Ok(r) => records.push(r),
+            Err(e) => return corrupt(pos, format!("undecodable record: {e}"), records),
+        }
+        pos = end;
+    }
+    Scan {
+        records,
+        valid_len: pos as u64,
+        tail: Tail::Clean,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(n: u8) -> LogRecord {
+        LogRecord::Put(PutImage {
+            namespace: "app".into(),
+            id: [n; 16],
+            owner: Some("alice".into()),
+            created_at: 1,
+            last_active: 2,
+            idle_ttl: Some(1000),
+            max_lifetime: None,
+            version: 3,
+            attrs: vec![0],
+        })
+    }
+
+    fn file(records: &[LogRecord]) -> (Vec<u8>, Vec<usize>) {
+        let mut out = header(FileKind::Segment).to_vec();
+        let mut ends = Vec::new();
+        for r in records {
+            encode_record(r, &mut out).unwrap();
+            ends.push(out.len());
+        }
+        (out, ends)
+    }
+
+    #[test]
+    fn golden_header_and_record() {
+        assert_eq!(
+            header(FileKind::Segment),
+            [b'S', b'E', b'S', b'S', b'I', b'O', b'N', b'D', 1, 0, 1, 0, 0x35, 0xc2, 0x86, 0xc4]
+        );
+        let mut out = Vec::new();
+        let del = LogRecord::Delete {
+            namespace: "a".into(),
+            id: [9; 16],
+            tombstone_until: 300,
+        };
+        encode_record(&del, &mut out).unwrap();
+        // len 22, crc, then: tag 1, "a" (len 1), 16 x 9, varint 300 (251 2C 01).
+        assert_eq!(&out[..4], &[22, 0, 0, 0]);
+        assert_eq!(&out[8..11], &[1, 1, b'a']);
+        assert_eq!(&out[27..], &[251, 0x2c, 0x01]);
+    }
+
+    #[test]
+    fn clean_file_round_trips() {
+        let records = vec![put(1), put(2)];
+        let (bytes, _) = file(&records);
+        let s = scan(&bytes, FileKind::Segment, false);
+        assert_eq!(s.records, records);
+        assert_eq!(s.tail, Tail::Clean);
+        assert_eq!(s.valid_len, bytes.len() as u64);
+    }
+
+    #[test]
+    fn cut_inside_the_header() {
+        let (bytes, _) = file(&[put(1)]);
+        let s = scan(&bytes[..7], FileKind::Segment, true);
+        assert_eq!(s.tail, Tail::Torn { offset: 0 });
+        assert!(matches!(
+            scan(&bytes[..7], FileKind::Segment, false).tail,
+            Tail::Corrupt { offset: 0, .. }
+        ));
+        assert_eq!(scan(&[], FileKind::Segment, true).tail, Tail::Clean);
+    }
+
+    #[test]
+    fn cut_inside_a_length_or_payload_is_torn_in_the_newest_segment() {
+        let (bytes, ends) = file(&[put(1), put(2)]);
+        for cut in [ends[0] + 2, ends[0] + 6, ends[0] + 12, bytes.len() - 1] {
+            let s = scan(&bytes[..cut], FileKind::Segment, true);
+            assert_eq!(s.records, vec![put(1)], "cut at {cut}");
+            assert_eq!(
+                s.tail,
+                Tail::Torn {
+                    offset: ends[0] as u64
+                }
+            );
+            assert!(matches!(
+                scan(&bytes[..cut], FileKind::Segment, false).tail,
+                Tail::Corrupt { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn crc_mismatch_in_the_middle_is_corruption() {
+        let (mut bytes, ends) = file(&[put(1), put(2), put(3)]);
+        bytes[ends[0] + 10] ^= 0xFF;
+        let s = scan(&bytes, FileKind::Segment, true);
+        assert_eq!(s.records, vec![put(1)]);
+        assert_eq!(
+            s.tail,
+            Tail::Corrupt {
+                offset: ends[0] as u64,
+                reason: "checksum mismatch".into()
+            }
+        );
+    }
+
+    #[test]
+    fn crc_mismatch_on_the_last_frame_is_a_torn_write() {
+        let (mut bytes, ends) = file(&[put(1), put(2)]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        let s = scan(&bytes, FileKind::Segment, true);
+        assert_eq!(
+            s.tail,
+            Tail::Torn {
+                offset: ends[0] as u64
+            }
+        );
+    }
+
+    #[test]
+    fn bad_magic_version_and_length_are_corruption() {
+        let (bytes, _) = file(&[put(1)]);
+        let mut b = bytes.clone();
+        b[0] = b'X';
+        assert!(
+            matches!(scan(&b, FileKind::Segment, true).tail, Tail::Corrupt { offset: 0, reason } if reason.contains("magic"))
+        );
+        let mut b = bytes.clone();
+        b[8] = 9;
+        assert!(
+            matches!(scan(&b, FileKind::Segment, true).tail, Tail::Corrupt { offset: 0, reason } if reason.contains("version"))
+        );
+        assert!(matches!(
+            scan(&bytes, FileKind::Snapshot, true).tail,
+            Tail::Corrupt { offset: 0, .. }
+        ));
+        let mut b = bytes;
+        b[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(
+            matches!(scan(&b, FileKind::Segment, true).tail, Tail::Corrupt { reason, .. } if reason.contains("length"))
+        );
+    }
+
+    #[test]
+    fn empty_segment_is_clean() {
+        let bytes = header(FileKind::Segment);
+        let s = scan(&bytes, FileKind::Segment, false);
+        assert!(s.records.is_empty());
+        assert_eq!(s.tail, Tail::Clean);
+    }
+}
