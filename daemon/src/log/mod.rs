@@ -224,6 +224,8 @@ impl Log {
             segment_len: format::HEADER_LEN as u64,
             log_bytes: opened.log_bytes,
             compacting: Arc::new(AtomicBool::new(false)),
+            compactor: None,
+            _lock: opened.lock,
         };
         let handle = std::thread::Builder::new()
             .name("sessiond-log".into())
@@ -365,6 +367,9 @@ struct Writer {
     /// Bytes of all segments since the last snapshot (the compaction trigger).
     log_bytes: u64,
     compacting: Arc<AtomicBool>,
+    compactor: Option<std::thread::JoinHandle<()>>,
+    /// The data dir lock, held while the writer runs.
+    _lock: File,
 }
 
 impl Writer {
@@ -413,6 +418,9 @@ impl Writer {
                 .progress
                 .send_modify(|p| p.durable = p.durable.max(seq));
             if shutdown {
+                if let Some(c) = self.compactor.take() {
+                    let _ = c.join();
+                }
                 info!(segment = self.segment_no, "log flushed and synced");
                 return;
             }
@@ -538,9 +546,17 @@ impl Writer {
                 }
                 flag.store(false, Ordering::Release);
             });
-        if let Err(e) = spawned {
-            error!(error = %e, "cannot start compaction");
-            self.compacting.store(false, Ordering::Release);
+        match spawned {
+            Ok(handle) => {
+                if let Some(done) = self.compactor.replace(handle) {
+                    // The previous run finished (the flag was clear).
+                    let _ = done.join();
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "cannot start compaction");
+                self.compacting.store(false, Ordering::Release);
+            }
         }
     }
 }
@@ -641,3 +657,6 @@ pub(crate) fn file_name(kind: FileKind, n: u64) -> String {
         FileKind::Snapshot => format!("snap-{n:010}.snap"),
     }
 }
+
+#[cfg(test)]
+mod tests;

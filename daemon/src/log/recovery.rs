@@ -25,8 +25,7 @@ pub(crate) struct Opened {
     pub(crate) segment: File,
     pub(crate) segment_no: u64,
     pub(crate) log_bytes: u64,
-    /// Kept open: the lock lasts as long as the handle.
-    #[allow(dead_code)]
+    /// The data dir lock: it lasts as long as this handle.
     pub(crate) lock: File,
 }
 

@@ -1,0 +1,499 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use sessiond_protocol::{
+    Attrs, Create, DeleteByOwner, Incr, LimitPolicy, OwnerLimit, Rotate, SessionId, Ttl, Update,
+    Value,
+};
+
+use super::format::{self, FileKind, Tail};
+use super::recovery::check_dir;
+use super::*;
+use crate::clock::{Clock, ManualClock};
+use crate::store::{Store, StoreConfig};
+
+const NOW: u64 = 1_700_000_000_000;
+
+/// Everything a restart must bring back, in comparable form.
+type Dump = BTreeMap<(String, [u8; 16]), (Option<String>, u64, u64, Option<u64>, u64, Attrs)>;
+
+fn dump(s: &Store) -> Dump {
+    let mut out = Dump::new();
+    s.export(|r| {
+        if let LogRecord::Put(p) = r {
+            let attrs = sessiond_protocol::value::decode_attrs(&p.attrs).unwrap();
+            out.insert(
+                (p.namespace, p.id),
+                (
+                    p.owner,
+                    p.created_at,
+                    p.last_active,
+                    p.idle_ttl,
+                    p.version,
+                    attrs,
+                ),
+            );
+        }
+    });
+    out
+}
+
+fn tombstones(s: &Store) -> BTreeMap<(String, [u8; 16]), u64> {
+    let mut out = BTreeMap::new();
+    s.export(|r| {
+        if let LogRecord::Delete {
+            namespace,
+            id,
+            tombstone_until,
+        } = r
+        {
+            out.insert((namespace, id), tombstone_until);
+        }
+    });
+    out
+}
+
+fn store(clock: &ManualClock) -> Arc<Store> {
+    let config = StoreConfig {
+        touch_log_fraction: 0.0,
+        ..StoreConfig::default()
+    };
+    Arc::new(Store::new(config, Arc::new(clock.clone())))
+}
+
+fn create(ns: &str, owner: Option<&str>) -> Create {
+    Create {
+        namespace: ns.into(),
+        id: None,
+        owner: owner.map(Into::into),
+        ttl: Ttl {
+            idle_ttl_ms: Some(3_600_000),
+            max_lifetime_ms: None,
+        },
+        attrs: Attrs::new(),
+        owner_limit: None,
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create(u8, Option<u8>, bool),
+    Update(usize, i64),
+    Incr(usize),
+    Touch(usize),
+    Delete(usize),
+    Rotate(usize),
+    DeleteByOwner(u8, u8, Option<usize>),
+    Advance(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..2u8, proptest::option::of(0..2u8), any::<bool>()).prop_map(|(n, o, l)| Op::Create(n, o, l)),
+        2 => (any::<usize>(), any::<i64>()).prop_map(|(k, v)| Op::Update(k, v)),
+        1 => any::<usize>().prop_map(Op::Incr),
+        1 => any::<usize>().prop_map(Op::Touch),
+        1 => any::<usize>().prop_map(Op::Delete),
+        1 => any::<usize>().prop_map(Op::Rotate),
+        1 => (0..2u8, 0..2u8, proptest::option::of(any::<usize>())).prop_map(|(n, o, e)| Op::DeleteByOwner(n, o, e)),
+        1 => (1u64..5000).prop_map(Op::Advance),
+    ]
+}
+
+/// Runs `ops` on a store journaling into memory; returns the log bytes (with a
+/// segment header) and, after each op, the log length and the state.
+fn record(ops: &[Op], clock: &ManualClock) -> (Vec<u8>, Vec<(usize, Dump)>) {
+    let s = store(clock);
+    let journal = Arc::new(MemJournal::default());
+    journal
+        .0
+        .lock()
+        .extend_from_slice(&format::header(FileKind::Segment));
+    s.attach_journal(Arc::clone(&journal) as Arc<dyn Journal>)
+        .unwrap();
+    let mut keys: Vec<(String, SessionId)> = Vec::new();
+    let mut states = vec![(journal.0.lock().len(), dump(&s))];
+    let pick = |keys: &Vec<(String, SessionId)>, i: usize| keys.get(i % keys.len().max(1)).cloned();
+    for op in ops {
+        match op {
+            Op::Create(ns, owner, limited) => {
+                let owner = owner.map(|o| format!("u{o}"));
+                let mut c = create(&format!("ns{ns}"), owner.as_deref());
+                if *limited && owner.is_some() {
+                    c.owner_limit = Some(OwnerLimit {
+                        max_sessions: 2,
+                        policy: LimitPolicy::EvictOldest,
+                    });
+                }
+                let made = s.create(c).unwrap();
+                keys.push((made.namespace, made.id));
+            }
+            Op::Update(i, v) => {
+                if let Some((ns, id)) = pick(&keys, *i) {
+                    let mut set = Attrs::new();
+                    set.insert("v".into(), Value::Int(*v));
+                    let _ = s.update(Update {
+                        namespace: ns,
+                        id,
+                        set,
+                        remove: vec![],
+                        expected_version: None,
+                        ttl: None,
+                        upsert: None,
+                    });
+                }
+            }
+            Op::Incr(i) => {
+                if let Some((ns, id)) = pick(&keys, *i) {
+                    let _ = s.incr(Incr {
+                        namespace: ns,
+                        id,
+                        attr: "n".into(),
+                        delta: 1,
+                        window: None,
+                    });
+                }
+            }
+            Op::Touch(i) => {
+                if let Some((ns, id)) = pick(&keys, *i) {
+                    s.touch(&ns, id).unwrap();
+                }
+            }
+            Op::Delete(i) => {
+                if let Some((ns, id)) = pick(&keys, *i) {
+                    s.delete(&ns, id).unwrap();
+                }
+            }
+            Op::Rotate(i) => {
+                if let Some((ns, id)) = pick(&keys, *i) {
+                    if let Ok(r) = s.rotate(&Rotate {
+                        namespace: ns.clone(),
+                        id,
+                        grace_ms: None,
+                    }) {
+                        keys.push((ns, r.id));
+                    }
+                }
+            }
+            Op::DeleteByOwner(ns, o, except) => {
+                s.delete_by_owner(&DeleteByOwner {
+                    namespace: format!("ns{ns}"),
+                    owner: format!("u{o}"),
+                    except: except.and_then(|e| pick(&keys, e)).map(|k| k.1),
+                })
+                .unwrap();
+            }
+            Op::Advance(ms) => clock.advance(*ms),
+        }
+        states.push((journal.0.lock().len(), dump(&s)));
+    }
+    let bytes = journal.0.lock().clone();
+    (bytes, states)
+}
+
+fn replay(bytes: &[u8], clock: &ManualClock) -> (Arc<Store>, Tail) {
+    let s = store(clock);
+    let scan = format::scan(bytes, FileKind::Segment, true);
+    let now = clock.now_ms();
+    for r in scan.records {
+        s.apply_log_record(r, now);
+    }
+    (s, scan.tail)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// A log cut at any byte replays to exactly the state after some prefix of
+    /// the operations: never half a record, never half an operation.
+    #[test]
+    fn a_log_cut_anywhere_replays_to_a_prefix(ops in proptest::collection::vec(op(), 1..40)) {
+        let clock = ManualClock::new(NOW);
+        let (bytes, states) = record(&ops, &clock);
+        for cut in 0..=bytes.len() {
+            let (s, tail) = replay(&bytes[..cut], &clock);
+            prop_assert!(!matches!(tail, Tail::Corrupt { .. }), "cut {} of {}: {:?}", cut, bytes.len(), tail);
+            // The newest state whose log is wholly inside the cut.
+            let want = states.iter().rev().find(|(len, _)| *len <= cut).map(|(_, d)| d);
+            if let Some(want) = want {
+                prop_assert_eq!(&dump(&s), want, "cut {} of {}", cut, bytes.len());
+            } else {
+                prop_assert!(dump(&s).is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn deleted_ids_stay_refused_after_replay() {
+    let clock = ManualClock::new(NOW);
+    let (bytes, _) = record(&[Op::Create(0, None, false), Op::Delete(0)], &clock);
+    let (s, _) = replay(&bytes, &clock);
+    let t = tombstones(&s);
+    assert_eq!(t.len(), 1);
+    let (ns, id) = t.keys().next().unwrap().clone();
+    let mut again = create(&ns, None);
+    again.id = Some(SessionId(id));
+    assert_eq!(s.create(again).unwrap_err(), crate::store::StoreError::Gone);
+}
+
+#[test]
+fn expired_records_are_skipped_on_replay() {
+    let clock = ManualClock::new(NOW);
+    let s = store(&clock);
+    let journal = Arc::new(MemJournal::default());
+    journal
+        .0
+        .lock()
+        .extend_from_slice(&format::header(FileKind::Segment));
+    s.attach_journal(Arc::clone(&journal) as Arc<dyn Journal>)
+        .unwrap();
+    let mut short = create("a", Some("o"));
+    short.ttl.idle_ttl_ms = Some(100);
+    s.create(short).unwrap();
+    s.create(create("a", Some("o"))).unwrap();
+    clock.advance(100);
+    let (replayed, _) = replay(&journal.0.lock(), &clock);
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed.owner_index_len("a", "o"), 1);
+}
+
+// ---- the real files ------------------------------------------------------
+
+fn config(dir: &std::path::Path) -> LogConfig {
+    LogConfig {
+        fsync: FsyncPolicy::Always,
+        ..LogConfig::new(dir)
+    }
+}
+
+fn open(dir: &std::path::Path) -> (Arc<Store>, Arc<Log>) {
+    open_with(&config(dir)).unwrap()
+}
+
+fn open_with(c: &LogConfig) -> Result<(Arc<Store>, Arc<Log>), LogError> {
+    let s = Arc::new(Store::new(
+        StoreConfig::default(),
+        Arc::new(crate::clock::SystemClock),
+    ));
+    let log = Log::open(c, &s)?;
+    Ok((s, log))
+}
+
+fn segment(dir: &std::path::Path, n: u64) -> std::path::PathBuf {
+    dir.join(file_name(FileKind::Segment, n))
+}
+
+#[test]
+fn restart_restores_everything_and_files_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, log) = open(dir.path());
+    let a = s.create(create("app", Some("alice"))).unwrap();
+    let b = s.create(create("app", None)).unwrap();
+    s.delete("app", b.id).unwrap();
+    let before = dump(&s);
+    log.shutdown();
+    drop((s, log));
+    let (s, log) = open(dir.path());
+    assert_eq!(dump(&s), before);
+    assert!(s.get("app", a.id, false).unwrap().is_some());
+    assert_eq!(s.owner_index_len("app", "alice"), 1);
+    log.shutdown();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(segment(dir.path(), 1))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn a_second_daemon_on_the_same_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_s, log) = open(dir.path());
+    let err = open_with(&config(dir.path())).unwrap_err();
+    assert!(matches!(err, LogError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("in use by another sessiond"));
+    log.shutdown();
+}
+
+/// Writes two segments by hand: seg-1 with `first`, seg-2 with `second`.
+fn write_segments(dir: &std::path::Path, first: &[LogRecord], second: &[LogRecord]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    for (n, records) in [(1, first), (2, second)] {
+        let mut bytes = format::header(FileKind::Segment).to_vec();
+        for r in records {
+            format::encode_record(r, &mut bytes).unwrap();
+            ends.push(bytes.len());
+        }
+        std::fs::write(segment(dir, n), bytes).unwrap();
+    }
+    ends
+}
+
+fn put(n: u8) -> LogRecord {
+    LogRecord::Put(format::PutImage {
+        namespace: "app".into(),
+        id: [n; 16],
+        owner: None,
+        created_at: NOW,
+        last_active: NOW,
+        idle_ttl: None,
+        max_lifetime: None,
+        version: 1,
+        attrs: sessiond_protocol::value::encode_attrs(&Attrs::new()).unwrap(),
+    })
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_the_rest_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    write_segments(dir.path(), &[put(1)], &[put(2), put(3)]);
+    let path = segment(dir.path(), 2);
+    let len = std::fs::metadata(&path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len - 3).unwrap();
+    let (s, log) = open(dir.path());
+    assert_eq!(s.len(), 2, "put(3) was torn");
+    log.shutdown();
+    let report = check_dir(dir.path(), false).unwrap();
+    assert!(report.iter().all(|r| r.tail == Tail::Clean), "{report:?}");
+}
+
+#[test]
+fn corruption_in_the_middle_stops_startup_unless_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = write_segments(dir.path(), &[put(1), put(2), put(3)], &[put(4)]);
+    let path = segment(dir.path(), 1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[ends[0] + 12] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let err = open_with(&config(dir.path())).unwrap_err();
+    match &err {
+        LogError::Corrupt { file, offset, .. } => {
+            assert_eq!(file, &path);
+            assert_eq!(*offset, ends[0] as u64);
+        }
+        other => panic!("{other}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains("seg-0000000001.log") && text.contains("--repair"),
+        "{text}"
+    );
+
+    let report = check_dir(dir.path(), false).unwrap();
+    assert!(matches!(report[0].tail, Tail::Corrupt { .. }));
+
+    let repair = LogConfig {
+        repair: true,
+        ..config(dir.path())
+    };
+    let (s, log) = open_with(&repair).unwrap();
+    // put(1) before the damage and put(4) in the next segment survive.
+    assert_eq!(s.len(), 2);
+    log.shutdown();
+    let copy = std::path::PathBuf::from(format!("{}.cut-at-{}", path.display(), ends[0]));
+    assert_eq!(std::fs::read(copy).unwrap(), bytes[ends[0]..]);
+}
+
+#[test]
+fn empty_segments_and_a_missing_snapshot_are_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    write_segments(dir.path(), &[], &[put(1)]);
+    std::fs::write(segment(dir.path(), 3), format::header(FileKind::Segment)).unwrap();
+    let (s, log) = open(dir.path());
+    assert_eq!(s.len(), 1);
+    log.shutdown();
+}
+
+#[test]
+fn a_cut_inside_the_newest_header_is_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    write_segments(dir.path(), &[put(1)], &[]);
+    std::fs::write(
+        segment(dir.path(), 2),
+        &format::header(FileKind::Segment)[..5],
+    )
+    .unwrap();
+    let (s, log) = open(dir.path());
+    assert_eq!(s.len(), 1);
+    log.shutdown();
+}
+
+#[test]
+fn compaction_under_concurrent_writes_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = LogConfig {
+        fsync: FsyncPolicy::No,
+        segment_bytes: 64 * 1024,
+        compact_ratio: 1.0,
+        compact_min_bytes: 128 * 1024,
+        ..LogConfig::new(dir.path())
+    };
+    let (s, log) = open_with(&c).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        ids.push(s.create(create("app", Some("o"))).unwrap().id);
+    }
+    // Rewrite the same records many times from several threads: the log grows
+    // far past the live data and compacts while the writes go on.
+    std::thread::scope(|scope| {
+        for t in 0..4i64 {
+            let (s, ids) = (&s, &ids);
+            scope.spawn(move || {
+                for round in 0..400i64 {
+                    let id = ids[((round * 7 + t) as usize) % ids.len()];
+                    let mut set = Attrs::new();
+                    set.insert("v".into(), Value::Int(round * 10 + t));
+                    set.insert("pad".into(), Value::Bytes(vec![7; 200]));
+                    s.update(Update {
+                        namespace: "app".into(),
+                        id,
+                        set,
+                        remove: vec![],
+                        expected_version: None,
+                        ttl: None,
+                        upsert: None,
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    for id in ids.iter().take(50) {
+        s.delete("app", *id).unwrap();
+    }
+    let before = dump(&s);
+    let before_tombs = tombstones(&s);
+    // Let any compaction in flight finish (it holds no lock the shutdown needs).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while log.stats().compactions.load(Ordering::Relaxed) == 0
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        log.stats().compactions.load(Ordering::Relaxed) >= 1,
+        "no compaction ran"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    log.shutdown();
+    drop((s, log));
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("snap-")), "{names:?}");
+    let (s, log) = open(dir.path());
+    assert_eq!(dump(&s), before);
+    assert_eq!(tombstones(&s), before_tombs);
+    log.shutdown();
+}
