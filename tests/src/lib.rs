@@ -28,7 +28,9 @@ macro_rules! daemon_bin {
 pub struct DaemonProcess {
     child: Child,
     addr: SocketAddr,
-    data_dir: tempfile::TempDir,
+    bin: String,
+    /// `None` only while being moved into a restarted process.
+    data_dir: Option<tempfile::TempDir>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -121,7 +123,8 @@ impl DaemonProcess {
         Ok(Self {
             child,
             addr,
-            data_dir,
+            bin: bin.to_owned(),
+            data_dir: Some(data_dir),
             stderr,
         })
     }
@@ -141,7 +144,27 @@ impl DaemonProcess {
     /// The data directory.
     #[must_use]
     pub fn data_dir(&self) -> &Path {
-        self.data_dir.path()
+        self.data_dir.as_ref().map_or(Path::new(""), |d| d.path())
+    }
+
+    /// Kills the process with SIGKILL (no shutdown, no final sync) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the process if it still runs (SIGKILL) and starts the same binary
+    /// on the same data dir with `extra` flags (on a new port).
+    ///
+    /// # Errors
+    /// As [`DaemonProcess::start`].
+    pub fn restart(mut self, extra: &[&str]) -> std::io::Result<Self> {
+        self.kill();
+        let dir = self
+            .data_dir
+            .take()
+            .ok_or_else(|| std::io::Error::other("no data dir"))?;
+        Self::start_in(&self.bin, dir, extra, &[])
     }
 
     /// Everything the daemon wrote to stderr so far (its logs).

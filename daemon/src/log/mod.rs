@@ -1,7 +1,7 @@
 //! Durability: an append-only log of post-images with group commit, crash
 //! recovery and background compaction.
 //!
-//! - [`format`]: file headers and record frames, byte by byte, and the scanner
+//! - [`format`](mod@format): file headers and record frames, byte by byte, and the scanner
 //!   that tells a torn tail from corruption.
 //! - [`recovery`]: opening a data dir (lock, snapshot, segments, repair) and
 //!   `check-log`.
