@@ -50,6 +50,7 @@ pub fn main() -> ExitCode {
 /// # Errors
 /// [`Error`] if the daemon cannot start.
 pub async fn run(config: Config) -> Result<(), Error> {
+    let signals = Signals::install();
     let daemon = Daemon::start(config).await?;
     {
         // Scripts and tests wait for this line to learn the bound port; a
@@ -58,7 +59,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         let _ = writeln!(out, "sessiond ready on {}", daemon.local_addr());
         let _ = out.flush();
     }
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down");
     daemon.shutdown().await;
     Ok(())
@@ -116,24 +117,56 @@ fn init_tracing() {
         .try_init();
 }
 
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+/// SIGINT and SIGTERM, listened for from creation: installed before the ready
+/// line, so a signal sent as soon as the line appears is never missed (the
+/// default action would kill the process without a clean shutdown).
+struct Signals {
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let install = |kind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, signal = name, "cannot listen for a signal");
+                    None
+                }
+            };
+            Self {
+                int: install(SignalKind::interrupt(), "SIGINT"),
+                term: install(SignalKind::terminate(), "SIGTERM"),
             }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the daemon");
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = recv(self.int) => {}
+                () = recv(self.term) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
 }
