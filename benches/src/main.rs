@@ -13,7 +13,42 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
-use sessiond_client::{Client, ClientConfig, CreateOptions, SessionId, Value};
+use sessiond_client::{Client, ClientConfig, CreateOptions, SessionId, UpdateOptions, Value};
+
+/// Creates `n` sessions from `tasks` concurrent tasks; returns their ids.
+async fn preload(
+    client: &Client,
+    n: usize,
+    tasks: usize,
+    payload: &str,
+) -> anyhow::Result<Vec<SessionId>> {
+    let tasks = tasks.max(1);
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let (client, payload) = (client.clone(), payload.to_owned());
+        let count = n / tasks + usize::from(t < n % tasks);
+        handles.push(tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(count);
+            for _ in 0..count {
+                let s = client
+                    .create(
+                        "bench",
+                        CreateOptions::new()
+                            .idle_ttl(Duration::from_secs(3600))
+                            .attr("data", payload.as_str()),
+                    )
+                    .await?;
+                ids.push(s.id);
+            }
+            anyhow::Ok(ids)
+        }));
+    }
+    let mut ids = Vec::with_capacity(n);
+    for h in handles {
+        ids.extend(h.await??);
+    }
+    Ok(ids)
+}
 
 /// What each request does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -24,6 +59,8 @@ enum Workload {
     Get,
     /// Read and slide sessions created in a preload phase.
     GetTouch,
+    /// Overwrite an attribute of sessions created in a preload phase.
+    Update,
     /// Create `--requests` sessions and stop.
     Preload,
 }
@@ -89,20 +126,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .with_context(|| format!("connecting to {addr}"))?;
     let payload = "x".repeat(args.value_size);
     let ids: Arc<Vec<SessionId>> = Arc::new(
-        if matches!(args.workload, Workload::Get | Workload::GetTouch) {
-            let mut ids = Vec::with_capacity(args.keyspace);
-            for _ in 0..args.keyspace {
-                let s = client
-                    .create(
-                        "bench",
-                        CreateOptions::new()
-                            .idle_ttl(Duration::from_secs(3600))
-                            .attr("data", payload.as_str()),
-                    )
-                    .await?;
-                ids.push(s.id);
-            }
-            ids
+        if matches!(
+            args.workload,
+            Workload::Get | Workload::GetTouch | Workload::Update
+        ) {
+            preload(&client, args.keyspace, args.concurrency, &payload).await?
         } else {
             Vec::new()
         },
@@ -143,6 +171,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     Workload::Get => client.get("bench", ids[i % ids.len()]).await.is_ok(),
                     Workload::GetTouch => client
                         .get_and_touch("bench", ids[i % ids.len()])
+                        .await
+                        .is_ok(),
+                    Workload::Update => client
+                        .update(
+                            "bench",
+                            ids[i % ids.len()],
+                            UpdateOptions::new().set("data", Value::Str(payload.clone())),
+                        )
                         .await
                         .is_ok(),
                 };

@@ -517,7 +517,7 @@ impl Writer {
     /// N" and drop the older files. Writes go on into N meanwhile; replaying N
     /// over the snapshot is correct because records are post-images.
     fn maybe_compact(&mut self) {
-        let live = self.store.stats().memory_bytes;
+        let live = self.store.log_image_estimate();
         let threshold = (live as f64 * self.config.compact_ratio) as u64;
         if self.log_bytes < self.config.compact_min_bytes.max(threshold)
             || self.compacting.swap(true, Ordering::AcqRel)

@@ -1451,6 +1451,18 @@ impl Store {
         }
     }
 
+    /// About how many bytes a snapshot of the store would take: the log size
+    /// compaction compares against. Derived from the memory estimate by
+    /// swapping each record's in-memory overhead for its log-frame overhead.
+    #[must_use]
+    pub fn log_image_estimate(&self) -> u64 {
+        const FRAME_OVERHEAD: u64 = 40;
+        let records = self.records.len() as u64;
+        let in_memory = (std::mem::size_of::<Key>() + std::mem::size_of::<Record>() + 16) as u64;
+        let memory = u64::try_from(self.memory.load(Ordering::Relaxed)).unwrap_or(0);
+        memory.saturating_sub(records * in_memory) + records * FRAME_OVERHEAD
+    }
+
     /// Records held, expired ones awaiting reclaim included.
     #[must_use]
     pub fn len(&self) -> usize {
