@@ -171,6 +171,8 @@ pub struct Log {
     policy: FsyncPolicy,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: LogStats,
+    /// Makes every write fail as a full disk would (tests of the failure path).
+    fault: AtomicBool,
 }
 
 /// Counters of the log.
@@ -213,6 +215,7 @@ impl Log {
             policy: config.fsync,
             writer: Mutex::new(None),
             stats: LogStats::default(),
+            fault: AtomicBool::new(false),
         });
         let writer = Writer {
             log: Arc::clone(&log),
@@ -303,6 +306,14 @@ impl Log {
             // the change stays in memory and is in the next snapshot.
             Err(e) => error!(error = %e, "cannot encode a log record"),
         }
+    }
+
+    /// Makes log writes fail (`true`) as a full disk would, or work again.
+    /// For testing the failure path of a running daemon.
+    #[doc(hidden)]
+    pub fn inject_write_fault(&self, on: bool) {
+        self.fault.store(on, Ordering::Release);
+        self.wake.notify_one();
     }
 
     /// Flushes and syncs everything appended, then stops the writer.
@@ -435,7 +446,15 @@ impl Writer {
     fn write_batch(&mut self, data: &[u8], shutdown: bool) {
         let start = self.segment_len;
         loop {
-            match self.segment.write_all(data) {
+            let result = if self.log.fault.load(Ordering::Acquire) {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left on device (injected)",
+                ))
+            } else {
+                self.segment.write_all(data)
+            };
+            match result {
                 Ok(()) => {
                     self.segment_len += data.len() as u64;
                     self.log_bytes += data.len() as u64;

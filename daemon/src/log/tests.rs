@@ -497,3 +497,79 @@ fn compaction_under_concurrent_writes_loses_nothing() {
     assert_eq!(tombstones(&s), before_tombs);
     log.shutdown();
 }
+
+#[test]
+fn touches_are_logged_only_when_the_deadline_moved_enough() {
+    let clock = ManualClock::new(NOW);
+    let config = StoreConfig {
+        touch_log_fraction: 0.1,
+        ..StoreConfig::default()
+    };
+    let s = Store::new(config, Arc::new(clock.clone()));
+    let journal = Arc::new(MemJournal::default());
+    s.attach_journal(Arc::clone(&journal) as Arc<dyn Journal>)
+        .unwrap();
+    let mut c = create("a", None);
+    c.ttl.idle_ttl_ms = Some(1000);
+    let id = s.create(c).unwrap().id;
+    let logged = || journal.0.lock().len();
+    let after_create = logged();
+    // 50 ms of sliding is 5% of the idle ttl: not worth a write.
+    clock.advance(50);
+    s.touch("a", id).unwrap();
+    s.get("a", id, true).unwrap();
+    assert_eq!(logged(), after_create);
+    // 150 ms is past the 10% threshold: logged once.
+    clock.advance(100);
+    s.touch("a", id).unwrap();
+    let after_touch = logged();
+    assert!(after_touch > after_create);
+    clock.advance(10);
+    s.touch("a", id).unwrap();
+    assert_eq!(logged(), after_touch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_disk_fails_writes_keeps_reads_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, log) = open(dir.path());
+    let kept = s.create(create("app", None)).unwrap();
+    let mut rx = log.subscribe();
+    Log::wait_durable(&mut rx, log.last_seq()).await.unwrap();
+
+    log.inject_write_fault(true);
+    // This write reaches memory, but the log cannot take it: its waiter hears why.
+    let lost = s.create(create("app", None)).unwrap();
+    let err = Log::wait_durable(&mut rx, log.last_seq())
+        .await
+        .unwrap_err();
+    assert!(err.contains("no space left"), "{err}");
+    // New writes are refused up front; reads go on.
+    let refused = s.create(create("app", None)).unwrap_err();
+    assert!(
+        matches!(&refused, crate::store::StoreError::Unavailable(m) if m.contains("no space left")),
+        "{refused}"
+    );
+    assert!(s.get("app", kept.id, false).unwrap().is_some());
+
+    // The disk comes back: the kept batch is written by the retry and writes work again.
+    log.inject_write_fault(false);
+    // The writer retries once a second; the error clears with the first success.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        rx.wait_for(|p| p.error.is_none()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    Log::wait_durable(&mut rx, log.last_seq()).await.unwrap();
+    let after = s.create(create("app", None)).unwrap();
+    Log::wait_durable(&mut rx, log.last_seq()).await.unwrap();
+    log.shutdown();
+    drop((s, log));
+    let (s, log) = open(dir.path());
+    for id in [kept.id, lost.id, after.id] {
+        assert!(s.get("app", id, false).unwrap().is_some());
+    }
+    log.shutdown();
+}
