@@ -1,7 +1,14 @@
 //! The `sessionctl` command: talk to a sessiond daemon from the shell.
 //!
 //! Human-readable output by default, `--json` for scripts. Exit status: 0 on
-//! success, 1 when the session asked for does not exist, 2 on any error.
+//! success, 1 when the session asked for does not exist, 2 on any error
+//! (usage, connection, daemon).
+//!
+//! JSON output: ids are UUID strings, times RFC 3339 in UTC, attributes their
+//! natural JSON value (`Bytes` as an array of numbers, a windowed counter as
+//! `{"counter": n, "reset_at": time}`). `list` follows the cursor and prints
+//! every session of the owner, fetching `--page-size` at a time. The auth
+//! token (`--token` / `SESSIOND_TOKEN`) is never printed.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,7 +19,9 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Map};
 use sessiond_protocol::duration::{format_duration, parse_duration};
 
-use crate::{Client, ClientConfig, CreateOptions, Session, SessionId, StatsReply, Value};
+use crate::{
+    AuthToken, Client, ClientConfig, CreateOptions, Session, SessionId, StatsReply, Value,
+};
 
 /// The `sessionctl` command line.
 #[derive(Debug, Parser)]
@@ -36,6 +45,16 @@ pub struct Cli {
     /// Time allowed for connecting and for each request (e.g. 500ms, 5s).
     #[arg(long, default_value = "5s", value_parser = duration_arg, global = true)]
     pub timeout: Duration,
+    /// Auth token for the handshake, if the daemon requires one. Prefer the
+    /// environment variable: a flag is visible to other users in `ps`.
+    #[arg(
+        long,
+        env = "SESSIOND_TOKEN",
+        hide_env_values = true,
+        value_parser = token_arg,
+        global = true
+    )]
+    pub token: Option<AuthToken>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -115,6 +134,11 @@ pub struct CreateArgs {
     pub id: Option<String>,
 }
 
+fn token_arg(s: &str) -> Result<AuthToken, String> {
+    // Kept as an `AuthToken` from here on, so `Debug` of `Cli` never shows it.
+    Ok(AuthToken(s.to_owned()))
+}
+
 fn duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
@@ -147,19 +171,23 @@ pub fn main() -> ExitCode {
 /// # Errors
 /// Connection, daemon and argument errors.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = ClientConfig::new(cli.addr.clone())
+    let mut config = ClientConfig::new(cli.addr.clone())
         .connections(1)
         .connect_timeout(cli.timeout)
         .request_timeout(cli.timeout)
         .client_name("sessionctl");
+    if let Some(token) = cli.token {
+        config = config.auth_token(token.0);
+    }
     let client = Client::connect_with(config).await?;
     let json = cli.json;
+    // Not found is an answer, not an error: a message on stderr, status 1,
+    // and with --json also a JSON object on stdout for scripts that parse it.
     let not_found = |what: &str| {
         if json {
             println!("{}", json!({ "found": false }));
-        } else {
-            eprintln!("{what}");
         }
+        eprintln!("{what}");
         Ok(ExitCode::from(1))
     };
     match cli.command {

@@ -11,16 +11,42 @@ use sessiond_protocol::{
     ListCursor, Op, OwnerLimit, RateWindow, Reply, Rotate, Session, SessionId, SessionPage,
     StatsReply, Touch, TouchReply, Ttl, Update, UpdateReply, Upsert, Value,
 };
+use tracing::debug;
 
 use crate::config::ClientConfig;
 use crate::connection::{reply_name, Connection};
 use crate::error::{Error, Result};
 
-/// One pool slot: the current connection (if any) and a lock that lets one
-/// caller at a time replace it.
+/// One pool slot: the current connection (if any), and a lock that lets one
+/// caller at a time replace it, guarding the outcome of the last failed attempt.
 struct Slot {
     conn: RwLock<Option<Arc<Connection>>>,
-    reconnect: tokio::sync::Mutex<()>,
+    reconnect: tokio::sync::Mutex<Option<Failure>>,
+}
+
+/// A reconnect that failed, kept so the callers queued behind it share it.
+struct Failure {
+    at: Instant,
+    error: Error,
+}
+
+impl Slot {
+    fn new(conn: Connection) -> Self {
+        Self {
+            conn: RwLock::new(Some(Arc::new(conn))),
+            reconnect: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The slot's connection, if it is alive. The read lock is released
+    /// before returning, so it is never held across an `.await`.
+    fn live(&self) -> Option<Arc<Connection>> {
+        self.conn
+            .read()
+            .as_ref()
+            .filter(|c| !c.is_dead())
+            .map(Arc::clone)
+    }
 }
 
 struct Inner {
@@ -32,9 +58,11 @@ struct Inner {
 /// A handle to a sessiond daemon. Cheap to clone; clones share the pool.
 ///
 /// Requests from any number of tasks are multiplexed over the pool's
-/// connections and may be answered in any order. A slot whose connection died
-/// is reconnected (once, within the connect timeout) by the next request that
-/// picks it.
+/// connections (picked round robin) and may be answered in any order. A slot
+/// whose connection died is reconnected (once, within the connect timeout) by
+/// the next request that picks it; requests in flight on the dead connection
+/// fail with [`Error::ConnectionClosed`] and are not resent, since a write may
+/// already have been applied.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -81,11 +109,7 @@ impl Client {
     pub async fn connect_with(config: ClientConfig) -> Result<Self> {
         let mut slots = Vec::with_capacity(config.connections);
         for _ in 0..config.connections {
-            let conn = Connection::open(&config).await?;
-            slots.push(Slot {
-                conn: RwLock::new(Some(Arc::new(conn))),
-                reconnect: tokio::sync::Mutex::new(()),
-            });
+            slots.push(Slot::new(Connection::open(&config).await?));
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -113,26 +137,56 @@ impl Client {
         })
     }
 
-    /// A live connection from the pool (round robin), reconnecting a dead slot.
+    /// A live connection from the pool, round robin. A dead slot is
+    /// reconnected by the caller that picks it, so the pool heals instead of
+    /// shrinking; if that fails, any other live connection carries the request.
     async fn connection(&self) -> Result<Arc<Connection>> {
-        let n = self.inner.slots.len();
+        let slots = &self.inner.slots;
         let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        // Prefer any live connection before paying for a reconnect.
-        for i in 0..n {
-            let slot = &self.inner.slots[(start + i) % n];
-            if let Some(c) = slot.conn.read().as_ref().filter(|c| !c.is_dead()) {
-                return Ok(Arc::clone(c));
+        let slot = &slots[start % slots.len()];
+        if let Some(conn) = slot.live() {
+            return Ok(conn);
+        }
+        match self.reconnect(slot).await {
+            Ok(conn) => Ok(conn),
+            Err(e) => slots.iter().find_map(Slot::live).ok_or(e),
+        }
+    }
+
+    /// Replaces a dead slot's connection: one attempt, bounded by the connect
+    /// timeout.
+    async fn reconnect(&self, slot: &Slot) -> Result<Arc<Connection>> {
+        let asked = Instant::now();
+        let mut last_failure = slot.reconnect.lock().await;
+        // Someone else may have reconnected while this caller waited.
+        if let Some(conn) = slot.live() {
+            return Ok(conn);
+        }
+        // An attempt that failed while this caller waited answers for it too:
+        // retrying at once would make every queued caller wait out its own
+        // connect timeout in turn (minutes, against an unreachable host).
+        if let Some(failure) = last_failure.as_ref().filter(|f| f.at >= asked) {
+            return Err(failure.error.duplicate());
+        }
+        debug!(addr = %self.inner.config.address, "reconnecting a pool connection");
+        match Connection::open(&self.inner.config).await {
+            Ok(conn) => {
+                let conn = Arc::new(conn);
+                // Dropping the dead connection here stops its tasks once the
+                // callers still holding it are done with it.
+                *slot.conn.write() = Some(Arc::clone(&conn));
+                *last_failure = None;
+                Ok(conn)
+            }
+            Err(e) => {
+                debug!(addr = %self.inner.config.address, error = %e, "reconnect failed");
+                *last_failure = Some(Failure {
+                    at: Instant::now(),
+                    error: e.duplicate(),
+                });
+                Err(e)
             }
         }
-        let slot = &self.inner.slots[start % n];
-        let _guard = slot.reconnect.lock().await;
-        // Someone else may have reconnected while this caller waited.
-        if let Some(c) = slot.conn.read().as_ref().filter(|c| !c.is_dead()) {
-            return Ok(Arc::clone(c));
-        }
-        let fresh = Arc::new(Connection::open(&self.inner.config).await?);
-        *slot.conn.write() = Some(Arc::clone(&fresh));
-        Ok(fresh)
     }
 
     /// Sends any operation and returns its reply; an error reply becomes
@@ -167,15 +221,7 @@ impl Client {
     /// policy), `AlreadyExists` / `Gone` (a chosen id that is taken or was
     /// recently deleted), `InvalidRequest`, `TooLarge`; or a transport error.
     pub async fn create(&self, namespace: &str, options: CreateOptions) -> Result<Session> {
-        let op = Op::Create(Create {
-            namespace: namespace.to_owned(),
-            id: options.id,
-            owner: options.owner,
-            ttl: options.ttl,
-            attrs: options.attrs,
-            owner_limit: options.owner_limit,
-        });
-        match self.call(op).await? {
+        match self.call(options.into_op(namespace)).await? {
             Reply::Session(s) => Ok(s),
             other => Err(unexpected("create", &other)),
         }
@@ -240,16 +286,7 @@ impl Client {
         id: SessionId,
         options: UpdateOptions,
     ) -> Result<UpdateReply> {
-        let op = Op::Update(Update {
-            namespace: namespace.to_owned(),
-            id,
-            set: options.set,
-            remove: options.remove,
-            expected_version: options.expected_version,
-            ttl: options.ttl,
-            upsert: options.upsert,
-        });
-        match self.call(op).await? {
+        match self.call(options.into_op(namespace, id)).await? {
             Reply::Updated(u) => Ok(u),
             other => Err(unexpected("update", &other)),
         }
@@ -486,6 +523,17 @@ impl CreateOptions {
         });
         self
     }
+
+    fn into_op(self, namespace: &str) -> Op {
+        Op::Create(Create {
+            namespace: namespace.to_owned(),
+            id: self.id,
+            owner: self.owner,
+            ttl: self.ttl,
+            attrs: self.attrs,
+            owner_limit: self.owner_limit,
+        })
+    }
 }
 
 /// What to change: see [`Client::update`].
@@ -526,7 +574,8 @@ impl UpdateOptions {
         self
     }
 
-    /// Replaces the session's expiry settings.
+    /// Replaces the session's expiry settings, both at once: `None` removes
+    /// that kind of expiry (with both `None` the session lives until deleted).
     #[must_use]
     pub fn ttl(mut self, idle_ttl: Option<Duration>, max_lifetime: Option<Duration>) -> Self {
         self.ttl = Some(Ttl {
@@ -543,5 +592,113 @@ impl UpdateOptions {
     pub fn upsert(mut self, owner: Option<String>) -> Self {
         self.upsert = Some(Upsert { owner });
         self
+    }
+
+    fn into_op(self, namespace: &str, id: SessionId) -> Op {
+        Op::Update(Update {
+            namespace: namespace.to_owned(),
+            id,
+            set: self.set,
+            remove: self.remove,
+            expected_version: self.expected_version,
+            ttl: self.ttl,
+            upsert: self.upsert,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_options_build_the_create_op() {
+        let id = SessionId::new_v4();
+        let op = CreateOptions::new()
+            .id(id)
+            .owner("alice")
+            .idle_ttl(Duration::from_secs(1800))
+            .max_lifetime(Duration::from_millis(1500))
+            .attr("cart", 3i64)
+            .attr("role", "admin")
+            .owner_limit(5, LimitPolicy::EvictOldest)
+            .into_op("app");
+        let Op::Create(c) = op else {
+            panic!("not a create")
+        };
+        assert_eq!(c.namespace, "app");
+        assert_eq!(c.id, Some(id));
+        assert_eq!(c.owner.as_deref(), Some("alice"));
+        assert_eq!(c.ttl.idle_ttl_ms, Some(1_800_000));
+        assert_eq!(c.ttl.max_lifetime_ms, Some(1_500));
+        assert_eq!(c.attrs.get("cart"), Some(&Value::Int(3)));
+        assert_eq!(c.attrs.get("role"), Some(&Value::Str("admin".into())));
+        assert_eq!(
+            c.owner_limit,
+            Some(OwnerLimit {
+                max_sessions: 5,
+                policy: LimitPolicy::EvictOldest
+            })
+        );
+    }
+
+    #[test]
+    fn attrs_replaces_what_was_set() {
+        let mut attrs = Attrs::new();
+        attrs.insert("b".into(), Value::Bool(true));
+        let Op::Create(c) = CreateOptions::new()
+            .attr("a", 1i64)
+            .attrs(attrs)
+            .into_op("x")
+        else {
+            panic!("not a create")
+        };
+        assert_eq!(c.attrs.len(), 1);
+        assert!(c.attrs.contains_key("b"));
+    }
+
+    #[test]
+    fn update_options_build_the_update_op() {
+        let id = SessionId::new_v4();
+        let op = UpdateOptions::new()
+            .set("n", 1i64)
+            .remove("old")
+            .expected_version(7)
+            .ttl(Some(Duration::from_secs(60)), None)
+            .upsert(Some("bob".into()))
+            .into_op("app", id);
+        let Op::Update(u) = op else {
+            panic!("not an update")
+        };
+        assert_eq!(u.id, id);
+        assert_eq!(u.set.get("n"), Some(&Value::Int(1)));
+        assert_eq!(u.remove, vec!["old".to_string()]);
+        assert_eq!(u.expected_version, Some(7));
+        assert_eq!(
+            u.ttl,
+            Some(Ttl {
+                idle_ttl_ms: Some(60_000),
+                max_lifetime_ms: None
+            })
+        );
+        assert_eq!(
+            u.upsert,
+            Some(Upsert {
+                owner: Some("bob".into())
+            })
+        );
+        let Op::Update(plain) = UpdateOptions::new().into_op("app", id) else {
+            panic!("not an update")
+        };
+        assert_eq!(
+            (plain.ttl, plain.upsert, plain.expected_version),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn durations_saturate_to_milliseconds() {
+        assert_eq!(millis(Duration::from_micros(1500)), 1);
+        assert_eq!(millis(Duration::MAX), u64::MAX);
     }
 }

@@ -79,7 +79,8 @@ impl ClientConfig {
         self
     }
 
-    /// Credentials sent in the handshake.
+    /// Credentials sent in the handshake. The token is kept as an
+    /// [`AuthToken`], so this config's `Debug` output never shows it.
     #[must_use]
     pub fn auth_token(mut self, token: impl Into<String>) -> Self {
         self.auth_token = Some(AuthToken(token.into()));
@@ -106,5 +107,30 @@ impl ClientConfig {
     pub fn max_pending(mut self, n: usize) -> Self {
         self.max_pending = n.max(1);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_clamps() {
+        let c = ClientConfig::new("h:1");
+        assert_eq!(c.connections, DEFAULT_CONNECTIONS);
+        assert_eq!(c.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(c.max_pending, DEFAULT_MAX_PENDING);
+        assert_eq!(c.max_frame_len, DEFAULT_MAX_FRAME_LEN);
+        assert_eq!(c.client_name, "sessiond-client");
+        assert!(c.auth_token.is_none());
+        let c = c.connections(0).max_pending(0);
+        assert_eq!((c.connections, c.max_pending), (1, 1));
+    }
+
+    #[test]
+    fn debug_does_not_show_the_token() {
+        let c = ClientConfig::new("h:1").auth_token("hunter2");
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

@@ -27,6 +27,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tracing::debug;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
@@ -35,6 +36,8 @@ use crate::error::{Error, Result};
 const WRITE_BATCH: usize = 64 * 1024;
 /// Smallest free space handed to a read.
 const READ_CHUNK: usize = 16 * 1024;
+/// Request id of the handshake (0 is reserved for connection-level errors).
+const HELLO_ID: u64 = 1;
 
 type Waiter = oneshot::Sender<Result<Reply>>;
 
@@ -58,7 +61,11 @@ impl Shared {
 /// A live connection to the daemon.
 pub(crate) struct Connection {
     shared: Arc<Shared>,
+    /// Encoded frames for the writer task; bounded, so a stalled socket makes
+    /// callers wait (within their timeout) instead of growing memory.
     queue: mpsc::Sender<Bytes>,
+    /// The next request id. Id 0 is the daemon's "whole connection" marker and
+    /// 1 is the handshake's, so requests start at 2 and never reuse an id.
     next_id: AtomicU64,
     /// Largest request payload: the smaller of ours and the daemon's.
     max_frame_len: u32,
@@ -110,7 +117,7 @@ impl Connection {
         Ok(Self {
             shared,
             queue,
-            next_id: AtomicU64::new(2),
+            next_id: AtomicU64::new(HELLO_ID + 1),
             max_frame_len: config.max_frame_len.min(server.max_frame_len),
             server,
             reader,
@@ -182,7 +189,7 @@ async fn handshake(
         source,
     };
     let hello = Request {
-        id: 1,
+        id: HELLO_ID,
         op: Op::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             auth_token: config.auth_token.clone(),
@@ -201,6 +208,14 @@ async fn handshake(
                 .map_err(|e| Error::Protocol(format!("bad hello answer: {e}")))?;
             let _ = buf.split_to(total);
             return match response.reply {
+                // The daemon answers with the version it will use; this
+                // build speaks exactly one, so anything else cannot work.
+                Reply::Hello(h) if h.protocol_version != PROTOCOL_VERSION => {
+                    Err(Error::Protocol(format!(
+                        "the daemon chose protocol version {}; this client speaks {PROTOCOL_VERSION}",
+                        h.protocol_version
+                    )))
+                }
                 Reply::Hello(h) => Ok((stream, h, buf)),
                 Reply::Error(e) => Err(Error::Server(e)),
                 other => Err(Error::Protocol(format!(
@@ -230,7 +245,8 @@ async fn writer(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, shared
                 Err(_) => break,
             }
         }
-        if write.write_all(&buf).await.is_err() {
+        if let Err(e) = write.write_all(&buf).await {
+            debug!(error = %e, "writing to the daemon failed");
             shared.fail_all(|| Error::ConnectionClosed);
             return;
         }
@@ -249,8 +265,10 @@ async fn reader(mut read: OwnedReadHalf, mut buf: BytesMut, max_len: u32, shared
                 Ok(Some((payload, total))) => Some((decode_response(payload), total)),
                 Ok(None) => None,
                 Err(e) => {
-                    let message = e.to_string();
-                    shared.fail_all(|| Error::Protocol(message.clone()));
+                    // The length prefix cannot be trusted, so neither can any
+                    // byte after it: the stream is over.
+                    debug!(error = %e, "bad frame header from the daemon; closing");
+                    shared.fail_all(|| Error::Frame(e.clone()));
                     return;
                 }
             };
@@ -263,6 +281,7 @@ async fn reader(mut read: OwnedReadHalf, mut buf: BytesMut, max_len: u32, shared
                     }
                 }
                 Err(e) => {
+                    debug!(error = %e, "undecodable response from the daemon; closing");
                     let message = format!("undecodable response: {e}");
                     shared.fail_all(|| Error::Protocol(message.clone()));
                     return;
@@ -271,7 +290,13 @@ async fn reader(mut read: OwnedReadHalf, mut buf: BytesMut, max_len: u32, shared
         }
         buf.reserve(READ_CHUNK);
         match read.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => {
+            Ok(0) => {
+                debug!("the daemon closed the connection");
+                shared.fail_all(|| Error::ConnectionClosed);
+                return;
+            }
+            Err(e) => {
+                debug!(error = %e, "reading from the daemon failed");
                 shared.fail_all(|| Error::ConnectionClosed);
                 return;
             }
@@ -292,6 +317,7 @@ fn deliver(shared: &Shared, response: Response) -> bool {
                 format!("unexpected {} under request id 0", reply_name(&other)),
             ),
         };
+        debug!(code = %error.code, "connection-level error from the daemon; closing");
         shared.fail_all(|| Error::Server(error.clone()));
         return false;
     }

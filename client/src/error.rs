@@ -32,10 +32,13 @@ pub enum Error {
     /// The daemon answered with an error.
     #[error("daemon error {}: {}", .0.code, .0.message)]
     Server(WireError),
-    /// The daemon sent something this client does not understand.
+    /// The daemon sent something this client does not understand: an
+    /// undecodable response, a reply of the wrong kind for the request, or a
+    /// handshake in a protocol version this client does not speak.
     #[error("protocol error: {0}")]
     Protocol(String),
-    /// The daemon sent a frame header this client refuses.
+    /// The daemon sent a frame header this client refuses (a length over the
+    /// maximum the daemon announced, or zero). The connection was closed.
     #[error("bad frame from the daemon: {0}")]
     Frame(#[from] FrameError),
     /// The request could not be encoded (too large for a frame, for example); it
@@ -69,7 +72,63 @@ impl Error {
             _ => false,
         }
     }
+
+    /// A copy of this error, for handing one failure to several callers (the
+    /// callers that waited on a failed reconnect). `std::io::Error` is not
+    /// `Clone`, so an I/O cause is rebuilt from its kind and message.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::Connect { addr, source } => Self::Connect {
+                addr: addr.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Self::Timeout { after } => Self::Timeout { after: *after },
+            Self::ConnectionClosed => Self::ConnectionClosed,
+            Self::Server(e) => Self::Server(e.clone()),
+            Self::Protocol(m) => Self::Protocol(m.clone()),
+            Self::Frame(e) => Self::Frame(e.clone()),
+            Self::Encode(e) => Self::Encode(e.clone()),
+            Self::InvalidArgument(m) => Self::InvalidArgument(m.clone()),
+        }
+    }
 }
 
 /// Result of client calls.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_and_codes() {
+        let unavailable = Error::Server(WireError::new(ErrorCode::Unavailable, "busy"));
+        assert!(unavailable.is_retryable());
+        assert_eq!(unavailable.code(), Some(ErrorCode::Unavailable));
+        let conflict = Error::Server(WireError::new(ErrorCode::Conflict, "moved"));
+        assert!(!conflict.is_retryable());
+        assert!(Error::ConnectionClosed.is_retryable());
+        assert!(Error::Timeout {
+            after: Duration::from_millis(1)
+        }
+        .is_retryable());
+        assert!(!Error::Protocol("x".into()).is_retryable());
+        assert_eq!(Error::ConnectionClosed.code(), None);
+    }
+
+    #[test]
+    fn duplicate_keeps_kind_and_message() {
+        let e = Error::Connect {
+            addr: "h:1".into(),
+            source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
+        };
+        let d = e.duplicate();
+        assert_eq!(d.to_string(), e.to_string());
+        assert!(matches!(
+            d,
+            Error::Connect { ref source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused
+        ));
+        let s = Error::Server(WireError::new(ErrorCode::Unauthorized, "no"));
+        assert_eq!(s.duplicate().code(), Some(ErrorCode::Unauthorized));
+    }
+}

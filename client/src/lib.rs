@@ -43,9 +43,14 @@ pub mod cli;
 pub use client::{Client, CreateOptions, UpdateOptions};
 pub use config::ClientConfig;
 pub use error::{Error, Result};
+/// The protocol crate, for what is not re-exported below (the operation
+/// structs to build an [`Op`] for [`Client::call`], the frame codec, limits
+/// and duration parsing), so that users need no second dependency.
+pub use sessiond_protocol as protocol;
 pub use sessiond_protocol::{
-    Attrs, ErrorCode, IncrReply, LimitPolicy, ListCursor, NamespaceStats, Op, Reply, Session,
-    SessionId, SessionPage, StatsReply, TouchReply, Ttl, UpdateReply, Value, WireError,
+    Attrs, AuthToken, DecodeError, EncodeError, ErrorCode, FrameError, IncrReply, LimitPolicy,
+    ListCursor, NamespaceStats, Op, Reply, Session, SessionId, SessionPage, StatsReply, TouchReply,
+    Ttl, UpdateReply, Value, WireError,
 };
 
 /// The README's examples, compiled as doctests so they stay true.

@@ -1,108 +1,31 @@
-//! The client against a scripted fake daemon on a real socket: out-of-order
-//! answers, many concurrent callers, dropped connections, silence, partial
+//! The client against a scripted fake daemon on a real socket: the handshake,
+//! out-of-order answers, many concurrent callers, every typed method's reply
+//! mapping, dropped connections and pool repair, silence, partial and bad
 //! frames, connection-level errors and replies of the wrong kind.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use sessiond_client::{Client, ClientConfig, Error, ErrorCode, Reply, SessionId, WireError};
-use sessiond_protocol::frame::{
-    decode_request, encode_response, split_frame, DEFAULT_MAX_FRAME_LEN,
+use common::{one_answer, session, Action, Fake, Script};
+use sessiond_client::protocol::{HelloReply, Op, RateWindow, Request};
+use sessiond_client::{
+    Client, ClientConfig, CreateOptions, Error, ErrorCode, FrameError, IncrReply, Reply, SessionId,
+    SessionPage, TouchReply, UpdateOptions, UpdateReply, WireError,
 };
-use sessiond_protocol::{HelloReply, Op, Request, Response, PROTOCOL_VERSION};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use sessiond_protocol::{StatsReply, PROTOCOL_VERSION};
 
-/// What the fake does with one request.
-enum Action {
-    Answer(Reply),
-    Ignore,
-    Close,
-    PartialThenClose,
-    ConnectionError(WireError),
-}
-
-type Script = Arc<dyn Fn(&Request, usize) -> Action + Send + Sync>;
-
-/// Starts a fake daemon; `script` sees each non-Hello request and the number
-/// of connections accepted so far. Answers of one read are sent in reverse order.
-async fn fake(script: Script) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let n = accepted.fetch_add(1, Ordering::SeqCst) + 1;
-            tokio::spawn(serve(stream, Arc::clone(&script), n));
-        }
-    });
-    addr
-}
-
-async fn serve(mut stream: TcpStream, script: Script, conn: usize) {
-    let mut buf = BytesMut::new();
-    loop {
-        if stream.read_buf(&mut buf).await.unwrap_or(0) == 0 {
-            return;
-        }
-        let mut answers = Vec::new();
-        while let Some((payload, total)) = split_frame(&buf, DEFAULT_MAX_FRAME_LEN).unwrap() {
-            let req = decode_request(payload).unwrap();
-            let _ = buf.split_to(total);
-            if let Op::Hello(_) = req.op {
-                answers.push(Response {
-                    id: req.id,
-                    reply: Reply::Hello(HelloReply {
-                        protocol_version: PROTOCOL_VERSION,
-                        server_version: "fake".into(),
-                        max_frame_len: 4096,
-                    }),
-                });
-                continue;
-            }
-            match script(&req, conn) {
-                Action::Answer(reply) => answers.push(Response { id: req.id, reply }),
-                Action::Ignore => {}
-                Action::Close => return,
-                Action::PartialThenClose => {
-                    stream.write_all(&[0, 0, 0, 50, 1, 2]).await.unwrap();
-                    return;
-                }
-                Action::ConnectionError(e) => {
-                    answers.push(Response {
-                        id: 0,
-                        reply: Reply::Error(e),
-                    });
-                }
-            }
-        }
-        let mut out = BytesMut::new();
-        // Handshake answers stay first; the rest go out newest first.
-        let (hello, rest): (Vec<_>, Vec<_>) = answers
-            .into_iter()
-            .partition(|r| matches!(r.reply, Reply::Hello(_)));
-        for r in hello.iter().chain(rest.iter().rev()) {
-            encode_response(r, &mut out).unwrap();
-        }
-        if stream.write_all(&out).await.is_err() {
-            return;
-        }
-    }
-}
-
-fn config(addr: SocketAddr) -> ClientConfig {
-    ClientConfig::new(addr.to_string())
+fn config(fake: &Fake) -> ClientConfig {
+    ClientConfig::new(fake.addr.to_string())
         .connections(1)
         .request_timeout(Duration::from_secs(5))
 }
 
-/// Answers `Delete` with `Deleted(first id byte is odd)`, which lets
-/// each caller check it got its own answer.
+/// Answers `Delete` with `Deleted(first id byte is odd)`, which lets each
+/// caller check it got its own answer.
 fn echo_script() -> Script {
     Arc::new(|req: &Request, _| match &req.op {
         Op::Delete(d) => Action::Answer(Reply::Deleted(d.id.0[0] % 2 == 1)),
@@ -111,24 +34,215 @@ fn echo_script() -> Script {
     })
 }
 
+fn id_with_first_byte(b: u8) -> SessionId {
+    let mut id = [0u8; 16];
+    id[0] = b;
+    SessionId(id)
+}
+
+#[tokio::test]
+async fn handshake_sends_version_name_and_token() {
+    let fake = Fake::start(echo_script()).await;
+    let config = config(&fake)
+        .connections(3)
+        .client_name("checkout")
+        .auth_token("hunter2");
+    let client = Client::connect_with(config).await.unwrap();
+    assert_eq!(client.server_version().as_deref(), Some("fake"));
+    // Every pool connection is opened and greeted up front.
+    let hellos = fake.hellos();
+    assert_eq!(hellos.len(), 3);
+    for h in &hellos {
+        assert_eq!(h.protocol_version, PROTOCOL_VERSION);
+        assert_eq!(h.client_name.as_deref(), Some("checkout"));
+        assert_eq!(h.auth_token.as_ref().map(|t| t.0.as_str()), Some("hunter2"));
+    }
+    // The token never shows in Debug output.
+    assert!(!format!("{client:?}").contains("hunter2"));
+    assert!(!format!("{:?}", client.config()).contains("hunter2"));
+    client.ping().await.unwrap();
+}
+
 #[tokio::test]
 async fn out_of_order_answers_reach_their_callers() {
-    let addr = fake(echo_script()).await;
-    let client = Client::connect_with(config(addr)).await.unwrap();
-    assert_eq!(client.server_version().as_deref(), Some("fake"));
-    let mut tasks = Vec::new();
-    for i in 0..1000u32 {
-        let client = client.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut id = [0u8; 16];
-            id[0] = (i % 256) as u8;
-            let odd = client.delete("ns", SessionId(id)).await.unwrap();
-            assert_eq!(odd, i % 2 == 1, "caller {i} got someone else's answer");
-        }));
+    for pool in [1, 4] {
+        let fake = Fake::start(echo_script()).await;
+        let client = Client::connect_with(config(&fake).connections(pool))
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..1000u32 {
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let odd = client
+                    .delete("ns", id_with_first_byte((i % 256) as u8))
+                    .await
+                    .unwrap();
+                assert_eq!(odd, i % 2 == 1, "caller {i} got someone else's answer");
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(fake.accepted(), pool);
     }
+}
+
+#[tokio::test]
+async fn a_batch_answered_in_reverse_reaches_every_caller() {
+    // The fake holds the first nine answers and sends all ten at once, in
+    // reverse order of arrival, whatever the reads looked like.
+    const N: usize = 10;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&seen);
+    let script: Script = Arc::new(move |req: &Request, _| {
+        let Op::Delete(d) = &req.op else {
+            return Action::Answer(Reply::Pong);
+        };
+        let reply = Reply::Deleted(d.id.0[0] % 2 == 1);
+        if count.fetch_add(1, Ordering::SeqCst) + 1 < N {
+            Action::Hold(reply)
+        } else {
+            Action::Release(reply)
+        }
+    });
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake)).await.unwrap();
+    let tasks: Vec<_> = (0..N as u8)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let odd = client.delete("ns", id_with_first_byte(i)).await.unwrap();
+                assert_eq!(odd, i % 2 == 1, "caller {i} got someone else's answer");
+            })
+        })
+        .collect();
     for t in tasks {
         t.await.unwrap();
     }
+    assert_eq!(seen.load(Ordering::SeqCst), N);
+}
+
+#[tokio::test]
+async fn every_typed_method_maps_its_reply() {
+    let script: Script = Arc::new(|req: &Request, _| {
+        Action::Answer(match &req.op {
+            Op::Ping => Reply::Pong,
+            Op::Create(c) => {
+                assert_eq!(c.namespace, "app");
+                assert_eq!(c.owner.as_deref(), Some("alice"));
+                assert_eq!(c.ttl.idle_ttl_ms, Some(60_000));
+                Reply::Session(session(c.id.unwrap_or(SessionId([7; 16]))))
+            }
+            Op::Get(g) => Reply::MaybeSession(g.touch.then(|| session(g.id))),
+            Op::Touch(_) => Reply::Touched(TouchReply {
+                found: true,
+                expires_at_ms: Some(5),
+            }),
+            Op::Update(u) => {
+                assert_eq!(u.expected_version, Some(3));
+                Reply::Updated(UpdateReply {
+                    version: 4,
+                    created: false,
+                    expires_at_ms: None,
+                })
+            }
+            Op::Incr(i) => Reply::Incr(IncrReply {
+                value: i.delta,
+                allowed: true,
+                remaining: i.window.map(|w: RateWindow| w.limit - i.delta),
+                reset_at_ms: i.window.map(|w| w.window_ms),
+                version: 2,
+            }),
+            Op::Delete(_) => Reply::Deleted(true),
+            Op::ListByOwner(l) => {
+                assert_eq!((l.owner.as_str(), l.limit), ("alice", 10));
+                Reply::Page(SessionPage {
+                    sessions: vec![session(SessionId([1; 16]))],
+                    next: None,
+                })
+            }
+            Op::DeleteByOwner(d) => Reply::Count(if d.except.is_some() { 2 } else { 3 }),
+            Op::Rotate(r) => {
+                assert_eq!(r.grace_ms, Some(1_500));
+                Reply::Session(session(SessionId([9; 16])))
+            }
+            Op::Stats => Reply::Stats(StatsReply {
+                server_version: "fake".into(),
+                uptime_ms: 1,
+                records: 2,
+                namespaces: vec![],
+                expired_total: 0,
+                evicted_total: 0,
+                ops_total: 10,
+                connections_current: 1,
+                connections_total: 1,
+                memory_bytes: 0,
+            }),
+            Op::Hello(_) => unreachable!("the fake answers hello itself"),
+        })
+    });
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake)).await.unwrap();
+    let id = SessionId::new_v4();
+
+    client.ping().await.unwrap();
+    let s = client
+        .create(
+            "app",
+            CreateOptions::new()
+                .id(id)
+                .owner("alice")
+                .idle_ttl(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.id, id);
+    assert_eq!(client.get("app", id).await.unwrap(), None);
+    assert_eq!(
+        client.get_and_touch("app", id).await.unwrap().map(|s| s.id),
+        Some(id)
+    );
+    assert!(client.touch("app", id).await.unwrap().found);
+    let u = client
+        .update("app", id, UpdateOptions::new().expected_version(3))
+        .await
+        .unwrap();
+    assert_eq!(u.version, 4);
+    let plain = client.incr("app", id, "n", 5).await.unwrap();
+    assert_eq!((plain.value, plain.remaining), (5, None));
+    let windowed = client
+        .incr_window("app", id, "n", 1, Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (windowed.remaining, windowed.reset_at_ms),
+        (Some(9), Some(60_000))
+    );
+    assert!(client.delete("app", id).await.unwrap());
+    let page = client
+        .list_by_owner("app", "alice", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.sessions.len(), 1);
+    assert_eq!(
+        client
+            .delete_by_owner("app", "alice", Some(id))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        client.delete_by_owner("app", "alice", None).await.unwrap(),
+        3
+    );
+    let rotated = client
+        .rotate("app", id, Some(Duration::from_millis(1_500)))
+        .await
+        .unwrap();
+    assert_eq!(rotated.id, SessionId([9; 16]));
+    assert_eq!(client.stats().await.unwrap().ops_total, 10);
+    assert_eq!(client.call(Op::Ping).await.unwrap(), Reply::Pong);
 }
 
 #[tokio::test]
@@ -139,23 +253,29 @@ async fn error_replies_are_typed() {
             "version moved",
         )))
     });
-    let addr = fake(script).await;
-    let client = Client::connect_with(config(addr)).await.unwrap();
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake)).await.unwrap();
     let err = client.delete("ns", SessionId::new_v4()).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Conflict));
     assert!(!err.is_retryable());
+    // The raw call turns an error reply into an error too.
+    let err = client.call(Op::Ping).await.unwrap_err();
+    assert!(matches!(err, Error::Server(ref e) if e.message == "version moved"));
+    // An error reply does not harm the connection.
+    assert_eq!(fake.accepted(), 1);
 }
 
 #[tokio::test]
 async fn unexpected_reply_kind_is_a_protocol_error() {
     let script: Script = Arc::new(|_, _| Action::Answer(Reply::Pong));
-    let addr = fake(script).await;
-    let client = Client::connect_with(config(addr)).await.unwrap();
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake)).await.unwrap();
     let err = client.stats().await.unwrap_err();
     assert!(
         matches!(&err, Error::Protocol(m) if m.contains("pong") && m.contains("stats")),
         "{err}"
     );
+    assert!(!err.is_retryable());
 }
 
 #[tokio::test]
@@ -171,44 +291,161 @@ async fn a_dropped_connection_fails_in_flight_requests_then_reconnects() {
             })
         }
     });
-    let addr = fake(script).await;
-    let client = Client::connect_with(config(addr)).await.unwrap();
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake)).await.unwrap();
     let err = client.ping().await.unwrap_err();
     assert!(matches!(err, Error::ConnectionClosed), "{err}");
     assert!(err.is_retryable());
     client.ping().await.unwrap();
+    assert_eq!(fake.accepted(), 2);
+    assert_eq!(fake.hellos().len(), 2, "the new connection said hello");
+}
+
+#[tokio::test]
+async fn a_dead_pool_slot_is_reconnected_not_skipped() {
+    // Two slots; the first connection dies on its first request. The next
+    // request that picks that slot opens a third connection.
+    let script: Script = Arc::new(|_, conn| {
+        if conn == 1 {
+            Action::Close
+        } else {
+            Action::Answer(Reply::Pong)
+        }
+    });
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake).connections(2))
+        .await
+        .unwrap();
+    assert!(matches!(
+        client.ping().await.unwrap_err(),
+        Error::ConnectionClosed
+    ));
+    for _ in 0..4 {
+        client.ping().await.unwrap();
+    }
+    assert_eq!(fake.accepted(), 3);
+}
+
+#[tokio::test]
+async fn a_daemon_gone_for_good_fails_every_caller() {
+    let script: Script = Arc::new(|_, _| Action::Close);
+    let mut fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake)).await.unwrap();
+    fake.stop_accepting().await;
+    assert!(matches!(
+        client.ping().await.unwrap_err(),
+        Error::ConnectionClosed
+    ));
+    // Every caller gets a connect error (shared or its own), none hangs.
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.ping().await })
+        })
+        .collect();
+    for t in tasks {
+        let err = t.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Connect { .. }), "{err}");
+        assert!(err.is_retryable());
+    }
 }
 
 #[tokio::test]
 async fn a_partial_frame_then_close_is_connection_closed() {
     let script: Script = Arc::new(|_, _| Action::PartialThenClose);
-    let addr = fake(script).await;
-    let client = Client::connect_with(config(addr)).await.unwrap();
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake)).await.unwrap();
     let err = client.ping().await.unwrap_err();
     assert!(matches!(err, Error::ConnectionClosed), "{err}");
 }
 
 #[tokio::test]
-async fn a_silent_daemon_times_out() {
-    let script: Script = Arc::new(|_, _| Action::Ignore);
-    let addr = fake(script).await;
-    let client = Client::connect_with(config(addr).request_timeout(Duration::from_millis(200)))
+async fn a_frame_over_the_announced_maximum_is_a_frame_error() {
+    // A length prefix of 5000 against the 4096 the fake announced.
+    let script: Script = Arc::new(|_, _| Action::Raw(5000u32.to_be_bytes().to_vec()));
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake)).await.unwrap();
+    let err = client.ping().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Frame(FrameError::TooLarge {
+                len: 5000,
+                max: 4096
+            })
+        ),
+        "{err}"
+    );
+    // The connection is dead; the next call fails fast or reconnects, and
+    // the fake answers the same way again.
+    assert!(client.ping().await.is_err());
+}
+
+#[tokio::test]
+async fn a_silent_daemon_times_out_and_the_connection_stays_usable() {
+    // The first ping is held; the second releases both answers, so the first
+    // arrives after its caller gave up and must be dropped, not misdelivered.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&seen);
+    let script: Script = Arc::new(move |_, _| {
+        if count.fetch_add(1, Ordering::SeqCst) == 0 {
+            Action::Hold(Reply::Count(1))
+        } else {
+            Action::Release(Reply::Pong)
+        }
+    });
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake).request_timeout(Duration::from_millis(200)))
         .await
         .unwrap();
     let err = client.ping().await.unwrap_err();
-    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Timeout { after } if after == Duration::from_millis(200)),
+        "{err}"
+    );
     assert!(err.is_retryable());
+    client.ping().await.unwrap();
+    client.ping().await.unwrap();
+    assert_eq!(fake.accepted(), 1, "a timeout does not cost the connection");
 }
 
 #[tokio::test]
 async fn a_connection_level_error_fails_everything_pending() {
-    let script: Script = Arc::new(|_, _| {
-        Action::ConnectionError(WireError::new(ErrorCode::TooLarge, "frame too large"))
+    // On the first connection pings are held and a delete draws an id-0
+    // error; later connections answer.
+    let pending = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&pending);
+    let script: Script = Arc::new(move |req: &Request, conn| match (&req.op, conn) {
+        (Op::Ping, 1) => {
+            count.fetch_add(1, Ordering::SeqCst);
+            Action::Hold(Reply::Pong)
+        }
+        (Op::Delete(_), 1) => {
+            Action::ConnectionError(WireError::new(ErrorCode::TooLarge, "frame too large"))
+        }
+        _ => Action::Answer(Reply::Pong),
     });
-    let addr = fake(script).await;
-    let client = Client::connect_with(config(addr)).await.unwrap();
-    let err = client.ping().await.unwrap_err();
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake)).await.unwrap();
+    let waiting: Vec<_> = (0..5)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.ping().await })
+        })
+        .collect();
+    while pending.load(Ordering::SeqCst) < 5 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let err = client.delete("ns", SessionId::new_v4()).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::TooLarge), "{err}");
+    for w in waiting {
+        let err = w.await.unwrap().unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::TooLarge), "{err}");
+    }
+    // The connection was marked dead; the next call reconnects.
+    client.ping().await.unwrap();
+    assert_eq!(fake.accepted(), 2);
 }
 
 #[tokio::test]
@@ -219,18 +456,16 @@ async fn an_oversized_request_is_refused_before_sending() {
         seen.fetch_add(1, Ordering::SeqCst);
         Action::Answer(Reply::Pong)
     });
-    let addr = fake(script).await;
-    let client = Client::connect_with(config(addr)).await.unwrap();
-    // The fake advertises a 4 KiB maximum.
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake)).await.unwrap();
+    // The fake announces a 4 KiB maximum.
     let big = "x".repeat(10_000);
     let err = client
-        .create(
-            "ns",
-            sessiond_client::CreateOptions::new().attr("blob", big.as_str()),
-        )
+        .create("ns", CreateOptions::new().attr("blob", big.as_str()))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Encode(_)), "{err}");
+    assert!(!err.is_retryable());
     client.ping().await.unwrap();
     assert_eq!(
         sent.load(Ordering::SeqCst),
@@ -241,30 +476,62 @@ async fn an_oversized_request_is_refused_before_sending() {
 
 #[tokio::test]
 async fn a_refused_handshake_fails_connect() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut buf = BytesMut::new();
-        s.read_buf(&mut buf).await.unwrap();
-        let mut out = BytesMut::new();
-        let r = Response {
-            id: 1,
-            reply: Reply::Error(WireError::new(ErrorCode::Unauthorized, "bad token")),
-        };
-        encode_response(&r, &mut out).unwrap();
-        s.write_all(&out).await.unwrap();
-    });
-    let err = Client::connect_with(config(addr)).await.unwrap_err();
+    let addr = one_answer(Reply::Error(WireError::new(
+        ErrorCode::Unauthorized,
+        "bad token",
+    )))
+    .await;
+    let err = Client::connect(addr.to_string()).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Unauthorized));
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn a_busy_daemon_refusing_the_handshake_is_retryable() {
+    let addr = one_answer(Reply::Error(WireError::new(
+        ErrorCode::Unavailable,
+        "too many connections",
+    )))
+    .await;
+    let err = Client::connect(addr.to_string()).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable));
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn a_handshake_in_another_protocol_version_is_refused() {
+    let addr = one_answer(Reply::Hello(HelloReply {
+        protocol_version: PROTOCOL_VERSION + 1,
+        server_version: "future".into(),
+        max_frame_len: 4096,
+    }))
+    .await;
+    let err = Client::connect(addr.to_string()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Protocol(m) if m.contains("protocol version")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_handshake_answered_with_the_wrong_reply_is_refused() {
+    let addr = one_answer(Reply::Pong).await;
+    let err = Client::connect(addr.to_string()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Protocol(m) if m.contains("pong")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn nothing_listening_is_a_connect_error() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let err = Client::connect_with(config(addr)).await.unwrap_err();
-    assert!(matches!(err, Error::Connect { .. }), "{err}");
+    let err = Client::connect(addr.to_string()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Connect { addr: a, .. } if *a == addr.to_string()),
+        "{err}"
+    );
     assert!(err.is_retryable());
 }
