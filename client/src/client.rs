@@ -1,8 +1,8 @@
 //! The [`Client`] handle: a small pool of multiplexed connections and one typed
 //! method per operation.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
@@ -11,30 +11,25 @@ use sessiond_protocol::{
     ListCursor, Op, OwnerLimit, RateWindow, Reply, Rotate, Session, SessionId, SessionPage,
     StatsReply, Touch, TouchReply, Ttl, Update, UpdateReply, Upsert, Value,
 };
+use tokio::sync::Notify;
 use tracing::debug;
 
 use crate::config::ClientConfig;
 use crate::connection::{reply_name, Connection};
 use crate::error::{Error, Result};
 
-/// One pool slot: the current connection (if any), and a lock that lets one
-/// caller at a time replace it, guarding the outcome of the last failed attempt.
+/// One pool slot: its current connection, and whether a background task is
+/// busy replacing it.
 struct Slot {
     conn: RwLock<Option<Arc<Connection>>>,
-    reconnect: tokio::sync::Mutex<Option<Failure>>,
-}
-
-/// A reconnect that failed, kept so the callers queued behind it share it.
-struct Failure {
-    at: Instant,
-    error: Error,
+    reconnecting: AtomicBool,
 }
 
 impl Slot {
     fn new(conn: Connection) -> Self {
         Self {
             conn: RwLock::new(Some(Arc::new(conn))),
-            reconnect: tokio::sync::Mutex::new(None),
+            reconnecting: AtomicBool::new(false),
         }
     }
 
@@ -53,15 +48,71 @@ struct Inner {
     config: ClientConfig,
     slots: Box<[Slot]>,
     next: AtomicUsize,
+    /// Woken whenever a slot gets a fresh connection.
+    reconnected: Notify,
+    /// Requests waiting for any connection to come back.
+    waiting: AtomicUsize,
+    /// Why the last reconnect attempt failed, for requests that give up.
+    last_error: parking_lot::Mutex<Option<Error>>,
+}
+
+/// A slot's reconnect loop: one attempt per round, capped exponential backoff
+/// with jitter between rounds, until it succeeds or the client is dropped.
+async fn reconnect_loop(inner: Weak<Inner>, index: usize) {
+    let mut attempt: u32 = 0;
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        debug!(addr = %strong.config.address, attempt, "reconnecting a pool connection");
+        match Connection::open(&strong.config).await {
+            Ok(conn) => {
+                let slot = &strong.slots[index];
+                *slot.conn.write() = Some(Arc::new(conn));
+                slot.reconnecting.store(false, Ordering::Release);
+                *strong.last_error.lock() = None;
+                strong.reconnected.notify_waiters();
+                debug!(addr = %strong.config.address, "reconnected");
+                return;
+            }
+            Err(e) => {
+                debug!(addr = %strong.config.address, error = %e, "reconnect failed");
+                *strong.last_error.lock() = Some(e);
+                let delay = backoff(&strong.config, attempt);
+                attempt = attempt.saturating_add(1);
+                // Not holding the client while asleep: dropping every handle ends the loop.
+                drop(strong);
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// The delay before reconnect attempt `attempt + 1`: doubling from the
+/// minimum up to the maximum, then a random point in its upper half, so that
+/// many clients of a restarted daemon do not reconnect in lockstep.
+fn backoff(config: &ClientConfig, attempt: u32) -> Duration {
+    let min = config.reconnect_min.as_millis() as u64;
+    let max = config.reconnect_max.as_millis().max(1) as u64;
+    let exp = min.saturating_mul(1u64 << attempt.min(20)).min(max).max(1);
+    let random = u64::from_le_bytes(SessionId::new_v4().0[..8].try_into().unwrap_or([0; 8]));
+    Duration::from_millis(exp / 2 + random % (exp / 2 + 1))
 }
 
 /// A handle to a sessiond daemon. Cheap to clone; clones share the pool.
 ///
 /// Requests from any number of tasks are multiplexed over the pool's
-/// connections (picked round robin) and may be answered in any order. A slot
-/// whose connection died is reconnected (once, within the connect timeout) by
-/// the next request that picks it; requests in flight on the dead connection
-/// fail with [`Error::ConnectionClosed`] and are not resent, since a write may
+/// connections (picked round robin) and may be answered in any order.
+///
+/// When a connection drops (the daemon restarts, the network blips), the
+/// requests in flight on it fail with [`Error::ConnectionClosed`] (retryable)
+/// and a background task reconnects it with capped exponential backoff and
+/// jitter. Meanwhile new requests use the other connections, or, when none is
+/// left, wait for the first to come back (within their request timeout; at
+/// most [`ClientConfig::max_waiting`] of them, past which they fail at once
+/// with [`Error::Backlog`]). Reads that are safe to repeat (get, touch, list,
+/// stats, ping) are retried on a fresh connection up to
+/// [`ClientConfig::read_retries`] times; writes never are, since a write may
 /// already have been applied.
 ///
 /// ```no_run
@@ -116,6 +167,9 @@ impl Client {
                 config,
                 slots: slots.into_boxed_slice(),
                 next: AtomicUsize::new(0),
+                reconnected: Notify::new(),
+                waiting: AtomicUsize::new(0),
+                last_error: parking_lot::Mutex::new(None),
             }),
         })
     }
@@ -137,54 +191,45 @@ impl Client {
         })
     }
 
-    /// A live connection from the pool, round robin. A dead slot is
-    /// reconnected by the caller that picks it, so the pool heals instead of
-    /// shrinking; if that fails, any other live connection carries the request.
-    async fn connection(&self) -> Result<Arc<Connection>> {
-        let slots = &self.inner.slots;
-        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let slot = &slots[start % slots.len()];
-        if let Some(conn) = slot.live() {
-            return Ok(conn);
-        }
-        match self.reconnect(slot).await {
-            Ok(conn) => Ok(conn),
-            Err(e) => slots.iter().find_map(Slot::live).ok_or(e),
+    /// Starts the reconnect loop of a dead slot, unless one runs already.
+    fn heal(&self, index: usize) {
+        let slot = &self.inner.slots[index];
+        if !slot.reconnecting.swap(true, Ordering::AcqRel) {
+            tokio::spawn(reconnect_loop(Arc::downgrade(&self.inner), index));
         }
     }
 
-    /// Replaces a dead slot's connection: one attempt, bounded by the connect
-    /// timeout.
-    async fn reconnect(&self, slot: &Slot) -> Result<Arc<Connection>> {
-        let asked = Instant::now();
-        let mut last_failure = slot.reconnect.lock().await;
-        // Someone else may have reconnected while this caller waited.
-        if let Some(conn) = slot.live() {
-            return Ok(conn);
-        }
-        // An attempt that failed while this caller waited answers for it too:
-        // retrying at once would make every queued caller wait out its own
-        // connect timeout in turn (minutes, against an unreachable host).
-        if let Some(failure) = last_failure.as_ref().filter(|f| f.at >= asked) {
-            return Err(failure.error.duplicate());
-        }
-        debug!(addr = %self.inner.config.address, "reconnecting a pool connection");
-        match Connection::open(&self.inner.config).await {
-            Ok(conn) => {
-                let conn = Arc::new(conn);
-                // Dropping the dead connection here stops its tasks once the
-                // callers still holding it are done with it.
-                *slot.conn.write() = Some(Arc::clone(&conn));
-                *last_failure = None;
-                Ok(conn)
+    /// A live connection from the pool, round robin; dead slots are handed to
+    /// their reconnect loops. With none alive, waits (until `deadline`) for the
+    /// first one back.
+    async fn connection(&self, deadline: Instant) -> Result<Arc<Connection>> {
+        let slots = &self.inner.slots;
+        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        loop {
+            // Registered before looking, so a reconnect in between is not missed.
+            let reconnected = self.inner.reconnected.notified();
+            for i in 0..slots.len() {
+                let index = (start + i) % slots.len();
+                match slots[index].live() {
+                    Some(conn) => return Ok(conn),
+                    None => self.heal(index),
+                }
             }
-            Err(e) => {
-                debug!(addr = %self.inner.config.address, error = %e, "reconnect failed");
-                *last_failure = Some(Failure {
-                    at: Instant::now(),
-                    error: e.duplicate(),
-                });
-                Err(e)
+            let limit = self.inner.config.max_waiting;
+            if self.inner.waiting.fetch_add(1, Ordering::AcqRel) >= limit {
+                self.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+                return Err(Error::Backlog { limit });
+            }
+            let woke = tokio::time::timeout_at(deadline.into(), reconnected).await;
+            self.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+            if woke.is_err() {
+                // Say why the daemon could not be reached, when that is known.
+                return Err(self
+                    .inner
+                    .last_error
+                    .lock()
+                    .as_ref()
+                    .map_or(Error::ConnectionClosed, Error::duplicate));
             }
         }
     }
@@ -195,10 +240,43 @@ impl Client {
     /// # Errors
     /// Any [`Error`].
     pub async fn call(&self, op: Op) -> Result<Reply> {
-        let conn = self.connection().await?;
-        match conn.call(op, self.inner.config.request_timeout).await? {
-            Reply::Error(e) => Err(Error::Server(e)),
-            reply => Ok(reply),
+        let retries = if is_idempotent(&op) {
+            self.inner.config.read_retries
+        } else {
+            0
+        };
+        let mut attempt = 0;
+        loop {
+            match self.call_once(op.clone()).await {
+                // A dropped connection or a daemon briefly unable to serve: a
+                // read can safely go again (a timeout is not retried: the time
+                // the caller allowed is spent).
+                Err(e)
+                    if attempt < retries
+                        && e.is_retryable()
+                        && !matches!(e, Error::Timeout { .. }) =>
+                {
+                    attempt += 1;
+                    debug!(op = op.name(), attempt, error = %e, "retrying a read");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once(&self, op: Op) -> Result<Reply> {
+        let timeout = self.inner.config.request_timeout;
+        let deadline = Instant::now() + timeout;
+        let conn = self.connection(deadline).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout { after: timeout });
+        }
+        match conn.call(op, left).await {
+            Ok(Reply::Error(e)) => Err(Error::Server(e)),
+            Ok(reply) => Ok(reply),
+            Err(Error::Timeout { .. }) => Err(Error::Timeout { after: timeout }),
+            Err(e) => Err(e),
         }
     }
 
@@ -443,6 +521,14 @@ impl Client {
             other => Err(unexpected("stats", &other)),
         }
     }
+}
+
+/// Operations that may be repeated without changing the outcome.
+fn is_idempotent(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Ping | Op::Get(_) | Op::Touch(_) | Op::ListByOwner(_) | Op::Stats
+    )
 }
 
 fn unexpected(op: &str, reply: &Reply) -> Error {

@@ -13,6 +13,14 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default requests queued for writing per connection.
 pub const DEFAULT_MAX_PENDING: usize = 4096;
+/// Default first delay between reconnect attempts.
+pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(50);
+/// Default longest delay between reconnect attempts.
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Default requests allowed to wait while no connection is up.
+pub const DEFAULT_MAX_WAITING: usize = 1024;
+/// Default automatic retries of a read whose connection dropped.
+pub const DEFAULT_READ_RETRIES: u32 = 1;
 
 /// How a [`Client`](crate::Client) connects and behaves.
 ///
@@ -34,6 +42,10 @@ pub struct ClientConfig {
     pub(crate) client_name: String,
     pub(crate) max_frame_len: u32,
     pub(crate) max_pending: usize,
+    pub(crate) reconnect_min: Duration,
+    pub(crate) reconnect_max: Duration,
+    pub(crate) max_waiting: usize,
+    pub(crate) read_retries: u32,
 }
 
 impl ClientConfig {
@@ -49,6 +61,10 @@ impl ClientConfig {
             client_name: "sessiond-client".into(),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_pending: DEFAULT_MAX_PENDING,
+            reconnect_min: DEFAULT_RECONNECT_MIN,
+            reconnect_max: DEFAULT_RECONNECT_MAX,
+            max_waiting: DEFAULT_MAX_WAITING,
+            read_retries: DEFAULT_READ_RETRIES,
         }
     }
 
@@ -106,6 +122,33 @@ impl ClientConfig {
     #[must_use]
     pub fn max_pending(mut self, n: usize) -> Self {
         self.max_pending = n.max(1);
+        self
+    }
+}
+
+impl ClientConfig {
+    /// Delays between reconnect attempts: from `min`, doubling up to `max`,
+    /// each with random jitter in its upper half.
+    #[must_use]
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max.max(min);
+        self
+    }
+
+    /// How many requests may wait for the daemon while no connection is up;
+    /// past that, requests fail at once with [`Error::Backlog`](crate::Error::Backlog).
+    #[must_use]
+    pub fn max_waiting(mut self, n: usize) -> Self {
+        self.max_waiting = n;
+        self
+    }
+
+    /// How many times a read (get, touch, list, stats, ping) whose connection
+    /// dropped is sent again; 0 disables. Writes are never retried.
+    #[must_use]
+    pub fn read_retries(mut self, n: u32) -> Self {
+        self.read_retries = n;
         self
     }
 }

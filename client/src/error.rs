@@ -45,6 +45,13 @@ pub enum Error {
     /// was not sent.
     #[error("cannot send the request: {0}")]
     Encode(#[from] EncodeError),
+    /// No connection to the daemon is up and `limit` requests are already
+    /// waiting for one: this one fails at once instead of queueing without bound.
+    #[error("the daemon is unreachable and {limit} requests are already waiting for it")]
+    Backlog {
+        /// The configured bound ([`ClientConfig::max_waiting`](crate::ClientConfig::max_waiting)).
+        limit: usize,
+    },
     /// An argument was refused before sending.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -67,7 +74,10 @@ impl Error {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::Timeout { .. } | Self::ConnectionClosed => true,
+            Self::Connect { .. }
+            | Self::Timeout { .. }
+            | Self::ConnectionClosed
+            | Self::Backlog { .. } => true,
             Self::Server(e) => e.code.is_retryable(),
             _ => false,
         }
@@ -89,6 +99,7 @@ impl Error {
             Self::Frame(e) => Self::Frame(e.clone()),
             Self::Encode(e) => Self::Encode(e.clone()),
             Self::InvalidArgument(m) => Self::InvalidArgument(m.clone()),
+            Self::Backlog { limit } => Self::Backlog { limit: *limit },
         }
     }
 }

@@ -293,12 +293,40 @@ async fn a_dropped_connection_fails_in_flight_requests_then_reconnects() {
     });
     let fake = Fake::start(script).await;
     let client = Client::connect_with(config(&fake)).await.unwrap();
-    let err = client.ping().await.unwrap_err();
+    // A write is never resent: its caller hears that the connection closed.
+    let err = client.delete("ns", SessionId::new_v4()).await.unwrap_err();
     assert!(matches!(err, Error::ConnectionClosed), "{err}");
     assert!(err.is_retryable());
+    // The next request waits for the background reconnect and succeeds.
     client.ping().await.unwrap();
     assert_eq!(fake.accepted(), 2);
     assert_eq!(fake.hellos().len(), 2, "the new connection said hello");
+}
+
+#[tokio::test]
+async fn a_read_whose_connection_dropped_is_retried_once_by_default() {
+    let script: Script = Arc::new(|req: &Request, conn| {
+        if conn == 1 {
+            Action::Close
+        } else {
+            Action::Answer(match req.op {
+                Op::Ping => Reply::Pong,
+                _ => Reply::MaybeSession(None),
+            })
+        }
+    });
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake)).await.unwrap();
+    assert_eq!(client.get("ns", SessionId::new_v4()).await.unwrap(), None);
+    assert_eq!(fake.accepted(), 2);
+
+    // With retries off the same drop reaches the caller.
+    let fake = Fake::start(Arc::new(|_: &Request, _| Action::Close)).await;
+    let client = Client::connect_with(config(&fake).read_retries(0))
+        .await
+        .unwrap();
+    let err = client.get("ns", SessionId::new_v4()).await.unwrap_err();
+    assert!(matches!(err, Error::ConnectionClosed), "{err}");
 }
 
 #[tokio::test]
@@ -317,20 +345,34 @@ async fn a_dead_pool_slot_is_reconnected_not_skipped() {
         .await
         .unwrap();
     assert!(matches!(
-        client.ping().await.unwrap_err(),
+        client.delete("ns", SessionId::new_v4()).await.unwrap_err(),
         Error::ConnectionClosed
     ));
+    // The live slot carries requests while the dead one reconnects behind them.
     for _ in 0..4 {
         client.ping().await.unwrap();
     }
-    assert_eq!(fake.accepted(), 3);
+    let healed = async {
+        while fake.accepted() < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), healed)
+        .await
+        .expect("the dead slot was never reconnected");
 }
 
 #[tokio::test]
 async fn a_daemon_gone_for_good_fails_every_caller() {
     let script: Script = Arc::new(|_, _| Action::Close);
     let mut fake = Fake::start(script).await;
-    let client = Client::connect_with(config(&fake)).await.unwrap();
+    let client = Client::connect_with(
+        config(&fake)
+            .read_retries(0)
+            .request_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
     fake.stop_accepting().await;
     assert!(matches!(
         client.ping().await.unwrap_err(),
@@ -534,4 +576,34 @@ async fn nothing_listening_is_a_connect_error() {
         "{err}"
     );
     assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn requests_waiting_for_a_lost_daemon_are_bounded() {
+    let script: Script = Arc::new(|_, _| Action::Close);
+    let mut fake = Fake::start(script).await;
+    let client = Client::connect_with(
+        config(&fake)
+            .read_retries(0)
+            .max_waiting(3)
+            .request_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    fake.stop_accepting().await;
+    let _ = client.ping().await;
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.ping().await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A fourth caller does not queue behind them: it fails at once.
+    let err = client.ping().await.unwrap_err();
+    assert!(matches!(err, Error::Backlog { limit: 3 }), "{err}");
+    assert!(err.is_retryable());
+    for t in waiting {
+        assert!(t.await.unwrap().is_err());
+    }
 }

@@ -35,7 +35,7 @@ pub struct DaemonProcess {
 }
 
 impl DaemonProcess {
-    /// Starts the daemon binary `bin` on `127.0.0.1:0` with a fresh data dir and `extra` flags,
+    /// Starts the daemon binary `bin` on `127.0.0.1:0` (unless `extra` has a `--listen`) with a fresh data dir and `extra` flags,
     /// and waits (up to 30 s) for its ready line.
     ///
     /// # Errors
@@ -67,9 +67,11 @@ impl DaemonProcess {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> std::io::Result<Self> {
-        let mut child = Command::new(bin)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
+        let mut command = Command::new(bin);
+        if !extra.contains(&"--listen") {
+            command.arg("--listen").arg("127.0.0.1:0");
+        }
+        let mut child = command
             .arg("--data-dir")
             .arg(data_dir.path())
             .args(extra)
