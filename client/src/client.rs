@@ -239,6 +239,15 @@ impl Client {
     ///
     /// # Errors
     /// Any [`Error`].
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, id: SessionId) -> Result<()> {
+    /// let reply = client.call(Op::Ping).await?;
+    /// assert!(matches!(reply, Reply::Pong));
+    /// # Ok(()) }
+    /// ```
     pub async fn call(&self, op: Op) -> Result<Reply> {
         let retries = if is_idempotent(&op) {
             self.inner.config.read_retries
@@ -284,6 +293,15 @@ impl Client {
     ///
     /// # Errors
     /// Any [`Error`].
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, id: SessionId) -> Result<()> {
+    /// let rtt = client.ping().await?;
+    /// println!("daemon answered in {rtt:?}");
+    /// # Ok(()) }
+    /// ```
     pub async fn ping(&self) -> Result<Duration> {
         let start = Instant::now();
         match self.call(Op::Ping).await? {
@@ -298,6 +316,25 @@ impl Client {
     /// [`Error::Server`] with `LimitExceeded` (owner at its limit under the reject
     /// policy), `AlreadyExists` / `Gone` (a chosen id that is taken or was
     /// recently deleted), `InvalidRequest`, `TooLarge`; or a transport error.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, id: SessionId) -> Result<()> {
+    /// let s = client
+    ///     .create(
+    ///         "app",
+    ///         CreateOptions::new()
+    ///             .owner("alice")
+    ///             .idle_ttl(Duration::from_secs(30 * 60))
+    ///             .max_lifetime(Duration::from_secs(12 * 3600))
+    ///             .attr("role", "admin")
+    ///             .owner_limit(5, LimitPolicy::EvictOldest),
+    ///     )
+    ///     .await?;
+    /// println!("new session {}", s.id); // Display shows the id; Debug never does
+    /// # Ok(()) }
+    /// ```
     pub async fn create(&self, namespace: &str, options: CreateOptions) -> Result<Session> {
         match self.call(options.into_op(namespace)).await? {
             Reply::Session(s) => Ok(s),
@@ -326,6 +363,17 @@ impl Client {
     ///
     /// # Errors
     /// `InvalidRequest` for a malformed namespace; a transport error.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, id: SessionId) -> Result<()> {
+    /// match client.get("app", id).await? {
+    ///     Some(s) => println!("version {}", s.version),
+    ///     None => println!("absent or expired"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn get(&self, namespace: &str, id: SessionId) -> Result<Option<Session>> {
         self.get_inner(namespace, id, false).await
     }
@@ -334,6 +382,14 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::get`].
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, id: SessionId) -> Result<()> {
+    /// let still_logged_in = client.get_and_touch("app", id).await?.is_some();
+    /// # Ok(()) }
+    /// ```
     pub async fn get_and_touch(&self, namespace: &str, id: SessionId) -> Result<Option<Session>> {
         self.get_inner(namespace, id, true).await
     }
@@ -342,6 +398,17 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::get`].
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, id: SessionId) -> Result<()> {
+    /// let t = client.touch("app", id).await?;
+    /// if t.found {
+    ///     println!("now expires at {:?} (unix ms)", t.expires_at_ms);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn touch(&self, namespace: &str, id: SessionId) -> Result<TouchReply> {
         let op = Op::Touch(Touch {
             namespace: namespace.to_owned(),
@@ -358,6 +425,22 @@ impl Client {
     /// # Errors
     /// `NotFound`, `Conflict` (expected version differs; nothing changed),
     /// `Gone` (upsert of a recently deleted id), `InvalidRequest`, `TooLarge`.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, id: SessionId) -> Result<()> {
+    /// let s = client.get("app", id).await?.expect("live");
+    /// match client
+    ///     .update("app", id, UpdateOptions::new().set("cart", 3i64).expected_version(s.version))
+    ///     .await
+    /// {
+    ///     Ok(u) => println!("now at version {}", u.version),
+    ///     Err(e) if e.code() == Some(ErrorCode::Conflict) => println!("changed meanwhile: re-read"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn update(
         &self,
         namespace: &str,
@@ -395,6 +478,14 @@ impl Client {
     ///
     /// # Errors
     /// `NotFound`; `InvalidRequest` if the attribute is not an integer or would overflow.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, id: SessionId) -> Result<()> {
+    /// let visits = client.incr("app", id, "visits", 1).await?.value;
+    /// # Ok(()) }
+    /// ```
     pub async fn incr(
         &self,
         namespace: &str,
@@ -410,6 +501,20 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::incr`]; `InvalidRequest` for a zero window.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, id: SessionId) -> Result<()> {
+    /// // At most 5 login attempts a minute.
+    /// let r = client
+    ///     .incr_window("app", id, "login_attempts", 1, Duration::from_secs(60), 5)
+    ///     .await?;
+    /// if !r.allowed {
+    ///     println!("locked out until {:?}", r.reset_at_ms);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn incr_window(
         &self,
         namespace: &str,
@@ -432,6 +537,14 @@ impl Client {
     ///
     /// # Errors
     /// `InvalidRequest` for a malformed namespace; a transport error.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, id: SessionId) -> Result<()> {
+    /// let existed = client.delete("app", id).await?; // logout
+    /// # Ok(()) }
+    /// ```
     pub async fn delete(&self, namespace: &str, id: SessionId) -> Result<bool> {
         let op = Op::Delete(Delete {
             namespace: namespace.to_owned(),
@@ -448,6 +561,24 @@ impl Client {
     ///
     /// # Errors
     /// `InvalidRequest` for a malformed namespace or owner; a transport error.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, id: SessionId) -> Result<()> {
+    /// let mut after = None;
+    /// loop {
+    ///     let page = client.list_by_owner("app", "alice", after, 100).await?;
+    ///     for s in &page.sessions {
+    ///         println!("{} created {}", s.id, s.created_at_ms);
+    ///     }
+    ///     match page.next {
+    ///         Some(cursor) => after = Some(cursor),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn list_by_owner(
         &self,
         namespace: &str,
@@ -472,6 +603,15 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::list_by_owner`].
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, id: SessionId) -> Result<()> {
+    /// // "Log out everywhere else": keep only the current session.
+    /// let revoked = client.delete_by_owner("app", "alice", Some(id)).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_by_owner(
         &self,
         namespace: &str,
@@ -494,6 +634,17 @@ impl Client {
     ///
     /// # Errors
     /// `NotFound`; a transport error.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, id: SessionId) -> Result<()> {
+    /// // At login: a new id for the same session (session-fixation defence); the
+    /// // old id keeps working for 5 s for requests already in flight.
+    /// let s = client.rotate("app", id, Some(Duration::from_secs(5))).await?;
+    /// println!("set the cookie to {}", s.id);
+    /// # Ok(()) }
+    /// ```
     pub async fn rotate(
         &self,
         namespace: &str,
@@ -515,6 +666,15 @@ impl Client {
     ///
     /// # Errors
     /// A transport error.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, id: SessionId) -> Result<()> {
+    /// let st = client.stats().await?;
+    /// println!("{} records, {} ops served", st.records, st.ops_total);
+    /// # Ok(()) }
+    /// ```
     pub async fn stats(&self) -> Result<StatsReply> {
         match self.call(Op::Stats).await? {
             Reply::Stats(s) => Ok(s),

@@ -1,5 +1,30 @@
 //! The client's error type. Every failure says what happened and whether
 //! retrying the same request may help ([`Error::is_retryable`]).
+//!
+//! | variant | when | what to do |
+//! |---|---|---|
+//! | [`Error::Server`] | the daemon refused the request; [`Error::code`] says why: `NotFound`, `Conflict` (stale `expected_version`), `LimitExceeded`, `AlreadyExists` / `Gone` (chosen id taken or recently deleted), `InvalidRequest`, `TooLarge`, `Unauthorized`, `Unavailable` / `OutOfMemory` (retryable) | handle the code; nothing was changed |
+//! | [`Error::ConnectionClosed`] | the connection dropped before the answer | retry reads; a write may or may not have been applied |
+//! | [`Error::Timeout`] | no answer within the request timeout | as above |
+//! | [`Error::Connect`] | the daemon could not be reached (or the handshake timed out) | retry later; the client keeps reconnecting |
+//! | [`Error::Backlog`] | no connection is up and too many requests already wait | shed load, retry later |
+//! | [`Error::Encode`] | the request is too large to send; it was not sent | send less |
+//! | [`Error::InvalidArgument`] | refused before sending | fix the call |
+//! | [`Error::Protocol`] / [`Error::Frame`] | the daemon sent something this client does not understand | a version mismatch or a bug: report it |
+//!
+//! ```no_run
+//! use sessiond_client::{Client, Error, ErrorCode, SessionId, UpdateOptions};
+//!
+//! # async fn demo(client: Client, id: SessionId) {
+//! match client.update("app", id, UpdateOptions::new().set("n", 1i64).expected_version(3)).await {
+//!     Ok(reply) => println!("version {}", reply.version),
+//!     Err(Error::Server(e)) if e.code == ErrorCode::NotFound => println!("logged out"),
+//!     Err(e) if e.code() == Some(ErrorCode::Conflict) => println!("re-read and try again"),
+//!     Err(e) if e.is_retryable() => println!("daemon busy or unreachable: {e}"),
+//!     Err(e) => println!("failed: {e}"),
+//! }
+//! # }
+//! ```
 
 use std::time::Duration;
 
