@@ -26,9 +26,9 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(conn: Connection) -> Self {
+    fn new(conn: Option<Connection>) -> Self {
         Self {
-            conn: RwLock::new(Some(Arc::new(conn))),
+            conn: RwLock::new(conn.map(Arc::new)),
             reconnecting: AtomicBool::new(false),
         }
     }
@@ -160,9 +160,28 @@ impl Client {
     pub async fn connect_with(config: ClientConfig) -> Result<Self> {
         let mut slots = Vec::with_capacity(config.connections);
         for _ in 0..config.connections {
-            slots.push(Slot::new(Connection::open(&config).await?));
+            slots.push(Slot::new(Some(Connection::open(&config).await?)));
         }
-        Ok(Self {
+        Ok(Self::with_slots(config, slots))
+    }
+
+    /// A client that connects in the background: it returns at once, even if
+    /// the daemon is not up yet, and requests wait for the first connection
+    /// (within their timeout) like they do after a disconnect. For services
+    /// that must start, and answer "unavailable", before their daemon does.
+    /// Must be called within a tokio runtime.
+    #[must_use]
+    pub fn connect_lazy(config: ClientConfig) -> Self {
+        let slots = (0..config.connections).map(|_| Slot::new(None)).collect();
+        let client = Self::with_slots(config, slots);
+        for index in 0..client.inner.slots.len() {
+            client.heal(index);
+        }
+        client
+    }
+
+    fn with_slots(config: ClientConfig, slots: Vec<Slot>) -> Self {
+        Self {
             inner: Arc::new(Inner {
                 config,
                 slots: slots.into_boxed_slice(),
@@ -171,7 +190,7 @@ impl Client {
                 waiting: AtomicUsize::new(0),
                 last_error: parking_lot::Mutex::new(None),
             }),
-        })
+        }
     }
 
     /// The settings this client was built with.

@@ -607,3 +607,32 @@ async fn requests_waiting_for_a_lost_daemon_are_bounded() {
         assert!(t.await.unwrap().is_err());
     }
 }
+
+#[tokio::test]
+async fn a_lazy_client_starts_before_its_daemon() {
+    // Reserve a port, then free it: nothing listens there yet.
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let client = Client::connect_lazy(
+        ClientConfig::new(addr.to_string())
+            .request_timeout(Duration::from_millis(300))
+            .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(50)),
+    );
+    let err = client.ping().await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    // The daemon comes up on that address: the client finds it by itself.
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let _fake = Fake::start_on(
+        listener,
+        Arc::new(|_: &Request, _| Action::Answer(Reply::Pong)),
+    );
+    let mut ok = false;
+    for _ in 0..50 {
+        if client.ping().await.is_ok() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the lazy client never connected");
+}

@@ -63,6 +63,11 @@ impl Fake {
     /// Starts a fake answering `Hello` with protocol version `PROTOCOL_VERSION`.
     pub async fn start(script: Script) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, script)
+    }
+
+    /// As [`Fake::start`], on a listener the test bound.
+    pub fn start_on(listener: TcpListener, script: Script) -> Self {
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let hellos = Arc::new(Mutex::new(Vec::new()));
