@@ -1,0 +1,199 @@
+//! `sessiond-http` settings: flags and `SESSIOND_HTTP_*` environment
+//! variables, validated once; the command line entry point.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Default HTTP address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default native address of the embedded daemon.
+pub const DEFAULT_DAEMON_LISTEN: &str = "127.0.0.1:7379";
+/// Default largest request body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The validated bridge configuration.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// HTTP address to serve on.
+    #[arg(long, env = "SESSIOND_HTTP_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Use this sessiond (HOST:PORT) instead of starting one in-process.
+    #[arg(long, env = "SESSIOND_HTTP_DAEMON")]
+    pub daemon: Option<String>,
+    /// Native protocol address of the embedded daemon.
+    #[arg(long, env = "SESSIOND_HTTP_DAEMON_LISTEN", default_value = DEFAULT_DAEMON_LISTEN)]
+    pub daemon_listen: SocketAddr,
+    /// Data directory of the embedded daemon.
+    #[arg(
+        long,
+        env = "SESSIOND_HTTP_DATA_DIR",
+        default_value = "./sessiond-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Production mode: cookies are marked Secure (served behind HTTPS).
+    #[arg(long, env = "SESSIOND_HTTP_PRODUCTION")]
+    pub production: bool,
+    /// Largest request body in bytes; larger ones get 413.
+    #[arg(long, env = "SESSIOND_HTTP_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// HS256 secret for the JWTs of the scheduled-sessions API.
+    #[arg(long, env = "SESSIOND_HTTP_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key (RS256/ES256) for those JWTs, instead of a secret.
+    #[arg(long, env = "SESSIOND_HTTP_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Email of an administrator created at start if absent.
+    #[arg(long, env = "SESSIOND_HTTP_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+    /// Password of that administrator.
+    #[arg(long, env = "SESSIOND_HTTP_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Cli::parse_from(["sessiond-http"]).config
+    }
+}
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sessiond-http",
+    version,
+    about = "REST bridge to sessiond: the reference session APIs over one store"
+)]
+pub struct Cli {
+    /// Settings.
+    #[command(flatten)]
+    pub config: Config,
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage the bridge's users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `sessiond-http user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user (the password is read from SESSIOND_HTTP_NEW_PASSWORD or stdin).
+    Add {
+        /// Login email.
+        email: String,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+/// Runs `sessiond-http`.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sessiond-http: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        None => runtime.block_on(serve(cli.config)),
+        Some(Command::User(UserCommand::Add { email, admin })) => {
+            runtime.block_on(add_user(cli.config, email, admin))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sessiond-http: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    let (mut int, mut term) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        )
+    };
+    let bridge = crate::Bridge::start(config).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "sessiond-http ready on http://{} (daemon {})",
+            bridge.http_addr, bridge.daemon_addr
+        );
+        let _ = out.flush();
+    }
+    #[cfg(unix)]
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+    bridge.shutdown().await;
+    Ok(())
+}
+
+async fn add_user(config: Config, email: String, admin: bool) -> anyhow::Result<()> {
+    let password = match std::env::var("SESSIOND_HTTP_NEW_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    let addr = config
+        .daemon
+        .clone()
+        .unwrap_or_else(|| config.daemon_listen.to_string());
+    let client = sessiond_client::Client::connect(addr.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} (is the bridge or sessiond running at {addr}?)"))?;
+    let user = crate::users::create(
+        &client,
+        crate::users::NewUser {
+            email,
+            password,
+            is_admin: admin,
+            ..Default::default()
+        },
+    )
+    .await?;
+    println!(
+        "user {} created{}",
+        user.id,
+        if admin { " (admin)" } else { "" }
+    );
+    Ok(())
+}

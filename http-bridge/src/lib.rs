@@ -1,0 +1,165 @@
+//! sessiond-http: a thin REST bridge that serves every session API documented in
+//! `shared/reference/` at its documented paths, all at once, over one sessiond
+//! store, through [`sessiond_client`].
+//!
+//! Modules:
+//! - [`config`]: flags, `SESSIOND_HTTP_*` environment variables.
+//! - [`state`]: what every handler shares (the client, the settings, metrics).
+//! - [`apis`]: one module per reference document.
+//! - [`ops`]: `/healthz`, `/metrics`, `/openapi.json`.
+//! - [`users`]: the user directory (kept in sessiond), argon2id passwords.
+//! - [`auth`]: bearer access tokens shared by the APIs.
+//!
+//! With no `--daemon`, [`run`] starts an embedded daemon in the same process
+//! (its native protocol still on its loopback port), so one command brings the
+//! whole system up.
+
+pub mod apis;
+pub mod auth;
+pub mod config;
+pub mod ops;
+pub mod state;
+pub mod users;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use sessiond_client::{Client, ClientConfig};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use config::Config;
+pub use state::AppState;
+
+/// The whole HTTP surface over `state`.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .merge(apis::routes())
+        .merge(ops::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::track,
+        ))
+        // Every body is bounded; a larger one gets 413 before any handler runs.
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// A running bridge (and its embedded daemon, if any).
+pub struct Bridge {
+    /// Where HTTP is served.
+    pub http_addr: SocketAddr,
+    /// Where the daemon's native protocol is.
+    pub daemon_addr: String,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    daemon: Option<sessiond::Daemon>,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("http_addr", &self.http_addr)
+            .field("daemon_addr", &self.daemon_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the bridge could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The embedded daemon could not start.
+    #[error("embedded daemon: {0}")]
+    Daemon(#[from] sessiond::Error),
+    /// The HTTP address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The configuration is unusable.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Bridge {
+    /// Starts the daemon (unless `config.daemon` names one), the client and
+    /// the HTTP server.
+    ///
+    /// # Errors
+    /// [`Error`] if the daemon, the listener or the settings fail.
+    pub async fn start(config: Config) -> Result<Self, Error> {
+        let (daemon, daemon_addr) = match &config.daemon {
+            Some(addr) => (None, addr.clone()),
+            None => {
+                let mut dc = sessiond::Config {
+                    listen: config.daemon_listen,
+                    data_dir: config.data_dir.clone(),
+                    ..sessiond::Config::default()
+                };
+                dc.store.tombstone_ttl_ms = 10 * 60 * 1000;
+                let d = sessiond::Daemon::start(dc).await?;
+                let addr = d.local_addr().to_string();
+                info!(addr = %addr, "embedded daemon started");
+                (Some(d), addr)
+            }
+        };
+        let client = Client::connect_lazy(
+            ClientConfig::new(daemon_addr.clone())
+                .connections(2)
+                .client_name("sessiond-http")
+                .request_timeout(Duration::from_secs(2))
+                .connect_timeout(Duration::from_secs(1))
+                .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(2)),
+        );
+        let state = AppState::new(client, config.clone()).map_err(Error::Config)?;
+        state.bootstrap().await;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let app = router(state);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        });
+        info!(%http_addr, "http bridge listening");
+        Ok(Self {
+            http_addr,
+            daemon_addr,
+            shutdown,
+            server,
+            daemon,
+        })
+    }
+
+    /// Stops serving HTTP (finishing requests in hand), then the embedded daemon.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+        if let Some(d) = self.daemon {
+            d.shutdown().await;
+        }
+    }
+}
+
+/// Runs the `sessiond-http` command line.
+#[must_use]
+pub fn main() -> std::process::ExitCode {
+    config::main()
+}

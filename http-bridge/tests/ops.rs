@@ -1,0 +1,82 @@
+//! The operations routes over real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use serde_json::Value;
+
+#[tokio::test]
+async fn health_metrics_and_openapi() {
+    let b = common::start().await;
+    let http = common::http();
+    let r = http.get(b.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["daemon"], "up");
+
+    let doc: Value = http
+        .get(b.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert!(doc["paths"]["/healthz"]["get"].is_object());
+
+    let text = http
+        .get(b.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("sessiond_up 1"), "{text}");
+    assert!(text.contains("route=\"/healthz\",status=\"200\""), "{text}");
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_and_bodies_are_bounded() {
+    let b = common::start_with(|c| c.max_body_bytes = 1024).await;
+    let http = common::http();
+    assert_eq!(http.get(b.url("/nope")).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn a_bridge_on_a_dead_daemon_answers_503_and_recovers() {
+    // A daemon of our own, so it can be stopped and started again on its port.
+    let dir = tempfile::tempdir().unwrap();
+    let daemon_cfg = |listen| sessiond::Config {
+        listen,
+        data_dir: dir.path().to_owned(),
+        ..sessiond::Config::default()
+    };
+    let d = sessiond::Daemon::start(daemon_cfg("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let addr = d.local_addr();
+    let b = common::start_with(|c| c.daemon = Some(addr.to_string())).await;
+    let http = common::http();
+    assert_eq!(
+        http.get(b.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    d.shutdown().await;
+    assert_eq!(
+        http.get(b.url("/healthz")).send().await.unwrap().status(),
+        503
+    );
+    let d = sessiond::Daemon::start(daemon_cfg(addr)).await.unwrap();
+    let mut ok = false;
+    for _ in 0..50 {
+        if http.get(b.url("/healthz")).send().await.unwrap().status() == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the bridge never recovered");
+    d.shutdown().await;
+}
