@@ -29,14 +29,15 @@ impl TestBridge {
 
 /// Settings for a test bridge: free ports, a fresh data dir.
 pub fn config(dir: &std::path::Path) -> Config {
-    let mut c = Config::default();
-    c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    c.daemon_listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    c.data_dir = dir.to_owned();
-    c.jwt_secret = Some("test-secret-for-hs256-which-is-long-enough".into());
-    c.admin_email = Some("admin@example.com".into());
-    c.admin_password = Some("admin-password".into());
-    c
+    Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        daemon_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.to_owned(),
+        jwt_secret: Some("test-secret-for-hs256-which-is-long-enough".into()),
+        admin_email: Some("admin@example.com".into()),
+        admin_password: Some("admin-password".into()),
+        ..Config::default()
+    }
 }
 
 /// Starts a bridge with [`config`], changed by `tweak`.
