@@ -1,226 +1,301 @@
-//! `sessiond-bench`: a load generator for sessiond.
+//! `sessiond-bench`: the load generator for sessiond, side by side with Redis.
 //!
-//! Runs a workload from `--concurrency` tasks sharing one pooled client for a
-//! bounded time or request count, then prints ops/s and latency percentiles
-//! (HdrHistogram), as text or `--json`. Workloads: `create` (login storm),
-//! `get`, `get-touch`, and `preload` (create `--requests` sessions as fast as
-//! possible, for memory and recovery measurements).
+//! `sessiond-bench --target sessiond://HOST:PORT | redis://HOST:PORT --workload W`
+//! runs `--concurrency` tasks, each sending `--pipeline` requests at a time,
+//! for `--duration` seconds or `--requests` requests, and prints ops/s and
+//! latency percentiles from an HdrHistogram (text, or `--json`).
+//! `sessiond-bench compare` starts both servers itself with matching durability
+//! and prints a table of ratios (and, with `--memory`, bytes per session).
 
+mod compare;
+mod target;
+
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
-use sessiond_client::{Client, ClientConfig, CreateOptions, SessionId, UpdateOptions, Value};
+use serde_json::json;
 
-/// Creates `n` sessions from `tasks` concurrent tasks; returns their ids.
-async fn preload(
-    client: &Client,
-    n: usize,
-    tasks: usize,
-    payload: &str,
-) -> anyhow::Result<Vec<SessionId>> {
-    let tasks = tasks.max(1);
-    let mut handles = Vec::new();
-    for t in 0..tasks {
-        let (client, payload) = (client.clone(), payload.to_owned());
-        let count = n / tasks + usize::from(t < n % tasks);
-        handles.push(tokio::spawn(async move {
-            let mut ids = Vec::with_capacity(count);
-            for _ in 0..count {
-                let s = client
-                    .create(
-                        "bench",
-                        CreateOptions::new()
-                            .idle_ttl(Duration::from_secs(3600))
-                            .attr("data", payload.as_str()),
-                    )
-                    .await?;
-                ids.push(s.id);
-            }
-            anyhow::Ok(ids)
-        }));
-    }
-    let mut ids = Vec::with_capacity(n);
-    for h in handles {
-        ids.extend(h.await??);
-    }
-    Ok(ids)
-}
+use target::{Request, Shape, Target};
 
-/// What each request does.
+/// A workload: the mix of requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Workload {
+pub enum Workload {
     /// Create sessions (a login storm).
     Create,
-    /// Read sessions created in a preload phase.
+    /// Read preloaded sessions.
     Get,
-    /// Read and slide sessions created in a preload phase.
+    /// Read and slide preloaded sessions.
     GetTouch,
-    /// Overwrite an attribute of sessions created in a preload phase.
+    /// Overwrite preloaded sessions.
     Update,
-    /// Create `--requests` sessions and stop.
+    /// 80% get-touch, 15% update, 5% create+delete.
+    Mixed,
+    /// Create `--requests` sessions, then stop (for memory and recovery runs).
     Preload,
 }
 
-/// Command line.
+impl Workload {
+    fn needs_keyspace(self) -> bool {
+        matches!(
+            self,
+            Self::Get | Self::GetTouch | Self::Update | Self::Mixed
+        )
+    }
+
+    fn pick(self, roll: u64) -> Request {
+        match self {
+            Self::Create | Self::Preload => Request::Create,
+            Self::Get => Request::Get,
+            Self::GetTouch => Request::GetTouch,
+            Self::Update => Request::Update,
+            Self::Mixed => match roll % 100 {
+                0..80 => Request::GetTouch,
+                80..95 => Request::Update,
+                _ => Request::CreateDelete,
+            },
+        }
+    }
+}
+
+/// Load settings shared by `run` and `compare`.
+#[derive(Debug, Clone, Args)]
+pub struct Load {
+    /// Concurrent tasks.
+    #[arg(long, default_value_t = 50)]
+    pub concurrency: usize,
+    /// Connections (sessiond: pool size; Redis: multiplexed connections).
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
+    /// Requests each task has in flight at once.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// Bytes of session data.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Sessions preloaded for the read and update workloads.
+    #[arg(long, default_value_t = 100_000)]
+    pub keyspace: usize,
+    /// Stop after this many seconds...
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// ...or this many requests, whichever comes first.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Redis: also keep an owner set per user (SADD), as sessiond indexes owners.
+    #[arg(long)]
+    pub indexed: bool,
+}
+
+impl Load {
+    fn shape(&self) -> Shape {
+        Shape {
+            connections: self.connections,
+            value_size: self.value_size,
+            ttl: Duration::from_secs(3600),
+            indexed: self.indexed,
+        }
+    }
+}
+
+/// The command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "sessiond-bench",
     version,
-    about = "Load generator for sessiond"
+    about = "Load generator for sessiond, side by side with Redis"
 )]
-struct Args {
-    /// Daemon to load: sessiond://HOST:PORT.
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Server to load: sessiond://HOST:PORT or redis://HOST:PORT.
     #[arg(long, default_value = "sessiond://127.0.0.1:7379")]
     target: String,
-    /// Workload.
-    #[arg(long, value_enum, default_value = "create")]
+    /// What to send.
+    #[arg(long, value_enum, default_value = "get-touch")]
     workload: Workload,
-    /// Concurrent tasks issuing requests.
-    #[arg(long, default_value_t = 50)]
-    concurrency: usize,
-    /// Pooled connections.
-    #[arg(long, default_value_t = 2)]
-    connections: usize,
-    /// Bytes of the attribute each session carries.
-    #[arg(long, default_value_t = 256)]
-    value_size: usize,
-    /// Sessions created before a get workload.
-    #[arg(long, default_value_t = 10_000)]
-    keyspace: usize,
-    /// Stop after this many seconds...
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
-    /// ...or after this many requests, whichever comes first.
-    #[arg(long)]
-    requests: Option<u64>,
-    /// Print one JSON object.
+    #[command(flatten)]
+    load: Load,
+    /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start sessiond and Redis with matching durability and compare them.
+    Compare(compare::CompareArgs),
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Requests completed.
+    pub ops: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Latency histogram in microseconds.
+    pub hist: Histogram<u64>,
+}
+
+impl Outcome {
+    /// Requests per second.
+    #[must_use]
+    pub fn rate(&self) -> f64 {
+        self.ops as f64 / self.seconds.max(1e-9)
+    }
+
+    /// Latency at quantile `q`, in microseconds.
+    #[must_use]
+    pub fn us(&self, q: f64) -> u64 {
+        self.hist.value_at_quantile(q)
+    }
+
+    fn json(&self, label: &str, load: &Load, workload: Workload) -> serde_json::Value {
+        json!({
+            "target": label,
+            "workload": format!("{workload:?}").to_lowercase(),
+            "concurrency": load.concurrency,
+            "pipeline": load.pipeline,
+            "ops": self.ops, "errors": self.errors, "seconds": self.seconds,
+            "ops_per_sec": self.rate(),
+            "latency_us": {"p50": self.us(0.5), "p90": self.us(0.9), "p99": self.us(0.99), "p999": self.us(0.999), "max": self.hist.max()},
+        })
+    }
+
+    fn line(&self, label: &str, workload: Workload, load: &Load) -> String {
+        format!(
+            "{label} {workload:?} c={} p={}: {} ops in {:.2}s = {:.0} ops/s, errors {}; latency us p50 {} p90 {} p99 {} p99.9 {} max {}",
+            load.concurrency,
+            load.pipeline,
+            self.ops,
+            self.seconds,
+            self.rate(),
+            self.errors,
+            self.us(0.5),
+            self.us(0.9),
+            self.us(0.99),
+            self.us(0.999),
+            self.hist.max()
+        )
+    }
+}
+
+/// Connects, preloads if the workload needs it, and runs the load.
+///
+/// # Errors
+/// Connection failures.
+pub async fn run(
+    url: &str,
+    workload: Workload,
+    load: &Load,
+    progress: bool,
+) -> anyhow::Result<Outcome> {
+    let shape = load.shape();
+    let mut target = Target::connect(url, &shape).await?;
+    if workload.needs_keyspace() {
+        target
+            .preload(load.keyspace, load.concurrency, &shape)
+            .await?;
+    }
+    let limit = match workload {
+        Workload::Preload => load.requests.unwrap_or(load.keyspace as u64),
+        _ => load.requests.unwrap_or(u64::MAX),
+    };
+    let deadline = (workload != Workload::Preload)
+        .then(|| Instant::now() + Duration::from_secs_f64(load.duration));
+    let issued = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let ticker = progress.then(|| {
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let start = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let n = done.load(Ordering::Relaxed);
+                eprint!(
+                    "\r{n} ops, {:.0} ops/s   ",
+                    n as f64 / start.elapsed().as_secs_f64()
+                );
+            }
+        })
+    });
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..load.concurrency.max(1) {
+        let (target, issued, done, shape) = (
+            target.clone(),
+            Arc::clone(&issued),
+            Arc::clone(&done),
+            shape.clone(),
+        );
+        let depth = load.pipeline.max(1);
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+            let mut errors = 0;
+            let mut seed = (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) as usize;
+            loop {
+                let before = issued.fetch_add(depth as u64, Ordering::Relaxed);
+                if before >= limit || deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                let n = depth.min((limit - before) as usize);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let req = workload.pick((seed >> 33) as u64);
+                let start = Instant::now();
+                errors += target.batch(req, seed >> 8, n, &shape).await?;
+                // Every request of a pipeline waited as long as the batch.
+                hist.saturating_record_n(start.elapsed().as_micros() as u64, n as u64);
+                done.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            anyhow::Ok((hist, errors))
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await??;
+        hist.add(h)?;
+        errors += e;
+    }
+    if let Some(t) = ticker {
+        t.abort();
+        eprintln!();
+    }
+    Ok(Outcome {
+        ops: hist.len(),
+        errors,
+        seconds: started.elapsed().as_secs_f64(),
+        hist,
+    })
+}
+
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(args))
-}
-
-async fn run(args: Args) -> anyhow::Result<()> {
-    let Some(addr) = args.target.strip_prefix("sessiond://") else {
-        bail!(
-            "--target must be sessiond://HOST:PORT (other targets come with the benchmark harness)"
-        );
-    };
-    let client = Client::connect_with(
-        ClientConfig::new(addr)
-            .connections(args.connections)
-            .request_timeout(Duration::from_secs(30))
-            .client_name("sessiond-bench"),
-    )
-    .await
-    .with_context(|| format!("connecting to {addr}"))?;
-    let payload = "x".repeat(args.value_size);
-    let ids: Arc<Vec<SessionId>> = Arc::new(
-        if matches!(
-            args.workload,
-            Workload::Get | Workload::GetTouch | Workload::Update
-        ) {
-            preload(&client, args.keyspace, args.concurrency, &payload).await?
-        } else {
-            Vec::new()
-        },
-    );
-    let limit = args.requests.unwrap_or(u64::MAX);
-    let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
-    let issued = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for t in 0..args.concurrency {
-        let (client, ids, issued, errors, payload) = (
-            client.clone(),
-            Arc::clone(&ids),
-            Arc::clone(&issued),
-            Arc::clone(&errors),
-            payload.clone(),
-        );
-        let workload = args.workload;
-        tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-            let mut i = t;
-            while issued.fetch_add(1, Ordering::Relaxed) < limit
-                && (workload == Workload::Preload || Instant::now() < deadline)
-            {
-                let start = Instant::now();
-                let ok = match workload {
-                    Workload::Create | Workload::Preload => client
-                        .create(
-                            "bench",
-                            CreateOptions::new()
-                                .owner(format!("user{}", i % 1000))
-                                .idle_ttl(Duration::from_secs(3600))
-                                .attr("data", Value::Str(payload.clone())),
-                        )
-                        .await
-                        .is_ok(),
-                    Workload::Get => client.get("bench", ids[i % ids.len()]).await.is_ok(),
-                    Workload::GetTouch => client
-                        .get_and_touch("bench", ids[i % ids.len()])
-                        .await
-                        .is_ok(),
-                    Workload::Update => client
-                        .update(
-                            "bench",
-                            ids[i % ids.len()],
-                            UpdateOptions::new().set("data", Value::Str(payload.clone())),
-                        )
-                        .await
-                        .is_ok(),
-                };
-                if !ok {
-                    errors.fetch_add(1, Ordering::Relaxed);
+    runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Compare(args)) => compare::compare(args).await,
+            None => {
+                let progress = !cli.json && std::io::stderr().is_terminal();
+                let outcome = run(&cli.target, cli.workload, &cli.load, progress).await?;
+                let label = cli.target.split("://").next().unwrap_or("target");
+                if cli.json {
+                    println!("{}", outcome.json(label, &cli.load, cli.workload));
+                } else {
+                    println!("{}", outcome.line(label, cli.workload, &cli.load));
                 }
-                hist.saturating_record(start.elapsed().as_micros() as u64);
-                i += 7919;
+                Ok(())
             }
-            anyhow::Ok(hist)
-        }));
-    }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    for t in tasks {
-        hist.add(t.await??)?;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let ops = hist.len();
-    let rate = ops as f64 / secs;
-    let errors = errors.load(Ordering::Relaxed);
-    let q = |p: f64| hist.value_at_quantile(p);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "workload": format!("{:?}", args.workload).to_lowercase(),
-                "concurrency": args.concurrency,
-                "ops": ops, "seconds": secs, "ops_per_sec": rate, "errors": errors,
-                "latency_us": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": hist.max()},
-            })
-        );
-    } else {
-        println!(
-            "{:?} c={}: {ops} ops in {secs:.2}s = {rate:.0} ops/s, errors {errors}; latency us p50 {} p90 {} p99 {} p99.9 {} max {}",
-            args.workload,
-            args.concurrency,
-            q(0.5),
-            q(0.9),
-            q(0.99),
-            q(0.999),
-            hist.max()
-        );
-    }
-    Ok(())
+        }
+    })
 }

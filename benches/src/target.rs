@@ -1,0 +1,304 @@
+//! The systems under load, behind one interface: sessiond through its client,
+//! and Redis through redis-rs, each expressing the same session workload in
+//! its own terms.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futures::future::join_all;
+use redis::aio::MultiplexedConnection;
+use sessiond_client::{Client, ClientConfig, CreateOptions, SessionId, UpdateOptions, Value};
+
+/// One request kind of a workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Create a session with an owner and an idle ttl.
+    Create,
+    /// Read a session.
+    Get,
+    /// Read a session and slide its ttl.
+    GetTouch,
+    /// Overwrite a session's data.
+    Update,
+    /// Create a session and delete it again.
+    CreateDelete,
+}
+
+/// How sessions are named in Redis.
+fn redis_key(i: usize) -> String {
+    format!("s:{i:012}")
+}
+
+/// A target and its connections.
+#[derive(Clone)]
+pub enum Target {
+    /// sessiond.
+    Sessiond {
+        /// The pooled client.
+        client: Client,
+        /// Ids of preloaded sessions, by key index.
+        ids: Arc<Vec<SessionId>>,
+    },
+    /// Redis.
+    Redis {
+        /// One multiplexed connection per `--connections`.
+        conns: Arc<Vec<MultiplexedConnection>>,
+        /// Round robin over `conns`.
+        next: Arc<AtomicUsize>,
+        /// Also maintain an owner set (SADD), as sessiond's owner index does.
+        indexed: bool,
+        /// Preloaded key count.
+        keyspace: usize,
+    },
+}
+
+/// Settings every target needs.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Connections to open.
+    pub connections: usize,
+    /// Attribute size in bytes.
+    pub value_size: usize,
+    /// Sessions' idle ttl.
+    pub ttl: Duration,
+    /// Redis: maintain owner sets.
+    pub indexed: bool,
+}
+
+impl Target {
+    /// Connects to `url`: `sessiond://HOST:PORT` or `redis://HOST:PORT`.
+    ///
+    /// # Errors
+    /// An unknown scheme or a failed connection.
+    pub async fn connect(url: &str, shape: &Shape) -> anyhow::Result<Self> {
+        if let Some(addr) = url.strip_prefix("sessiond://") {
+            let client = Client::connect_with(
+                ClientConfig::new(addr)
+                    .connections(shape.connections)
+                    .request_timeout(Duration::from_secs(30))
+                    .client_name("sessiond-bench"),
+            )
+            .await
+            .with_context(|| format!("connecting to sessiond at {addr}"))?;
+            return Ok(Self::Sessiond {
+                client,
+                ids: Arc::new(Vec::new()),
+            });
+        }
+        if url.starts_with("redis://") {
+            let client = redis::Client::open(url)?;
+            let mut conns = Vec::new();
+            for _ in 0..shape.connections.max(1) {
+                conns.push(
+                    client
+                        .get_multiplexed_async_connection()
+                        .await
+                        .with_context(|| format!("connecting to {url}"))?,
+                );
+            }
+            return Ok(Self::Redis {
+                conns: Arc::new(conns),
+                next: Arc::new(AtomicUsize::new(0)),
+                indexed: shape.indexed,
+                keyspace: 0,
+            });
+        }
+        bail!("--target must be sessiond://HOST:PORT or redis://HOST:PORT, not {url:?}")
+    }
+
+    /// Creates `n` sessions (from `tasks` concurrent tasks) for the read and
+    /// update workloads.
+    ///
+    /// # Errors
+    /// A failed request.
+    pub async fn preload(&mut self, n: usize, tasks: usize, shape: &Shape) -> anyhow::Result<()> {
+        let tasks = tasks.clamp(1, n.max(1));
+        let mut handles = Vec::new();
+        for t in 0..tasks {
+            let me = self.clone();
+            let shape = shape.clone();
+            let (from, to) = (n * t / tasks, n * (t + 1) / tasks);
+            handles.push(tokio::spawn(async move {
+                let mut ids = Vec::with_capacity(to - from);
+                for i in from..to {
+                    ids.push(me.create(i, &shape).await?);
+                }
+                anyhow::Ok(ids)
+            }));
+        }
+        let mut all = Vec::with_capacity(n);
+        for h in handles {
+            all.extend(h.await??);
+        }
+        match self {
+            Self::Sessiond { ids, .. } => *ids = Arc::new(all.into_iter().flatten().collect()),
+            Self::Redis { keyspace, .. } => *keyspace = n,
+        }
+        Ok(())
+    }
+
+    fn conn(&self) -> Option<MultiplexedConnection> {
+        match self {
+            Self::Redis { conns, next, .. } => {
+                let i = next.fetch_add(1, Ordering::Relaxed) % conns.len();
+                Some(conns[i].clone())
+            }
+            Self::Sessiond { .. } => None,
+        }
+    }
+
+    async fn create(&self, i: usize, shape: &Shape) -> anyhow::Result<Option<SessionId>> {
+        let value = "x".repeat(shape.value_size);
+        match self {
+            Self::Sessiond { client, .. } => {
+                let s = client
+                    .create(
+                        "bench",
+                        CreateOptions::new()
+                            .owner(format!("user{}", i % 10_000))
+                            .idle_ttl(shape.ttl)
+                            .attr("data", Value::Str(value)),
+                    )
+                    .await?;
+                Ok(Some(s.id))
+            }
+            Self::Redis { indexed, .. } => {
+                let mut con = self.conn().context("no redis connection")?;
+                let key = redis_key(i);
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET")
+                    .arg(&key)
+                    .arg(value)
+                    .arg("EX")
+                    .arg(shape.ttl.as_secs().max(1))
+                    .ignore();
+                if *indexed {
+                    pipe.cmd("SADD")
+                        .arg(format!("owner:user{}", i % 10_000))
+                        .arg(&key)
+                        .ignore();
+                }
+                pipe.query_async::<()>(&mut con).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs `depth` requests of kind `req` at once (a pipeline), on keys from
+    /// `seed`. Returns how many failed.
+    ///
+    /// # Errors
+    /// Only for a broken connection to Redis; request failures are counted.
+    pub async fn batch(
+        &self,
+        req: Request,
+        seed: usize,
+        depth: usize,
+        shape: &Shape,
+    ) -> anyhow::Result<u64> {
+        match self {
+            Self::Sessiond { client, ids } => {
+                let value = "y".repeat(shape.value_size);
+                let calls = (0..depth).map(|k| {
+                    let i = seed.wrapping_add(k.wrapping_mul(7919));
+                    let (client, ids, value) = (client, ids, value.clone());
+                    async move {
+                        let id = || {
+                            ids.get(i % ids.len().max(1))
+                                .copied()
+                                .unwrap_or(SessionId([0; 16]))
+                        };
+                        match req {
+                            Request::Create => self.create(i, shape).await.map(drop),
+                            Request::Get => client
+                                .get("bench", id())
+                                .await
+                                .map(drop)
+                                .map_err(Into::into),
+                            Request::GetTouch => client
+                                .get_and_touch("bench", id())
+                                .await
+                                .map(drop)
+                                .map_err(Into::into),
+                            Request::Update => client
+                                .update(
+                                    "bench",
+                                    id(),
+                                    UpdateOptions::new().set("data", Value::Str(value)),
+                                )
+                                .await
+                                .map(drop)
+                                .map_err(Into::into),
+                            Request::CreateDelete => match self.create(i, shape).await {
+                                Ok(Some(new)) => client
+                                    .delete("bench", new)
+                                    .await
+                                    .map(drop)
+                                    .map_err(Into::into),
+                                Ok(None) => Ok(()),
+                                Err(e) => Err(e),
+                            },
+                        }
+                    }
+                });
+                Ok(join_all(calls).await.iter().filter(|r| r.is_err()).count() as u64)
+            }
+            Self::Redis {
+                keyspace, indexed, ..
+            } => {
+                let mut con = self.conn().context("no redis connection")?;
+                let mut pipe = redis::pipe();
+                let ttl = shape.ttl.as_secs().max(1);
+                for k in 0..depth {
+                    let i = seed.wrapping_add(k.wrapping_mul(7919));
+                    let key = redis_key(i % (*keyspace).max(1));
+                    match req {
+                        Request::Create | Request::CreateDelete => {
+                            let fresh = redis_key(usize::MAX / 2 - (i % 1_000_000_000));
+                            pipe.cmd("SET")
+                                .arg(&fresh)
+                                .arg("x".repeat(shape.value_size))
+                                .arg("EX")
+                                .arg(ttl);
+                            if *indexed {
+                                pipe.cmd("SADD")
+                                    .arg(format!("owner:user{}", i % 10_000))
+                                    .arg(&fresh)
+                                    .ignore();
+                            }
+                            if req == Request::CreateDelete {
+                                pipe.cmd("DEL").arg(&fresh).ignore();
+                                if *indexed {
+                                    pipe.cmd("SREM")
+                                        .arg(format!("owner:user{}", i % 10_000))
+                                        .arg(&fresh)
+                                        .ignore();
+                                }
+                            }
+                        }
+                        Request::Get => {
+                            pipe.cmd("GET").arg(&key);
+                        }
+                        Request::GetTouch => {
+                            pipe.cmd("GETEX").arg(&key).arg("EX").arg(ttl);
+                        }
+                        Request::Update => {
+                            pipe.cmd("SET")
+                                .arg(&key)
+                                .arg("y".repeat(shape.value_size))
+                                .arg("XX")
+                                .arg("KEEPTTL");
+                        }
+                    }
+                }
+                match pipe.query_async::<Vec<redis::Value>>(&mut con).await {
+                    Ok(_) => Ok(0),
+                    Err(e) if e.is_io_error() || e.is_connection_dropped() => Err(e.into()),
+                    Err(_) => Ok(depth as u64),
+                }
+            }
+        }
+    }
+}
