@@ -17,6 +17,18 @@ pub fn main() -> ExitCode {
     match cli.command {
         None | Some(Command::Serve) => {}
         Some(Command::CheckLog { dir, repair }) => return check_log(&dir, repair),
+        Some(Command::HashToken) => {
+            let mut token = String::new();
+            if std::io::stdin().read_line(&mut token).is_err() {
+                eprintln!("sessiond: cannot read the token from stdin");
+                return ExitCode::from(2);
+            }
+            println!(
+                "{}",
+                crate::auth::hash_token(token.trim_end_matches(['\r', '\n']))
+            );
+            return ExitCode::SUCCESS;
+        }
     }
     let config = match cli.server.resolve() {
         Ok(c) => c,

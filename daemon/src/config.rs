@@ -14,6 +14,7 @@ use sessiond_protocol::duration::parse_duration;
 use sessiond_protocol::frame::{ABSOLUTE_MAX_FRAME_LEN, DEFAULT_MAX_FRAME_LEN};
 use sessiond_protocol::limits::DEFAULT_MAX_ATTRS_BYTES;
 
+use crate::auth::AuthTable;
 use crate::expiry;
 use crate::log::{self, FsyncPolicy, LogConfig};
 use crate::store::{
@@ -96,6 +97,8 @@ pub struct Config {
     pub compact_min_bytes: u64,
     /// Cut damaged log records at start-up (keeping a copy) instead of refusing to start.
     pub repair: bool,
+    /// Tokens and their scopes (`None`: no authentication).
+    pub auth: Option<AuthTable>,
 }
 
 impl Config {
@@ -131,6 +134,7 @@ impl Default for Config {
             compact_ratio: log::DEFAULT_COMPACT_RATIO,
             compact_min_bytes: log::DEFAULT_COMPACT_MIN_BYTES,
             repair: false,
+            auth: None,
         }
     }
 }
@@ -156,6 +160,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve,
+    /// Read a token on stdin and print the SHA-256 an auth file stores for it.
+    HashToken,
     /// Verify every log segment and snapshot in a data dir and report what was
     /// found (exit status 1 if anything is damaged). Run it on a stopped daemon's dir.
     CheckLog {
@@ -233,6 +239,13 @@ pub struct ServerArgs {
     #[arg(long, env = "SESSIOND_REPAIR")]
     #[serde(default)]
     pub repair: bool,
+    /// Auth file of hashed tokens with their namespaces and rights (see `sessiond hash-token`).
+    #[arg(long, env = "SESSIOND_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Allow listening beyond loopback without auth (protected mode is on by default).
+    #[arg(long, env = "SESSIOND_INSECURE_NO_AUTH")]
+    #[serde(default)]
+    pub insecure_no_auth: bool,
 }
 
 impl ServerArgs {
@@ -258,6 +271,8 @@ impl ServerArgs {
             compact_ratio: self.compact_ratio.or(file.compact_ratio),
             compact_min_bytes: self.compact_min_bytes.or(file.compact_min_bytes),
             repair: self.repair || file.repair,
+            auth_file: self.auth_file.or(file.auth_file),
+            insecure_no_auth: self.insecure_no_auth || file.insecure_no_auth,
         }
     }
 
@@ -365,7 +380,21 @@ impl ServerArgs {
                 message: "must be at least 4096".into(),
             });
         }
+        let auth = self.auth_file.as_deref().map(AuthTable::load).transpose()?;
+        // Protected mode: a daemon reachable from the network must not be
+        // open to anyone who can connect.
+        if auth.is_none() && !self.insecure_no_auth && !listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                name: "listen",
+                message: format!(
+                    "refusing to listen on {listen} without authentication: give --auth-file \
+                     (tokens hashed with `sessiond hash-token`), listen on a loopback address, \
+                     or pass --insecure-no-auth if the network is trusted"
+                ),
+            });
+        }
         Ok(Config {
+            auth,
             fsync,
             segment_bytes,
             compact_ratio,
@@ -486,6 +515,40 @@ mod tests {
             .resolve()
             .unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    }
+
+    #[test]
+    fn protected_mode_refuses_an_open_public_listener() {
+        let err = parse(&["--listen", "0.0.0.0:7379"])
+            .server
+            .resolve()
+            .unwrap_err();
+        assert!(err.to_string().contains("--auth-file"), "{err}");
+        let c = parse(&["--listen", "0.0.0.0:7379", "--insecure-no-auth"])
+            .server
+            .resolve()
+            .unwrap();
+        assert!(c.auth.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[token]]\nname = \"w\"\nsha256 = \"{}\"\nnamespaces = [\"*\"]\nrights = \"write\"\n",
+                crate::auth::hash_token("t")
+            ),
+        )
+        .unwrap();
+        let c = parse(&[
+            "--listen",
+            "0.0.0.0:7379",
+            "--auth-file",
+            path.to_str().unwrap(),
+        ])
+        .server
+        .resolve()
+        .unwrap();
+        assert!(c.auth.is_some());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`server`]: the TCP server: connection tasks, framing, dispatch.
 //! - [`config`]: flags, `SESSIOND_*` environment variables and the TOML file.
 //! - [`clock`]: the injectable time source.
+//! - [`auth`]: the auth file: hashed tokens scoped to namespaces and rights.
 //! - [`cli`]: the `sessiond` command (ready line, signals).
 //!
 //! Embedding (as the HTTP bridge does):
@@ -20,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{dispatch, Shared};
+use crate::auth::Grant;
 use crate::log::{FsyncPolicy, Log, Progress};
 
 /// Smallest free space handed to a read.
@@ -59,6 +60,8 @@ pub(crate) struct Connection<'a> {
     durable: Option<watch::Receiver<Progress>>,
     /// Answers to writes in `wbuf`: (request id, frame start, frame end).
     writes: Vec<(u64, usize, usize)>,
+    /// What the connection's token allows (`None`: auth is off).
+    grant: Option<Grant>,
 }
 
 impl<'a> Connection<'a> {
@@ -76,6 +79,7 @@ impl<'a> Connection<'a> {
                 .filter(|l| l.policy() == FsyncPolicy::Always)
                 .map(|l| l.subscribe()),
             writes: Vec::new(),
+            grant: None,
         }
     }
 
@@ -189,6 +193,16 @@ impl<'a> Connection<'a> {
         if !self.greeted {
             return self.hello(id, op);
         }
+        if let Some(grant) = &self.grant {
+            if let Err(why) = grant.allows(&op) {
+                debug!(token = %grant.name, op = op.name(), "refused by the token's scope");
+                self.push(
+                    id,
+                    Reply::Error(WireError::new(ErrorCode::Unauthorized, why)),
+                );
+                return None;
+            }
+        }
         let write = self.durable.is_some() && dispatch::is_write(&op);
         let reply = dispatch::execute(self.shared, op);
         let applied = !matches!(reply, Reply::Error(_));
@@ -223,6 +237,27 @@ impl<'a> Connection<'a> {
                 )),
             );
             return Some(Close::Protocol);
+        }
+        if let Some(table) = &self.shared.config.auth {
+            let grant = hello
+                .auth_token
+                .as_ref()
+                .and_then(|t| table.authenticate(&t.0));
+            let Some(grant) = grant else {
+                let why = if hello.auth_token.is_some() {
+                    "the auth token is not valid"
+                } else {
+                    "this daemon requires an auth token in hello"
+                };
+                info!(reason = why, "authentication failed");
+                self.push(
+                    id,
+                    Reply::Error(WireError::new(ErrorCode::Unauthorized, why)),
+                );
+                return Some(Close::Protocol);
+            };
+            debug!(token = %grant.name, "authenticated");
+            self.grant = Some(grant);
         }
         let client_name = hello.client_name.as_deref().unwrap_or("");
         let client_name: String = client_name.chars().take(64).collect();
