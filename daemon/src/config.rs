@@ -242,6 +242,14 @@ pub struct ServerArgs {
     /// Auth file of hashed tokens with their namespaces and rights (see `sessiond hash-token`).
     #[arg(long, env = "SESSIOND_AUTH_FILE")]
     pub auth_file: Option<PathBuf>,
+    /// Estimated record memory past which writes are refused or make room,
+    /// e.g. 512mb, 2gb (default: no limit).
+    #[arg(long, env = "SESSIOND_MAX_MEMORY")]
+    pub max_memory: Option<String>,
+    /// At the memory limit: reject (writes fail with OutOfMemory) or
+    /// volatile-ttl (evict the sessions closest to expiry).
+    #[arg(long, env = "SESSIOND_MEMORY_POLICY")]
+    pub memory_policy: Option<String>,
     /// Allow listening beyond loopback without auth (protected mode is on by default).
     #[arg(long, env = "SESSIOND_INSECURE_NO_AUTH")]
     #[serde(default)]
@@ -272,6 +280,8 @@ impl ServerArgs {
             compact_min_bytes: self.compact_min_bytes.or(file.compact_min_bytes),
             repair: self.repair || file.repair,
             auth_file: self.auth_file.or(file.auth_file),
+            max_memory: self.max_memory.or(file.max_memory),
+            memory_policy: self.memory_policy.or(file.memory_policy),
             insecure_no_auth: self.insecure_no_auth || file.insecure_no_auth,
         }
     }
@@ -426,9 +436,49 @@ impl ServerArgs {
                     DEFAULT_MAX_NAMESPACES,
                 )?,
                 touch_log_fraction,
+                max_memory: self
+                    .max_memory
+                    .as_deref()
+                    .map(|s| {
+                        parse_size(s).map_err(|message| ConfigError::Invalid {
+                            name: "max_memory",
+                            message,
+                        })
+                    })
+                    .transpose()?,
+                memory_policy: self
+                    .memory_policy
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(|message| ConfigError::Invalid {
+                        name: "memory_policy",
+                        message,
+                    })?
+                    .unwrap_or_default(),
             },
         })
     }
+}
+
+/// A byte size: a number with an optional kb/mb/gb (powers of 1024) suffix.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 512mb"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use kb, mb or gb)")),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{s:?} is out of range"))
 }
 
 fn duration(name: &'static str, s: &str) -> Result<Duration, ConfigError> {
@@ -549,6 +599,28 @@ mod tests {
         .resolve()
         .unwrap();
         assert!(c.auth.is_some());
+    }
+
+    #[test]
+    fn sizes_and_memory_policy_parse() {
+        assert_eq!(parse_size("512mb").unwrap(), 512 << 20);
+        assert_eq!(parse_size("2GB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("12 parsecs").is_err());
+        let c = parse(&["--max-memory", "1gb", "--memory-policy", "volatile-ttl"])
+            .server
+            .resolve()
+            .unwrap();
+        assert_eq!(c.store.max_memory, Some(1 << 30));
+        assert_eq!(
+            c.store.memory_policy,
+            crate::store::MemoryPolicy::VolatileTtl
+        );
+        let err = parse(&["--memory-policy", "lru"])
+            .server
+            .resolve()
+            .unwrap_err();
+        assert!(err.to_string().contains("memory_policy"), "{err}");
     }
 
     #[test]

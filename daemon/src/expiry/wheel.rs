@@ -244,6 +244,37 @@ impl<T> Wheel<T> {
         n
     }
 
+    /// Removes the entries of the earliest non-empty slot (or the ready queue,
+    /// if anything is waiting there) into `out`, without moving time: the
+    /// entries closest to their deadlines, for eviction under memory pressure.
+    /// Entries of one slot come out together, in no particular order. Returns
+    /// how many were taken.
+    pub fn take_earliest(&mut self, out: &mut Vec<(u64, T)>) -> usize {
+        let taken = if self.ready.is_empty() {
+            let Some(exp) = self.next_expiration() else {
+                if self.overflow.is_empty() {
+                    return 0;
+                }
+                let n = self.overflow.len();
+                out.append(&mut self.overflow);
+                self.len -= n;
+                return n;
+            };
+            let lvl = &mut self.levels[exp.level];
+            lvl.occupied &= !(1 << exp.slot);
+            let slot = &mut lvl.slots[exp.slot];
+            let n = slot.len();
+            out.append(slot);
+            n
+        } else {
+            let n = self.ready.len();
+            out.extend(self.ready.drain(..));
+            n
+        };
+        self.len -= taken;
+        taken
+    }
+
     /// A lower bound on the next deadline: the start of the earliest non-empty
     /// slot (exact on level 0, coarser above), the current time if entries are
     /// waiting to be polled, or `None` when the wheel is empty.
@@ -363,6 +394,24 @@ mod tests {
             out.windows(2).all(|p| p[0].0 <= p[1].0),
             "in deadline order"
         );
+    }
+
+    #[test]
+    fn take_earliest_takes_the_soonest_slot_without_moving_time() {
+        let mut w = Wheel::new(0);
+        w.insert(5000, 1);
+        w.insert(70, 2);
+        w.insert(900_000, 3);
+        let mut out = Vec::new();
+        assert_eq!(w.take_earliest(&mut out), 1);
+        assert_eq!(out, vec![(70, 2)]);
+        assert_eq!(w.now_ms(), 0);
+        out.clear();
+        w.take_earliest(&mut out);
+        assert_eq!(out, vec![(5000, 1)]);
+        assert_eq!(w.len(), 1);
+        // What is left still fires on time.
+        assert_eq!(poll_all(&mut w, 900_000), vec![(900_000, 3)]);
     }
 
     #[test]

@@ -61,6 +61,32 @@ pub struct StoreConfig {
     /// A touch is logged only once it has moved the deadline by more than this
     /// share of the idle ttl since the record was last logged.
     pub touch_log_fraction: f64,
+    /// Estimated bytes of records past which writes that add data are refused
+    /// or make room (`None`: no limit).
+    pub max_memory: Option<u64>,
+    /// What happens at the limit.
+    pub memory_policy: MemoryPolicy,
+}
+
+/// What a write does when the store is at its memory limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MemoryPolicy {
+    /// Fail with `OutOfMemory` (reads, deletes and touches still work).
+    #[default]
+    Reject,
+    /// Evict the sessions closest to expiry (never ones without a ttl) to make room.
+    VolatileTtl,
+}
+
+impl std::str::FromStr for MemoryPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "reject" | "noeviction" => Ok(Self::Reject),
+            "volatile-ttl" => Ok(Self::VolatileTtl),
+            other => Err(format!("{other:?} is not one of reject, volatile-ttl")),
+        }
+    }
 }
 
 impl Default for StoreConfig {
@@ -70,6 +96,8 @@ impl Default for StoreConfig {
             max_attrs_bytes: limits::DEFAULT_MAX_ATTRS_BYTES,
             max_namespaces: DEFAULT_MAX_NAMESPACES,
             touch_log_fraction: DEFAULT_TOUCH_LOG_FRACTION,
+            max_memory: None,
+            memory_policy: MemoryPolicy::Reject,
         }
     }
 }
@@ -126,6 +154,16 @@ pub enum StoreError {
     /// Writes are refused because the log cannot write (reads still work).
     #[error("{0}")]
     Unavailable(String),
+    /// The memory limit is reached (and nothing could be evicted).
+    #[error(
+        "the memory limit of {max} bytes is reached ({used} used); reads and deletes still work"
+    )]
+    OutOfMemory {
+        /// Estimated bytes in use.
+        used: u64,
+        /// The limit.
+        max: u64,
+    },
 }
 
 impl StoreError {
@@ -142,6 +180,7 @@ impl StoreError {
             Self::TooLarge { .. } => ErrorCode::TooLarge,
             Self::Codec(_) => ErrorCode::Internal,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::OutOfMemory { .. } => ErrorCode::OutOfMemory,
         }
     }
 }
@@ -306,7 +345,9 @@ impl Store {
     #[must_use]
     pub fn new(config: StoreConfig, clock: Arc<dyn Clock>) -> Self {
         let now = clock.now_ms();
-        let wheels = (0..WHEEL_SHARDS)
+        // The first half holds record deadlines, the second tombstone and
+        // grace-period ends, so eviction looks at sessions only.
+        let wheels = (0..2 * WHEEL_SHARDS)
             .map(|_| Mutex::new(Wheel::new(now)))
             .collect();
         Self {
@@ -335,6 +376,84 @@ impl Store {
         self.journal
             .set(journal)
             .map_err(|_| invalid("a journal is already attached".into()))
+    }
+
+    /// Lets a write that may add data through, making room first under the
+    /// volatile-ttl policy.
+    fn admit(&self) -> Result<()> {
+        let Some(max) = self.config.max_memory else {
+            return Ok(());
+        };
+        let used = || u64::try_from(self.memory.load(Ordering::Relaxed)).unwrap_or(0);
+        if used() < max {
+            return Ok(());
+        }
+        if self.config.memory_policy == MemoryPolicy::VolatileTtl {
+            // Bounded work per write: a store full of sessions without a ttl
+            // cannot be freed this way, and must not stall the writer.
+            for _ in 0..16 {
+                if self.evict_soonest() == 0 || used() < max {
+                    break;
+                }
+            }
+            if used() < max {
+                return Ok(());
+            }
+        }
+        Err(StoreError::OutOfMemory { used: used(), max })
+    }
+
+    /// Evicts the records of the earliest wheel slot (the sessions closest to
+    /// expiry); returns how many wheel entries it looked at (0: nothing left
+    /// to evict). Stale entries (touched records) and tombstone/alias entries
+    /// are put back where they belong.
+    fn evict_soonest(&self) -> usize {
+        let now = self.now_ms();
+        // The wheel whose earliest slot comes first.
+        let Some(wheel) = self.wheels[..WHEEL_SHARDS]
+            .iter()
+            .filter_map(|w| w.lock().next_expiration_hint().map(|h| (h, w)))
+            .min_by_key(|(h, _)| *h)
+            .map(|(_, w)| w)
+        else {
+            return 0;
+        };
+        let mut taken = Vec::new();
+        let looked_at = wheel.lock().take_earliest(&mut taken);
+        for (deadline, timer) in taken {
+            match timer {
+                Timer::Record(key) => {
+                    let moved = match self.records.get_mut(&key) {
+                        // Stale entry: the record has a newer one, or is gone.
+                        Some(r) if r.wheel_deadline != deadline => continue,
+                        None => continue,
+                        // Touched since scheduled: it is not among the soonest;
+                        // put it back at its real deadline (lazy rescheduling).
+                        Some(mut r) if r.expires_at > deadline && r.expires_at != NEVER => {
+                            r.wheel_deadline = r.expires_at;
+                            Some(r.expires_at)
+                        }
+                        Some(_) => None,
+                    };
+                    if let Some(at) = moved {
+                        self.schedule(at, Timer::Record(key));
+                        continue;
+                    }
+                    if let Some(rec) = self.remove_logged(&key, 0, |r| r.wheel_deadline == deadline)
+                    {
+                        self.forget(&key, &rec);
+                        if let Some(owner) = &rec.owner {
+                            self.unindex_owner(key.ns, owner, rec.created_at, key.id);
+                        }
+                        self.evicted_total.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Timer::Tombstone(_) | Timer::Alias(_) => {
+                    self.schedule(deadline.max(now), timer);
+                }
+            }
+        }
+        looked_at
     }
 
     /// Makes the records logged until the guard drops one atomic log entry.
@@ -411,16 +530,13 @@ impl Store {
         self.clock.now_ms()
     }
 
-    fn wheel_for(&self, key: &Key) -> &Mutex<Wheel<Timer>> {
-        let i = (usize::from(key.id.0[0]) ^ key.ns as usize) % self.wheels.len();
-        &self.wheels[i]
-    }
-
     fn schedule(&self, at: u64, timer: Timer) {
-        let key = match timer {
-            Timer::Record(k) | Timer::Tombstone(k) | Timer::Alias(k) => k,
+        let (key, base) = match timer {
+            Timer::Record(k) => (k, 0),
+            Timer::Tombstone(k) | Timer::Alias(k) => (k, WHEEL_SHARDS),
         };
-        self.wheel_for(&key).lock().insert(at, timer);
+        let i = base + (usize::from(key.id.0[0]) ^ key.ns as usize) % WHEEL_SHARDS;
+        self.wheels[i].lock().insert(at, timer);
     }
 
     fn add_mem(&self, delta: i64) {
@@ -686,6 +802,7 @@ impl Store {
     /// deleted chosen id, `LimitExceeded` under the reject policy, `TooLarge`.
     pub fn create(&self, c: Create) -> Result<Session> {
         self.writable()?;
+        self.admit()?;
         check_ttl(&c.ttl)?;
         check_attrs(&c.attrs, &[])?;
         if let Some(owner) = &c.owner {
@@ -784,6 +901,7 @@ impl Store {
     /// `Invalid`, `TooLarge`.
     pub fn update(&self, u: Update) -> Result<UpdateReply> {
         self.writable()?;
+        self.admit()?;
         check_attrs(&u.set, &u.remove)?;
         if let Some(ttl) = &u.ttl {
             check_ttl(ttl)?;
@@ -900,6 +1018,7 @@ impl Store {
     /// `NotFound`, `Invalid` (not an integer, overflow, bad window), `TooLarge`.
     pub fn incr(&self, i: Incr) -> Result<IncrReply> {
         self.writable()?;
+        self.admit()?;
         limits::check_attr_name(&i.attr).map_err(invalid)?;
         if let Some(w) = &i.window {
             if w.window_ms == 0 {

@@ -7,6 +7,7 @@ use sessiond_protocol::{RateWindow, Upsert};
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::store::MemoryPolicy;
 
 const START: u64 = 1_000_000;
 const TOMB: u64 = 5_000;
@@ -448,6 +449,71 @@ fn reclaim_work_is_bounded_per_call() {
     assert!(s.is_empty());
     assert_eq!(s.owner_index_len("app", "o"), 0);
     assert_eq!(s.stats().expired_total, 1000);
+}
+
+fn limited(policy: MemoryPolicy) -> (Store, ManualClock) {
+    let clock = ManualClock::new(START);
+    let config = StoreConfig {
+        max_memory: Some(20_000),
+        memory_policy: policy,
+        ..StoreConfig::default()
+    };
+    (Store::new(config, Arc::new(clock.clone())), clock)
+}
+
+#[test]
+fn at_the_memory_limit_writes_fail_and_reads_work() {
+    let (s, _) = limited(MemoryPolicy::Reject);
+    let mut made = Vec::new();
+    let err = loop {
+        match s.create(create("app", None, Some(60_000), None)) {
+            Ok(x) => made.push(x.id),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(err, StoreError::OutOfMemory { max: 20_000, .. }),
+        "{err}"
+    );
+    assert_eq!(err.code(), ErrorCode::OutOfMemory);
+    assert!(s.get("app", made[0], true).unwrap().is_some());
+    // Deleting frees room for writes again.
+    s.delete("app", made[0]).unwrap();
+    s.delete("app", made[1]).unwrap();
+    s.create(create("app", None, None, None)).unwrap();
+}
+
+#[test]
+fn volatile_ttl_evicts_the_sessions_closest_to_expiry() {
+    let (s, clock) = limited(MemoryPolicy::VolatileTtl);
+    let soon = s.create(create("app", None, Some(1_000), None)).unwrap().id;
+    let touched = s.create(create("app", None, Some(2_000), None)).unwrap().id;
+    let forever = s.create(create("app", None, None, None)).unwrap().id;
+    // An update slides `touched` far out, past every deadline to come; its
+    // old wheel entry stays behind (lazy) and must not get it evicted.
+    clock.advance(500);
+    let mut u = update("app", touched);
+    u.ttl = Some(Ttl {
+        idle_ttl_ms: Some(7_200_000),
+        max_lifetime_ms: None,
+    });
+    s.update(u).unwrap();
+    for _ in 0..300 {
+        s.create(create("app", None, Some(3_600_000), None))
+            .unwrap();
+    }
+    assert_eq!(
+        s.get("app", soon, false).unwrap(),
+        None,
+        "the soonest went first"
+    );
+    assert!(s.get("app", touched, false).unwrap().is_some());
+    assert!(
+        s.get("app", forever, false).unwrap().is_some(),
+        "no-ttl sessions are never evicted"
+    );
+    assert!(s.stats().evicted_total > 0);
+    assert!(s.stats().memory_bytes <= 20_000 + 1_000);
 }
 
 #[test]
