@@ -99,6 +99,8 @@ pub struct Config {
     pub repair: bool,
     /// Tokens and their scopes (`None`: no authentication).
     pub auth: Option<AuthTable>,
+    /// Where Prometheus metrics are served (`None`: not served).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -135,6 +137,7 @@ impl Default for Config {
             compact_min_bytes: log::DEFAULT_COMPACT_MIN_BYTES,
             repair: false,
             auth: None,
+            metrics_listen: None,
         }
     }
 }
@@ -250,6 +253,9 @@ pub struct ServerArgs {
     /// volatile-ttl (evict the sessions closest to expiry).
     #[arg(long, env = "SESSIOND_MEMORY_POLICY")]
     pub memory_policy: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9379).
+    #[arg(long, env = "SESSIOND_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Allow listening beyond loopback without auth (protected mode is on by default).
     #[arg(long, env = "SESSIOND_INSECURE_NO_AUTH")]
     #[serde(default)]
@@ -281,6 +287,7 @@ impl ServerArgs {
             repair: self.repair || file.repair,
             auth_file: self.auth_file.or(file.auth_file),
             max_memory: self.max_memory.or(file.max_memory),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
             memory_policy: self.memory_policy.or(file.memory_policy),
             insecure_no_auth: self.insecure_no_auth || file.insecure_no_auth,
         }
@@ -403,7 +410,18 @@ impl ServerArgs {
                 ),
             });
         }
+        let metrics_listen = self
+            .metrics_listen
+            .as_deref()
+            .map(|s| {
+                s.parse().map_err(|e| ConfigError::Invalid {
+                    name: "metrics_listen",
+                    message: format!("{s:?} is not an address such as 127.0.0.1:9379 ({e})"),
+                })
+            })
+            .transpose()?;
         Ok(Config {
+            metrics_listen,
             auth,
             fsync,
             segment_bytes,

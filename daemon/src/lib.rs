@@ -27,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod expiry;
 pub mod log;
+pub mod metrics;
 pub mod server;
 pub mod store;
 

@@ -182,6 +182,8 @@ pub struct LogStats {
     pub bytes_written: AtomicU64,
     /// Syncs done.
     pub fsyncs: AtomicU64,
+    /// Nanoseconds spent in those syncs.
+    pub fsync_ns: AtomicU64,
     /// Compactions finished.
     pub compactions: AtomicU64,
 }
@@ -481,9 +483,14 @@ impl Writer {
 
     fn sync(&mut self, shutdown: bool) {
         loop {
+            let started = Instant::now();
             match self.segment.sync_data() {
                 Ok(()) => {
                     self.log.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    self.log
+                        .stats
+                        .fsync_ns
+                        .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                     self.clear_error();
                     return;
                 }

@@ -26,6 +26,36 @@ pub(crate) fn is_write(op: &Op) -> bool {
 /// Executes `op` against the store. Never fails: errors are replies.
 pub(crate) fn execute(shared: &Shared, op: Op) -> Reply {
     shared.counters.ops_total.fetch_add(1, Ordering::Relaxed);
+    let tag = op_index(&op);
+    let started = std::time::Instant::now();
+    let reply = run(shared, op);
+    let error = match &reply {
+        Reply::Error(e) => Some(e.code),
+        _ => None,
+    };
+    shared.metrics.record(tag, error, started.elapsed());
+    reply
+}
+
+/// The operation's tag (its index in `Op`, as on the wire).
+fn op_index(op: &Op) -> usize {
+    match op {
+        Op::Hello(_) => 0,
+        Op::Ping => 1,
+        Op::Create(_) => 2,
+        Op::Get(_) => 3,
+        Op::Touch(_) => 4,
+        Op::Update(_) => 5,
+        Op::Incr(_) => 6,
+        Op::Delete(_) => 7,
+        Op::ListByOwner(_) => 8,
+        Op::DeleteByOwner(_) => 9,
+        Op::Rotate(_) => 10,
+        Op::Stats => 11,
+    }
+}
+
+fn run(shared: &Shared, op: Op) -> Reply {
     let store = &shared.store;
     let result = match op {
         Op::Hello(_) => {

@@ -60,19 +60,23 @@ pub(crate) struct Counters {
 
 /// What every connection task shares.
 #[derive(Debug)]
-pub(crate) struct Shared {
+#[doc(hidden)]
+pub struct Shared {
     pub(crate) store: Arc<Store>,
     pub(crate) config: Config,
     pub(crate) counters: Counters,
     pub(crate) started: Instant,
     /// The log, when the daemon is durable.
     pub(crate) log: Option<Arc<Log>>,
+    /// Operation counters and latencies.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// A running daemon. Dropping it does not stop it; call [`Daemon::shutdown`].
 #[derive(Debug)]
 pub struct Daemon {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -103,7 +107,37 @@ impl Daemon {
                 });
             }
         };
-        Self::launch(listener, config, store, Some(log))
+        let metrics = match config.metrics_listen {
+            Some(addr) => match crate::metrics::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(source) => {
+                    log.shutdown();
+                    return Err(Error::Bind { addr, source });
+                }
+            },
+            None => None,
+        };
+        let daemon = Self::launch(listener, config, store, Some(log))?;
+        if let Some(l) = metrics {
+            let addr = l.local_addr()?;
+            info!(%addr, "metrics on http://{addr}/metrics");
+            daemon.tracker.spawn(crate::metrics::serve(
+                l,
+                Arc::clone(&daemon.shared),
+                daemon.shutdown.clone(),
+            ));
+            return Ok(Self {
+                metrics_addr: Some(addr),
+                ..daemon
+            });
+        }
+        Ok(daemon)
+    }
+
+    /// Where `/metrics` is served, if it is.
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Starts serving on an already bound listener, in memory only (nothing is
@@ -133,6 +167,7 @@ impl Daemon {
             counters: Counters::default(),
             started: Instant::now(),
             log,
+            metrics: crate::metrics::Metrics::default(),
         });
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -151,6 +186,7 @@ impl Daemon {
         info!(%local_addr, "listening");
         Ok(Self {
             local_addr,
+            metrics_addr: None,
             shared,
             shutdown,
             tracker,
