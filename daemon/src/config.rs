@@ -642,6 +642,48 @@ mod tests {
     }
 
     #[test]
+    fn the_deployment_example_config_parses_with_every_setting() {
+        let text = include_str!("../../deploy/sessiond.toml");
+        let file: ServerArgs = toml::from_str(text).unwrap();
+        let c = file.validate().unwrap();
+        assert_eq!(c.fsync, FsyncPolicy::EverySec);
+        assert_eq!(c.max_frame_len, DEFAULT_MAX_FRAME_LEN);
+        // Every setting the file can hold is in the example (commented or not).
+        for key in [
+            "listen",
+            "data_dir",
+            "max_connections",
+            "max_in_flight",
+            "max_frame_len",
+            "idle_timeout",
+            "shutdown_timeout",
+            "expiry_tick",
+            "expiry_batch",
+            "tombstone_ttl",
+            "max_attrs_bytes",
+            "max_namespaces",
+            "fsync",
+            "touch_log_fraction",
+            "segment_bytes",
+            "compact_ratio",
+            "compact_min_bytes",
+            "repair",
+            "auth_file",
+            "max_memory",
+            "memory_policy",
+            "metrics_listen",
+            "insecure_no_auth",
+        ] {
+            assert!(
+                text.contains(&format!("{key} =")),
+                "deploy/sessiond.toml lacks {key}"
+            );
+        }
+        let auth = crate::auth::AuthTable::parse(include_str!("../../deploy/auth.example.toml"));
+        assert!(auth.is_ok(), "{auth:?}");
+    }
+
+    #[test]
     fn zero_idle_timeout_disables() {
         let c = parse(&["--idle-timeout", "0"]).server.resolve().unwrap();
         assert_eq!(c.idle_timeout, None);
