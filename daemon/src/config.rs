@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -101,6 +102,8 @@ pub struct Config {
     pub auth: Option<AuthTable>,
     /// Where Prometheus metrics are served (`None`: not served).
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS for the native protocol (`None`: plain TCP).
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Config {
@@ -138,6 +141,7 @@ impl Default for Config {
             repair: false,
             auth: None,
             metrics_listen: None,
+            tls: None,
         }
     }
 }
@@ -253,6 +257,12 @@ pub struct ServerArgs {
     /// volatile-ttl (evict the sessions closest to expiry).
     #[arg(long, env = "SESSIOND_MEMORY_POLICY")]
     pub memory_policy: Option<String>,
+    /// PEM certificate chain for TLS on the native protocol (with --tls-key).
+    #[arg(long, env = "SESSIOND_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert).
+    #[arg(long, env = "SESSIOND_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9379).
     #[arg(long, env = "SESSIOND_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
@@ -288,6 +298,8 @@ impl ServerArgs {
             auth_file: self.auth_file.or(file.auth_file),
             max_memory: self.max_memory.or(file.max_memory),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
             memory_policy: self.memory_policy.or(file.memory_policy),
             insecure_no_auth: self.insecure_no_auth || file.insecure_no_auth,
         }
@@ -420,7 +432,18 @@ impl ServerArgs {
                 })
             })
             .transpose()?;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "tls_cert",
+                    message: "--tls-cert and --tls-key go together".into(),
+                })
+            }
+        };
         Ok(Config {
+            tls,
             metrics_listen,
             auth,
             fsync,
@@ -477,6 +500,32 @@ impl ServerArgs {
             },
         })
     }
+}
+
+/// Reads a PEM certificate chain and key into a TLS server configuration.
+fn load_tls(
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, ConfigError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |name: &'static str, message: String| ConfigError::Invalid { name, message };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| invalid("tls_cert", format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(invalid(
+            "tls_cert",
+            format!("{}: no certificate", cert.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| invalid("tls_key", format!("{}: {e}", key.display())))?;
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid("tls_cert", e.to_string()))?;
+    Ok(Arc::new(config))
 }
 
 /// A byte size: a number with an optional kb/mb/gb (powers of 1024) suffix.

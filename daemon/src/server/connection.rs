@@ -22,7 +22,7 @@ use sessiond_protocol::frame::{
 use sessiond_protocol::{
     ErrorCode, HelloReply, Op, Reply, Request, Response, WireError, PROTOCOL_VERSION,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -48,8 +48,8 @@ enum Close {
     Protocol,
 }
 
-pub(crate) struct Connection<'a> {
-    stream: TcpStream,
+pub(crate) struct Connection<'a, S> {
+    stream: S,
     shared: &'a Shared,
     shutdown: CancellationToken,
     rbuf: BytesMut,
@@ -64,8 +64,8 @@ pub(crate) struct Connection<'a> {
     grant: Option<Grant>,
 }
 
-impl<'a> Connection<'a> {
-    pub(crate) fn new(stream: TcpStream, shared: &'a Shared, shutdown: CancellationToken) -> Self {
+impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
+    pub(crate) fn new(stream: S, shared: &'a Shared, shutdown: CancellationToken) -> Self {
         Self {
             stream,
             shared,
@@ -367,8 +367,8 @@ impl<'a> Connection<'a> {
 }
 
 /// Reads into `buf`; `None` when `idle` passes first.
-async fn read_with_idle(
-    stream: &mut TcpStream,
+async fn read_with_idle<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     idle: Option<Duration>,
 ) -> std::io::Result<Option<usize>> {

@@ -300,7 +300,24 @@ async fn serve_connection(stream: TcpStream, shared: &Shared, shutdown: Cancella
     if let Err(e) = stream.set_nodelay(true) {
         warn!(error = %e, "cannot set TCP_NODELAY");
     }
-    connection::Connection::new(stream, shared, shutdown)
-        .run()
-        .await;
+    let Some(tls) = &shared.config.tls else {
+        connection::Connection::new(stream, shared, shutdown)
+            .run()
+            .await;
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
+    // A peer that never finishes the handshake must not hold a connection slot.
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls_stream)) => {
+            connection::Connection::new(tls_stream, shared, shutdown)
+                .run()
+                .await;
+        }
+        Ok(Err(e)) => info!(error = %e, "TLS handshake failed"),
+        Err(_) => info!("TLS handshake timed out"),
+    }
 }
+
+/// Time allowed for a TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
