@@ -45,6 +45,12 @@ pub struct Cli {
     /// Time allowed for connecting and for each request (e.g. 500ms, 5s).
     #[arg(long, default_value = "5s", value_parser = duration_arg, global = true)]
     pub timeout: Duration,
+    /// Connect over TLS, verifying the daemon against the system's trusted roots.
+    #[arg(long, global = true)]
+    pub tls: bool,
+    /// Connect over TLS, verifying the daemon against this CA certificate (PEM).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Auth token for the handshake, if the daemon requires one. Prefer the
     /// environment variable: a flag is visible to other users in `ps`.
     #[arg(
@@ -178,6 +184,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .client_name("sessionctl");
     if let Some(token) = cli.token {
         config = config.auth_token(token.0);
+    }
+    if let Some(ca) = &cli.tls_ca {
+        config = config.tls(crate::TlsConfig::with_ca_file(ca)?);
+    } else if cli.tls {
+        config = config.tls(crate::TlsConfig::system_roots()?);
     }
     let client = Client::connect_with(config).await?;
     let json = cli.json;

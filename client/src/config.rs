@@ -1,9 +1,13 @@
 //! Client settings, built with [`ClientConfig::new`] and its builder methods.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sessiond_protocol::frame::DEFAULT_MAX_FRAME_LEN;
 use sessiond_protocol::AuthToken;
+
+use crate::error::Error;
 
 /// Default number of connections in the pool.
 pub const DEFAULT_CONNECTIONS: usize = 2;
@@ -46,6 +50,94 @@ pub struct ClientConfig {
     pub(crate) reconnect_max: Duration,
     pub(crate) max_waiting: usize,
     pub(crate) read_retries: u32,
+    pub(crate) tls: Option<TlsConfig>,
+}
+
+/// TLS for connections to a daemon started with `--tls-cert`/`--tls-key`.
+///
+/// ```no_run
+/// # fn demo() -> Result<(), sessiond_client::Error> {
+/// use sessiond_client::{ClientConfig, TlsConfig};
+/// let config = ClientConfig::new("sessions.internal:7379")
+///     .tls(TlsConfig::with_ca_file("/etc/sessiond/ca.pem")?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TlsConfig {
+    pub(crate) rustls: Arc<tokio_rustls::rustls::ClientConfig>,
+    pub(crate) server_name: Option<String>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConfig {
+    fn with_roots(roots: tokio_rustls::rustls::RootCertStore) -> Self {
+        let config = tokio_rustls::rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Self {
+            rustls: Arc::new(config),
+            server_name: None,
+        }
+    }
+
+    /// Verifies the daemon against the operating system's trusted roots.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if no root can be loaded.
+    pub fn system_roots() -> Result<Self, Error> {
+        let found = rustls_native_certs::load_native_certs();
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            return Err(Error::InvalidArgument(
+                "no trusted root certificates found on this system".into(),
+            ));
+        }
+        Ok(Self::with_roots(roots))
+    }
+
+    /// Verifies the daemon against the CA certificate(s) in a PEM file.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the file cannot be read or holds no certificate.
+    pub fn with_ca_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::CertificateDer;
+        let path = path.as_ref();
+        let bad = |e: String| Error::InvalidArgument(format!("CA file {}: {e}", path.display()));
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| bad(e.to_string()))?;
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(bad("no certificate".into()));
+        }
+        Ok(Self::with_roots(roots))
+    }
+
+    /// Uses a rustls configuration built by the caller (client certificates, custom verifiers).
+    #[must_use]
+    pub fn from_rustls(config: Arc<tokio_rustls::rustls::ClientConfig>) -> Self {
+        Self {
+            rustls: config,
+            server_name: None,
+        }
+    }
+
+    /// The name the daemon's certificate must carry (default: the host part of the address).
+    #[must_use]
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
 }
 
 impl ClientConfig {
@@ -65,6 +157,7 @@ impl ClientConfig {
             reconnect_max: DEFAULT_RECONNECT_MAX,
             max_waiting: DEFAULT_MAX_WAITING,
             read_retries: DEFAULT_READ_RETRIES,
+            tls: None,
         }
     }
 
@@ -141,6 +234,13 @@ impl ClientConfig {
     #[must_use]
     pub fn max_waiting(mut self, n: usize) -> Self {
         self.max_waiting = n;
+        self
+    }
+
+    /// Connects over TLS.
+    #[must_use]
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
+use rustls_pki_types::ServerName;
 use sessiond_protocol::frame::{
     decode_response, encode_request, split_frame, ABSOLUTE_MAX_FRAME_LEN, HEADER_LEN,
 };
@@ -22,9 +23,14 @@ use sessiond_protocol::{
     EncodeError, ErrorCode, Hello, HelloReply, Op, Reply, Request, Response, WireError,
     PROTOCOL_VERSION,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+
+/// The reading side of a connection, plain or TLS.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The writing side of a connection, plain or TLS.
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::debug;
@@ -89,14 +95,46 @@ impl Connection {
             source,
         };
         let opened = tokio::time::timeout(config.connect_timeout, async {
+            type Opened = (ReadHalf, WriteHalf, HelloReply, BytesMut);
             let stream = TcpStream::connect(&config.address)
                 .await
                 .map_err(connect_error)?;
             stream.set_nodelay(true).map_err(connect_error)?;
-            handshake(stream, config).await
+            let Some(tls) = &config.tls else {
+                let (stream, hello, left) = handshake(stream, config).await?;
+                let (read, write) = stream.into_split();
+                return Ok::<Opened, Error>((
+                    Box::new(read) as ReadHalf,
+                    Box::new(write) as WriteHalf,
+                    hello,
+                    left,
+                ));
+            };
+            let host = tls
+                .server_name
+                .clone()
+                .unwrap_or_else(|| host_of(&config.address));
+            let name = ServerName::try_from(host).map_err(|e| {
+                connect_error(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    e.to_string(),
+                ))
+            })?;
+            let stream = tokio_rustls::TlsConnector::from(Arc::clone(&tls.rustls))
+                .connect(name, stream)
+                .await
+                .map_err(connect_error)?;
+            let (stream, hello, left) = handshake(stream, config).await?;
+            let (read, write) = tokio::io::split(stream);
+            Ok((
+                Box::new(read) as ReadHalf,
+                Box::new(write) as WriteHalf,
+                hello,
+                left,
+            ))
         })
         .await;
-        let (stream, server, leftover) = match opened {
+        let (read, write, server, leftover) = match opened {
             Ok(r) => r?,
             Err(_) => {
                 return Err(connect_error(std::io::Error::new(
@@ -105,7 +143,6 @@ impl Connection {
                 )))
             }
         };
-        let (read, write) = stream.into_split();
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
             dead: AtomicBool::new(false),
@@ -180,10 +217,18 @@ impl Connection {
 }
 
 /// Sends Hello and reads its answer. Returns bytes read past the answer.
-async fn handshake(
-    mut stream: TcpStream,
+/// The host part of `host:port` (brackets of an IPv6 literal removed).
+fn host_of(address: &str) -> String {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
+}
+
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     config: &ClientConfig,
-) -> Result<(TcpStream, HelloReply, BytesMut)> {
+) -> Result<(S, HelloReply, BytesMut)> {
     let io = |source| Error::Connect {
         addr: config.address.clone(),
         source,
@@ -234,7 +279,7 @@ async fn handshake(
     }
 }
 
-async fn writer(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, shared: Arc<Shared>) {
+async fn writer(mut write: WriteHalf, mut rx: mpsc::Receiver<Bytes>, shared: Arc<Shared>) {
     let mut buf = BytesMut::with_capacity(WRITE_BATCH);
     while let Some(first) = rx.recv().await {
         buf.extend_from_slice(&first);
@@ -258,7 +303,7 @@ async fn writer(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, shared
     let _ = write.shutdown().await;
 }
 
-async fn reader(mut read: OwnedReadHalf, mut buf: BytesMut, max_len: u32, shared: Arc<Shared>) {
+async fn reader(mut read: ReadHalf, mut buf: BytesMut, max_len: u32, shared: Arc<Shared>) {
     loop {
         loop {
             let frame = match split_frame(&buf, max_len) {

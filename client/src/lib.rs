@@ -41,7 +41,7 @@ pub mod error;
 pub mod cli;
 
 pub use client::{Client, CreateOptions, UpdateOptions};
-pub use config::ClientConfig;
+pub use config::{ClientConfig, TlsConfig};
 pub use error::{Error, Result};
 /// The protocol crate, for what is not re-exported below (the operation
 /// structs to build an [`Op`] for [`Client::call`], the frame codec, limits
