@@ -24,6 +24,12 @@ pub struct Config {
     /// Use this sessiond (HOST:PORT) instead of starting one in-process.
     #[arg(long, env = "SESSIOND_HTTP_DAEMON")]
     pub daemon: Option<String>,
+    /// Token for a `--daemon` that requires auth (see `sessiond hash-token`).
+    #[arg(long, env = "SESSIOND_HTTP_DAEMON_TOKEN", hide_env_values = true)]
+    pub daemon_token: Option<String>,
+    /// Connect to `--daemon` over TLS, verifying it with this CA certificate (PEM).
+    #[arg(long, env = "SESSIOND_HTTP_DAEMON_TLS_CA")]
+    pub daemon_tls_ca: Option<PathBuf>,
     /// Native protocol address of the embedded daemon.
     #[arg(long, env = "SESSIOND_HTTP_DAEMON_LISTEN", default_value = DEFAULT_DAEMON_LISTEN)]
     pub daemon_listen: SocketAddr,

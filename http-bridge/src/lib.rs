@@ -110,14 +110,21 @@ impl Bridge {
                 (Some(d), addr)
             }
         };
-        let client = Client::connect_lazy(
-            ClientConfig::new(daemon_addr.clone())
-                .connections(2)
-                .client_name("sessiond-http")
-                .request_timeout(Duration::from_secs(2))
-                .connect_timeout(Duration::from_secs(1))
-                .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(2)),
-        );
+        let mut client_config = ClientConfig::new(daemon_addr.clone())
+            .connections(2)
+            .client_name("sessiond-http")
+            .request_timeout(Duration::from_secs(2))
+            .connect_timeout(Duration::from_secs(1))
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(2));
+        if let Some(token) = &config.daemon_token {
+            client_config = client_config.auth_token(token.clone());
+        }
+        if let Some(ca) = &config.daemon_tls_ca {
+            let tls = sessiond_client::TlsConfig::with_ca_file(ca)
+                .map_err(|e| Error::Config(e.to_string()))?;
+            client_config = client_config.tls(tls);
+        }
+        let client = Client::connect_lazy(client_config);
         let state = AppState::new(client, config.clone()).map_err(Error::Config)?;
         state.bootstrap().await;
         let listener = tokio::net::TcpListener::bind(config.listen)
