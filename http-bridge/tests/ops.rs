@@ -80,3 +80,46 @@ async fn a_bridge_on_a_dead_daemon_answers_503_and_recovers() {
     assert!(ok, "the bridge never recovered");
     d.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_bridge_passes_its_daemon_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = sessiond::auth::AuthTable::parse(&format!(
+        "[[token]]\nname = \"bridge\"\nsha256 = \"{}\"\nnamespaces = [\"*\"]\nrights = \"admin\"\n",
+        sessiond::auth::hash_token("bridge-secret")
+    ))
+    .unwrap();
+    let d = sessiond::Daemon::start(sessiond::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        auth: Some(table),
+        ..sessiond::Config::default()
+    })
+    .await
+    .unwrap();
+    let addr = d.local_addr().to_string();
+    let http = common::http();
+    let good = common::start_with(|c| {
+        c.daemon = Some(addr.clone());
+        c.daemon_token = Some("bridge-secret".into());
+    })
+    .await;
+    assert_eq!(
+        http.get(good.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let bad = common::start_with(|c| {
+        c.daemon = Some(addr.clone());
+        c.daemon_token = Some("wrong".into());
+    })
+    .await;
+    assert_eq!(
+        http.get(bad.url("/healthz")).send().await.unwrap().status(),
+        503
+    );
+    d.shutdown().await;
+}
