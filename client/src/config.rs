@@ -230,7 +230,7 @@ impl ClientConfig {
     }
 
     /// How many requests may wait for the daemon while no connection is up;
-    /// past that, requests fail at once with [`Error::Backlog`](crate::Error::Backlog).
+    /// past that, requests fail at once with [`Error::Backlog`].
     #[must_use]
     pub fn max_waiting(mut self, n: usize) -> Self {
         self.max_waiting = n;

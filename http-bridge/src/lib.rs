@@ -10,7 +10,7 @@
 //! - [`users`]: the user directory (kept in sessiond), argon2id passwords.
 //! - [`auth`]: bearer access tokens shared by the APIs.
 //!
-//! With no `--daemon`, [`run`] starts an embedded daemon in the same process
+//! With no `--daemon`, [`Bridge::start`] starts an embedded daemon in the same process
 //! (its native protocol still on its loopback port), so one command brings the
 //! whole system up.
 
