@@ -119,7 +119,9 @@ fn check_log(dir: &std::path::Path, repair: bool) -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Logs to stderr at the level `RUST_LOG` sets (default `info`), with colours
+/// only on a terminal. Shared by every sessiond binary.
+pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
