@@ -123,3 +123,87 @@ async fn the_bridge_passes_its_daemon_token() {
     );
     d.shutdown().await;
 }
+
+/// The real binary at debug level, with an administrator password in its
+/// environment and a user added through `sessiond-http user add`: neither
+/// password reaches its output.
+#[test]
+fn passwords_never_reach_the_logs() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut bridge = Command::new(env!("CARGO_BIN_EXE_sessiond-http"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--daemon-listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "debug")
+        .env("SESSIOND_HTTP_ADMIN_EMAIL", "root@example.com")
+        .env("SESSIOND_HTTP_ADMIN_PASSWORD", "admin-pw-never-logged")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(bridge.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert!(
+        ready.starts_with("sessiond-http ready on http://"),
+        "{ready}"
+    );
+
+    let mut add = Command::new(env!("CARGO_BIN_EXE_sessiond-http"))
+        .args([
+            "--daemon",
+            &format!("127.0.0.1:{port}"),
+            "user",
+            "add",
+            "bob@example.com",
+        ])
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"user-pw-never-logged\n")
+        .unwrap();
+    let added = add.wait_with_output().unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let added_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&added.stdout),
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert!(added_text.contains("created"), "{added_text}");
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &bridge.id().to_string()])
+        .status();
+    let out = bridge.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("administrator account created"), "{logs}");
+    for secret in ["admin-pw-never-logged", "user-pw-never-logged"] {
+        assert!(
+            !logs.contains(secret) && !added_text.contains(secret),
+            "a password reached the logs"
+        );
+    }
+}
