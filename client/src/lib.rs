@@ -10,6 +10,7 @@
 //! - [`config`]: [`ClientConfig`], pool size, timeouts, credentials.
 //! - [`error`]: [`Error`] and [`Result`].
 //! - `cli` (feature `cli`): the `sessionctl` command.
+//! - `tower_store` (feature `tower-sessions`): `SessiondStore`, a tower-sessions store.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -39,6 +40,11 @@ pub mod error;
 
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "tower-sessions")]
+pub mod tower_store;
+
+#[cfg(feature = "tower-sessions")]
+pub use tower_store::SessiondStore;
 
 pub use client::{Client, CreateOptions, UpdateOptions};
 pub use config::{ClientConfig, TlsConfig};
