@@ -43,10 +43,16 @@ struct Login {
 /// defence), and the user becomes the session's owner in sessiond.
 async fn login(session: Session, Json(req): Json<Login>) -> Reply {
     if req.password != "demo" || req.username.is_empty() {
-        return Err((StatusCode::UNAUTHORIZED, "wrong username or password".into()));
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "wrong username or password".into(),
+        ));
     }
     session.cycle_id().await.map_err(internal)?;
-    session.insert(OWNER_KEY, &req.username).await.map_err(internal)?;
+    session
+        .insert(OWNER_KEY, &req.username)
+        .await
+        .map_err(internal)?;
     session.insert("visits", 0u64).await.map_err(internal)?;
     Ok(Json(json!({ "user": req.username })))
 }
@@ -62,7 +68,12 @@ async fn user(session: &Session) -> Result<String, (StatusCode, String)> {
 /// Per-user data kept in the session: a visit counter.
 async fn me(session: Session) -> Reply {
     let user = user(&session).await?;
-    let visits = session.get::<u64>("visits").await.map_err(internal)?.unwrap_or(0) + 1;
+    let visits = session
+        .get::<u64>("visits")
+        .await
+        .map_err(internal)?
+        .unwrap_or(0)
+        + 1;
     session.insert("visits", visits).await.map_err(internal)?;
     Ok(Json(json!({ "user": user, "visits": visits })))
 }
@@ -97,7 +108,10 @@ async fn logout_everywhere(State(client): State<Client>, session: Session) -> Re
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::var("SESSIOND_ADDR").unwrap_or_else(|_| "127.0.0.1:7379".into());
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
     let client = Client::connect(addr).await?;
     let sessions_layer = SessionManagerLayer::new(SessiondStore::new(client.clone(), NAMESPACE))
         // Plain http on localhost for the demo; behind HTTPS keep Secure on.

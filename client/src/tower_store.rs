@@ -158,7 +158,11 @@ impl SessionStore for SessiondStore {
     }
 
     async fn load(&self, session_id_: &Id) -> session_store::Result<Option<Record>> {
-        match self.client.get(&self.namespace, session_id(session_id_)).await {
+        match self
+            .client
+            .get(&self.namespace, session_id(session_id_))
+            .await
+        {
             Ok(Some(s)) => decode(*session_id_, &s).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(backend(&e)),
