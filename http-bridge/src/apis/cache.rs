@@ -1,17 +1,366 @@
-//! (being written)
+//! user-session-cache-api.md: one active session per user, with a token.
+//!
+//! - `GET /session?user_id=` -> `{"success":true,"message":<session>}`
+//! - `POST /verify` -> `{"success":true,"message":"true"|"false"}`
+//! - `POST /create` -> `{"success":true,"message":<session>}`
+//!
+//! Where the document is silent: `<session>` is a JSON object
+//! (`user_id`, `ttl`, `created_at`, `expired_at`; never the token); a user with
+//! no session answers 404 with `{"success":false,"message":"session not found"}`;
+//! bad input answers 400 and an unreachable daemon 503 in the same envelope.
+//! `ttl` is seconds (a number or a numeric string) or a duration such as
+//! `"30m"`; timestamps are RFC 3339 strings or Unix times (seconds, or
+//! milliseconds when larger than 10^12). A record disappears when the earlier
+//! of `created_at + ttl` and `expired_at` passes: the daemon expires it.
+//!
+//! Tokens are stored as SHA-256 and compared in constant time. Each user's
+//! record lives at an id derived from the user id (UUID v5), so `create`
+//! replaces the previous session atomically (an upsert).
 
-use axum::Router;
-use serde_json::{json, Value};
+use std::time::Duration;
 
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value as Json_};
+use sessiond_client::{Session, SessionId, UpdateOptions, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::apis::daemon_unavailable;
 use crate::state::AppState;
+
+/// Namespace of the cached sessions.
+pub const NS: &str = "cache-sessions";
+/// Longest ttl accepted (a year).
+const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+
+fn reply(status: StatusCode, success: bool, message: Json_) -> Response {
+    (
+        status,
+        Json(json!({ "success": success, "message": message })),
+    )
+        .into_response()
+}
+
+fn bad(message: impl Into<String>) -> Response {
+    reply(
+        StatusCode::BAD_REQUEST,
+        false,
+        Json_::String(message.into()),
+    )
+}
+
+fn store_error(e: &sessiond_client::Error) -> Response {
+    if daemon_unavailable(e) {
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            false,
+            json!("service unavailable"),
+        )
+    } else {
+        tracing::warn!(error = %e, "session cache store error");
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            false,
+            json!("session store error"),
+        )
+    }
+}
+
+fn record_id(user_id: &str) -> SessionId {
+    SessionId(*uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, user_id.as_bytes()).as_bytes())
+}
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn rfc3339(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(String::new, |t| {
+        t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    })
+}
+
+/// A timestamp: RFC 3339, or a Unix time in seconds (or ms above 10^12).
+fn parse_time(v: &Json_) -> Option<i64> {
+    match v {
+        Json_::String(s) => DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.timestamp_millis())
+            .or_else(|| s.trim().parse::<i64>().ok().map(unix_to_ms)),
+        Json_::Number(n) => n.as_i64().map(unix_to_ms),
+        _ => None,
+    }
+}
+
+fn unix_to_ms(n: i64) -> i64 {
+    if n.abs() > 1_000_000_000_000 {
+        n
+    } else {
+        n.saturating_mul(1000)
+    }
+}
+
+/// A ttl: seconds (number or numeric string) or a duration like "30m".
+fn parse_ttl(v: &Json_) -> Option<Duration> {
+    let d = match v {
+        Json_::Number(n) => n.as_u64().map(Duration::from_secs)?,
+        Json_::String(s) => match s.trim().parse::<u64>() {
+            Ok(secs) => Duration::from_secs(secs),
+            Err(_) => sessiond_client::protocol::duration::parse_duration(s).ok()?,
+        },
+        _ => return None,
+    };
+    (!d.is_zero() && d <= MAX_TTL).then_some(d)
+}
+
+fn text(s: &Session, name: &str) -> Option<String> {
+    match s.attr(name) {
+        Some(Value::Str(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+fn int(s: &Session, name: &str) -> Option<i64> {
+    match s.attr(name) {
+        Some(Value::Int(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+/// The session as the API shows it (never the token).
+fn view(s: &Session) -> Json_ {
+    json!({
+        "user_id": text(s, "user_id"),
+        "ttl": text(s, "ttl"),
+        "created_at": int(s, "created_at").map(rfc3339),
+        "expired_at": s.expires_at_ms.and_then(|ms| i64::try_from(ms).ok()).map(rfc3339),
+    })
+}
+
+fn user_id_of(v: Option<&Json_>) -> Result<String, &'static str> {
+    match v {
+        Some(Json_::String(s)) if !s.trim().is_empty() && s.len() <= 256 => Ok(s.clone()),
+        Some(Json_::Number(n)) => Ok(n.to_string()),
+        Some(_) => Err("user_id must be a non-empty string of at most 256 characters"),
+        None => Err("user_id is required"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct UserQuery {
+    user_id: Option<String>,
+}
+
+async fn get_session(
+    State(state): State<AppState>,
+    query: Result<Query<UserQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return bad("invalid query string");
+    };
+    let user_id = match user_id_of(q.user_id.map(Json_::String).as_ref()) {
+        Ok(u) => u,
+        Err(m) => return bad(m),
+    };
+    match state.client.get(NS, record_id(&user_id)).await {
+        Ok(Some(s)) => reply(StatusCode::OK, true, view(&s)),
+        Ok(None) => reply(StatusCode::NOT_FOUND, false, json!("session not found")),
+        Err(e) => store_error(&e),
+    }
+}
+
+fn body(
+    payload: Result<Json<Json_>, JsonRejection>,
+) -> Result<serde_json::Map<String, Json_>, (StatusCode, &'static str)> {
+    match payload {
+        Ok(Json(Json_::Object(map))) => Ok(map),
+        Ok(_) => Err((StatusCode::BAD_REQUEST, "the body must be a JSON object")),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err((StatusCode::PAYLOAD_TOO_LARGE, "the body is too large"))
+        }
+        Err(JsonRejection::MissingJsonContentType(_)) => Err((
+            StatusCode::BAD_REQUEST,
+            "expected Content-Type: application/json",
+        )),
+        Err(_) => Err((StatusCode::BAD_REQUEST, "malformed JSON body")),
+    }
+}
+
+async fn verify(
+    State(state): State<AppState>,
+    payload: Result<Json<Json_>, JsonRejection>,
+) -> Response {
+    let map = match body(payload) {
+        Ok(m) => m,
+        Err((status, m)) => return reply(status, false, json!(m)),
+    };
+    let user_id = match user_id_of(map.get("user_id")) {
+        Ok(u) => u,
+        Err(m) => return bad(m),
+    };
+    let Some(Json_::String(token)) = map.get("token") else {
+        return bad("token is required");
+    };
+    let session = match state.client.get(NS, record_id(&user_id)).await {
+        Ok(s) => s,
+        Err(e) => return store_error(&e),
+    };
+    let presented = token_hash(token);
+    // Compared in constant time; an absent session compares against zeros so
+    // both paths do the same work.
+    let stored = session
+        .as_ref()
+        .and_then(|s| match s.attr("token_sha256") {
+            Some(Value::Bytes(b)) => Some(b.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| vec![0; 32]);
+    let matches = bool::from(stored.ct_eq(&presented)) && session.is_some();
+    reply(
+        StatusCode::OK,
+        true,
+        json!(if matches { "true" } else { "false" }),
+    )
+}
+
+async fn create(
+    State(state): State<AppState>,
+    payload: Result<Json<Json_>, JsonRejection>,
+) -> Response {
+    let map = match body(payload) {
+        Ok(m) => m,
+        Err((status, m)) => return reply(status, false, json!(m)),
+    };
+    let user_id = match user_id_of(map.get("user_id")) {
+        Ok(u) => u,
+        Err(m) => return bad(m),
+    };
+    let token = match map.get("token") {
+        Some(Json_::String(t)) if !t.is_empty() && t.len() <= 4096 => t.clone(),
+        Some(_) => return bad("token must be a non-empty string"),
+        None => return bad("token is required"),
+    };
+    let now = Utc::now().timestamp_millis();
+    let created_at = match map.get("created_at") {
+        Some(v) => match parse_time(v) {
+            Some(t) => t,
+            None => return bad("created_at is not a timestamp"),
+        },
+        None => now,
+    };
+    let ttl = match map.get("ttl") {
+        Some(v) => match parse_ttl(v) {
+            Some(d) => Some(d),
+            None => {
+                return bad("ttl must be a positive number of seconds or a duration such as 30m")
+            }
+        },
+        None => None,
+    };
+    let expired_at = match map.get("expired_at") {
+        Some(v) => match parse_time(v) {
+            Some(t) => Some(t),
+            None => return bad("expired_at is not a timestamp"),
+        },
+        None => None,
+    };
+    let ttl_end =
+        ttl.map(|d| created_at.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+    let deadline = match (ttl_end, expired_at) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => return bad("ttl or expired_at is required"),
+    };
+    if deadline <= now {
+        return bad("the session would already be expired (check ttl, created_at and expired_at)");
+    }
+    let left = Duration::from_millis(u64::try_from(deadline - now).unwrap_or(0));
+    let ttl_text = map.get("ttl").map_or_else(String::new, |v| match v {
+        Json_::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    let update = UpdateOptions::new()
+        .set("user_id", user_id.as_str())
+        .set("token_sha256", Value::Bytes(token_hash(&token)))
+        .set("ttl", ttl_text)
+        .set("created_at", created_at)
+        .ttl(Some(left), None)
+        .upsert(None);
+    let id = record_id(&user_id);
+    if let Err(e) = state.client.update(NS, id, update).await {
+        return store_error(&e);
+    }
+    match state.client.get(NS, id).await {
+        Ok(Some(s)) => reply(StatusCode::OK, true, view(&s)),
+        Ok(None) => bad("the session expired immediately"),
+        Err(e) => store_error(&e),
+    }
+}
 
 /// This API's routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/session", get(get_session))
+        .route("/verify", post(verify))
+        .route("/create", post(create))
 }
 
 /// This API's OpenAPI `(paths, schemas)`.
 #[must_use]
-pub fn openapi() -> (Value, Value) {
-    (json!({}), json!({}))
+pub fn openapi() -> (Json_, Json_) {
+    let envelope = |message: Json_| {
+        json!({"type": "object", "required": ["success", "message"], "properties": {
+            "success": {"type": "boolean"}, "message": message}})
+    };
+    let error = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CacheError"}}}});
+    let body = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CacheSessionInput"}}}});
+    (
+        json!({
+            "/session": {"get": {
+                "summary": "The active session of a user (user-session-cache-api)",
+                "parameters": [{"name": "user_id", "in": "query", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 256}}],
+                "responses": {
+                    "200": {"description": "the session", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CacheSessionReply"}}}},
+                    "400": error("user_id missing or invalid"),
+                    "404": error("no active session"),
+                    "503": error("session store unavailable")}}},
+            "/verify": {"post": {
+                "summary": "Check a user's session token",
+                "requestBody": body,
+                "responses": {
+                    "200": {"description": "\"true\" or \"false\"", "content": {"application/json": {"schema": envelope(json!({"type": "string", "enum": ["true", "false"]}))}}},
+                    "400": error("malformed body"),
+                    "413": error("body too large"),
+                    "503": error("session store unavailable")}}},
+            "/create": {"post": {
+                "summary": "Create (or replace) a user's session",
+                "requestBody": body,
+                "responses": {
+                    "200": {"description": "the session", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CacheSessionReply"}}}},
+                    "400": error("malformed body, or already expired"),
+                    "413": error("body too large"),
+                    "503": error("session store unavailable")}}}
+        }),
+        json!({
+            "CacheSession": {"type": "object", "properties": {
+                "user_id": {"type": "string", "nullable": true},
+                "ttl": {"type": "string", "nullable": true},
+                "created_at": {"type": "string", "nullable": true},
+                "expired_at": {"type": "string", "nullable": true}}},
+            "CacheSessionReply": envelope(json!({"$ref": "#/components/schemas/CacheSession"})),
+            "CacheError": envelope(json!({"type": "string"})),
+            "CacheSessionInput": {"type": "object", "required": ["user_id", "token"], "properties": {
+                "user_id": {"type": "string"}, "token": {"type": "string"},
+                "ttl": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+                "created_at": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+                "expired_at": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}}
+        }),
+    )
 }
