@@ -1,4 +1,5 @@
-//! (being written)
+//! session-auth-api.md: not served yet. This router is empty until the API is written; the
+//! user directory (`crate::users`) and access tokens (`crate::auth`) it needs exist.
 
 use axum::Router;
 use serde_json::{json, Value};
