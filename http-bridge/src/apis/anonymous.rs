@@ -1,5 +1,4 @@
-//! anonymous-session-api.md: not served yet. This router is empty until the API is written; the
-//! user directory (`crate::users`) and access tokens (`crate::auth`) it needs exist.
+//! anonymous-session-api.md: not served yet. This router is empty until the API is written.
 
 use axum::Router;
 use serde_json::{json, Value};
