@@ -176,9 +176,12 @@ async fn get_session(
     }
 }
 
-fn body(
-    payload: Result<Json<Json_>, JsonRejection>,
-) -> Result<serde_json::Map<String, Json_>, (StatusCode, &'static str)> {
+/// A request refused before it reaches the store: status and message.
+type Refusal = (StatusCode, &'static str);
+/// A JSON object body.
+type Object = serde_json::Map<String, Json_>;
+
+fn body(payload: Result<Json<Json_>, JsonRejection>) -> Result<Object, Refusal> {
     match payload {
         Ok(Json(Json_::Object(map))) => Ok(map),
         Ok(_) => Err((StatusCode::BAD_REQUEST, "the body must be a JSON object")),
@@ -193,17 +196,22 @@ fn body(
     }
 }
 
+/// The JSON object body and its `user_id`.
+fn object_with_user(
+    payload: Result<Json<Json_>, JsonRejection>,
+) -> Result<(Object, String), Refusal> {
+    let map = body(payload)?;
+    let user_id = user_id_of(map.get("user_id")).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+    Ok((map, user_id))
+}
+
 async fn verify(
     State(state): State<AppState>,
     payload: Result<Json<Json_>, JsonRejection>,
 ) -> Response {
-    let map = match body(payload) {
-        Ok(m) => m,
+    let (map, user_id) = match object_with_user(payload) {
+        Ok(parsed) => parsed,
         Err((status, m)) => return reply(status, false, json!(m)),
-    };
-    let user_id = match user_id_of(map.get("user_id")) {
-        Ok(u) => u,
-        Err(m) => return bad(m),
     };
     let Some(Json_::String(token)) = map.get("token") else {
         return bad("token is required");
@@ -234,13 +242,9 @@ async fn create(
     State(state): State<AppState>,
     payload: Result<Json<Json_>, JsonRejection>,
 ) -> Response {
-    let map = match body(payload) {
-        Ok(m) => m,
+    let (map, user_id) = match object_with_user(payload) {
+        Ok(parsed) => parsed,
         Err((status, m)) => return reply(status, false, json!(m)),
-    };
-    let user_id = match user_id_of(map.get("user_id")) {
-        Ok(u) => u,
-        Err(m) => return bad(m),
     };
     let token = match map.get("token") {
         Some(Json_::String(t)) if !t.is_empty() && t.len() <= 4096 => t.clone(),
