@@ -177,7 +177,17 @@ async fn add_user(config: Config, email: String, admin: bool) -> anyhow::Result<
         .daemon
         .clone()
         .unwrap_or_else(|| config.daemon_listen.to_string());
-    let client = sessiond_client::Client::connect(addr.clone())
+    // The same credentials as the bridge itself: a daemon that requires a
+    // token or TLS refuses a bare connection.
+    let mut client_config =
+        sessiond_client::ClientConfig::new(addr.clone()).client_name("sessiond-http user add");
+    if let Some(token) = &config.daemon_token {
+        client_config = client_config.auth_token(token.clone());
+    }
+    if let Some(ca) = &config.daemon_tls_ca {
+        client_config = client_config.tls(sessiond_client::TlsConfig::with_ca_file(ca)?);
+    }
+    let client = sessiond_client::Client::connect_with(client_config)
         .await
         .map_err(|e| anyhow::anyhow!("{e} (is the bridge or sessiond running at {addr}?)"))?;
     let user = crate::users::create(

@@ -154,8 +154,8 @@ fn verify(password: &str, hash: &str) -> bool {
     })
 }
 
-/// Fields of a new user.
-#[derive(Debug, Clone, Default)]
+/// Fields of a new user. Its `Debug` never shows the password.
+#[derive(Clone, Default)]
 pub struct NewUser {
     /// Login email.
     pub email: String,
@@ -167,6 +167,18 @@ pub struct NewUser {
     pub last_name: Option<String>,
     /// Administrator.
     pub is_admin: bool,
+}
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser")
+            .field("email", &self.email)
+            .field("password", &"<redacted>")
+            .field("first_name", &self.first_name)
+            .field("last_name", &self.last_name)
+            .field("is_admin", &self.is_admin)
+            .finish()
+    }
 }
 
 /// Creates a user. The email is claimed first (atomically), so two
@@ -287,6 +299,59 @@ pub async fn get_by_email(client: &Client, email: &str) -> Result<Option<User>, 
     }
 }
 
+/// The outcome of [`check_password`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Login {
+    /// The password is right: the user.
+    Ok(User),
+    /// The email is known, the password wrong.
+    WrongPassword,
+    /// No user has this email.
+    NoSuchUser,
+}
+
+/// Checks a password, telling an unknown email from a wrong password (for
+/// APIs whose contract does; the time taken is the same either way).
+///
+/// # Errors
+/// A store error.
+pub async fn check_password(
+    client: &Client,
+    email: &str,
+    password: &str,
+) -> Result<Login, UserError> {
+    let found = match client.get(EMAILS_NS, email_key(email)).await? {
+        Some(rec) => match text(&rec, "user_id").and_then(|id| parse_id(&id)) {
+            Some(id) => client.get(USERS_NS, id).await?,
+            None => None,
+        },
+        None => {
+            // The same two reads as for a known email, so that the store's
+            // answer time tells nothing either.
+            let _ = client.get(USERS_NS, SessionId::new_v4()).await?;
+            None
+        }
+    };
+    let hash = found.as_ref().and_then(|s| text(s, "password_hash"));
+    let password = password.to_owned();
+    // The dummy hash is computed (once) on the blocking pool too.
+    let ok = tokio::task::spawn_blocking(move || match hash {
+        Some(h) => verify(&password, &h),
+        None => {
+            let _ = verify(&password, dummy_hash());
+            false
+        }
+    })
+    .await
+    .unwrap_or(false);
+    Ok(match found {
+        Some(s) if ok => Login::Ok(to_user(&s)),
+        Some(_) => Login::WrongPassword,
+        None => Login::NoSuchUser,
+    })
+}
+
 /// Checks a password in constant time with respect to whether the user exists.
 /// Returns the user on success.
 ///
@@ -297,22 +362,10 @@ pub async fn authenticate(
     email: &str,
     password: &str,
 ) -> Result<Option<User>, UserError> {
-    let found = match client.get(EMAILS_NS, email_key(email)).await? {
-        Some(rec) => match text(&rec, "user_id").and_then(|id| parse_id(&id)) {
-            Some(id) => client.get(USERS_NS, id).await?,
-            None => None,
-        },
-        None => None,
-    };
-    let hash = found
-        .as_ref()
-        .and_then(|s| text(s, "password_hash"))
-        .unwrap_or_else(|| dummy_hash().to_owned());
-    let password = password.to_owned();
-    let ok = tokio::task::spawn_blocking(move || verify(&password, &hash))
-        .await
-        .unwrap_or(false);
-    Ok(found.filter(|_| ok).map(|s| to_user(&s)))
+    Ok(match check_password(client, email, password).await? {
+        Login::Ok(user) => Some(user),
+        _ => None,
+    })
 }
 
 /// Every user, oldest first.
@@ -334,7 +387,7 @@ pub async fn list(client: &Client) -> Result<Vec<User>, UserError> {
     }
 }
 
-/// Changes a user's names (and, when given, password).
+/// Changes a user's names (each only when given).
 ///
 /// # Errors
 /// [`UserError::NotFound`], [`UserError::Invalid`] or a store error.
@@ -354,7 +407,9 @@ pub async fn update(
     }
     match client.update(USERS_NS, sid, up).await {
         Ok(_) => get(client, id).await?.ok_or(UserError::NotFound),
-        Err(e) if e.code() == Some(ErrorCode::NotFound) => Err(UserError::NotFound),
+        Err(e) if matches!(e.code(), Some(ErrorCode::NotFound | ErrorCode::Gone)) => {
+            Err(UserError::NotFound)
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -144,19 +144,28 @@ async fn bad_input_gets_400_in_the_envelope() {
 }
 
 #[tokio::test]
-async fn an_unreachable_daemon_answers_503() {
+async fn a_dead_daemon_answers_503_and_the_bridge_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let d = sessiond::Daemon::start(sessiond::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
+    let daemon_cfg = |listen| sessiond::Config {
+        listen,
         data_dir: dir.path().to_owned(),
         ..sessiond::Config::default()
-    })
-    .await
-    .unwrap();
-    let addr = d.local_addr().to_string();
-    let b = common::start_with(|c| c.daemon = Some(addr)).await;
-    d.shutdown().await;
+    };
+    let d = sessiond::Daemon::start(daemon_cfg("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let addr = d.local_addr();
+    let b = common::start_with(|c| c.daemon = Some(addr.to_string())).await;
     let http = common::http();
+    let r = http
+        .post(b.url("/create"))
+        .json(&json!({"user_id": "u1", "token": "t1", "ttl": "1h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    d.shutdown().await;
+
     let r = http.get(b.url("/session?user_id=u1")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();
@@ -164,4 +173,181 @@ async fn an_unreachable_daemon_answers_503() {
         v,
         json!({"success": false, "message": "service unavailable"})
     );
+    for path in ["/verify", "/create"] {
+        let r = http
+            .post(b.url(path))
+            .json(&json!({"user_id": "u1", "token": "t1", "ttl": "1h"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["success"], false);
+    }
+
+    // Back on its port with its data: the session is still there.
+    let d = sessiond::Daemon::start(daemon_cfg(addr)).await.unwrap();
+    let mut back = None;
+    for _ in 0..100 {
+        let r = http.get(b.url("/session?user_id=u1")).send().await.unwrap();
+        if r.status() == 200 {
+            back = Some(r.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v = back.expect("the bridge never recovered");
+    assert_eq!(v["message"]["user_id"], "u1");
+    let v: Value = http
+        .post(b.url("/verify"))
+        .json(&json!({"user_id": "u1", "token": "t1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"success": true, "message": "true"}));
+    d.shutdown().await;
+}
+
+#[tokio::test]
+async fn ttl_formats_and_recreate_after_expiry() {
+    let b = common::start().await;
+    let http = common::http();
+    let created_at = chrono::Utc::now();
+    let expiry_of = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v["message"]["expired_at"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    for (ttl, secs) in [
+        (json!("3600"), 3600),
+        (json!(3600), 3600),
+        (json!("1h"), 3600),
+        (json!("1h30m"), 5400),
+        (json!("45s"), 45),
+    ] {
+        let r = http
+            .post(b.url("/create"))
+            .json(&json!({"user_id": "ttl-user", "token": "t", "ttl": ttl,
+                "created_at": created_at.to_rfc3339()}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{ttl}");
+        let v: Value = r.json().await.unwrap();
+        let got = (expiry_of(&v) - created_at).num_milliseconds();
+        assert!((got - secs * 1000).abs() < 2000, "{ttl}: {got} ms");
+        // The ttl comes back as it was given.
+        let shown = match &ttl {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        assert_eq!(v["message"]["ttl"], shown.as_str());
+    }
+    for ttl in [json!("0"), json!(0), json!("1y"), json!(true), json!("-1")] {
+        let r = http
+            .post(b.url("/create"))
+            .json(&json!({"user_id": "ttl-user", "token": "t", "ttl": ttl}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{ttl}");
+    }
+    // created_at + ttl already in the past.
+    let r = http
+        .post(b.url("/create"))
+        .json(&json!({"user_id": "ttl-user", "token": "t", "ttl": "60", "created_at": "2020-01-01T00:00:00Z"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // A session that expired can be created again.
+    let soon = chrono::Utc::now().timestamp_millis() + 300;
+    let r = http
+        .post(b.url("/create"))
+        .json(&json!({"user_id": "again", "token": "old", "expired_at": soon}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut gone = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if http
+            .get(b.url("/session?user_id=again"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 404
+        {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "the session never expired");
+    let r = http
+        .post(b.url("/create"))
+        .json(&json!({"user_id": "again", "token": "new", "ttl": "1h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = http
+        .post(b.url("/verify"))
+        .json(&json!({"user_id": "again", "token": "new", "ttl": "1h",
+            "created_at": "2030-01-01T00:00:00Z", "expired_at": 4102444800i64}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"success": true, "message": "true"}));
+    let v: Value = http
+        .post(b.url("/verify"))
+        .json(&json!({"user_id": "nobody", "token": "new"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"success": true, "message": "false"}));
+}
+
+/// `/session` is shared: GET is this API's, POST and DELETE the login API's.
+#[tokio::test]
+async fn the_session_path_is_shared_with_the_login_api() {
+    let b = common::start().await;
+    let http = common::http();
+    let r = http.get(b.url("/session?user_id=x")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v, json!({"success": false, "message": "session not found"}));
+    let r = http
+        .post(b.url("/session"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 405, "POST /session reaches the login API");
+    let r = http.delete(b.url("/session")).send().await.unwrap();
+    assert_ne!(r.status(), 405, "DELETE /session reaches the login API");
+    let doc: Value = http
+        .get(b.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for method in ["get", "post", "delete"] {
+        assert!(doc["paths"]["/session"][method].is_object(), "{method}");
+    }
+    assert!(doc["paths"]["/verify"]["post"].is_object());
+    assert!(doc["paths"]["/create"]["post"].is_object());
 }

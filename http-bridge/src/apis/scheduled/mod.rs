@@ -1,0 +1,911 @@
+//! scheduled-sessions-api.md: scheduled sessions on timelines ("routines"),
+//! behind `Authorization: Bearer <JWT or access token>` (see [`bearer`]).
+//!
+//! - `GET /sessions?timelineId=&startDateTimeSortOrder=ASC|DESC&skip=&take=`
+//! - `GET /sessions/{id}`, `POST /sessions`, `PATCH /sessions/{id}`,
+//!   `DELETE /sessions/{id}` (soft delete: sets `removedAt`)
+//! - `POST /timelines` `{name}`, `GET /timelines?skip=&take=`: the timelines a
+//!   session must belong to (the document takes them as given).
+//!
+//! Success bodies are `{"data": ..., "meta": {"message": "success"}}`, plus
+//! `meta.meta = {skip, take, count}` for lists (`count` is the total before
+//! paging). Errors are NestJS-style `{"statusCode", "message", "error"}`, the
+//! format of the framework the document describes; `message` is an array of
+//! strings when input fields are invalid (one per problem, as class-validator
+//! reports them) and a string otherwise.
+//!
+//! Where the document is silent:
+//! - `startDateTime` and `endDateTime` are required on create (the response
+//!   always has them, and a session without times cannot be checked for
+//!   overlaps); `endDateTime` must be after `startDateTime`. Times are ISO 8601
+//!   (an offset-less time is UTC) and are returned as `...T09:00:00.000Z`.
+//! - `repeatCycleType` is `DAILY` or `WEEKLY`, required for RECURRING and
+//!   refused for ONE_TIME. A recurring session repeats from its first
+//!   occurrence forever; an occurrence may last at most one period. A WEEKLY
+//!   session recurs on the UTC weekday of its `startDateTime`:
+//!   `recurringDayOfWeek` (`MONDAY`..`SUNDAY`) is derived from it, and one
+//!   given explicitly must agree. Overlaps are computed on these occurrences
+//!   (see [`schedule`]); back-to-back sessions do not overlap.
+//! - A timeline belongs to its creator. An unknown `timelineId` on create is
+//!   400 (the document's "invalid routine reference"), another user's is 403;
+//!   a session of another user's timeline is 404 (its existence is not
+//!   revealed). Administrators see and change everything.
+//! - `timelineId` cannot be changed by PATCH (400 unless unchanged). A PATCH
+//!   that makes a session ONE_TIME clears its recurrence fields.
+//! - A removed session is 404 for GET, PATCH and DELETE and is not listed.
+//! - `skip` defaults to 0, `take` to 10 (at most 100); the sort breaks ties by
+//!   creation time. POST answers 200, as the document says.
+//! - An unreachable daemon is 503; a timeline kept busy by concurrent writers
+//!   for 5 s is 503 too.
+
+pub mod bearer;
+mod openapi;
+pub mod schedule;
+pub mod store;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use sessiond_client::SessionId;
+
+use crate::apis::daemon_unavailable;
+use crate::state::AppState;
+use bearer::{AuthError, Caller};
+use schedule::{format_time, parse_time, weekday_name, weekday_of, Cycle};
+use store::{Kind, Sched, StoreError, Timeline};
+
+pub use openapi::openapi;
+
+/// Default page size of the lists.
+pub const DEFAULT_TAKE: u64 = 10;
+/// Largest page size of the lists.
+pub const MAX_TAKE: u64 = 100;
+/// Longest name, in characters.
+const MAX_NAME: usize = 255;
+/// Longest description, in characters.
+const MAX_DESCRIPTION: usize = 4000;
+
+/// This API's routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/sessions", get(list_sessions).post(create_session))
+        .route(
+            "/sessions/{id}",
+            get(get_session)
+                .patch(update_session)
+                .delete(delete_session),
+        )
+        .route("/timelines", get(list_timelines).post(create_timeline))
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+
+/// An error answer: `{"statusCode", "message", "error"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: Value::String(message.into()),
+        }
+    }
+
+    fn fields(problems: Vec<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: json!(problems),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "Session not found")
+    }
+
+    fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The session store is unavailable, retry later",
+        )
+    }
+
+    fn store(e: &sessiond_client::Error) -> Self {
+        if !daemon_unavailable(e) {
+            tracing::warn!(error = %e, "scheduled sessions: store error");
+        }
+        Self::unavailable()
+    }
+
+    fn from_store(e: &StoreError) -> Self {
+        match e {
+            StoreError::Client(e) => Self::store(e),
+            StoreError::Busy => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The timeline is busy, retry later",
+            ),
+            StoreError::NotFound => Self::not_found(),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Missing => Self::new(StatusCode::UNAUTHORIZED, "Missing bearer token"),
+            AuthError::Invalid => {
+                Self::new(StatusCode::UNAUTHORIZED, "Invalid or expired bearer token")
+            }
+            AuthError::Unavailable => Self::unavailable(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let error = self.status.canonical_reason().unwrap_or("Error");
+        let body = json!({
+            "statusCode": self.status.as_u16(),
+            "message": self.message,
+            "error": error,
+        });
+        let mut r = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(data: Value) -> Response {
+    Json(json!({"data": data, "meta": {"message": "success"}})).into_response()
+}
+
+fn ok_page(data: Vec<Value>, page: Page, count: usize) -> Response {
+    Json(json!({
+        "data": data,
+        "meta": {"message": "success", "meta": {"skip": page.skip, "take": page.take, "count": count}},
+    }))
+    .into_response()
+}
+
+fn session_view(s: &Sched) -> Value {
+    json!({
+        "id": s.id.to_string(),
+        "type": s.kind.as_str(),
+        "timelineId": s.timeline_id.to_string(),
+        "name": s.name,
+        "startDateTime": format_time(s.start),
+        "endDateTime": format_time(s.end),
+        "repeatCycleType": s.cycle.map(Cycle::as_str),
+        "recurringDayOfWeek": s.weekday.map(weekday_name),
+        "description": s.description,
+        "createdAt": format_time(s.created_at),
+        "updatedAt": format_time(s.updated_at),
+        "removedAt": s.removed_at.map(format_time),
+    })
+}
+
+fn timeline_view(t: &Timeline) -> Value {
+    json!({
+        "id": t.id.to_string(),
+        "name": t.name,
+        "userId": t.user_id,
+        "createdAt": format_time(t.created_at),
+        "updatedAt": format_time(t.updated_at),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Input
+
+/// A UUID in its canonical hyphenated form (any case).
+fn parse_uuid(s: &str) -> Option<SessionId> {
+    (s.len() == 36).then(|| s.parse().ok()).flatten()
+}
+
+fn path_id(id: Result<Path<String>, PathRejection>) -> Result<SessionId, ApiError> {
+    let Ok(Path(id)) = id else {
+        return Err(ApiError::bad("Validation failed (uuid is expected)"));
+    };
+    parse_uuid(&id).ok_or_else(|| ApiError::bad("Validation failed (uuid is expected)"))
+}
+
+fn json_object(
+    payload: Result<Json<Value>, JsonRejection>,
+) -> Result<Map<String, Value>, ApiError> {
+    match payload {
+        Ok(Json(Value::Object(map))) => Ok(map),
+        Ok(_) => Err(ApiError::bad("The body must be a JSON object")),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The body is too large",
+        )),
+        Err(JsonRejection::MissingJsonContentType(_)) => {
+            Err(ApiError::bad("Expected Content-Type: application/json"))
+        }
+        Err(_) => Err(ApiError::bad("Malformed JSON body")),
+    }
+}
+
+/// A field of a request: absent, explicitly null, or a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Field<T> {
+    #[default]
+    Absent,
+    Null,
+    Set(T),
+}
+
+impl<T> Field<T> {
+    fn given(&self) -> bool {
+        !matches!(self, Self::Absent)
+    }
+}
+
+/// A create or update request, each field checked on its own.
+#[derive(Debug, Default)]
+struct Input {
+    kind: Field<Kind>,
+    timeline_id: Field<SessionId>,
+    name: Field<String>,
+    start: Field<i64>,
+    end: Field<i64>,
+    cycle: Field<Cycle>,
+    weekday: Field<chrono::Weekday>,
+    description: Field<String>,
+}
+
+/// Reads one field with `parse`, recording a problem under `name` if it fails.
+fn field<T>(
+    map: &Map<String, Value>,
+    name: &str,
+    problems: &mut Vec<String>,
+    parse: impl FnOnce(&Value) -> Result<T, String>,
+) -> Field<T> {
+    match map.get(name) {
+        None => Field::Absent,
+        Some(Value::Null) => Field::Null,
+        Some(v) => match parse(v) {
+            Ok(t) => Field::Set(t),
+            Err(m) => {
+                problems.push(format!("{name} {m}"));
+                Field::Absent
+            }
+        },
+    }
+}
+
+fn string_of(v: &Value, max: usize, non_empty: bool) -> Result<String, String> {
+    let Value::String(s) = v else {
+        return Err("must be a string".into());
+    };
+    if non_empty && s.trim().is_empty() {
+        return Err("should not be empty".into());
+    }
+    if s.chars().count() > max {
+        return Err(format!("must be shorter than or equal to {max} characters"));
+    }
+    Ok(s.clone())
+}
+
+fn time_of(v: &Value) -> Result<i64, String> {
+    v.as_str()
+        .and_then(parse_time)
+        .ok_or_else(|| "must be a valid ISO 8601 date string".to_owned())
+}
+
+/// The request's fields and the problems found in them.
+fn parse_input(map: &Map<String, Value>) -> (Input, Vec<String>) {
+    let mut p = Vec::new();
+    let input = Input {
+        kind: field(map, "type", &mut p, |v| {
+            v.as_str().and_then(Kind::parse).ok_or_else(|| {
+                "must be one of the following values: ONE_TIME, RECURRING".to_owned()
+            })
+        }),
+        timeline_id: field(map, "timelineId", &mut p, |v| {
+            v.as_str()
+                .and_then(parse_uuid)
+                .ok_or_else(|| "must be a UUID".to_owned())
+        }),
+        name: field(map, "name", &mut p, |v| string_of(v, MAX_NAME, true)),
+        start: field(map, "startDateTime", &mut p, time_of),
+        end: field(map, "endDateTime", &mut p, time_of),
+        cycle: field(map, "repeatCycleType", &mut p, |v| {
+            v.as_str()
+                .and_then(Cycle::parse)
+                .ok_or_else(|| "must be one of the following values: DAILY, WEEKLY".to_owned())
+        }),
+        weekday: field(map, "recurringDayOfWeek", &mut p, |v| {
+            v.as_str()
+                .and_then(|s| schedule::WEEKDAYS.iter().position(|d| *d == s))
+                .and_then(|i| u8::try_from(i).ok())
+                .and_then(|i| chrono::Weekday::try_from(i).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "must be one of the following values: {}",
+                        schedule::WEEKDAYS.join(", ")
+                    )
+                })
+        }),
+        description: field(map, "description", &mut p, |v| {
+            string_of(v, MAX_DESCRIPTION, false)
+        }),
+    };
+    // Fields that may not be null (absent is fine for PATCH; create checks
+    // presence itself).
+    for (name, null) in [
+        ("type", input.kind == Field::Null),
+        ("timelineId", input.timeline_id == Field::Null),
+        ("name", input.name == Field::Null),
+        ("startDateTime", input.start == Field::Null),
+        ("endDateTime", input.end == Field::Null),
+    ] {
+        if null {
+            p.push(format!("{name} should not be null"));
+        }
+    }
+    (input, p)
+}
+
+/// The schedule of a session once the request is applied to `base` (the
+/// stored session, or nothing on create): recurrence fields made consistent,
+/// cross-field rules checked.
+fn settle(
+    kind: Kind,
+    start: i64,
+    end: i64,
+    base_cycle: Option<Cycle>,
+    input: &Input,
+) -> Result<(Option<Cycle>, Option<chrono::Weekday>), ApiError> {
+    let mut p = Vec::new();
+    if end <= start {
+        p.push("endDateTime must be after startDateTime".to_owned());
+    }
+    let explicit_cycle = match &input.cycle {
+        Field::Set(c) => Some(*c),
+        _ => None,
+    };
+    let explicit_day = match &input.weekday {
+        Field::Set(d) => Some(*d),
+        _ => None,
+    };
+    let (cycle, weekday) = match kind {
+        Kind::OneTime => {
+            if explicit_cycle.is_some() {
+                p.push("repeatCycleType must be empty for ONE_TIME sessions".into());
+            }
+            if explicit_day.is_some() {
+                p.push("recurringDayOfWeek must be empty for ONE_TIME sessions".into());
+            }
+            (None, None)
+        }
+        Kind::Recurring => {
+            let cycle = match &input.cycle {
+                Field::Set(c) => Some(*c),
+                Field::Null => None,
+                Field::Absent => base_cycle,
+            };
+            match cycle {
+                None => {
+                    p.push("repeatCycleType is required for RECURRING sessions".into());
+                    (None, None)
+                }
+                Some(Cycle::Daily) => {
+                    if explicit_day.is_some() {
+                        p.push("recurringDayOfWeek must be empty for DAILY sessions".into());
+                    }
+                    (Some(Cycle::Daily), None)
+                }
+                Some(Cycle::Weekly) => {
+                    let day = weekday_of(start);
+                    if explicit_day.is_some_and(|d| d != day) {
+                        p.push(format!(
+                            "recurringDayOfWeek must be the UTC weekday of startDateTime ({})",
+                            weekday_name(day)
+                        ));
+                    }
+                    (Some(Cycle::Weekly), Some(day))
+                }
+            }
+        }
+    };
+    if let Some(c) = cycle {
+        if end - start > c.period_ms() {
+            p.push(format!(
+                "a {} session may not last longer than its period",
+                c.as_str()
+            ));
+        }
+    }
+    if p.is_empty() {
+        Ok((cycle, weekday))
+    } else {
+        Err(ApiError::fields(p))
+    }
+}
+
+/// Paging of a list.
+#[derive(Debug, Clone, Copy)]
+struct Page {
+    skip: u64,
+    take: u64,
+}
+
+type QueryMap = std::collections::HashMap<String, String>;
+
+fn page_of(q: &QueryMap, problems: &mut Vec<String>) -> Page {
+    let mut number = |name: &str, default: u64, max: u64| match q.get(name) {
+        None => default,
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if n <= max && s.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => {
+                problems.push(format!("{name} must be an integer between 0 and {max}"));
+                default
+            }
+        },
+    };
+    Page {
+        skip: number("skip", 0, u64::from(u32::MAX)),
+        take: number("take", DEFAULT_TAKE, MAX_TAKE),
+    }
+}
+
+fn paged<T>(items: Vec<T>, page: Page) -> impl Iterator<Item = T> {
+    let skip = usize::try_from(page.skip).unwrap_or(usize::MAX);
+    let take = usize::try_from(page.take).unwrap_or(usize::MAX);
+    items.into_iter().skip(skip).take(take)
+}
+
+fn query_of(query: Result<Query<QueryMap>, QueryRejection>) -> Result<QueryMap, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|_| ApiError::bad("Malformed query string"))
+}
+
+async fn auth(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    Ok(bearer::authenticate(state, headers).await?)
+}
+
+/// A live session the caller may see, or 404.
+async fn visible_session(
+    state: &AppState,
+    caller: &Caller,
+    id: SessionId,
+) -> Result<Sched, ApiError> {
+    match store::get_session(&state.client, id).await {
+        Ok(Some(s)) if s.removed_at.is_none() && caller.may_access(&s.user_id) => Ok(s),
+        Ok(_) => Err(ApiError::not_found()),
+        Err(e) => Err(ApiError::store(&e)),
+    }
+}
+
+fn conflict_with(other: &Sched) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "The session overlaps session {} of the same timeline",
+            other.id
+        ),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Handlers
+
+async fn list_sessions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<QueryMap>, QueryRejection>,
+) -> ApiResult {
+    let caller = auth(&state, &headers).await?;
+    let q = query_of(query)?;
+    let mut p = Vec::new();
+    let page = page_of(&q, &mut p);
+    let descending = match q.get("startDateTimeSortOrder").map(String::as_str) {
+        None | Some("DESC") => true,
+        Some("ASC") => false,
+        Some(_) => {
+            p.push("startDateTimeSortOrder must be one of the following values: ASC, DESC".into());
+            true
+        }
+    };
+    let filter = match q.get("timelineId") {
+        None => None,
+        Some(s) => match parse_uuid(s) {
+            Some(id) => Some(id),
+            None => {
+                p.push("timelineId must be a UUID".into());
+                None
+            }
+        },
+    };
+    if !p.is_empty() {
+        return Err(ApiError::fields(p));
+    }
+    let client = &state.client;
+    let timelines = match filter {
+        Some(id) => match store::get_timeline(client, id).await {
+            Ok(Some(t)) if caller.may_access(&t.user_id) => vec![t.id],
+            Ok(Some(_)) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "The timeline belongs to another user",
+                ))
+            }
+            // A filter naming no timeline matches nothing.
+            Ok(None) => Vec::new(),
+            Err(e) => return Err(ApiError::store(&e)),
+        },
+        None if caller.is_admin => store::all_timeline_ids(client)
+            .await
+            .map_err(|e| ApiError::store(&e))?,
+        None => store::user_timelines(client, &caller.user_id)
+            .await
+            .map_err(|e| ApiError::store(&e))?
+            .into_iter()
+            .map(|t| t.id)
+            .collect(),
+    };
+    let mut all = Vec::new();
+    for t in timelines {
+        all.extend(
+            store::timeline_sessions(client, t)
+                .await
+                .map_err(|e| ApiError::store(&e))?,
+        );
+    }
+    all.sort_by(|a, b| {
+        let by_start = if descending {
+            b.start.cmp(&a.start)
+        } else {
+            a.start.cmp(&b.start)
+        };
+        by_start
+            .then(a.created_at.cmp(&b.created_at))
+            .then(a.id.0.cmp(&b.id.0))
+    });
+    let count = all.len();
+    let data = paged(all, page).map(|s| session_view(&s)).collect();
+    Ok(ok_page(data, page, count))
+}
+
+async fn get_session(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let caller = auth(&state, &headers).await?;
+    let id = path_id(id)?;
+    let s = visible_session(&state, &caller, id).await?;
+    Ok(ok(session_view(&s)))
+}
+
+/// Runs `write` under the timeline's lock: `write` gets the timeline's live
+/// sessions and returns the answer and, if it wrote, how to undo it should
+/// the lease turn out to have lapsed.
+async fn under_lock<F, Fut>(state: &AppState, timeline: SessionId, write: F) -> ApiResult
+where
+    F: FnOnce(Vec<Sched>, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<(Response, Option<Undo>), ApiError>>,
+{
+    let client = &state.client;
+    let lock = match store::lock_timeline(client, timeline).await {
+        Ok(l) => l,
+        // The timeline vanished (timelines are never deleted: only a race
+        // with a store failure gets here).
+        Err(StoreError::NotFound) => return Err(ApiError::not_found()),
+        Err(e) => return Err(ApiError::from_store(&e)),
+    };
+    let result = match store::timeline_sessions(client, timeline).await {
+        Ok(sessions) => write(sessions, lock.fresh()).await,
+        Err(e) => Err(ApiError::store(&e)),
+    };
+    match store::unlock_timeline(client, lock).await {
+        Ok(()) => result.map(|(r, _)| r),
+        Err(StoreError::Busy) => {
+            // Our lease lapsed and another writer took the lock: what we
+            // wrote was not checked against theirs. Take it back.
+            if let Ok((_, Some(undo))) = &result {
+                undo.run(state).await;
+            }
+            Err(ApiError::from_store(&StoreError::Busy))
+        }
+        Err(e) => {
+            // The daemon failed after the write: the lease lapses by itself,
+            // and the write was made while we held it.
+            tracing::warn!(error = %e, "cannot release a timeline lock");
+            result.map(|(r, _)| r)
+        }
+    }
+}
+
+/// How to take back a write made under a lapsed lease.
+enum Undo {
+    /// Delete a session just created.
+    Insert(SessionId),
+    /// Put a session back as it was.
+    Replace(Box<Sched>, u64),
+}
+
+impl Undo {
+    async fn run(&self, state: &AppState) {
+        let result = match self {
+            Self::Insert(id) => store::undo_insert(&state.client, *id)
+                .await
+                .map_err(StoreError::from),
+            Self::Replace(old, now_at) => {
+                let back = Sched {
+                    version: *now_at,
+                    ..(**old).clone()
+                };
+                store::replace_session(&state.client, &back)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot undo a write made under a lapsed timeline lock");
+        }
+    }
+}
+
+async fn create_session(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    payload: Result<Json<Value>, JsonRejection>,
+) -> ApiResult {
+    let caller = auth(&state, &headers).await?;
+    let map = json_object(payload)?;
+    let (input, mut missing) = parse_input(&map);
+    for (name, given) in [
+        ("type", input.kind.given()),
+        ("timelineId", input.timeline_id.given()),
+        ("name", input.name.given()),
+        ("startDateTime", input.start.given()),
+        ("endDateTime", input.end.given()),
+    ] {
+        if !given && !missing.iter().any(|m| m.starts_with(&format!("{name} "))) {
+            missing.push(format!("{name} is required"));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ApiError::fields(missing));
+    }
+    let (
+        Field::Set(kind),
+        Field::Set(timeline_id),
+        Field::Set(name),
+        Field::Set(start),
+        Field::Set(end),
+    ) = (
+        &input.kind,
+        &input.timeline_id,
+        &input.name,
+        &input.start,
+        &input.end,
+    )
+    else {
+        // Not reached: absent and null fields were reported above.
+        return Err(ApiError::fields(vec![
+            "type, timelineId, name, startDateTime and endDateTime are required".into(),
+        ]));
+    };
+    let (kind, timeline_id, name, start, end) = (*kind, *timeline_id, name.clone(), *start, *end);
+    let (cycle, weekday) = settle(kind, start, end, None, &input)?;
+    let timeline = match store::get_timeline(&state.client, timeline_id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return Err(ApiError::fields(vec![
+                "timelineId does not reference a valid timeline".into(),
+            ]))
+        }
+        Err(e) => return Err(ApiError::store(&e)),
+    };
+    if !caller.may_access(&timeline.user_id) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "The timeline belongs to another user",
+        ));
+    }
+    let now = store::now_ms();
+    let new = Sched {
+        id: SessionId::new_v4(),
+        kind,
+        timeline_id,
+        user_id: timeline.user_id.clone(),
+        name,
+        start,
+        end,
+        cycle,
+        weekday,
+        description: match &input.description {
+            Field::Set(d) => Some(d.clone()),
+            _ => None,
+        },
+        created_at: now,
+        updated_at: now,
+        removed_at: None,
+        version: 0,
+    };
+    let client = state.client.clone();
+    under_lock(&state, timeline_id, |existing, fresh| async move {
+        if let Some(other) = existing
+            .iter()
+            .find(|o| schedule::overlaps(&o.slot(), &new.slot()))
+        {
+            return Err(conflict_with(other));
+        }
+        if !fresh {
+            return Err(ApiError::from_store(&StoreError::Busy));
+        }
+        let created = store::insert_session(&client, &new)
+            .await
+            .map_err(|e| ApiError::from_store(&e))?;
+        Ok((ok(session_view(&created)), Some(Undo::Insert(created.id))))
+    })
+    .await
+}
+
+async fn update_session(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    payload: Result<Json<Value>, JsonRejection>,
+) -> ApiResult {
+    let caller = auth(&state, &headers).await?;
+    let id = path_id(id)?;
+    let map = json_object(payload)?;
+    let (input, problems) = parse_input(&map);
+    if !problems.is_empty() {
+        return Err(ApiError::fields(problems));
+    }
+    let first = visible_session(&state, &caller, id).await?;
+    if let Field::Set(t) = input.timeline_id {
+        if t != first.timeline_id {
+            return Err(ApiError::fields(vec![
+                "timelineId cannot be changed: create the session on the other timeline".into(),
+            ]));
+        }
+    }
+    let timeline = first.timeline_id;
+    let client = state.client.clone();
+    let st = state.clone();
+    under_lock(&state, timeline, |existing, fresh| async move {
+        // Read again under the lock: it may have changed since.
+        let old = visible_session(&st, &caller, id).await?;
+        let kind = match input.kind {
+            Field::Set(k) => k,
+            _ => old.kind,
+        };
+        let start = match input.start {
+            Field::Set(t) => t,
+            _ => old.start,
+        };
+        let end = match input.end {
+            Field::Set(t) => t,
+            _ => old.end,
+        };
+        let (cycle, weekday) = settle(kind, start, end, old.cycle, &input)?;
+        let new = Sched {
+            kind,
+            name: match &input.name {
+                Field::Set(n) => n.clone(),
+                _ => old.name.clone(),
+            },
+            start,
+            end,
+            cycle,
+            weekday,
+            description: match &input.description {
+                Field::Set(d) => Some(d.clone()),
+                Field::Null => None,
+                Field::Absent => old.description.clone(),
+            },
+            updated_at: store::now_ms().max(old.updated_at),
+            ..old.clone()
+        };
+        if let Some(other) = existing
+            .iter()
+            .filter(|o| o.id != id)
+            .find(|o| schedule::overlaps(&o.slot(), &new.slot()))
+        {
+            return Err(conflict_with(other));
+        }
+        if !fresh {
+            return Err(ApiError::from_store(&StoreError::Busy));
+        }
+        let saved = store::replace_session(&client, &new)
+            .await
+            .map_err(|e| ApiError::from_store(&e))?;
+        let undo = Undo::Replace(Box::new(old), saved.version);
+        Ok((ok(session_view(&saved)), Some(undo)))
+    })
+    .await
+}
+
+async fn delete_session(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let caller = auth(&state, &headers).await?;
+    let id = path_id(id)?;
+    let first = visible_session(&state, &caller, id).await?;
+    let client = state.client.clone();
+    let st = state.clone();
+    // Under the lock too, so that it cannot interleave with an update of the
+    // same session.
+    under_lock(&state, first.timeline_id, |_, _| async move {
+        let old = visible_session(&st, &caller, id).await?;
+        let now = store::now_ms();
+        let removed = Sched {
+            removed_at: Some(now),
+            updated_at: now.max(old.updated_at),
+            ..old
+        };
+        let saved = store::replace_session(&client, &removed)
+            .await
+            .map_err(|e| ApiError::from_store(&e))?;
+        // Removing frees time; nothing to undo if the lease lapsed.
+        Ok((ok(session_view(&saved)), None))
+    })
+    .await
+}
+
+async fn create_timeline(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    payload: Result<Json<Value>, JsonRejection>,
+) -> ApiResult {
+    let caller = auth(&state, &headers).await?;
+    let map = json_object(payload)?;
+    let mut p = Vec::new();
+    let name = field(&map, "name", &mut p, |v| string_of(v, MAX_NAME, true));
+    let Field::Set(name) = name else {
+        if p.is_empty() {
+            p.push("name is required".into());
+        }
+        return Err(ApiError::fields(p));
+    };
+    let t = store::create_timeline(&state.client, &caller.user_id, &name)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    Ok(ok(timeline_view(&t)))
+}
+
+async fn list_timelines(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<QueryMap>, QueryRejection>,
+) -> ApiResult {
+    let caller = auth(&state, &headers).await?;
+    let q = query_of(query)?;
+    let mut p = Vec::new();
+    let page = page_of(&q, &mut p);
+    if !p.is_empty() {
+        return Err(ApiError::fields(p));
+    }
+    let all = store::user_timelines(&state.client, &caller.user_id)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    let count = all.len();
+    let data = paged(all, page).map(|t| timeline_view(&t)).collect();
+    Ok(ok_page(data, page, count))
+}

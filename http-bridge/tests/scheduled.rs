@@ -1,0 +1,1246 @@
+//! scheduled-sessions-api.md over real HTTP against the real daemon: bearer
+//! JWTs and access tokens, the `/sessions` CRUD with its `{data, meta}`
+//! wrapper, validation, overlap conflicts (also under concurrency), paging and
+//! sorting, per-user visibility, and a daemon that goes away and comes back.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The HS256 secret the test bridges are configured with.
+fn secret() -> String {
+    common::config(std::path::Path::new("."))
+        .jwt_secret
+        .expect("the test config has a JWT secret")
+}
+
+fn sign(claims: &Value, key: &EncodingKey, alg: Algorithm) -> String {
+    encode(&Header::new(alg), claims, key).unwrap()
+}
+
+fn hs256(claims: &Value) -> String {
+    sign(
+        claims,
+        &EncodingKey::from_secret(secret().as_bytes()),
+        Algorithm::HS256,
+    )
+}
+
+/// A valid token for user `sub`, with extra claims.
+fn token_with(sub: &str, extra: Value) -> String {
+    let mut claims = json!({"sub": sub, "exp": now() + 3600, "iat": now()});
+    if let (Some(c), Value::Object(more)) = (claims.as_object_mut(), extra) {
+        c.extend(more);
+    }
+    hs256(&claims)
+}
+
+fn token(sub: &str) -> String {
+    token_with(sub, json!({}))
+}
+
+/// base64url without padding, for hand-built tokens.
+fn b64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A client of one bridge acting with one bearer token.
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Api {
+    fn new(b: &common::TestBridge, token: Option<String>) -> Self {
+        Self {
+            http: common::http(),
+            base: b.base.clone(),
+            token,
+        }
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn send(r: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let r = r.send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        Self::send(self.req(reqwest::Method::GET, path)).await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        Self::send(self.req(reqwest::Method::POST, path).json(body)).await
+    }
+
+    async fn patch(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        Self::send(self.req(reqwest::Method::PATCH, path).json(body)).await
+    }
+
+    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        Self::send(self.req(reqwest::Method::DELETE, path)).await
+    }
+
+    async fn timeline(&self, name: &str) -> String {
+        let (s, v) = self.post("/timelines", &json!({"name": name})).await;
+        assert_eq!(s, 200, "{v}");
+        v["data"]["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn one_time(&self, timeline: &str, start: &str, end: &str) -> (StatusCode, Value) {
+        self.post(
+            "/sessions",
+            &json!({"type": "ONE_TIME", "timelineId": timeline, "name": "s",
+                    "startDateTime": start, "endDateTime": end}),
+        )
+        .await
+    }
+}
+
+/// An error answer in the API's format.
+fn assert_error(status: StatusCode, v: &Value, want: u16) {
+    assert_eq!(status.as_u16(), want, "{v}");
+    assert_eq!(v["statusCode"], want, "{v}");
+    assert!(v["error"].is_string(), "{v}");
+    assert!(v["message"].is_string() || v["message"].is_array(), "{v}");
+}
+
+fn messages(v: &Value) -> String {
+    v["message"].to_string()
+}
+
+#[tokio::test]
+async fn bearer_jwts_are_verified() {
+    let b = common::start().await;
+    let http = common::http();
+
+    // No header, another scheme, garbage.
+    let r = http.get(b.url("/sessions")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let v: Value = r.json().await.unwrap();
+    assert_error(StatusCode::UNAUTHORIZED, &v, 401);
+    let r = http
+        .get(b.url("/sessions"))
+        .header("Authorization", "Basic dTpw")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    for bad in ["garbage", "a.b.c", "not-a-uuid-at-all"] {
+        let (s, v) = Api::new(&b, Some(bad.into())).get("/sessions").await;
+        assert_error(s, &v, 401);
+    }
+
+    let cases = [
+        ("expired", hs256(&json!({"sub": "u1", "exp": now() - 3600}))),
+        (
+            "not yet valid",
+            hs256(&json!({"sub": "u1", "exp": now() + 7200, "nbf": now() + 3600})),
+        ),
+        (
+            "wrong secret",
+            sign(
+                &json!({"sub": "u1", "exp": now() + 3600}),
+                &EncodingKey::from_secret(b"another secret"),
+                Algorithm::HS256,
+            ),
+        ),
+        (
+            "HS512 is not the configured algorithm",
+            sign(
+                &json!({"sub": "u1", "exp": now() + 3600}),
+                &EncodingKey::from_secret(secret().as_bytes()),
+                Algorithm::HS512,
+            ),
+        ),
+        ("no sub", hs256(&json!({"exp": now() + 3600}))),
+        ("empty sub", hs256(&json!({"sub": "", "exp": now() + 3600}))),
+        ("no exp", hs256(&json!({"sub": "u1"}))),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64url(br#"{"alg":"none","typ":"JWT"}"#),
+                b64url(
+                    json!({"sub": "u1", "exp": now() + 3600})
+                        .to_string()
+                        .as_bytes()
+                )
+            ),
+        ),
+        (
+            "alg none, with a signature",
+            format!(
+                "{}.{}.{}",
+                b64url(br#"{"alg":"none","typ":"JWT"}"#),
+                b64url(
+                    json!({"sub": "u1", "exp": now() + 3600})
+                        .to_string()
+                        .as_bytes()
+                ),
+                b64url(b"sig")
+            ),
+        ),
+        ("tampered payload", {
+            let good = token("u1");
+            let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+            parts[1] = b64url(
+                json!({"sub": "u1", "exp": now() + 3600, "admin": true})
+                    .to_string()
+                    .as_bytes(),
+            );
+            parts.join(".")
+        }),
+    ];
+    for (what, t) in cases {
+        let (s, v) = Api::new(&b, Some(t)).get("/sessions").await;
+        assert_eq!(s, 401, "{what}: {v}");
+        assert_error(s, &v, 401);
+    }
+
+    // Within the leeway, and a valid token.
+    let t = hs256(&json!({"sub": "u1", "exp": now() + 3600, "nbf": now() + 5}));
+    assert_eq!(Api::new(&b, Some(t)).get("/sessions").await.0, 200);
+    let (s, v) = Api::new(&b, Some(token("u1"))).get("/sessions").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v,
+        json!({"data": [], "meta": {"message": "success", "meta": {"skip": 0, "take": 10, "count": 0}}})
+    );
+    // The scheme is case-insensitive.
+    let r = http
+        .get(b.url("/sessions"))
+        .header("Authorization", format!("bearer {}", token("u1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Every route refuses an anonymous caller before looking at its input.
+#[tokio::test]
+async fn every_route_needs_a_token() {
+    let b = common::start().await;
+    let anon = Api::new(&b, None);
+    let id = "00000000-0000-4000-8000-000000000000";
+    let body = json!({});
+    for (s, v) in [
+        anon.get("/sessions").await,
+        anon.post("/sessions", &body).await,
+        anon.get(&format!("/sessions/{id}")).await,
+        anon.patch(&format!("/sessions/{id}"), &body).await,
+        anon.delete(&format!("/sessions/{id}")).await,
+        anon.get("/timelines").await,
+        anon.post("/timelines", &json!({"name": "x"})).await,
+    ] {
+        assert_error(s, &v, 401);
+    }
+}
+
+/// A public key configured: only its algorithm is accepted, so an HS256
+/// token "signed" with the public key's bytes fails (algorithm confusion).
+#[tokio::test]
+async fn public_keys_accept_only_their_algorithm() {
+    let dir = tempfile::tempdir().unwrap();
+    for (alg, rcgen_alg) in [
+        (Algorithm::RS256, &rcgen::PKCS_RSA_SHA256),
+        (Algorithm::ES256, &rcgen::PKCS_ECDSA_P256_SHA256),
+    ] {
+        let kp = rcgen::KeyPair::generate_for(rcgen_alg).unwrap();
+        let public_pem = kp.public_key_pem();
+        let private_pem = kp.serialize_pem();
+        let path = dir.path().join(format!("{alg:?}.pem"));
+        std::fs::write(&path, &public_pem).unwrap();
+        let b = common::start_with(|c| {
+            c.jwt_secret = None;
+            c.jwt_public_key = Some(path.clone());
+        })
+        .await;
+        let claims = json!({"sub": "pk-user", "exp": now() + 3600});
+        let private = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap(),
+            _ => EncodingKey::from_ec_pem(private_pem.as_bytes()).unwrap(),
+        };
+        let good = sign(&claims, &private, alg);
+        let (s, v) = Api::new(&b, Some(good)).get("/timelines").await;
+        assert_eq!(s, 200, "{alg:?}: {v}");
+
+        // The confusion attack: HMAC keyed with the public key's PEM bytes.
+        let confused = sign(
+            &claims,
+            &EncodingKey::from_secret(public_pem.as_bytes()),
+            Algorithm::HS256,
+        );
+        let (s, v) = Api::new(&b, Some(confused)).get("/timelines").await;
+        assert_error(s, &v, 401);
+        // No secret configured: an HS256 token with the test secret fails too.
+        let (s, _) = Api::new(&b, Some(token("pk-user"))).get("/timelines").await;
+        assert_eq!(s, 401);
+        // Another key pair of the same kind.
+        let other = rcgen::KeyPair::generate_for(rcgen_alg).unwrap();
+        let other_key = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(other.serialize_pem().as_bytes()),
+            _ => EncodingKey::from_ec_pem(other.serialize_pem().as_bytes()),
+        }
+        .unwrap();
+        let (s, _) = Api::new(&b, Some(sign(&claims, &other_key, alg)))
+            .get("/timelines")
+            .await;
+        assert_eq!(s, 401, "{alg:?} signed by another key");
+        // An expired one.
+        let old = sign(
+            &json!({"sub": "pk-user", "exp": now() - 3600}),
+            &private,
+            alg,
+        );
+        assert_eq!(Api::new(&b, Some(old)).get("/timelines").await.0, 401);
+    }
+}
+
+/// Access tokens issued for the login API are accepted besides JWTs, with
+/// the user directory's administrator flag.
+#[tokio::test]
+async fn access_tokens_of_the_login_api_are_accepted() {
+    let b = common::start().await;
+    let client = sessiond_client::Client::connect(b.daemon_addr())
+        .await
+        .unwrap();
+    let user = sessiond_http::users::create(
+        &client,
+        sessiond_http::users::NewUser {
+            email: "sched@example.com".into(),
+            password: "pw-sched".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let t = sessiond_http::auth::issue_access_token(&client, &user.id, "login-1")
+        .await
+        .unwrap();
+    let api = Api::new(&b, Some(t));
+    let (s, v) = api.post("/timelines", &json!({"name": "mine"})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["userId"], user.id.as_str());
+    // A JWT for the same user id sees the same timeline.
+    let (_, v) = Api::new(&b, Some(token(&user.id))).get("/timelines").await;
+    assert_eq!(v["meta"]["meta"]["count"], 1);
+
+    // The configured administrator sees everyone's sessions.
+    let admin = sessiond_http::users::get_by_email(&client, "admin@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let admin_token = sessiond_http::auth::issue_access_token(&client, &admin.id, "login-2")
+        .await
+        .unwrap();
+    let tl = api.timeline("t").await;
+    let (s, _) = api
+        .one_time(&tl, "2030-01-01T09:00:00Z", "2030-01-01T10:00:00Z")
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = Api::new(&b, Some(admin_token)).get("/sessions").await;
+    assert_eq!(v["meta"]["meta"]["count"], 1, "{v}");
+
+    // A revoked or unknown access token is 401.
+    sessiond_http::auth::revoke_user_tokens(&client, &user.id)
+        .await
+        .unwrap();
+    let (s, v) = api.get("/timelines").await;
+    assert_error(s, &v, 401);
+    let (s, _) = Api::new(&b, Some(uuid::Uuid::new_v4().to_string()))
+        .get("/timelines")
+        .await;
+    assert_eq!(s, 401);
+}
+
+#[tokio::test]
+async fn timelines_are_created_and_listed_per_user() {
+    let b = common::start().await;
+    let alice = Api::new(&b, Some(token("alice")));
+    let bob = Api::new(&b, Some(token("bob")));
+    let (s, v) = alice.post("/timelines", &json!({"name": "Morning"})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["meta"], json!({"message": "success"}));
+    let t = &v["data"];
+    assert_eq!(t["name"], "Morning");
+    assert_eq!(t["userId"], "alice");
+    assert_eq!(t["id"].as_str().unwrap().len(), 36);
+    assert!(t["createdAt"].as_str().unwrap().ends_with('Z'));
+    for i in 0..3 {
+        alice.timeline(&format!("t{i}")).await;
+    }
+    bob.timeline("bob's").await;
+
+    let (s, v) = alice.get("/timelines").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v["meta"]["meta"],
+        json!({"skip": 0, "take": 10, "count": 4})
+    );
+    assert_eq!(v["data"][0]["name"], "Morning", "oldest first");
+    let (_, v) = alice.get("/timelines?skip=1&take=2").await;
+    assert_eq!(v["meta"]["meta"], json!({"skip": 1, "take": 2, "count": 4}));
+    let names: Vec<_> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("t0"), json!("t1")]);
+    let (_, v) = bob.get("/timelines").await;
+    assert_eq!(v["meta"]["meta"]["count"], 1);
+
+    // Invalid input.
+    for body in [
+        json!({}),
+        json!({"name": ""}),
+        json!({"name": "   "}),
+        json!({"name": 5}),
+        json!({"name": null}),
+        json!({"name": "x".repeat(256)}),
+    ] {
+        let (s, v) = alice.post("/timelines", &body).await;
+        assert_error(s, &v, 400);
+        assert!(v["message"].is_array(), "{v}");
+    }
+    for q in ["take=101", "take=-1", "skip=x", "take=1.5"] {
+        let (s, v) = alice.get(&format!("/timelines?{q}")).await;
+        assert_error(s, &v, 400);
+    }
+    let (s, v) = Api::send(
+        alice
+            .req(reqwest::Method::POST, "/timelines")
+            .header("content-type", "application/json")
+            .body("{not json"),
+    )
+    .await;
+    assert_error(s, &v, 400);
+    let (s, v) = Api::send(
+        alice
+            .req(reqwest::Method::POST, "/timelines")
+            .body("{\"name\":\"x\"}"),
+    )
+    .await;
+    assert_error(s, &v, 400);
+}
+
+#[tokio::test]
+async fn sessions_round_trip_with_soft_delete() {
+    let b = common::start().await;
+    let api = Api::new(&b, Some(token("carol")));
+    let tl = api.timeline("Workshops").await;
+    // The document's "Creating a Scheduled Session" example.
+    let (s, v) = api
+        .post(
+            "/sessions",
+            &json!({
+                "type": "ONE_TIME",
+                "timelineId": tl,
+                "name": "Special Workshop",
+                "startDateTime": "2023-12-15T14:00:00Z",
+                "endDateTime": "2023-12-15T16:00:00Z",
+                "description": "Special workshop event"
+            }),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["meta"], json!({"message": "success"}));
+    let created = v["data"].clone();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["type"], "ONE_TIME");
+    assert_eq!(created["timelineId"], tl.as_str());
+    assert_eq!(created["name"], "Special Workshop");
+    assert_eq!(created["startDateTime"], "2023-12-15T14:00:00.000Z");
+    assert_eq!(created["endDateTime"], "2023-12-15T16:00:00.000Z");
+    assert_eq!(created["repeatCycleType"], Value::Null);
+    assert_eq!(created["recurringDayOfWeek"], Value::Null);
+    assert_eq!(created["description"], "Special workshop event");
+    assert_eq!(created["removedAt"], Value::Null);
+    assert!(created["createdAt"].is_string() && created["updatedAt"].is_string());
+    let keys: Vec<_> = created.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys.len(), 12, "{keys:?}");
+
+    let (s, v) = api.get(&format!("/sessions/{id}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["data"], created);
+    // Upper-case UUIDs name the same session.
+    let (s, _) = api.get(&format!("/sessions/{}", id.to_uppercase())).await;
+    assert_eq!(s, 200);
+
+    // The document's "Updating Session Schedule" example: only those fields change.
+    let (s, v) = api
+        .patch(
+            &format!("/sessions/{id}"),
+            &json!({
+                "startDateTime": "2023-12-08T10:30:00Z",
+                "endDateTime": "2023-12-08T11:30:00Z",
+                "description": "Updated time for yoga session"
+            }),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let updated = &v["data"];
+    assert_eq!(updated["startDateTime"], "2023-12-08T10:30:00.000Z");
+    assert_eq!(updated["endDateTime"], "2023-12-08T11:30:00.000Z");
+    assert_eq!(updated["description"], "Updated time for yoga session");
+    assert_eq!(updated["name"], "Special Workshop");
+    assert_eq!(updated["createdAt"], created["createdAt"]);
+    // Null clears an optional field; an empty patch changes nothing else.
+    let (_, v) = api
+        .patch(&format!("/sessions/{id}"), &json!({"description": null}))
+        .await;
+    assert_eq!(v["data"]["description"], Value::Null);
+    let (s, v) = api
+        .patch(
+            &format!("/sessions/{id}"),
+            &json!({"name": "Renamed", "timelineId": tl}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["name"], "Renamed");
+
+    let (_, v) = api.get("/sessions").await;
+    assert_eq!(v["meta"]["meta"]["count"], 1);
+
+    // Soft delete: the removed session comes back once with removedAt set.
+    let (s, v) = api.delete(&format!("/sessions/{id}")).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["data"]["removedAt"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(v["data"]["id"], id.as_str());
+    let (s, v) = api.get(&format!("/sessions/{id}")).await;
+    assert_error(s, &v, 404);
+    let (s, v) = api
+        .patch(&format!("/sessions/{id}"), &json!({"name": "x"}))
+        .await;
+    assert_error(s, &v, 404);
+    let (s, v) = api.delete(&format!("/sessions/{id}")).await;
+    assert_error(s, &v, 404);
+    let (_, v) = api.get("/sessions").await;
+    assert_eq!(v["meta"]["meta"]["count"], 0);
+    assert_eq!(v["data"], json!([]));
+
+    // Unknown and malformed ids.
+    let unknown = uuid::Uuid::new_v4();
+    let (s, v) = api.get(&format!("/sessions/{unknown}")).await;
+    assert_error(s, &v, 404);
+    let (s, v) = api.patch(&format!("/sessions/{unknown}"), &json!({})).await;
+    assert_error(s, &v, 404);
+    let (s, v) = api.delete(&format!("/sessions/{unknown}")).await;
+    assert_error(s, &v, 404);
+    for bad in ["nope", "123", "a1b2c3d4-e5f6-7890-g1h2-i3j4k5l6m7n8"] {
+        let (s, v) = api.get(&format!("/sessions/{bad}")).await;
+        assert_error(s, &v, 400);
+        let (s, v) = api.delete(&format!("/sessions/{bad}")).await;
+        assert_error(s, &v, 400);
+        let (s, v) = api.patch(&format!("/sessions/{bad}"), &json!({})).await;
+        assert_error(s, &v, 400);
+    }
+}
+
+#[tokio::test]
+async fn recurring_sessions() {
+    let b = common::start().await;
+    let api = Api::new(&b, Some(token("dave")));
+    let tl = api.timeline("Yoga").await;
+    // The document's "Creating a Recurring Session" example (on a real timeline).
+    let yoga = json!({
+        "type": "RECURRING",
+        "timelineId": tl,
+        "name": "Weekly Yoga Class",
+        "startDateTime": "2023-12-01T09:00:00Z",
+        "endDateTime": "2023-12-01T10:00:00Z",
+        "repeatCycleType": "WEEKLY",
+        "recurringDayOfWeek": "FRIDAY",
+        "description": "Weekly yoga session for intermediate level"
+    });
+    let (s, v) = api.post("/sessions", &yoga).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["type"], "RECURRING");
+    assert_eq!(v["data"]["repeatCycleType"], "WEEKLY");
+    assert_eq!(v["data"]["recurringDayOfWeek"], "FRIDAY");
+    let yoga_id = v["data"]["id"].as_str().unwrap().to_owned();
+
+    // A Friday months later at 09:30 meets it; the same time on a Thursday does not.
+    let (s, v) = api
+        .one_time(&tl, "2024-03-01T09:30:00Z", "2024-03-01T09:45:00Z")
+        .await;
+    assert_error(s, &v, 409);
+    assert!(messages(&v).contains(&yoga_id), "{v}");
+    let (s, v) = api
+        .one_time(&tl, "2024-02-29T09:00:00Z", "2024-02-29T10:00:00Z")
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // Before the series starts: free.
+    let (s, _) = api
+        .one_time(&tl, "2023-11-24T09:00:00Z", "2023-11-24T10:00:00Z")
+        .await;
+    assert_eq!(s, 200);
+    // A daily series at 09:50 meets the weekly one on Fridays.
+    let daily = json!({"type": "RECURRING", "timelineId": tl, "name": "daily",
+                       "startDateTime": "2024-06-03T09:50:00Z", "endDateTime": "2024-06-03T10:10:00Z",
+                       "repeatCycleType": "DAILY"});
+    let (s, v) = api.post("/sessions", &daily).await;
+    assert_error(s, &v, 409);
+    // At 10:00 it is back to back with yoga; from June the one-time sessions are past.
+    let mut daily_ok = daily.clone();
+    daily_ok["startDateTime"] = json!("2024-06-03T10:00:00Z");
+    daily_ok["endDateTime"] = json!("2024-06-03T10:30:00Z");
+    let (s, v) = api.post("/sessions", &daily_ok).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["recurringDayOfWeek"], Value::Null);
+
+    // The weekday is derived when omitted, and must agree when given.
+    let tl2 = api.timeline("other").await;
+    let mut w = yoga.clone();
+    w["timelineId"] = json!(tl2);
+    w.as_object_mut().unwrap().remove("recurringDayOfWeek");
+    w["startDateTime"] = json!("2023-12-05T09:00:00+02:00");
+    w["endDateTime"] = json!("2023-12-05T10:00:00+02:00");
+    let (s, v) = api.post("/sessions", &w).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["recurringDayOfWeek"], "TUESDAY");
+    assert_eq!(v["data"]["startDateTime"], "2023-12-05T07:00:00.000Z");
+    let weekly_id = v["data"]["id"].as_str().unwrap().to_owned();
+
+    let tl3 = api.timeline("third").await;
+    let mut bad = yoga.clone();
+    bad["timelineId"] = json!(tl3);
+    bad["recurringDayOfWeek"] = json!("MONDAY");
+    let (s, v) = api.post("/sessions", &bad).await;
+    assert_error(s, &v, 400);
+    assert!(messages(&v).contains("FRIDAY"), "{v}");
+    for (field, value) in [
+        ("repeatCycleType", Value::Null),
+        ("repeatCycleType", json!("HOURLY")),
+        ("recurringDayOfWeek", json!("FUNDAY")),
+        ("endDateTime", json!("2023-12-09T09:00:01Z")),
+    ] {
+        let mut b = yoga.clone();
+        b["timelineId"] = json!(tl3);
+        b[field] = value;
+        let (s, v) = api.post("/sessions", &b).await;
+        assert_error(s, &v, 400);
+        assert!(v["message"].is_array());
+    }
+    let mut no_cycle = yoga.clone();
+    no_cycle["timelineId"] = json!(tl3);
+    no_cycle.as_object_mut().unwrap().remove("repeatCycleType");
+    let (s, v) = api.post("/sessions", &no_cycle).await;
+    assert_error(s, &v, 400);
+    assert!(messages(&v).contains("repeatCycleType"), "{v}");
+    // A daily occurrence longer than a day would overlap itself.
+    let mut long = daily_ok.clone();
+    long["timelineId"] = json!(tl3);
+    long["endDateTime"] = json!("2024-06-04T10:00:01Z");
+    let (s, v) = api.post("/sessions", &long).await;
+    assert_error(s, &v, 400);
+    // ONE_TIME with recurrence fields.
+    let (s, v) = api
+        .post("/sessions", &json!({"type": "ONE_TIME", "timelineId": tl3, "name": "x",
+                                   "startDateTime": "2030-01-01T00:00:00Z", "endDateTime": "2030-01-01T01:00:00Z",
+                                   "repeatCycleType": "WEEKLY"}))
+        .await;
+    assert_error(s, &v, 400);
+
+    // PATCH: moving the start moves the derived weekday; becoming ONE_TIME
+    // clears the recurrence.
+    let (s, v) = api
+        .patch(
+            &format!("/sessions/{weekly_id}"),
+            &json!({"startDateTime": "2023-12-07T07:00:00Z", "endDateTime": "2023-12-07T08:00:00Z"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["recurringDayOfWeek"], "THURSDAY");
+    let (s, v) = api
+        .patch(
+            &format!("/sessions/{weekly_id}"),
+            &json!({"recurringDayOfWeek": "MONDAY"}),
+        )
+        .await;
+    assert_error(s, &v, 400);
+    let (s, v) = api
+        .patch(
+            &format!("/sessions/{weekly_id}"),
+            &json!({"type": "ONE_TIME"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["repeatCycleType"], Value::Null);
+    assert_eq!(v["data"]["recurringDayOfWeek"], Value::Null);
+    let (s, v) = api
+        .patch(
+            &format!("/sessions/{weekly_id}"),
+            &json!({"type": "RECURRING"}),
+        )
+        .await;
+    assert_error(s, &v, 400);
+    let (s, v) = api
+        .patch(
+            &format!("/sessions/{weekly_id}"),
+            &json!({"type": "RECURRING", "repeatCycleType": "DAILY"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["repeatCycleType"], "DAILY");
+}
+
+#[tokio::test]
+async fn invalid_input_is_400_in_the_error_format() {
+    let b = common::start_with(|c| c.max_body_bytes = 6000).await;
+    let api = Api::new(&b, Some(token("erin")));
+    let tl = api.timeline("t").await;
+    let good = json!({"type": "ONE_TIME", "timelineId": tl, "name": "n",
+                      "startDateTime": "2030-01-01T09:00:00Z", "endDateTime": "2030-01-01T10:00:00Z"});
+    let with = |field: &str, value: Value| {
+        let mut b = good.clone();
+        b[field] = value;
+        b
+    };
+    let without = |field: &str| {
+        let mut b = good.clone();
+        b.as_object_mut().unwrap().remove(field);
+        b
+    };
+    let cases = [
+        (
+            "end before start",
+            with("endDateTime", json!("2030-01-01T08:00:00Z")),
+            "endDateTime",
+        ),
+        (
+            "empty interval",
+            with("endDateTime", json!("2030-01-01T09:00:00Z")),
+            "endDateTime",
+        ),
+        ("unknown type", with("type", json!("SOMETIMES")), "type"),
+        ("type not a string", with("type", json!(1)), "type"),
+        (
+            "bad UUID",
+            with("timelineId", json!("a1b2c3d4-e5f6-7890-g1h2-i3j4k5l6m7n8")),
+            "timelineId",
+        ),
+        (
+            "bad time",
+            with("startDateTime", json!("tomorrow")),
+            "startDateTime",
+        ),
+        (
+            "time not a string",
+            with("startDateTime", json!(1_700_000_000)),
+            "startDateTime",
+        ),
+        ("name not a string", with("name", json!(["n"])), "name"),
+        ("empty name", with("name", json!("")), "name"),
+        ("null name", with("name", Value::Null), "name"),
+        (
+            "long description",
+            with("description", json!("d".repeat(4001))),
+            "description",
+        ),
+        ("missing type", without("type"), "type"),
+        ("missing timelineId", without("timelineId"), "timelineId"),
+        ("missing name", without("name"), "name"),
+        ("missing start", without("startDateTime"), "startDateTime"),
+        ("missing end", without("endDateTime"), "endDateTime"),
+    ];
+    for (what, body, field) in cases {
+        let (s, v) = api.post("/sessions", &body).await;
+        assert_eq!(s, 400, "{what}: {v}");
+        assert_error(s, &v, 400);
+        assert_eq!(v["error"], "Bad Request");
+        assert!(messages(&v).contains(field), "{what}: {v}");
+    }
+    // Several problems are reported together.
+    let (s, v) = api
+        .post("/sessions", &json!({"type": "X", "timelineId": "y"}))
+        .await;
+    assert_error(s, &v, 400);
+    assert!(v["message"].as_array().unwrap().len() >= 4, "{v}");
+
+    // A well-formed UUID naming no timeline: the document's "invalid routine reference".
+    let (s, v) = api
+        .post(
+            "/sessions",
+            &with("timelineId", json!(uuid::Uuid::new_v4().to_string())),
+        )
+        .await;
+    assert_error(s, &v, 400);
+    assert!(messages(&v).contains("timelineId"), "{v}");
+
+    // Bodies that are not JSON objects.
+    for (ct, raw) in [
+        (Some("application/json"), "{\"type\":"),
+        (Some("application/json"), "[1,2]"),
+        (Some("application/json"), "\"text\""),
+        (None, "{}"),
+        (Some("text/plain"), "{}"),
+    ] {
+        let mut r = api.req(reqwest::Method::POST, "/sessions").body(raw);
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        let (s, v) = Api::send(r).await;
+        assert_error(s, &v, 400);
+    }
+    // An oversized body.
+    let (s, v) = api
+        .post("/sessions", &with("description", json!("d".repeat(8000))))
+        .await;
+    assert_error(s, &v, 413);
+
+    // PATCH validates the same way.
+    let (s, v) = api.post("/sessions", &good).await;
+    assert_eq!(s, 200, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_owned();
+    for body in [
+        json!({"endDateTime": "2030-01-01T08:00:00Z"}),
+        json!({"type": "WHENEVER"}),
+        json!({"name": null}),
+        json!({"startDateTime": null}),
+        json!({"timelineId": uuid::Uuid::new_v4().to_string()}),
+        json!({"timelineId": "nope"}),
+        json!([]),
+    ] {
+        let (s, v) = api.patch(&format!("/sessions/{id}"), &body).await;
+        assert_error(s, &v, 400);
+    }
+    let (s, v) = api
+        .patch(
+            &format!("/sessions/{id}"),
+            &with("description", json!("d".repeat(8000))),
+        )
+        .await;
+    assert_error(s, &v, 413);
+    // Nothing changed.
+    let (_, v) = api.get(&format!("/sessions/{id}")).await;
+    assert_eq!(v["data"]["endDateTime"], "2030-01-01T10:00:00.000Z");
+
+    // Query parameters of the list.
+    for q in [
+        "startDateTimeSortOrder=UP",
+        "skip=-1",
+        "take=1000",
+        "take=abc",
+        "timelineId=123",
+    ] {
+        let (s, v) = api.get(&format!("/sessions?{q}")).await;
+        assert_error(s, &v, 400);
+    }
+}
+
+#[tokio::test]
+async fn overlapping_sessions_of_one_timeline_conflict() {
+    let b = common::start().await;
+    let api = Api::new(&b, Some(token("frank")));
+    let tl = api.timeline("a").await;
+    let other = api.timeline("b").await;
+    let (s, v) = api
+        .one_time(&tl, "2030-05-01T09:00:00Z", "2030-05-01T10:00:00Z")
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let first = v["data"]["id"].as_str().unwrap().to_owned();
+
+    for (start, end) in [
+        ("2030-05-01T09:30:00Z", "2030-05-01T10:30:00Z"),
+        ("2030-05-01T08:30:00Z", "2030-05-01T09:01:00Z"),
+        ("2030-05-01T09:10:00Z", "2030-05-01T09:20:00Z"),
+        ("2030-05-01T08:00:00Z", "2030-05-01T11:00:00Z"),
+        ("2030-05-01T11:00:00+02:00", "2030-05-01T11:30:00+02:00"),
+    ] {
+        let (s, v) = api.one_time(&tl, start, end).await;
+        assert_error(s, &v, 409);
+        assert!(messages(&v).contains(&first), "{v}");
+    }
+    // Back to back is fine, and so is another timeline.
+    let (s, v) = api
+        .one_time(&tl, "2030-05-01T10:00:00Z", "2030-05-01T11:00:00Z")
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let second = v["data"]["id"].as_str().unwrap().to_owned();
+    let (s, _) = api
+        .one_time(&other, "2030-05-01T09:00:00Z", "2030-05-01T10:00:00Z")
+        .await;
+    assert_eq!(s, 200);
+
+    // PATCH into an overlap is 409 and changes nothing; a session does not
+    // conflict with itself.
+    let (s, v) = api
+        .patch(
+            &format!("/sessions/{second}"),
+            &json!({"startDateTime": "2030-05-01T09:59:00Z"}),
+        )
+        .await;
+    assert_error(s, &v, 409);
+    let (s, v) = api
+        .patch(
+            &format!("/sessions/{second}"),
+            &json!({"endDateTime": "2030-05-01T12:00:00Z"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = api.get(&format!("/sessions/{second}")).await;
+    assert_eq!(v["data"]["startDateTime"], "2030-05-01T10:00:00.000Z");
+
+    // Removing a session frees its time.
+    assert_eq!(api.delete(&format!("/sessions/{first}")).await.0, 200);
+    let (s, v) = api
+        .one_time(&tl, "2030-05-01T09:30:00Z", "2030-05-01T09:45:00Z")
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// Concurrent creates of the same slot: exactly one wins, the others get 409.
+/// Concurrent creates of distinct slots all succeed (they wait for the lock).
+#[tokio::test]
+async fn concurrent_overlapping_creates_do_not_both_succeed() {
+    let b = common::start().await;
+    let api = Api::new(&b, Some(token("gina")));
+    for round in 0..3 {
+        let tl = api.timeline(&format!("race {round}")).await;
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let api = api.clone();
+            let tl = tl.clone();
+            tasks.push(tokio::spawn(async move {
+                // All overlap at 09:30-10:00.
+                let start = format!("2031-01-01T09:{:02}:00Z", i * 3);
+                api.one_time(&tl, &start, "2031-01-01T10:00:00Z").await
+            }));
+        }
+        let mut won = 0;
+        let mut lost = 0;
+        for t in tasks {
+            let (s, v) = t.await.unwrap();
+            match s.as_u16() {
+                200 => won += 1,
+                409 => lost += 1,
+                other => panic!("unexpected {other}: {v}"),
+            }
+        }
+        assert_eq!((won, lost), (1, 7), "round {round}");
+        let (_, v) = api.get(&format!("/sessions?timelineId={tl}")).await;
+        assert_eq!(v["meta"]["meta"]["count"], 1);
+    }
+
+    let tl = api.timeline("parallel").await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let api = api.clone();
+        let tl = tl.clone();
+        tasks.push(tokio::spawn(async move {
+            let start = format!("2031-02-01T{:02}:00:00Z", i);
+            let end = format!("2031-02-01T{:02}:00:00Z", i + 1);
+            api.one_time(&tl, &start, &end).await
+        }));
+    }
+    for t in tasks {
+        let (s, v) = t.await.unwrap();
+        assert_eq!(s, 200, "{v}");
+    }
+    // Concurrent PATCHes of two sessions into the same free slot: one wins.
+    let (_, v) = api
+        .get(&format!(
+            "/sessions?timelineId={tl}&take=100&startDateTimeSortOrder=ASC"
+        ))
+        .await;
+    let ids: Vec<String> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 8);
+    let mut tasks = Vec::new();
+    for id in [ids[0].clone(), ids[1].clone()] {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            api.patch(
+                &format!("/sessions/{id}"),
+                &json!({"startDateTime": "2031-02-02T09:00:00Z", "endDateTime": "2031-02-02T10:00:00Z"}),
+            )
+            .await
+            .0
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap().as_u16());
+    }
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 409]);
+}
+
+#[tokio::test]
+async fn lists_filter_sort_and_page() {
+    let b = common::start().await;
+    let api = Api::new(&b, Some(token("hank")));
+    let a = api.timeline("a").await;
+    let bb = api.timeline("b").await;
+    // Created out of order.
+    for day in [3, 1, 5, 2, 4] {
+        let (s, v) = api
+            .one_time(
+                &a,
+                &format!("2030-07-0{day}T09:00:00Z"),
+                &format!("2030-07-0{day}T10:00:00Z"),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    for day in [1, 2] {
+        api.one_time(
+            &bb,
+            &format!("2030-08-0{day}T09:00:00Z"),
+            &format!("2030-08-0{day}T10:00:00Z"),
+        )
+        .await;
+    }
+    let days = |v: &Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["startDateTime"].as_str().unwrap()[5..10].to_owned())
+            .collect()
+    };
+
+    // Default: DESC, take 10.
+    let (s, v) = api.get(&format!("/sessions?timelineId={a}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(days(&v), ["07-05", "07-04", "07-03", "07-02", "07-01"]);
+    assert_eq!(
+        v["meta"],
+        json!({"message": "success", "meta": {"skip": 0, "take": 10, "count": 5}})
+    );
+    // The document's curl example.
+    let (_, v) = api
+        .get(&format!(
+            "/sessions?timelineId={a}&startDateTimeSortOrder=ASC&skip=0&take=10"
+        ))
+        .await;
+    assert_eq!(days(&v), ["07-01", "07-02", "07-03", "07-04", "07-05"]);
+    let (_, v) = api
+        .get(&format!(
+            "/sessions?timelineId={a}&startDateTimeSortOrder=ASC&skip=1&take=2"
+        ))
+        .await;
+    assert_eq!(days(&v), ["07-02", "07-03"]);
+    assert_eq!(v["meta"]["meta"], json!({"skip": 1, "take": 2, "count": 5}));
+    let (_, v) = api.get(&format!("/sessions?timelineId={a}&skip=10")).await;
+    assert_eq!(v["data"], json!([]));
+    assert_eq!(v["meta"]["meta"]["count"], 5);
+    let (_, v) = api.get(&format!("/sessions?timelineId={a}&take=0")).await;
+    assert_eq!(v["data"], json!([]));
+    assert_eq!(v["meta"]["meta"]["count"], 5);
+
+    // No filter: every timeline of the caller.
+    let (_, v) = api.get("/sessions?startDateTimeSortOrder=DESC").await;
+    assert_eq!(v["meta"]["meta"]["count"], 7);
+    assert_eq!(days(&v)[0], "08-02");
+    // A filter naming no timeline matches nothing.
+    let (s, v) = api
+        .get(&format!("/sessions?timelineId={}", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["meta"]["meta"]["count"], 0);
+}
+
+#[tokio::test]
+async fn users_see_their_own_and_admins_see_all() {
+    let b = common::start().await;
+    let ivy = Api::new(&b, Some(token("ivy")));
+    let jack = Api::new(&b, Some(token("jack")));
+    let tl = ivy.timeline("ivy's").await;
+    let (_, v) = ivy
+        .one_time(&tl, "2030-09-01T09:00:00Z", "2030-09-01T10:00:00Z")
+        .await;
+    let id = v["data"]["id"].as_str().unwrap().to_owned();
+    let jack_tl = jack.timeline("jack's").await;
+    jack.one_time(&jack_tl, "2030-09-01T09:00:00Z", "2030-09-01T10:00:00Z")
+        .await;
+
+    // Another user: the session is not there, the timeline is forbidden.
+    let (s, v) = jack.get(&format!("/sessions/{id}")).await;
+    assert_error(s, &v, 404);
+    let (s, v) = jack
+        .patch(&format!("/sessions/{id}"), &json!({"name": "mine"}))
+        .await;
+    assert_error(s, &v, 404);
+    let (s, v) = jack.delete(&format!("/sessions/{id}")).await;
+    assert_error(s, &v, 404);
+    let (s, v) = jack
+        .one_time(&tl, "2030-10-01T09:00:00Z", "2030-10-01T10:00:00Z")
+        .await;
+    assert_error(s, &v, 403);
+    let (s, v) = jack.get(&format!("/sessions?timelineId={tl}")).await;
+    assert_error(s, &v, 403);
+    let (_, v) = jack.get("/sessions").await;
+    assert_eq!(v["meta"]["meta"]["count"], 1);
+    let (_, v) = jack.get("/timelines").await;
+    assert_eq!(v["meta"]["meta"]["count"], 1);
+
+    // Administrators, by any of the documented claims.
+    for claims in [
+        json!({"role": "admin"}),
+        json!({"admin": true}),
+        json!({"roles": ["user", "ADMIN"]}),
+    ] {
+        let admin = Api::new(&b, Some(token_with("root", claims.clone())));
+        let (_, v) = admin.get("/sessions").await;
+        assert_eq!(v["meta"]["meta"]["count"], 2, "{claims}");
+        let (s, _) = admin.get(&format!("/sessions/{id}")).await;
+        assert_eq!(s, 200);
+        let (s, _) = admin.get(&format!("/sessions?timelineId={tl}")).await;
+        assert_eq!(s, 200);
+    }
+    // Not administrators.
+    for claims in [
+        json!({"admin": "true"}),
+        json!({"role": "user"}),
+        json!({"admin": false}),
+    ] {
+        let (_, v) = Api::new(&b, Some(token_with("root", claims)))
+            .get("/sessions")
+            .await;
+        assert_eq!(v["meta"]["meta"]["count"], 0);
+    }
+    let admin = Api::new(&b, Some(token_with("root", json!({"role": "admin"}))));
+    let (s, v) = admin
+        .patch(&format!("/sessions/{id}"), &json!({"name": "by admin"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = admin
+        .one_time(&tl, "2030-10-01T09:00:00Z", "2030-10-01T10:00:00Z")
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["timelineId"], tl.as_str());
+    let (_, v) = ivy.get("/sessions").await;
+    assert_eq!(
+        v["meta"]["meta"]["count"], 2,
+        "the admin's session is on ivy's timeline"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_routes() {
+    let b = common::start().await;
+    let doc: Value = common::http()
+        .get(b.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (path, methods) in [
+        ("/sessions", &["get", "post"][..]),
+        ("/sessions/{id}", &["get", "patch", "delete"][..]),
+        ("/timelines", &["get", "post"][..]),
+    ] {
+        for m in methods {
+            let op = &doc["paths"][path][m];
+            assert!(op["responses"]["200"].is_object(), "{path} {m}");
+            assert!(op["responses"]["401"].is_object(), "{path} {m}");
+            assert!(op["responses"]["503"].is_object(), "{path} {m}");
+        }
+    }
+    assert!(doc["components"]["schemas"]["ScheduledSession"].is_object());
+}
+
+#[tokio::test]
+async fn a_dead_daemon_is_503_and_the_data_survives_its_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon_cfg = |listen| sessiond::Config {
+        listen,
+        data_dir: dir.path().to_owned(),
+        ..sessiond::Config::default()
+    };
+    let d = sessiond::Daemon::start(daemon_cfg("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let addr = d.local_addr();
+    let b = common::start_with(|c| c.daemon = Some(addr.to_string())).await;
+    let api = Api::new(&b, Some(token("kim")));
+    let tl = api.timeline("t").await;
+    let (s, v) = api
+        .one_time(&tl, "2030-11-01T09:00:00Z", "2030-11-01T10:00:00Z")
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_owned();
+    d.shutdown().await;
+
+    // JWTs are checked without the daemon; everything else needs it.
+    for (s, v) in [
+        api.get("/sessions").await,
+        api.get(&format!("/sessions/{id}")).await,
+        api.one_time(&tl, "2030-11-02T09:00:00Z", "2030-11-02T10:00:00Z")
+            .await,
+        api.patch(&format!("/sessions/{id}"), &json!({"name": "x"}))
+            .await,
+        api.delete(&format!("/sessions/{id}")).await,
+        api.get("/timelines").await,
+        api.post("/timelines", &json!({"name": "x"})).await,
+        // An access token cannot be checked either: 503, not 401.
+        Api::new(&b, Some(uuid::Uuid::new_v4().to_string()))
+            .get("/sessions")
+            .await,
+    ] {
+        assert_error(s, &v, 503);
+    }
+    // Still 401 without a token.
+    assert_eq!(Api::new(&b, None).get("/sessions").await.0, 401);
+
+    let d = sessiond::Daemon::start(daemon_cfg(addr)).await.unwrap();
+    let mut back = None;
+    for _ in 0..100 {
+        let (s, v) = api.get(&format!("/sessions/{id}")).await;
+        if s == 200 {
+            back = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v = back.expect("the bridge never recovered");
+    assert_eq!(v["data"]["startDateTime"], "2030-11-01T09:00:00.000Z");
+    // The slot is still taken.
+    let (s, _) = api
+        .one_time(&tl, "2030-11-01T09:30:00Z", "2030-11-01T10:30:00Z")
+        .await;
+    assert_eq!(s, 409);
+    d.shutdown().await;
+}
