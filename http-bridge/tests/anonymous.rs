@@ -558,17 +558,8 @@ async fn an_ended_session_answers_404_and_clears_the_cookie() {
 
 #[tokio::test]
 async fn a_dead_daemon_answers_503_and_the_bridge_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let daemon_cfg = |listen| sessiond::Config {
-        listen,
-        data_dir: dir.path().to_owned(),
-        ..sessiond::Config::default()
-    };
-    let d = sessiond::Daemon::start(daemon_cfg("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
-    let addr = d.local_addr();
-    let b = common::start_with(|c| c.daemon = Some(addr.to_string())).await;
+    let mut d = common::ExternalDaemon::start().await;
+    let b = common::start_on(&d).await;
     let http = common::http();
     let v: Value = http
         .post(b.url("/api/session/"))
@@ -579,7 +570,7 @@ async fn a_dead_daemon_answers_503_and_the_bridge_recovers() {
         .await
         .unwrap();
     let id = v["session_id"].clone();
-    d.shutdown().await;
+    d.stop().await;
 
     for (method, path) in [
         ("POST", "/api/session/"),
@@ -598,7 +589,7 @@ async fn a_dead_daemon_answers_503_and_the_bridge_recovers() {
     }
 
     // The daemon comes back on its port with its data: so does the session.
-    let d = sessiond::Daemon::start(daemon_cfg(addr)).await.unwrap();
+    d.restart().await;
     let mut back = None;
     for _ in 0..100 {
         let r = http.get(b.url("/api/session/info")).send().await.unwrap();
@@ -610,7 +601,7 @@ async fn a_dead_daemon_answers_503_and_the_bridge_recovers() {
     }
     let v = back.expect("the bridge never recovered");
     assert_eq!(v["session_id"], id);
-    d.shutdown().await;
+    d.stop().await;
 }
 
 #[tokio::test]

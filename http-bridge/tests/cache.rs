@@ -145,17 +145,8 @@ async fn bad_input_gets_400_in_the_envelope() {
 
 #[tokio::test]
 async fn a_dead_daemon_answers_503_and_the_bridge_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let daemon_cfg = |listen| sessiond::Config {
-        listen,
-        data_dir: dir.path().to_owned(),
-        ..sessiond::Config::default()
-    };
-    let d = sessiond::Daemon::start(daemon_cfg("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
-    let addr = d.local_addr();
-    let b = common::start_with(|c| c.daemon = Some(addr.to_string())).await;
+    let mut d = common::ExternalDaemon::start().await;
+    let b = common::start_on(&d).await;
     let http = common::http();
     let r = http
         .post(b.url("/create"))
@@ -164,7 +155,7 @@ async fn a_dead_daemon_answers_503_and_the_bridge_recovers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    d.shutdown().await;
+    d.stop().await;
 
     let r = http.get(b.url("/session?user_id=u1")).send().await.unwrap();
     assert_eq!(r.status(), 503);
@@ -186,7 +177,7 @@ async fn a_dead_daemon_answers_503_and_the_bridge_recovers() {
     }
 
     // Back on its port with its data: the session is still there.
-    let d = sessiond::Daemon::start(daemon_cfg(addr)).await.unwrap();
+    d.restart().await;
     let mut back = None;
     for _ in 0..100 {
         let r = http.get(b.url("/session?user_id=u1")).send().await.unwrap();
@@ -208,7 +199,7 @@ async fn a_dead_daemon_answers_503_and_the_bridge_recovers() {
         .await
         .unwrap();
     assert_eq!(v, json!({"success": true, "message": "true"}));
-    d.shutdown().await;
+    d.stop().await;
 }
 
 #[tokio::test]

@@ -463,22 +463,13 @@ async fn the_session_path_is_shared_with_the_cache_api() {
 
 #[tokio::test]
 async fn an_unreachable_daemon_answers_503_and_logins_resume() {
-    let dir = tempfile::tempdir().unwrap();
-    let daemon_cfg = |listen| sessiond::Config {
-        listen,
-        data_dir: dir.path().to_owned(),
-        ..sessiond::Config::default()
-    };
-    let d = sessiond::Daemon::start(daemon_cfg("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
-    let addr = d.local_addr();
-    let b = common::start_with(|c| c.daemon = Some(addr.to_string())).await;
+    let mut d = common::ExternalDaemon::start().await;
+    let b = common::start_on(&d).await;
     let http = common::http();
-    let client = Client::connect(addr.to_string()).await.unwrap();
+    let client = Client::connect(d.addr().to_string()).await.unwrap();
     add_user(&client, "kim@example.com", "kim-pw").await;
     let t = tokens(&login(&http, &b, "kim@example.com", "kim-pw").await);
-    d.shutdown().await;
+    d.stop().await;
 
     let r = login(&http, &b, "kim@example.com", "kim-pw").await;
     assert_eq!(r.status(), 503);
@@ -492,7 +483,7 @@ async fn an_unreachable_daemon_answers_503_and_logins_resume() {
         .unwrap();
     assert_eq!(r.status(), 503);
 
-    let d = sessiond::Daemon::start(daemon_cfg(addr)).await.unwrap();
+    d.restart().await;
     let mut ok = false;
     for _ in 0..50 {
         if login(&http, &b, "kim@example.com", "kim-pw").await.status() == 200 {
@@ -504,5 +495,5 @@ async fn an_unreachable_daemon_answers_503_and_logins_resume() {
     assert!(ok, "logins never resumed");
     // What was issued before the outage still works.
     assert_eq!(refresh(&http, &b, &t.refresh).await.status(), 200);
-    d.shutdown().await;
+    d.stop().await;
 }

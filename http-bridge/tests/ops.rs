@@ -47,28 +47,19 @@ async fn unknown_routes_are_404_and_bodies_are_bounded() {
 #[tokio::test]
 async fn a_bridge_on_a_dead_daemon_answers_503_and_recovers() {
     // A daemon of our own, so it can be stopped and started again on its port.
-    let dir = tempfile::tempdir().unwrap();
-    let daemon_cfg = |listen| sessiond::Config {
-        listen,
-        data_dir: dir.path().to_owned(),
-        ..sessiond::Config::default()
-    };
-    let d = sessiond::Daemon::start(daemon_cfg("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
-    let addr = d.local_addr();
-    let b = common::start_with(|c| c.daemon = Some(addr.to_string())).await;
+    let mut d = common::ExternalDaemon::start().await;
+    let b = common::start_on(&d).await;
     let http = common::http();
     assert_eq!(
         http.get(b.url("/healthz")).send().await.unwrap().status(),
         200
     );
-    d.shutdown().await;
+    d.stop().await;
     assert_eq!(
         http.get(b.url("/healthz")).send().await.unwrap().status(),
         503
     );
-    let d = sessiond::Daemon::start(daemon_cfg(addr)).await.unwrap();
+    d.restart().await;
     let mut ok = false;
     for _ in 0..50 {
         if http.get(b.url("/healthz")).send().await.unwrap().status() == 200 {
@@ -78,7 +69,7 @@ async fn a_bridge_on_a_dead_daemon_answers_503_and_recovers() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(ok, "the bridge never recovered");
-    d.shutdown().await;
+    d.stop().await;
 }
 
 #[tokio::test]

@@ -1184,17 +1184,8 @@ async fn the_openapi_document_describes_the_routes() {
 
 #[tokio::test]
 async fn a_dead_daemon_is_503_and_the_data_survives_its_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let daemon_cfg = |listen| sessiond::Config {
-        listen,
-        data_dir: dir.path().to_owned(),
-        ..sessiond::Config::default()
-    };
-    let d = sessiond::Daemon::start(daemon_cfg("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
-    let addr = d.local_addr();
-    let b = common::start_with(|c| c.daemon = Some(addr.to_string())).await;
+    let mut d = common::ExternalDaemon::start().await;
+    let b = common::start_on(&d).await;
     let api = Api::new(&b, Some(token("kim")));
     let tl = api.timeline("t").await;
     let (s, v) = api
@@ -1202,7 +1193,7 @@ async fn a_dead_daemon_is_503_and_the_data_survives_its_restart() {
         .await;
     assert_eq!(s, 200, "{v}");
     let id = v["data"]["id"].as_str().unwrap().to_owned();
-    d.shutdown().await;
+    d.stop().await;
 
     // JWTs are checked without the daemon; everything else needs it.
     for (s, v) in [
@@ -1225,7 +1216,7 @@ async fn a_dead_daemon_is_503_and_the_data_survives_its_restart() {
     // Still 401 without a token.
     assert_eq!(Api::new(&b, None).get("/sessions").await.0, 401);
 
-    let d = sessiond::Daemon::start(daemon_cfg(addr)).await.unwrap();
+    d.restart().await;
     let mut back = None;
     for _ in 0..100 {
         let (s, v) = api.get(&format!("/sessions/{id}")).await;
@@ -1242,5 +1233,5 @@ async fn a_dead_daemon_is_503_and_the_data_survives_its_restart() {
         .one_time(&tl, "2030-11-01T09:30:00Z", "2030-11-01T10:30:00Z")
         .await;
     assert_eq!(s, 409);
-    d.shutdown().await;
+    d.stop().await;
 }

@@ -715,20 +715,11 @@ async fn oversized_bodies_are_413() {
 
 #[tokio::test]
 async fn an_unreachable_daemon_answers_503() {
-    let dir = tempfile::tempdir().unwrap();
-    let daemon_cfg = |listen| sessiond::Config {
-        listen,
-        data_dir: dir.path().to_owned(),
-        ..sessiond::Config::default()
-    };
-    let d = sessiond::Daemon::start(daemon_cfg("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
-    let addr = d.local_addr();
-    let b = common::start_with(|c| c.daemon = Some(addr.to_string())).await;
+    let mut d = common::ExternalDaemon::start().await;
+    let b = common::start_on(&d).await;
     // The bridge created its administrator in that daemon.
     let (http, _) = session(&b, ADMIN.0, ADMIN.1).await;
-    d.shutdown().await;
+    d.stop().await;
     let unavailable = (503, json!({"error": "Service unavailable"}));
     assert_eq!(
         json_of(http.get(b.url("/api/v1/users/me")).send().await.unwrap()).await,
@@ -748,7 +739,7 @@ async fn an_unreachable_daemon_answers_503() {
         200
     );
 
-    let d = sessiond::Daemon::start(daemon_cfg(addr)).await.unwrap();
+    d.restart().await;
     let mut ok = false;
     for _ in 0..50 {
         if http
@@ -765,7 +756,7 @@ async fn an_unreachable_daemon_answers_503() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ok, "the session did not survive the restart");
-    d.shutdown().await;
+    d.stop().await;
 }
 
 #[tokio::test]

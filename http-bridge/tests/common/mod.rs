@@ -65,3 +65,63 @@ pub fn http() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// A separate daemon (not the bridge's embedded one) that a test can stop and
+/// start again on the same address and data dir, to take the bridge's store
+/// away and give it back.
+pub struct ExternalDaemon {
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    daemon: Option<sessiond::Daemon>,
+}
+
+impl ExternalDaemon {
+    /// Starts a daemon on a free port and a fresh data dir.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon =
+            sessiond::Daemon::start(Self::config(&dir, SocketAddr::from(([127, 0, 0, 1], 0))))
+                .await
+                .unwrap();
+        Self {
+            addr: daemon.local_addr(),
+            dir,
+            daemon: Some(daemon),
+        }
+    }
+
+    fn config(dir: &tempfile::TempDir, listen: SocketAddr) -> sessiond::Config {
+        sessiond::Config {
+            listen,
+            data_dir: dir.path().to_owned(),
+            ..sessiond::Config::default()
+        }
+    }
+
+    /// Its native protocol address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops it gracefully (its log is flushed).
+    pub async fn stop(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.shutdown().await;
+        }
+    }
+
+    /// Starts it again on the same address, with the same data.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let d = sessiond::Daemon::start(Self::config(&self.dir, self.addr))
+            .await
+            .unwrap();
+        self.daemon = Some(d);
+    }
+}
+
+/// Starts a bridge on `daemon` instead of an embedded one.
+pub async fn start_on(daemon: &ExternalDaemon) -> TestBridge {
+    let addr = daemon.addr().to_string();
+    start_with(|c| c.daemon = Some(addr)).await
+}
