@@ -1,10 +1,13 @@
 //! One multiplexed connection: many callers, one socket.
 //!
-//! Callers encode their request, register a oneshot under its request id and
-//! hand the frame to a bounded queue. A writer task drains the queue, packing
-//! every frame waiting into one buffer and one write; a reader task splits
-//! every response in a read and completes the waiters by id. Answers may come
-//! in any order. When the socket fails, every waiter is failed at once with
+//! Callers register a oneshot under their request id and encode their request
+//! straight into a shared outbox (bounded: past `max_pending` frames they wait
+//! for room). A writer task takes the whole outbox at once and sends it with
+//! one write, so concurrent callers share syscalls; before taking it, the
+//! writer lets the other callers that are ready run first (tokio would
+//! otherwise run the woken writer before them and send one frame per write).
+//! A reader task splits every response in a read and completes the waiters by
+//! id. Answers may come in any order. When the socket fails, every waiter is failed at once with
 //! [`Error::ConnectionClosed`] and the connection is marked dead so the pool
 //! replaces it.
 
@@ -13,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use parking_lot::Mutex;
 use rustls_pki_types::ServerName;
 use sessiond_protocol::frame::{
@@ -31,15 +34,17 @@ use tokio::net::TcpStream;
 type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
 /// The writing side of a connection, plain or TLS.
 type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 
-/// Most bytes the writer packs into one write.
+/// Initial capacity of the outbox buffers.
 const WRITE_BATCH: usize = 64 * 1024;
+/// An outbox buffer that grew past this for one large frame is not kept.
+const WRITE_KEEP: usize = 4 * 1024 * 1024;
 /// Smallest free space handed to a read.
 const READ_CHUNK: usize = 16 * 1024;
 /// Request id of the handshake (0 is reserved for connection-level errors).
@@ -64,12 +69,39 @@ impl Shared {
     }
 }
 
+/// Frames waiting for the writer task, packed back to back.
+struct Outbox {
+    state: Mutex<OutboxState>,
+    /// Wakes the writer: the first frame of a batch is in, or closing began.
+    ready: Notify,
+    /// Wakes callers waiting for room.
+    room: Notify,
+}
+
+struct OutboxState {
+    buf: BytesMut,
+    /// Frames in `buf`.
+    frames: usize,
+    /// No more frames are accepted (the handle was dropped or writing failed).
+    closed: bool,
+}
+
+impl Outbox {
+    fn close(&self) {
+        self.state.lock().closed = true;
+        self.ready.notify_one();
+        self.room.notify_waiters();
+    }
+}
+
 /// A live connection to the daemon.
 pub(crate) struct Connection {
     shared: Arc<Shared>,
-    /// Encoded frames for the writer task; bounded, so a stalled socket makes
-    /// callers wait (within their timeout) instead of growing memory.
-    queue: mpsc::Sender<Bytes>,
+    /// Encoded frames for the writer task; bounded by `max_pending` frames,
+    /// so a stalled socket makes callers wait (within their timeout) instead
+    /// of growing memory.
+    outbox: Arc<Outbox>,
+    max_pending: usize,
     /// The next request id. Id 0 is the daemon's "whole connection" marker and
     /// 1 is the handshake's, so requests start at 2 and never reuse an id.
     next_id: AtomicU64,
@@ -81,8 +113,9 @@ pub(crate) struct Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // The writer ends when its queue closes; the reader would otherwise
-        // wait on the socket until the daemon's idle timeout.
+        // The writer sends what is queued and ends; the reader would
+        // otherwise wait on the socket until the daemon's idle timeout.
+        self.outbox.close();
         self.reader.abort();
     }
 }
@@ -147,13 +180,22 @@ impl Connection {
             pending: Mutex::new(HashMap::new()),
             dead: AtomicBool::new(false),
         });
-        let (queue, rx) = mpsc::channel(config.max_pending);
-        tokio::spawn(writer(write, rx, Arc::clone(&shared)));
+        let outbox = Arc::new(Outbox {
+            state: Mutex::new(OutboxState {
+                buf: BytesMut::with_capacity(WRITE_BATCH),
+                frames: 0,
+                closed: false,
+            }),
+            ready: Notify::new(),
+            room: Notify::new(),
+        });
+        tokio::spawn(writer(write, Arc::clone(&outbox), Arc::clone(&shared)));
         let read_max = server.max_frame_len.clamp(1, ABSOLUTE_MAX_FRAME_LEN);
         let reader = tokio::spawn(reader(read, leftover, read_max, Arc::clone(&shared)));
         Ok(Self {
             shared,
-            queue,
+            outbox,
+            max_pending: config.max_pending,
             next_id: AtomicU64::new(HELLO_ID + 1),
             max_frame_len: config.max_frame_len.min(server.max_frame_len),
             server,
@@ -177,15 +219,8 @@ impl Connection {
             return Err(Error::ConnectionClosed);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut buf = BytesMut::new();
-        encode_request(&Request { id, op }, &mut buf)?;
-        let len = buf.len() - HEADER_LEN;
-        if len > self.max_frame_len as usize {
-            return Err(Error::Encode(EncodeError::TooLarge {
-                len,
-                max: self.max_frame_len,
-            }));
-        }
+        // The waiter is in place before the frame can leave: the answer may
+        // come back as soon as the outbox lock is released.
         let (tx, rx) = oneshot::channel();
         self.shared.pending.lock().insert(id, tx);
         // The reader may have failed everyone between the check above and the
@@ -194,11 +229,9 @@ impl Connection {
             self.shared.pending.lock().remove(&id);
             return Err(Error::ConnectionClosed);
         }
+        let request = Request { id, op };
         let exchange = async {
-            self.queue
-                .send(buf.freeze())
-                .await
-                .map_err(|_| Error::ConnectionClosed)?;
+            self.enqueue(&request).await?;
             rx.await.map_err(|_| Error::ConnectionClosed)?
         };
         match tokio::time::timeout(timeout, exchange).await {
@@ -216,7 +249,47 @@ impl Connection {
     }
 }
 
-/// Sends Hello and reads its answer. Returns bytes read past the answer.
+impl Connection {
+    /// Encodes `request` into the outbox, waiting while it is full.
+    async fn enqueue(&self, request: &Request) -> Result<()> {
+        loop {
+            let room = self.outbox.room.notified();
+            tokio::pin!(room);
+            // Registered before looking, so a drain in between is not missed.
+            room.as_mut().enable();
+            {
+                let mut st = self.outbox.state.lock();
+                if st.closed || self.is_dead() {
+                    return Err(Error::ConnectionClosed);
+                }
+                if st.frames < self.max_pending {
+                    let start = st.buf.len();
+                    if let Err(e) = encode_request(request, &mut st.buf) {
+                        st.buf.truncate(start);
+                        return Err(e.into());
+                    }
+                    let len = st.buf.len() - start - HEADER_LEN;
+                    if len > self.max_frame_len as usize {
+                        st.buf.truncate(start);
+                        return Err(Error::Encode(EncodeError::TooLarge {
+                            len,
+                            max: self.max_frame_len,
+                        }));
+                    }
+                    st.frames += 1;
+                    let first = st.frames == 1;
+                    drop(st);
+                    if first {
+                        self.outbox.ready.notify_one();
+                    }
+                    return Ok(());
+                }
+            }
+            room.await;
+        }
+    }
+}
+
 /// The host part of `host:port` (brackets of an IPv6 literal removed).
 fn host_of(address: &str) -> String {
     let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
@@ -225,6 +298,7 @@ fn host_of(address: &str) -> String {
         .to_owned()
 }
 
+/// Sends Hello and reads its answer. Returns bytes read past the answer.
 async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     config: &ClientConfig,
@@ -279,28 +353,42 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn writer(mut write: WriteHalf, mut rx: mpsc::Receiver<Bytes>, shared: Arc<Shared>) {
-    let mut buf = BytesMut::with_capacity(WRITE_BATCH);
-    while let Some(first) = rx.recv().await {
-        buf.extend_from_slice(&first);
-        // Coalesce whatever else is already queued into the same write.
-        while buf.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
-                Err(_) => break,
+async fn writer(mut write: WriteHalf, outbox: Arc<Outbox>, shared: Arc<Shared>) {
+    let mut out = BytesMut::with_capacity(WRITE_BATCH);
+    loop {
+        outbox.ready.notified().await;
+        // The caller that woke us is usually followed by others that are
+        // ready to run (the reader just completed their answers): let them
+        // queue their frames so they share this write.
+        tokio::task::yield_now().await;
+        let closed = {
+            let mut st = outbox.state.lock();
+            std::mem::swap(&mut st.buf, &mut out);
+            st.frames = 0;
+            st.closed
+        };
+        outbox.room.notify_waiters();
+        if !out.is_empty() {
+            if let Err(e) = write.write_all(&out).await {
+                debug!(error = %e, "writing to the daemon failed");
+                outbox.close();
+                shared.fail_all(|| Error::ConnectionClosed);
+                return;
+            }
+            out.clear();
+            if out.capacity() > WRITE_KEEP {
+                out = BytesMut::with_capacity(WRITE_BATCH);
             }
         }
-        if let Err(e) = write.write_all(&buf).await {
-            debug!(error = %e, "writing to the daemon failed");
-            shared.fail_all(|| Error::ConnectionClosed);
+        if closed {
+            let _ = write.shutdown().await;
             return;
         }
-        buf.clear();
         if shared.dead.load(Ordering::Acquire) {
+            outbox.close();
             return;
         }
     }
-    let _ = write.shutdown().await;
 }
 
 async fn reader(mut read: ReadHalf, mut buf: BytesMut, max_len: u32, shared: Arc<Shared>) {
