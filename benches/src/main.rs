@@ -1,13 +1,16 @@
 //! `sessiond-bench`: the load generator for sessiond, side by side with Redis.
 //!
-//! `sessiond-bench --target sessiond://HOST:PORT | redis://HOST:PORT --workload W`
+//! `sessiond-bench --target sessiond://HOST:PORT | redis://HOST:PORT | http://HOST:PORT --workload W`
 //! runs `--concurrency` tasks, each sending `--pipeline` requests at a time,
 //! for `--duration` seconds or `--requests` requests, and prints ops/s and
 //! latency percentiles from an HdrHistogram (text, or `--json`).
 //! `sessiond-bench compare` starts both servers itself with matching durability
 //! and prints a table of ratios (and, with `--memory`, bytes per session).
+//! An `http://` target is the HTTP bridge's user-session-cache API (see
+//! [`http`] for how each workload maps onto it).
 
 mod compare;
+mod http;
 mod target;
 
 use std::io::IsTerminal;
@@ -28,11 +31,13 @@ pub enum Workload {
     Create,
     /// Read preloaded sessions.
     Get,
-    /// Read and slide preloaded sessions.
+    /// Read and slide preloaded sessions (http://: a plain GET /session, the
+    /// cache API has no sliding read).
     GetTouch,
     /// Overwrite preloaded sessions.
     Update,
-    /// 80% get-touch, 15% update, 5% create+delete.
+    /// 80% get-touch, 15% update, 5% create+delete (http://: create only,
+    /// the cache API has no delete).
     Mixed,
     /// Create `--requests` sessions, then stop (for memory and recovery runs).
     Preload,
@@ -67,13 +72,15 @@ pub struct Load {
     /// Concurrent tasks.
     #[arg(long, default_value_t = 50)]
     pub concurrency: usize,
-    /// Connections (sessiond: pool size; Redis: multiplexed connections).
+    /// Connections (sessiond: pool size; Redis: multiplexed connections;
+    /// http: keep-alive HTTP/1.1 connections, one request in flight on each,
+    /// so give it --concurrency to put every task on the wire).
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
     /// Requests each task has in flight at once.
     #[arg(long, default_value_t = 1)]
     pub pipeline: usize,
-    /// Bytes of session data.
+    /// Bytes of session data (http: the token's length, at most 4096).
     #[arg(long, default_value_t = 256)]
     pub value_size: usize,
     /// Sessions preloaded for the read and update workloads.
@@ -106,12 +113,14 @@ impl Load {
 #[command(
     name = "sessiond-bench",
     version,
-    about = "Load generator for sessiond, side by side with Redis"
+    about = "Load generator for sessiond, side by side with Redis and the HTTP bridge"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Server to load: sessiond://HOST:PORT or redis://HOST:PORT.
+    /// Server to load: sessiond://HOST:PORT, redis://HOST:PORT, or
+    /// http://HOST:PORT for the HTTP bridge's user-session-cache API
+    /// (create and update: POST /create; get and get-touch: GET /session).
     #[arg(long, default_value = "sessiond://127.0.0.1:7379")]
     target: String,
     /// What to send.

@@ -1,6 +1,7 @@
 //! The systems under load, behind one interface: sessiond through its client,
-//! and Redis through redis-rs, each expressing the same session workload in
-//! its own terms.
+//! Redis through redis-rs, and the HTTP bridge's user-session-cache API
+//! through a pooled HTTP/1.1 client ([`crate::http`]), each expressing the
+//! same session workload in its own terms.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,6 +11,8 @@ use anyhow::{bail, Context};
 use futures::future::join_all;
 use redis::aio::MultiplexedConnection;
 use sessiond_client::{Client, ClientConfig, CreateOptions, SessionId, UpdateOptions, Value};
+
+use crate::http::{Answer, Http};
 
 /// One request kind of a workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +55,13 @@ pub enum Target {
         /// Preloaded key count.
         keyspace: usize,
     },
+    /// The HTTP bridge's user-session-cache API.
+    Http {
+        /// The pooled client.
+        http: Arc<Http>,
+        /// Preloaded user count.
+        keyspace: usize,
+    },
 }
 
 /// Settings every target needs.
@@ -68,7 +78,8 @@ pub struct Shape {
 }
 
 impl Target {
-    /// Connects to `url`: `sessiond://HOST:PORT` or `redis://HOST:PORT`.
+    /// Connects to `url`: `sessiond://HOST:PORT`, `redis://HOST:PORT` or
+    /// `http://HOST:PORT`.
     ///
     /// # Errors
     /// An unknown scheme or a failed connection.
@@ -105,7 +116,16 @@ impl Target {
                 keyspace: 0,
             });
         }
-        bail!("--target must be sessiond://HOST:PORT or redis://HOST:PORT, not {url:?}")
+        if url.starts_with("http://") {
+            let http = Http::connect(url, shape.connections, shape.value_size, shape.ttl).await?;
+            return Ok(Self::Http {
+                http: Arc::new(http),
+                keyspace: 0,
+            });
+        }
+        bail!(
+            "--target must be sessiond://HOST:PORT, redis://HOST:PORT or http://HOST:PORT, not {url:?}"
+        )
     }
 
     /// Creates `n` sessions (from `tasks` concurrent tasks) for the read and
@@ -134,7 +154,7 @@ impl Target {
         }
         match self {
             Self::Sessiond { ids, .. } => *ids = Arc::new(all.into_iter().flatten().collect()),
-            Self::Redis { keyspace, .. } => *keyspace = n,
+            Self::Redis { keyspace, .. } | Self::Http { keyspace, .. } => *keyspace = n,
         }
         Ok(())
     }
@@ -145,7 +165,7 @@ impl Target {
                 let i = next.fetch_add(1, Ordering::Relaxed) % conns.len();
                 Some(conns[i].clone())
             }
-            Self::Sessiond { .. } => None,
+            Self::Sessiond { .. } | Self::Http { .. } => None,
         }
     }
 
@@ -181,6 +201,13 @@ impl Target {
                         .ignore();
                 }
                 pipe.query_async::<()>(&mut con).await?;
+                Ok(None)
+            }
+            Self::Http { http, .. } => {
+                let user = http.user(i);
+                if let Err(why) = http.create(&user).await? {
+                    bail!("POST /create for preloaded user {user}: {why}");
+                }
                 Ok(None)
             }
         }
@@ -298,6 +325,29 @@ impl Target {
                     Err(e) if e.is_io_error() || e.is_connection_dropped() => Err(e.into()),
                     Err(_) => Ok(depth as u64),
                 }
+            }
+            Self::Http { http, keyspace } => {
+                let calls = (0..depth).map(|k| {
+                    let i = seed.wrapping_add(k.wrapping_mul(7919));
+                    let preloaded = http.user(i % (*keyspace).max(1));
+                    async move {
+                        match req {
+                            // The cache API has no delete: create+delete is a create.
+                            Request::Create | Request::CreateDelete => {
+                                http.create(&http.fresh_user()).await
+                            }
+                            // No sliding read either: get-touch is a get.
+                            Request::Get | Request::GetTouch => http.get(&preloaded).await,
+                            Request::Update => http.create(&preloaded).await,
+                        }
+                    }
+                });
+                let mut failed = 0;
+                for answer in join_all(calls).await {
+                    let answer: Answer = answer?;
+                    failed += u64::from(answer.is_err());
+                }
+                Ok(failed)
             }
         }
     }

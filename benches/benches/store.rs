@@ -1,0 +1,111 @@
+//! Store micro-benchmarks: get, get-and-touch and create against an in-memory
+//! `sessiond::store::Store` (no journal attached, so nothing is logged) holding
+//! 100k sessions with a 256-byte attribute, an owner and a sliding ttl.
+//!
+//! The numbers are one thread's cost of an operation: the shard lock, the
+//! record copy and the attribute decode, without network or log.
+
+// A benchmark's setup either works or the run is meaningless: fail loudly.
+#![allow(clippy::expect_used)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sessiond::clock::SystemClock;
+use sessiond::store::{Store, StoreConfig};
+use sessiond_protocol::{Attrs, Create, SessionId, Ttl, Value};
+
+/// Sessions preloaded before any measurement.
+const PRELOAD: usize = 100_000;
+/// Attribute bytes per session.
+const VALUE_SIZE: usize = 256;
+/// Distinct owners (as the load generator uses).
+const OWNERS: usize = 10_000;
+const NS: &str = "bench";
+
+fn create_args(i: usize, attrs: &Attrs) -> Create {
+    Create {
+        namespace: NS.into(),
+        id: None,
+        owner: Some(format!("user{}", i % OWNERS)),
+        ttl: Ttl {
+            idle_ttl_ms: Some(3_600_000),
+            max_lifetime_ms: None,
+        },
+        attrs: attrs.clone(),
+        owner_limit: None,
+    }
+}
+
+/// A store with `PRELOAD` sessions, and their ids.
+fn preloaded(attrs: &Attrs) -> (Store, Vec<SessionId>) {
+    let config = StoreConfig {
+        // Sessions the create benchmark deletes again leave tombstones; a short
+        // one lets them be reclaimed between samples.
+        tombstone_ttl_ms: 1,
+        ..StoreConfig::default()
+    };
+    let store = Store::new(config, Arc::new(SystemClock));
+    let ids = (0..PRELOAD)
+        .map(|i| store.create(create_args(i, attrs)).expect("preload").id)
+        .collect();
+    (store, ids)
+}
+
+fn store(c: &mut Criterion) {
+    let mut attrs = Attrs::new();
+    attrs.insert("data".into(), Value::Str("x".repeat(VALUE_SIZE)));
+    let (store, ids) = preloaded(&attrs);
+
+    let mut g = c.benchmark_group("store_100k");
+    g.throughput(Throughput::Elements(1));
+    // A stride coprime with the key count visits every session, in an order
+    // unrelated to insertion.
+    let mut i = 0usize;
+    g.bench_function("get", |b| {
+        b.iter(|| {
+            i = (i + 7919) % ids.len();
+            black_box(store.get(NS, ids[i], false).expect("get"))
+        });
+    });
+    g.bench_function("get_and_touch", |b| {
+        b.iter(|| {
+            i = (i + 7919) % ids.len();
+            black_box(store.get(NS, ids[i], true).expect("get and touch"))
+        });
+    });
+    // Each sample's sessions are deleted again (untimed), so the store stays at
+    // about 100k sessions however many iterations criterion asks for.
+    let mut n = 0usize;
+    g.bench_function("create", |b| {
+        b.iter_custom(|iters| {
+            let mut made = Vec::with_capacity(usize::try_from(iters).unwrap_or(0));
+            let start = Instant::now();
+            for _ in 0..iters {
+                n = n.wrapping_add(1);
+                made.push(store.create(create_args(n, &attrs)).expect("create").id);
+            }
+            let elapsed = start.elapsed();
+            for id in made {
+                store.delete(NS, id).expect("delete");
+            }
+            // Let the 1 ms tombstones end, then reclaim them.
+            std::thread::sleep(Duration::from_millis(2));
+            while store.reclaim(100_000) >= 100_000 {}
+            elapsed
+        });
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    targets = store
+}
+criterion_main!(benches);
