@@ -163,6 +163,22 @@ pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
     })
 }
 
+/// Appends the encoding of `value` (as [`encode_value`] makes it) to `out`.
+/// On error `out` is left as it was.
+///
+/// # Errors
+/// [`EncodeError::Codec`] if the codec refuses the value.
+pub fn encode_value_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let start = out.len();
+    bincode::serde::encode_into_std_write(value, out, config()).map_err(|e| {
+        out.truncate(start);
+        EncodeError::Codec {
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(())
+}
+
 /// Decodes bytes written by [`encode_value`], requiring that all are used.
 ///
 /// # Errors

@@ -25,6 +25,7 @@
 //! assert_eq!(frame::decode_request(payload).unwrap(), Request { id: 7, op: Op::Ping });
 //! ```
 
+pub mod blob;
 pub mod duration;
 pub mod error;
 pub mod frame;

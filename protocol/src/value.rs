@@ -22,7 +22,7 @@ pub enum Value {
     /// UTF-8 text.
     Str(String),
     /// Raw bytes.
-    Bytes(Vec<u8>),
+    Bytes(#[serde(with = "crate::blob")] Vec<u8>),
     /// A counter in a fixed window, written by `Incr` with a window: `value`
     /// counts the increments since the window opened; it restarts at `reset_at_ms`
     /// (Unix milliseconds).

@@ -36,7 +36,7 @@
 //! damaged header, an older segment) is corruption.
 
 use serde::{Deserialize, Serialize};
-use sessiond_protocol::frame::{decode_value, encode_value};
+use sessiond_protocol::frame::{decode_value, encode_value_into};
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"SESSIOND";
@@ -91,6 +91,7 @@ pub struct PutImage {
     /// Version.
     pub version: u64,
     /// Encoded attribute map.
+    #[serde(with = "sessiond_protocol::blob")]
     pub attrs: Vec<u8>,
 }
 
@@ -140,14 +141,24 @@ pub enum LogRecord {
 /// # Errors
 /// The codec's message if the record cannot be encoded (a bug).
 pub fn encode_record(record: &LogRecord, out: &mut Vec<u8>) -> Result<(), String> {
-    let payload = encode_value(record).map_err(|e| e.to_string())?;
-    let len = u32::try_from(payload.len())
+    // Length and checksum go in front once the payload is encoded in place.
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    if let Err(e) = encode_value_into(record, out) {
+        out.truncate(start);
+        return Err(e.to_string());
+    }
+    let payload_len = out.len() - start - 8;
+    let Some(len) = u32::try_from(payload_len)
         .ok()
         .filter(|l| *l <= MAX_RECORD_LEN)
-        .ok_or_else(|| format!("log record of {} bytes is too large", payload.len()))?;
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    else {
+        out.truncate(start);
+        return Err(format!("log record of {payload_len} bytes is too large"));
+    };
+    let crc = crc32c::crc32c(&out[start + 8..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }
 

@@ -30,7 +30,7 @@ pub mod recovery;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -168,6 +168,9 @@ pub struct Log {
     wake: Condvar,
     progress: watch::Sender<Progress>,
     failing: AtomicBool,
+    /// Bytes appended and not yet taken by the writer (read without the
+    /// `pending` lock by every write's check).
+    backlog: AtomicUsize,
     policy: FsyncPolicy,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: LogStats,
@@ -214,6 +217,7 @@ impl Log {
             wake: Condvar::new(),
             progress: watch::Sender::new(Progress::default()),
             failing: AtomicBool::new(false),
+            backlog: AtomicUsize::new(0),
             policy: config.fsync,
             writer: Mutex::new(None),
             stats: LogStats::default(),
@@ -297,17 +301,31 @@ impl Log {
     }
 
     fn append_now(&self, record: &LogRecord) {
-        let mut p = self.pending.lock();
-        match encode_record(record, &mut p.buf) {
-            Ok(()) => {
-                p.seq += 1;
-                drop(p);
-                self.wake.notify_one();
-            }
-            // Only a bug can get here (records are small and always encodable);
-            // the change stays in memory and is in the next snapshot.
-            Err(e) => error!(error = %e, "cannot encode a log record"),
+        thread_local! {
+            /// Where a record is encoded before the shared buffer is locked,
+            /// so appenders do not encode while holding it.
+            static FRAME: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        FRAME.with_borrow_mut(|frame| {
+            frame.clear();
+            match encode_record(record, frame) {
+                Ok(()) => {
+                    let mut p = self.pending.lock();
+                    p.buf.extend_from_slice(frame);
+                    p.seq += 1;
+                    self.backlog.store(p.buf.len(), Ordering::Relaxed);
+                    drop(p);
+                    self.wake.notify_one();
+                }
+                // Only a bug can get here (records are small and always
+                // encodable); the change stays in memory and is in the next
+                // snapshot.
+                Err(e) => error!(error = %e, "cannot encode a log record"),
+            }
+            if frame.capacity() > 1024 * 1024 {
+                *frame = Vec::new();
+            }
+        });
     }
 
     /// Makes log writes fail (`true`) as a full disk would, or work again.
@@ -361,12 +379,16 @@ impl Journal for Log {
                 why.as_deref().unwrap_or("log error")
             ));
         }
-        if self.pending.lock().buf.len() > MAX_BACKLOG {
+        if self.backlog.load(Ordering::Relaxed) > MAX_BACKLOG {
             return Err("the log is behind (disk too slow); retry shortly".into());
         }
         Ok(())
     }
 }
+
+/// How long the writer naps after a write under `everysec` and `no`, to
+/// gather the next batch without being woken for it.
+const WRITER_NAP: Duration = Duration::from_millis(1);
 
 /// The writer thread's state.
 struct Writer {
@@ -390,9 +412,23 @@ impl Writer {
         let mut spare = Vec::with_capacity(64 * 1024);
         let mut last_sync = Instant::now();
         let mut dirty = false;
+        let mut wrote = false;
         loop {
             let (seq, shutdown) = {
                 let mut p = self.log.pending.lock();
+                // Under load, and unless every write waits for its sync, nap
+                // instead of waiting to be woken: appenders then never pay for
+                // waking this thread (a futex call and a context switch per
+                // batch), and a batch gathers a millisecond of records.
+                if wrote
+                    && p.buf.is_empty()
+                    && !p.shutdown
+                    && self.log.policy != FsyncPolicy::Always
+                {
+                    drop(p);
+                    std::thread::sleep(WRITER_NAP);
+                    p = self.log.pending.lock();
+                }
                 while p.buf.is_empty() && !p.shutdown {
                     if dirty && self.log.policy == FsyncPolicy::EverySec {
                         let left = Duration::from_secs(1).saturating_sub(last_sync.elapsed());
@@ -404,8 +440,10 @@ impl Writer {
                     }
                 }
                 std::mem::swap(&mut p.buf, &mut spare);
+                self.log.backlog.store(0, Ordering::Relaxed);
                 (p.seq, p.shutdown)
             };
+            wrote = !spare.is_empty();
             if !spare.is_empty() {
                 self.write_batch(&spare, shutdown);
                 self.log
