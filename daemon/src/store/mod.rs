@@ -16,10 +16,9 @@
 //! calls [`Store::reclaim`]. Touches do not reschedule (see [`record::Record::wheel_deadline`]).
 
 pub mod namespaces;
+pub mod owner_set;
 pub mod record;
 
-use std::collections::BTreeSet;
-use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -38,6 +37,7 @@ use crate::clock::Clock;
 use crate::expiry::wheel::Wheel;
 use crate::log::format::{LogRecord, PutImage};
 use namespaces::Namespaces;
+use owner_set::OwnerSet;
 use record::{finite, Key, Record, NEVER};
 
 /// Default time a deleted or rotated id stays reserved.
@@ -297,7 +297,7 @@ pub struct StoreStats {
 /// The session store.
 pub struct Store {
     records: DashMap<Key, Record>,
-    owners: DashMap<OwnerKey, BTreeSet<(u64, SessionId)>>,
+    owners: DashMap<OwnerKey, OwnerSet>,
     tombstones: DashMap<Key, u64>,
     aliases: DashMap<Key, (SessionId, u64)>,
     alias_count: AtomicUsize,
@@ -1159,11 +1159,7 @@ impl Store {
                 let Some(set) = self.owners.get(&okey) else {
                     break;
                 };
-                let range = match after {
-                    Some(a) => set.range((Bound::Excluded(a), Bound::Unbounded)),
-                    None => set.range(..),
-                };
-                range.take(chunk_len).copied().collect()
+                set.after(after).take(chunk_len).collect()
             };
             for &(created_at, id) in &chunk {
                 after = Some((created_at, id));
@@ -1184,12 +1180,7 @@ impl Store {
         let next = match (out.len() == limit, out.last()) {
             (true, Some(last)) => {
                 let more = self.owners.get(&okey).is_some_and(|set| {
-                    set.range((
-                        Bound::Excluded((last.created_at, last.id)),
-                        Bound::Unbounded,
-                    ))
-                    .next()
-                    .is_some()
+                    set.after(Some((last.created_at, last.id))).next().is_some()
                 });
                 more.then_some(ListCursor {
                     created_at_ms: last.created_at,
@@ -1227,9 +1218,8 @@ impl Store {
             return Ok(0);
         };
         let victims: Vec<(u64, SessionId)> = set
-            .iter()
+            .after(None)
             .filter(|(_, id)| Some(*id) != except)
-            .copied()
             .collect();
         let mut count = 0;
         let tomb_until = now.saturating_add(self.config.tombstone_ttl_ms);
