@@ -295,6 +295,24 @@ proptest! {
         prop_assert_eq!(decode_response(payload).unwrap(), resp);
     }
 
+    /// A session answer with its attributes spliced in already encoded is
+    /// byte for byte the answer encoded whole.
+    #[test]
+    fn spliced_session_answers_match_whole_ones(id in any::<u64>(), maybe in any::<bool>(), s in session()) {
+        let whole = Response {
+            id,
+            reply: if maybe { Reply::MaybeSession(Some(s.clone())) } else { Reply::Session(s.clone()) },
+        };
+        let mut want = BytesMut::new();
+        encode_response(&whole, &mut want).unwrap();
+        let attrs = sessiond_protocol::value::encode_attrs(&s.attrs).unwrap();
+        let head = Session { attrs: Attrs::new(), ..s };
+        let mut got = BytesMut::from(&b"before"[..]);
+        sessiond_protocol::frame::encode_session_response(id, maybe, head, &attrs, &mut got).unwrap();
+        prop_assert_eq!(&got[..6], b"before");
+        prop_assert_eq!(&got[6..], &want[..]);
+    }
+
     /// A pipelined stream splits back into its frames in order, and every cut
     /// of it yields complete frames then "need more bytes", never an error.
     #[test]

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use sessiond_protocol::frame::{
-    decode_request, encode_response, peek_request_header, split_frame, HEADER_LEN,
+    decode_request, encode_response, encode_session_response, peek_request_header, split_frame,
+    HEADER_LEN,
 };
 use sessiond_protocol::{
     ErrorCode, HelloReply, Op, Reply, Request, Response, WireError, PROTOCOL_VERSION,
@@ -28,9 +29,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{dispatch, Shared};
+use super::dispatch::{self, Answer};
+use super::Shared;
 use crate::auth::Grant;
 use crate::log::{FsyncPolicy, Log, Progress};
+use crate::store::RawSession;
 
 /// Smallest free space handed to a read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -204,10 +207,13 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             }
         }
         let write = self.durable.is_some() && dispatch::is_write(&op);
-        let reply = dispatch::execute(self.shared, op);
-        let applied = !matches!(reply, Reply::Error(_));
+        let answer = dispatch::execute(self.shared, op);
+        let applied = answer.error().is_none();
         let start = self.wbuf.len();
-        self.push(id, reply);
+        match answer {
+            Answer::Reply(reply) => self.push(id, reply),
+            Answer::Session { maybe, raw } => self.push_session(id, maybe, raw),
+        }
         if write && applied {
             self.writes.push((id, start, self.wbuf.len()));
         }
@@ -274,28 +280,42 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         None
     }
 
+    /// Queues a session answer, its attributes spliced in as stored.
+    fn push_session(&mut self, id: u64, maybe: bool, raw: RawSession) {
+        let max = self.shared.config.max_frame_len as usize;
+        let start = self.wbuf.len();
+        let RawSession { head, attrs } = raw;
+        match encode_session_response(id, maybe, head, &attrs, &mut self.wbuf) {
+            Ok(()) if self.wbuf.len() - start - HEADER_LEN <= max => {}
+            Ok(()) => {
+                self.wbuf.truncate(start);
+                self.push(id, Reply::Error(too_large(max)));
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot encode a reply");
+                self.push(id, Reply::Error(too_large(max)));
+            }
+        }
+    }
+
     /// Queues an answer. One the peer could not accept (over its frame
     /// maximum) is replaced by a `TooLarge` error under the same id.
     fn push(&mut self, id: u64, reply: Reply) {
         let max = self.shared.config.max_frame_len as usize;
         let start = self.wbuf.len();
         let result = encode_response(&Response { id, reply }, &mut self.wbuf);
-        let too_large = match result {
+        let over = match result {
             Ok(()) => self.wbuf.len() - start - HEADER_LEN > max,
             Err(ref e) => {
                 warn!(error = %e, "cannot encode a reply");
                 true
             }
         };
-        if too_large {
+        if over {
             self.wbuf.truncate(start);
-            let error = WireError::new(
-                ErrorCode::TooLarge,
-                format!("the reply exceeds the frame maximum of {max} bytes; ask for less (e.g. a smaller page)"),
-            );
             let fallback = Response {
                 id,
-                reply: Reply::Error(error),
+                reply: Reply::Error(too_large(max)),
             };
             if let Err(e) = encode_response(&fallback, &mut self.wbuf) {
                 warn!(error = %e, "cannot encode an error reply");
@@ -364,6 +384,14 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         }
         self.rbuf.reserve(need);
     }
+}
+
+/// The error that replaces an answer over the peer's frame maximum.
+fn too_large(max: usize) -> WireError {
+    WireError::new(
+        ErrorCode::TooLarge,
+        format!("the reply exceeds the frame maximum of {max} bytes; ask for less (e.g. a smaller page)"),
+    )
 }
 
 /// Reads into `buf`; `None` when `idle` passes first.

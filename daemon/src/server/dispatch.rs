@@ -7,7 +7,7 @@ use sessiond_protocol::{ErrorCode, NamespaceStats, Op, Reply, StatsReply, WireEr
 
 use super::connection::SERVER_VERSION;
 use super::Shared;
-use crate::store::StoreError;
+use crate::store::{RawSession, StoreError};
 
 /// Whether `op` changes data that must be durable before it is acknowledged
 /// (touches are not: losing one only shortens a session).
@@ -23,18 +23,40 @@ pub(crate) fn is_write(op: &Op) -> bool {
     )
 }
 
-/// Executes `op` against the store. Never fails: errors are replies.
-pub(crate) fn execute(shared: &Shared, op: Op) -> Reply {
+/// What an operation answers.
+pub(crate) enum Answer {
+    /// Any reply.
+    Reply(Reply),
+    /// `Session` (or `MaybeSession(Some)` when `maybe`) with the attributes
+    /// as stored, encoded: they go on the wire without being decoded.
+    Session {
+        /// `MaybeSession` rather than `Session`.
+        maybe: bool,
+        /// The session and its encoded attributes.
+        raw: RawSession,
+    },
+}
+
+impl Answer {
+    /// The error code, if the operation failed.
+    pub(crate) fn error(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Reply(Reply::Error(e)) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+/// Executes `op` against the store. Never fails: errors are answers.
+pub(crate) fn execute(shared: &Shared, op: Op) -> Answer {
     shared.counters.ops_total.fetch_add(1, Ordering::Relaxed);
     let tag = op_index(&op);
     let started = std::time::Instant::now();
-    let reply = run(shared, op);
-    let error = match &reply {
-        Reply::Error(e) => Some(e.code),
-        _ => None,
-    };
-    shared.metrics.record(tag, error, started.elapsed());
-    reply
+    let answer = run(shared, op);
+    shared
+        .metrics
+        .record(tag, answer.error(), started.elapsed());
+    answer
 }
 
 /// The operation's tag (its index in `Op`, as on the wire).
@@ -55,20 +77,30 @@ fn op_index(op: &Op) -> usize {
     }
 }
 
-fn run(shared: &Shared, op: Op) -> Reply {
+fn run(shared: &Shared, op: Op) -> Answer {
     let store = &shared.store;
     let result = match op {
+        // The hot paths answer with the stored attributes as they are.
+        Op::Create(c) => {
+            return match store.create_raw(c) {
+                Ok(raw) => Answer::Session { maybe: false, raw },
+                Err(e) => Answer::Reply(store_error(&e)),
+            }
+        }
+        Op::Get(g) => {
+            return match store.get_raw(&g.namespace, g.id, g.touch) {
+                Ok(Some(raw)) => Answer::Session { maybe: true, raw },
+                Ok(None) => Answer::Reply(Reply::MaybeSession(None)),
+                Err(e) => Answer::Reply(store_error(&e)),
+            }
+        }
         Op::Hello(_) => {
-            return error(
+            return Answer::Reply(error(
                 ErrorCode::InvalidRequest,
                 "hello was already done on this connection".into(),
-            )
+            ))
         }
         Op::Ping => Ok(Reply::Pong),
-        Op::Create(c) => store.create(c).map(Reply::Session),
-        Op::Get(g) => store
-            .get(&g.namespace, g.id, g.touch)
-            .map(Reply::MaybeSession),
         Op::Touch(t) => store.touch(&t.namespace, t.id).map(Reply::Touched),
         Op::Update(u) => store.update(u).map(Reply::Updated),
         Op::Incr(i) => store.incr(i).map(Reply::Incr),
@@ -78,7 +110,7 @@ fn run(shared: &Shared, op: Op) -> Reply {
         Op::Rotate(r) => store.rotate(&r).map(Reply::Session),
         Op::Stats => Ok(Reply::Stats(stats(shared))),
     };
-    result.unwrap_or_else(|e| store_error(&e))
+    Answer::Reply(result.unwrap_or_else(|e| store_error(&e)))
 }
 
 fn store_error(e: &StoreError) -> Reply {

@@ -236,6 +236,26 @@ struct OwnerKey {
     owner: Arc<str>,
 }
 
+/// A session with its attributes still encoded, as stored (for answers that
+/// pass them on without decoding them; see
+/// `sessiond_protocol::frame::encode_session_response`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawSession {
+    /// The session, with an empty attribute map.
+    pub head: Session,
+    /// Its attributes, encoded by `encode_attrs`.
+    pub attrs: Box<[u8]>,
+}
+
+impl RawSession {
+    /// The session with its attributes decoded.
+    fn decode(self) -> Result<Session> {
+        let Self { mut head, attrs } = self;
+        head.attrs = decode_attrs(&attrs).map_err(|e| StoreError::Codec(e.to_string()))?;
+        Ok(head)
+    }
+}
+
 /// A consistent copy of a record, taken under its shard lock and turned into a
 /// [`Session`] after the lock is released.
 struct Snapshot {
@@ -264,18 +284,24 @@ impl Snapshot {
     }
 
     fn into_session(self, namespace: &str) -> Result<Session> {
-        let attrs = decode_attrs(&self.attrs).map_err(|e| StoreError::Codec(e.to_string()))?;
-        Ok(Session {
-            namespace: namespace.to_owned(),
-            id: self.id,
-            owner: self.owner.map(|o| o.to_string()),
-            created_at_ms: self.created_at,
-            last_active_ms: self.last_active,
-            expires_at_ms: finite(self.expires_at),
-            ttl: self.ttl,
-            version: self.version,
-            attrs,
-        })
+        self.into_raw(namespace).decode()
+    }
+
+    fn into_raw(self, namespace: &str) -> RawSession {
+        RawSession {
+            head: Session {
+                namespace: namespace.to_owned(),
+                id: self.id,
+                owner: self.owner.map(|o| o.to_string()),
+                created_at_ms: self.created_at,
+                last_active_ms: self.last_active,
+                expires_at_ms: finite(self.expires_at),
+                ttl: self.ttl,
+                version: self.version,
+                attrs: Attrs::new(),
+            },
+            attrs: self.attrs,
+        }
     }
 }
 
@@ -801,6 +827,14 @@ impl Store {
     /// `Invalid` for bad arguments, `AlreadyExists`/`Gone` for a taken or recently
     /// deleted chosen id, `LimitExceeded` under the reject policy, `TooLarge`.
     pub fn create(&self, c: Create) -> Result<Session> {
+        self.create_raw(c)?.decode()
+    }
+
+    /// [`Store::create`], answering with the attributes still encoded.
+    ///
+    /// # Errors
+    /// As [`Store::create`].
+    pub fn create_raw(&self, c: Create) -> Result<RawSession> {
         self.writable()?;
         self.admit()?;
         check_ttl(&c.ttl)?;
@@ -832,7 +866,7 @@ impl Store {
             c.owner_limit,
             now,
         )?;
-        snap.into_session(&c.namespace)
+        Ok(snap.into_raw(&c.namespace))
     }
 
     fn read(&self, key: Key, touch: bool, now: u64) -> Option<Snapshot> {
@@ -856,14 +890,27 @@ impl Store {
     /// # Errors
     /// `Invalid` for a malformed namespace.
     pub fn get(&self, namespace: &str, id: SessionId, touch: bool) -> Result<Option<Session>> {
+        self.get_raw(namespace, id, touch)?
+            .map(RawSession::decode)
+            .transpose()
+    }
+
+    /// [`Store::get`], answering with the attributes still encoded.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub fn get_raw(
+        &self,
+        namespace: &str,
+        id: SessionId,
+        touch: bool,
+    ) -> Result<Option<RawSession>> {
         let Some(ns) = self.ns_for_read(namespace)? else {
             return Ok(None);
         };
         let now = self.now_ms();
         let key = self.target(Key { ns, id }, now);
-        self.read(key, touch, now)
-            .map(|s| s.into_session(namespace))
-            .transpose()
+        Ok(self.read(key, touch, now).map(|s| s.into_raw(namespace)))
     }
 
     /// Slides a session's deadline (never past its maximum lifetime).
