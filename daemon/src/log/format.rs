@@ -227,7 +227,22 @@ pub fn scan(bytes: &[u8], kind: FileKind, newest: bool) -> Scan {
             )
         };
     };
-    if h != header(kind) {
+    let zeros_from = |at: usize| bytes.get(at..).is_some_and(|b| b.iter().all(|&x| x == 0));
+    let expected = header(kind);
+    if h != expected {
+        // The newest segment's header cut short, with zeros after it.
+        let written = h
+            .iter()
+            .zip(expected.iter())
+            .take_while(|(a, b)| a == b)
+            .count();
+        if newest && kind == FileKind::Segment && zeros_from(written) {
+            return Scan {
+                records,
+                valid_len: 0,
+                tail: Tail::Torn { offset: 0 },
+            };
+        }
         let reason = if &h[..8] != MAGIC {
             "not a sessiond file (bad magic)".to_string()
         } else if h[8..10] != FORMAT_VERSION.to_le_bytes() {
@@ -241,7 +256,12 @@ pub fn scan(bytes: &[u8], kind: FileKind, newest: bool) -> Scan {
         return corrupt(0, reason, records);
     }
     let mut pos = HEADER_LEN;
+    // Segments written under `--fsync always` are zero-filled ahead of the
+    // writer: zeros from a record boundary to the end are unwritten space.
     while pos < bytes.len() {
+        if kind == FileKind::Segment && zeros_from(pos) {
+            break;
+        }
         let torn = Scan {
             records: Vec::new(),
             valid_len: pos as u64,
@@ -271,7 +291,9 @@ pub fn scan(bytes: &[u8], kind: FileKind, newest: bool) -> Scan {
             );
         };
         if crc32c::crc32c(payload) != crc {
-            if newest && end == bytes.len() {
+            // The last record, half written (the file's end or its zero-filled
+            // space follows).
+            if newest && zeros_from(end) {
                 return Scan { records, ..torn };
             }
             return corrupt(pos, "checksum mismatch".into(), records);
@@ -404,6 +426,56 @@ mod tests {
                 offset: ends[0] as u64
             }
         );
+    }
+
+    /// Segments under `--fsync always` are zero-filled ahead of the records.
+    #[test]
+    fn zeros_after_the_records_are_unwritten_space() {
+        let (bytes, ends) = file(&[put(1), put(2)]);
+        let mut padded = bytes.clone();
+        padded.resize(bytes.len() + 4096, 0);
+        for newest in [true, false] {
+            let s = scan(&padded, FileKind::Segment, newest);
+            assert_eq!(s.records, vec![put(1), put(2)]);
+            assert_eq!(s.tail, Tail::Clean);
+            assert_eq!(s.valid_len, bytes.len() as u64);
+        }
+        // A header followed by zeros only: an empty segment.
+        let mut empty = header(FileKind::Segment).to_vec();
+        empty.resize(1000, 0);
+        let s = scan(&empty, FileKind::Segment, true);
+        assert!(s.records.is_empty());
+        assert_eq!(s.tail, Tail::Clean);
+        // The last record half written into the zeros: torn, in the newest.
+        // (Not a cut of the last byte: it is 0, so zeros restore the record.)
+        for cut in [ends[0] + 2, ends[0] + 6, ends[0] + 12, bytes.len() - 2] {
+            let mut torn = bytes[..cut].to_vec();
+            torn.resize(bytes.len() + 4096, 0);
+            let s = scan(&torn, FileKind::Segment, true);
+            assert_eq!(s.records, vec![put(1)], "cut at {cut}");
+            assert_eq!(
+                s.tail,
+                Tail::Torn {
+                    offset: ends[0] as u64
+                },
+                "cut at {cut}"
+            );
+        }
+        // Zeros with data after them are damage, not unwritten space.
+        let mut holed = bytes[..ends[0]].to_vec();
+        holed.extend_from_slice(&[0; 64]);
+        holed.extend_from_slice(&bytes[ends[0]..]);
+        assert!(matches!(
+            scan(&holed, FileKind::Segment, true).tail,
+            Tail::Corrupt { .. }
+        ));
+        // Snapshots are never zero-filled.
+        let mut snap = header(FileKind::Snapshot).to_vec();
+        snap.resize(100, 0);
+        assert!(matches!(
+            scan(&snap, FileKind::Snapshot, false).tail,
+            Tail::Corrupt { .. }
+        ));
     }
 
     #[test]

@@ -49,9 +49,12 @@ fn sync_dir(dir: &Path) -> Result<(), LogError> {
 /// Creates segment `n` with its header, synced, 0600.
 pub(crate) fn create_segment(dir: &Path, n: u64) -> Result<File, LogError> {
     let path = dir.join(file_name(FileKind::Segment, n));
+    // Not O_APPEND: under `--fsync always` the writer zero-fills ahead with
+    // positioned writes (which O_APPEND would turn into appends) and writes
+    // records at its cursor, which stays at the end of the records.
     let mut f = open_options()
         .create_new(true)
-        .append(true)
+        .write(true)
         .open(&path)
         .map_err(io_err("create", &path))?;
     f.write_all(&format::header(FileKind::Segment))

@@ -213,11 +213,17 @@ proptest! {
     fn a_log_cut_anywhere_replays_to_a_prefix(ops in proptest::collection::vec(op(), 1..40)) {
         let clock = ManualClock::new(NOW);
         let (bytes, states) = record(&ops, &clock);
-        for cut in 0..=bytes.len() {
-            let (s, tail) = replay(&bytes[..cut], &clock);
-            prop_assert!(!matches!(tail, Tail::Corrupt { .. }), "cut {} of {}: {:?}", cut, bytes.len(), tail);
-            // The newest state whose log is wholly inside the cut.
-            let want = states.iter().rev().find(|(len, _)| *len <= cut).map(|(_, d)| d);
+        for (cut, zeros) in (0..=bytes.len()).flat_map(|c| [(c, 0), (c, 97)]) {
+            // Also as the newest segment is under `--fsync always`: cut, and
+            // zero-filled after the cut.
+            let mut file = bytes[..cut].to_vec();
+            file.resize(cut + zeros, 0);
+            let (s, tail) = replay(&file, &clock);
+            prop_assert!(!matches!(tail, Tail::Corrupt { .. }), "cut {} of {} (+{} zeros): {:?}", cut, bytes.len(), zeros, tail);
+            // The newest state whose log is wholly inside the cut (zeros
+            // after the cut restore the log's own zero bytes there).
+            let kept = cut + bytes[cut..].iter().take(zeros).take_while(|&&b| b == 0).count();
+            let want = states.iter().rev().find(|(len, _)| *len <= kept).map(|(_, d)| d);
             if let Some(want) = want {
                 prop_assert_eq!(&dump(&s), want, "cut {} of {}", cut, bytes.len());
             } else {

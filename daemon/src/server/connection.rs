@@ -63,6 +63,12 @@ pub(crate) struct Connection<'a, S> {
     durable: Option<watch::Receiver<Progress>>,
     /// Answers to writes in `wbuf`: (request id, frame start, frame end).
     writes: Vec<(u64, usize, usize)>,
+    /// With `--fsync always`: (end in `wbuf`, log sequence number) of each
+    /// batch whose answers wait for the log to sync that far. Answers leave
+    /// in order, so a batch goes out once its mark and every earlier one is
+    /// durable; meanwhile the connection goes on reading and executing, so
+    /// the next sync covers everything that arrived during this one.
+    marks: std::collections::VecDeque<(usize, u64)>,
     /// What the connection's token allows (`None`: auth is off).
     grant: Option<Grant>,
 }
@@ -82,6 +88,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 .filter(|l| l.policy() == FsyncPolicy::Always)
                 .map(|l| l.subscribe()),
             writes: Vec::new(),
+            marks: std::collections::VecDeque::new(),
             grant: None,
         }
     }
@@ -108,11 +115,22 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             if let Some(close) = self.process_buffered().await? {
                 return Ok(close);
             }
-            self.flush().await?;
+            self.write_durable().await?;
             self.reserve_for_next_frame();
+            // While answers wait for a sync, keep reading (within the write
+            // buffer's bound) and wake when the log moves.
+            let waiting = !self.marks.is_empty();
+            let can_read = self.wbuf.len() < WRITE_HIGH_WATER;
             let read = tokio::select! {
                 () = self.shutdown.cancelled() => return Ok(Close::Quiet),
-                r = read_with_idle(&mut self.stream, &mut self.rbuf, idle) => r?,
+                r = read_with_idle(&mut self.stream, &mut self.rbuf, idle), if can_read => r?,
+                moved = progress_changed(self.durable.as_mut()), if waiting => {
+                    if !moved {
+                        // The writer is gone: answer what can be answered.
+                        self.flush().await?;
+                    }
+                    continue;
+                }
             };
             match read {
                 Some(0) => {
@@ -128,6 +146,62 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 }
             }
         }
+    }
+
+    /// Writes the answers that may leave: all of them without `--fsync
+    /// always`; otherwise those up to the last batch the log has synced.
+    /// A log that cannot write turns the waiting write answers into errors
+    /// (see [`Self::await_durable`]).
+    async fn write_durable(&mut self) -> std::io::Result<()> {
+        // Answers to this round's writes wait for the log to reach its
+        // current end.
+        let marked = self.marks.back().map_or(0, |m| m.0);
+        if self.writes.iter().any(|w| w.2 > marked) {
+            if let Some(log) = self.shared.log.as_ref() {
+                self.marks.push_back((self.wbuf.len(), log.last_seq()));
+            }
+        }
+        if self.marks.is_empty() {
+            return self.flush().await;
+        }
+        let (durable, failed) = match self.durable.as_ref() {
+            Some(rx) => {
+                let p = rx.borrow();
+                (p.durable, p.error.is_some())
+            }
+            None => (u64::MAX, false),
+        };
+        if failed {
+            // Every waiting write answer becomes an error, now.
+            return self.flush().await;
+        }
+        let mut ready = 0;
+        while let Some(&(end, seq)) = self.marks.front() {
+            if seq > durable {
+                break;
+            }
+            ready = end;
+            self.marks.pop_front();
+        }
+        if self.marks.is_empty() {
+            // Everything is durable, including answers after the last mark.
+            self.writes.clear();
+            return self.flush().await;
+        }
+        if ready == 0 {
+            return Ok(());
+        }
+        self.stream.write_all(&self.wbuf[..ready]).await?;
+        self.wbuf.advance(ready);
+        self.writes.retain(|w| w.2 > ready);
+        for w in &mut self.writes {
+            w.1 -= ready;
+            w.2 -= ready;
+        }
+        for m in &mut self.marks {
+            m.0 -= ready;
+        }
+        Ok(())
     }
 
     /// Executes every complete frame in the read buffer, writing answers out
@@ -328,6 +402,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             return Ok(());
         }
         self.await_durable().await;
+        self.marks.clear();
         self.stream.write_all(&self.wbuf).await?;
         self.wbuf.clear();
         // Keep a buffer that grew for one large answer from pinning memory.
@@ -392,6 +467,14 @@ fn too_large(max: usize) -> WireError {
         ErrorCode::TooLarge,
         format!("the reply exceeds the frame maximum of {max} bytes; ask for less (e.g. a smaller page)"),
     )
+}
+
+/// Waits for the log's progress to move; false if the log writer is gone.
+async fn progress_changed(rx: Option<&mut watch::Receiver<Progress>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 /// Reads into `buf`; `None` when `idle` passes first.
