@@ -109,8 +109,8 @@ impl PutImage {
             owner: record.owner.as_deref().map(str::to_owned),
             created_at: record.created_at,
             last_active: record.last_active,
-            idle_ttl: record.idle_ttl,
-            max_lifetime: record.max_lifetime,
+            idle_ttl: record.idle_ttl.map(std::num::NonZeroU64::get),
+            max_lifetime: record.max_lifetime.map(std::num::NonZeroU64::get),
             version: record.version,
             attrs: record.attrs.to_vec(),
         }

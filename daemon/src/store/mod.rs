@@ -19,6 +19,7 @@ pub mod namespaces;
 pub mod owner_set;
 pub mod record;
 
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -545,7 +546,7 @@ impl Store {
     fn log_touch(&self, key: &Key, rec: &mut Record) {
         let Some(idle) = rec.idle_ttl else { return };
         let moved = rec.expires_at.saturating_sub(rec.logged_expires);
-        if moved as f64 > idle as f64 * self.config.touch_log_fraction {
+        if moved as f64 > idle.get() as f64 * self.config.touch_log_fraction {
             self.log_put(key, rec);
         }
     }
@@ -724,8 +725,8 @@ impl Store {
             last_active: now,
             expires_at,
             wheel_deadline: expires_at,
-            idle_ttl: ttl.idle_ttl_ms,
-            max_lifetime: ttl.max_lifetime_ms,
+            idle_ttl: ttl.idle_ttl_ms.and_then(NonZeroU64::new),
+            max_lifetime: ttl.max_lifetime_ms.and_then(NonZeroU64::new),
             version: 1,
             attrs: attrs.clone(),
             logged_expires: expires_at,
@@ -771,7 +772,7 @@ impl Store {
     fn put_owned(
         &self,
         key: Key,
-        rec: Record,
+        mut rec: Record,
         owner: &Arc<str>,
         limit: Option<OwnerLimit>,
         now: u64,
@@ -782,6 +783,8 @@ impl Store {
         };
         let created_at = rec.created_at;
         let mut set = self.owners.entry(okey).or_default();
+        // Every session of an owner shares the index's copy of its name.
+        rec.owner = Some(Arc::clone(&set.key().owner));
         if let Some(limit) = limit {
             // Count only live sessions: drop entries whose record expired or moved.
             set.retain(|(c, id)| self.index_entry_live(key.ns, owner, *c, *id, now));
@@ -1034,8 +1037,8 @@ impl Store {
         let before = r.mem_size() as i64;
         r.attrs = blob;
         if let Some(ttl) = u.ttl {
-            r.idle_ttl = ttl.idle_ttl_ms;
-            r.max_lifetime = ttl.max_lifetime_ms;
+            r.idle_ttl = ttl.idle_ttl_ms.and_then(NonZeroU64::new);
+            r.max_lifetime = ttl.max_lifetime_ms.and_then(NonZeroU64::new);
         }
         // An update is activity: it slides the idle deadline like a touch.
         r.touch(now);
@@ -1339,8 +1342,8 @@ impl Store {
                 last_active: snap.last_active,
                 expires_at: snap.expires_at,
                 wheel_deadline: snap.expires_at,
-                idle_ttl: snap.ttl.idle_ttl_ms,
-                max_lifetime: snap.ttl.max_lifetime_ms,
+                idle_ttl: snap.ttl.idle_ttl_ms.and_then(NonZeroU64::new),
+                max_lifetime: snap.ttl.max_lifetime_ms.and_then(NonZeroU64::new),
                 version: snap.version,
                 attrs: snap.attrs.clone(),
                 logged_expires: snap.expires_at,
@@ -1519,24 +1522,26 @@ impl Store {
                 if self.tombstones.remove(&key).is_some() {
                     self.add_mem(-TOMBSTONE_BYTES);
                 }
-                let owner: Option<Arc<str>> = img.owner.map(Arc::from);
-                if let Some(o) = &owner {
-                    self.owners
+                // Every session of an owner shares the index's copy of its name.
+                let owner: Option<Arc<str>> = img.owner.map(|o| {
+                    let mut set = self
+                        .owners
                         .entry(OwnerKey {
                             ns,
-                            owner: o.clone(),
+                            owner: Arc::from(o),
                         })
-                        .or_default()
-                        .insert((img.created_at, key.id));
-                }
+                        .or_default();
+                    set.insert((img.created_at, key.id));
+                    Arc::clone(&set.key().owner)
+                });
                 let rec = Record {
                     owner,
                     created_at: img.created_at,
                     last_active: img.last_active,
                     expires_at,
                     wheel_deadline: expires_at,
-                    idle_ttl: img.idle_ttl,
-                    max_lifetime: img.max_lifetime,
+                    idle_ttl: img.idle_ttl.and_then(NonZeroU64::new),
+                    max_lifetime: img.max_lifetime.and_then(NonZeroU64::new),
                     version: img.version,
                     attrs: img.attrs.into_boxed_slice(),
                     logged_expires: expires_at,

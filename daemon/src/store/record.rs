@@ -4,6 +4,7 @@
 //! id 16 bytes, times are `u64` milliseconds, and the attributes one encoded blob
 //! (the same bytes the attribute map takes on the wire).
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use sessiond_protocol::{SessionId, Ttl};
@@ -36,10 +37,10 @@ pub struct Record {
     /// Entries that fire with another deadline are stale and ignored; touches that
     /// push `expires_at` later leave it alone (lazy rescheduling).
     pub wheel_deadline: u64,
-    /// Sliding expiry (ms), if any.
-    pub idle_ttl: Option<u64>,
-    /// Absolute expiry after creation (ms), if any.
-    pub max_lifetime: Option<u64>,
+    /// Sliding expiry (ms), if any (never 0: `Option<NonZeroU64>` is 8 bytes).
+    pub idle_ttl: Option<NonZeroU64>,
+    /// Absolute expiry after creation (ms), if any (never 0).
+    pub max_lifetime: Option<NonZeroU64>,
     /// Bumped on every data change.
     pub version: u64,
     /// Encoded attribute map.
@@ -66,8 +67,8 @@ impl Record {
     #[must_use]
     pub fn ttl(&self) -> Ttl {
         Ttl {
-            idle_ttl_ms: self.idle_ttl,
-            max_lifetime_ms: self.max_lifetime,
+            idle_ttl_ms: self.idle_ttl.map(NonZeroU64::get),
+            max_lifetime_ms: self.max_lifetime.map(NonZeroU64::get),
         }
     }
 
