@@ -29,7 +29,7 @@ pub const DEFAULT_DATA_DIR: &str = "./sessiond-data";
 /// Default cap on open connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default cap on requests decoded and not yet answered, per connection.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 128;
 /// Default idle time after which a silent connection is closed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default time graceful shutdown waits for connections to finish.
@@ -198,7 +198,7 @@ pub struct ServerArgs {
     /// Most open connections (default 10000).
     #[arg(long, env = "SESSIOND_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Most requests in flight per connection (default 1024).
+    /// Most requests in flight per connection (default 128).
     #[arg(long, env = "SESSIOND_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
     /// Largest frame in bytes (default 1048576).

@@ -205,7 +205,7 @@ fn replay(bytes: &[u8], clock: &ManualClock) -> (Arc<Store>, Tail) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     /// A log cut at any byte replays to exactly the state after some prefix of
     /// the operations: never half a record, never half an operation.

@@ -3,10 +3,9 @@
 //! The loop batches syscalls both ways: one read may carry many pipelined
 //! requests; all of them are executed (synchronously: store operations never
 //! wait) and their answers are encoded into one buffer and written with one
-//! write. At most `max_in_flight` requests are decoded before their answers are
-//! written, and nothing more is read until that write completes, so a client
-//! that pipelines without reading gets TCP backpressure, not an unbounded
-//! buffer in the daemon.
+//! write, every `max_in_flight` requests. Nothing more is read while a megabyte
+//! of answers waits, so a client that pipelines without reading gets TCP
+//! backpressure, not an unbounded buffer in the daemon.
 //!
 //! A complete frame whose payload does not decode is answered with an error
 //! (carrying its request id where it can be read) and the connection goes on;
@@ -242,8 +241,14 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 return Ok(Some(close));
             }
             in_flight += 1;
-            if in_flight >= max_in_flight || self.wbuf.len() >= WRITE_HIGH_WATER {
+            if self.wbuf.len() >= WRITE_HIGH_WATER {
+                // The hard bound: everything out, durable or not yet.
                 self.flush().await?;
+                in_flight = 0;
+            } else if in_flight >= max_in_flight {
+                // Send what may leave now, so a deep pipeline gets its first
+                // answers while the rest is executed.
+                self.write_durable().await?;
                 in_flight = 0;
             }
         }
