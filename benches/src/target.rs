@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use redis::aio::MultiplexedConnection;
 use sessiond_client::{Client, ClientConfig, CreateOptions, SessionId, UpdateOptions, Value};
 
@@ -270,7 +271,14 @@ impl Target {
                         }
                     }
                 });
-                Ok(join_all(calls).await.iter().filter(|r| r.is_err()).count() as u64)
+                // Polled as they complete (join_all would poll every call of
+                // the batch at each wake-up).
+                let mut calls: FuturesUnordered<_> = calls.collect();
+                let mut errors = 0;
+                while let Some(r) = calls.next().await {
+                    errors += u64::from(r.is_err());
+                }
+                Ok(errors)
             }
             Self::Redis {
                 keyspace, indexed, ..
