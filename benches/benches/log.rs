@@ -35,7 +35,7 @@ fn record() -> Record {
         last_active: now,
         expires_at: now + 3_600_000,
         wheel_deadline: now + 3_600_000,
-        idle_ttl: Some(3_600_000),
+        idle_ttl: std::num::NonZeroU64::new(3_600_000),
         max_lifetime: None,
         version: 1,
         attrs: encode_attrs(&attrs)
