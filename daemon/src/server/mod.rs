@@ -9,6 +9,8 @@
 
 mod connection;
 mod dispatch;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
