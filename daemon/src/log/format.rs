@@ -117,6 +117,62 @@ impl PutImage {
     }
 }
 
+/// [`LogRecord::Put`] of a [`PutImage`] borrowed from the store's record:
+/// encodes to exactly the same bytes without copying the record's strings
+/// and attributes first (a `LogRecord` with its variant 0 and the same
+/// fields, by reference).
+#[derive(Serialize)]
+pub enum PutRef<'a> {
+    /// `LogRecord::Put`.
+    Put(PutImageRef<'a>),
+}
+
+/// [`PutImage`], borrowed.
+#[derive(Serialize)]
+pub struct PutImageRef<'a> {
+    /// Namespace name.
+    pub namespace: &'a str,
+    /// Session id.
+    pub id: [u8; 16],
+    /// Owner.
+    pub owner: Option<&'a str>,
+    /// Creation time (ms).
+    pub created_at: u64,
+    /// Last activity (ms).
+    pub last_active: u64,
+    /// Sliding ttl (ms).
+    pub idle_ttl: Option<u64>,
+    /// Absolute lifetime (ms).
+    pub max_lifetime: Option<u64>,
+    /// Version.
+    pub version: u64,
+    /// Encoded attribute map.
+    #[serde(with = "sessiond_protocol::blob")]
+    pub attrs: &'a [u8],
+}
+
+impl<'a> PutRef<'a> {
+    /// The image of `record` at (`namespace`, `id`), by reference.
+    #[must_use]
+    pub fn of(
+        namespace: &'a str,
+        id: sessiond_protocol::SessionId,
+        record: &'a crate::store::record::Record,
+    ) -> Self {
+        Self::Put(PutImageRef {
+            namespace,
+            id: id.0,
+            owner: record.owner.as_deref(),
+            created_at: record.created_at,
+            last_active: record.last_active,
+            idle_ttl: record.idle_ttl.map(std::num::NonZeroU64::get),
+            max_lifetime: record.max_lifetime.map(std::num::NonZeroU64::get),
+            version: record.version,
+            attrs: &record.attrs,
+        })
+    }
+}
+
 /// One log record. Variants only grow at the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LogRecord {
@@ -136,11 +192,12 @@ pub enum LogRecord {
     Batch(Vec<LogRecord>),
 }
 
-/// Appends one framed record to `out`.
+/// Appends one framed record to `out`: a [`LogRecord`] (or a [`PutRef`],
+/// which encodes as its `Put`).
 ///
 /// # Errors
 /// The codec's message if the record cannot be encoded (a bug).
-pub fn encode_record(record: &LogRecord, out: &mut Vec<u8>) -> Result<(), String> {
+pub fn encode_record<R: Serialize>(record: &R, out: &mut Vec<u8>) -> Result<(), String> {
     // Length and checksum go in front once the payload is encoded in place.
     let start = out.len();
     out.extend_from_slice(&[0; 8]);
@@ -314,6 +371,7 @@ pub fn scan(bytes: &[u8], kind: FileKind, newest: bool) -> Scan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn put(n: u8) -> LogRecord {
         LogRecord::Put(PutImage {
@@ -426,6 +484,35 @@ mod tests {
                 offset: ends[0] as u64
             }
         );
+    }
+
+    /// A borrowed put encodes to the bytes of the owned one.
+    #[test]
+    fn a_borrowed_put_encodes_as_the_owned_one() {
+        for owner in [Some(Arc::from("alice")), None] {
+            let record = crate::store::record::Record {
+                owner,
+                created_at: 1,
+                last_active: 2,
+                expires_at: 3,
+                wheel_deadline: 3,
+                idle_ttl: std::num::NonZeroU64::new(1000),
+                max_lifetime: None,
+                version: 7,
+                attrs: vec![5; 300].into_boxed_slice(),
+                logged_expires: 3,
+            };
+            let id = sessiond_protocol::SessionId([9; 16]);
+            let mut owned = Vec::new();
+            encode_record(
+                &LogRecord::Put(PutImage::of("app", id, &record)),
+                &mut owned,
+            )
+            .unwrap();
+            let mut borrowed = Vec::new();
+            encode_record(&PutRef::of("app", id, &record), &mut borrowed).unwrap();
+            assert_eq!(owned, borrowed);
+        }
     }
 
     /// Segments under `--fsync always` are zero-filled ahead of the records.

@@ -41,7 +41,7 @@ use tracing::{error, info, warn};
 
 use crate::store::record::Record;
 use crate::store::{Journal, Store};
-use format::{encode_record, FileKind, LogRecord, PutImage};
+use format::{encode_record, FileKind, LogRecord, PutImage, PutRef};
 
 /// When the log syncs to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -301,7 +301,7 @@ impl Log {
         }
     }
 
-    fn append_now(&self, record: &LogRecord) {
+    fn append_now<R: serde::Serialize>(&self, record: &R) {
         thread_local! {
             /// Where a record is encoded before the shared buffer is locked,
             /// so appenders do not encode while holding it.
@@ -351,7 +351,13 @@ impl Log {
 
 impl Journal for Log {
     fn put(&self, namespace: &str, id: SessionId, r: &Record) {
-        self.append(LogRecord::Put(PutImage::of(namespace, id, r)));
+        // Outside a batch the record is encoded straight from the store's
+        // copy; inside one it is kept until the batch closes.
+        if txn_open() {
+            self.append(LogRecord::Put(PutImage::of(namespace, id, r)));
+        } else {
+            self.append_now(&PutRef::of(namespace, id, r));
+        }
     }
 
     fn delete(&self, namespace: &str, id: SessionId, tombstone_until: u64) {
@@ -682,6 +688,11 @@ fn txn_push(record: LogRecord) -> Option<LogRecord> {
             None
         }
     })
+}
+
+/// Whether records are being gathered into a batch on this thread.
+fn txn_open() -> bool {
+    TXN.with_borrow(|(depth, _)| *depth > 0)
 }
 
 fn txn_begin() {
