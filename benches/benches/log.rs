@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sessiond::clock::SystemClock;
 use sessiond::log::{FsyncPolicy, Log, LogConfig};
-use sessiond::store::record::Record;
+use sessiond::store::record::{Fields, Record};
 use sessiond::store::{Journal, Store, StoreConfig};
 use sessiond_protocol::value::encode_attrs;
-use sessiond_protocol::{Attrs, SessionId, Value};
+use sessiond_protocol::{Attrs, SessionId, Ttl, Value};
 
 /// Attribute bytes per session.
 const VALUE_SIZE: usize = 256;
@@ -29,20 +29,19 @@ fn record() -> Record {
     let mut attrs = Attrs::new();
     attrs.insert("data".into(), Value::Str("x".repeat(VALUE_SIZE)));
     let now = 1_760_000_000_000;
-    Record {
-        owner: Some(Arc::from("user1234")),
-        created_at: now,
-        last_active: now,
-        expires_at: now + 3_600_000,
-        wheel_deadline: now + 3_600_000,
-        idle_ttl: std::num::NonZeroU64::new(3_600_000),
-        max_lifetime: None,
-        version: 1,
-        attrs: encode_attrs(&attrs)
-            .expect("encode attrs")
-            .into_boxed_slice(),
-        logged_expires: now + 3_600_000,
-    }
+    Record::new(
+        Fields {
+            owner: Some(Arc::from("user1234")),
+            created_at: now,
+            last_active: now,
+            ttl: Ttl {
+                idle_ttl_ms: Some(3_600_000),
+                max_lifetime_ms: None,
+            },
+            version: 1,
+        },
+        &encode_attrs(&attrs).expect("encode attrs"),
+    )
 }
 
 fn log(c: &mut Criterion) {

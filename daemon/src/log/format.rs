@@ -106,13 +106,13 @@ impl PutImage {
         Self {
             namespace: namespace.to_owned(),
             id: id.0,
-            owner: record.owner.as_deref().map(str::to_owned),
-            created_at: record.created_at,
-            last_active: record.last_active,
-            idle_ttl: record.idle_ttl.map(std::num::NonZeroU64::get),
-            max_lifetime: record.max_lifetime.map(std::num::NonZeroU64::get),
-            version: record.version,
-            attrs: record.attrs.to_vec(),
+            owner: record.owner().map(|o| &**o).map(str::to_owned),
+            created_at: record.created_at(),
+            last_active: record.last_active(),
+            idle_ttl: record.ttl().idle_ttl_ms,
+            max_lifetime: record.ttl().max_lifetime_ms,
+            version: record.version(),
+            attrs: record.attrs().to_vec(),
         }
     }
 }
@@ -162,13 +162,13 @@ impl<'a> PutRef<'a> {
         Self::Put(PutImageRef {
             namespace,
             id: id.0,
-            owner: record.owner.as_deref(),
-            created_at: record.created_at,
-            last_active: record.last_active,
-            idle_ttl: record.idle_ttl.map(std::num::NonZeroU64::get),
-            max_lifetime: record.max_lifetime.map(std::num::NonZeroU64::get),
-            version: record.version,
-            attrs: &record.attrs,
+            owner: record.owner().map(|o| &**o),
+            created_at: record.created_at(),
+            last_active: record.last_active(),
+            idle_ttl: record.ttl().idle_ttl_ms,
+            max_lifetime: record.ttl().max_lifetime_ms,
+            version: record.version(),
+            attrs: record.attrs(),
         })
     }
 }
@@ -490,18 +490,19 @@ mod tests {
     #[test]
     fn a_borrowed_put_encodes_as_the_owned_one() {
         for owner in [Some(Arc::from("alice")), None] {
-            let record = crate::store::record::Record {
-                owner,
-                created_at: 1,
-                last_active: 2,
-                expires_at: 3,
-                wheel_deadline: 3,
-                idle_ttl: std::num::NonZeroU64::new(1000),
-                max_lifetime: None,
-                version: 7,
-                attrs: vec![5; 300].into_boxed_slice(),
-                logged_expires: 3,
-            };
+            let record = crate::store::record::Record::new(
+                crate::store::record::Fields {
+                    owner,
+                    created_at: 1,
+                    last_active: 2,
+                    ttl: sessiond_protocol::Ttl {
+                        idle_ttl_ms: Some(1000),
+                        max_lifetime_ms: Some(5000),
+                    },
+                    version: 7,
+                },
+                &[5; 300],
+            );
             let id = sessiond_protocol::SessionId([9; 16]);
             let mut owned = Vec::new();
             encode_record(

@@ -19,7 +19,6 @@ pub mod namespaces;
 pub mod owner_set;
 pub mod record;
 
-use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -39,6 +38,7 @@ use crate::expiry::wheel::Wheel;
 use crate::log::format::{LogRecord, PutImage};
 use namespaces::Namespaces;
 use owner_set::OwnerSet;
+pub use record::Blob;
 use record::{finite, Key, Record, NEVER};
 
 /// Default time a deleted or rotated id stays reserved.
@@ -244,8 +244,8 @@ struct OwnerKey {
 pub struct RawSession {
     /// The session, with an empty attribute map.
     pub head: Session,
-    /// Its attributes, encoded by `encode_attrs`.
-    pub attrs: Box<[u8]>,
+    /// Its attributes, encoded by `encode_attrs` (shared with the record).
+    pub attrs: Blob,
 }
 
 impl RawSession {
@@ -267,20 +267,20 @@ struct Snapshot {
     expires_at: u64,
     ttl: Ttl,
     version: u64,
-    attrs: Box<[u8]>,
+    attrs: Blob,
 }
 
 impl Snapshot {
     fn of(id: SessionId, r: &Record) -> Self {
         Self {
             id,
-            owner: r.owner.clone(),
-            created_at: r.created_at,
-            last_active: r.last_active,
-            expires_at: r.expires_at,
+            owner: r.owner().cloned(),
+            created_at: r.created_at(),
+            last_active: r.last_active(),
+            expires_at: r.expires_at(),
             ttl: r.ttl(),
-            version: r.version,
-            attrs: r.attrs.clone(),
+            version: r.version(),
+            attrs: r.blob(),
         }
     }
 
@@ -452,13 +452,14 @@ impl Store {
                 Timer::Record(key) => {
                     let moved = match self.records.get_mut(&key) {
                         // Stale entry: the record has a newer one, or is gone.
-                        Some(r) if r.wheel_deadline != deadline => continue,
+                        Some(r) if r.wheel_deadline() != deadline => continue,
                         None => continue,
                         // Touched since scheduled: it is not among the soonest;
                         // put it back at its real deadline (lazy rescheduling).
-                        Some(mut r) if r.expires_at > deadline && r.expires_at != NEVER => {
-                            r.wheel_deadline = r.expires_at;
-                            Some(r.expires_at)
+                        Some(mut r) if r.expires_at() > deadline && r.expires_at() != NEVER => {
+                            let at = r.expires_at();
+                            r.set_wheel_deadline(at);
+                            Some(r.expires_at())
                         }
                         Some(_) => None,
                     };
@@ -466,11 +467,12 @@ impl Store {
                         self.schedule(at, Timer::Record(key));
                         continue;
                     }
-                    if let Some(rec) = self.remove_logged(&key, 0, |r| r.wheel_deadline == deadline)
+                    if let Some(rec) =
+                        self.remove_logged(&key, 0, |r| r.wheel_deadline() == deadline)
                     {
                         self.forget(&key, &rec);
-                        if let Some(owner) = &rec.owner {
-                            self.unindex_owner(key.ns, owner, rec.created_at, key.id);
+                        if let Some(owner) = &rec.owner() {
+                            self.unindex_owner(key.ns, owner, rec.created_at(), key.id);
                         }
                         self.evicted_total.fetch_add(1, Ordering::Relaxed);
                     }
@@ -504,7 +506,8 @@ impl Store {
     fn log_put(&self, key: &Key, rec: &mut Record) {
         if let Some(j) = self.journal.get() {
             if let Some(ns) = self.namespaces.get(key.ns) {
-                rec.logged_expires = rec.expires_at;
+                let at = rec.expires_at();
+                rec.set_logged_expires(at);
                 j.put(&ns.name, key.id, rec);
             }
         }
@@ -544,8 +547,8 @@ impl Store {
 
     /// Logs a touch once it has moved the deadline far enough (coalescing).
     fn log_touch(&self, key: &Key, rec: &mut Record) {
-        let Some(idle) = rec.idle_ttl else { return };
-        let moved = rec.expires_at.saturating_sub(rec.logged_expires);
+        let Some(idle) = rec.idle_ttl() else { return };
+        let moved = rec.expires_at().saturating_sub(rec.logged_expires());
         if moved as f64 > idle.get() as f64 * self.config.touch_log_fraction {
             self.log_put(key, rec);
         }
@@ -663,7 +666,7 @@ impl Store {
         now: u64,
     ) -> bool {
         self.records.get(&Key { ns, id }).is_some_and(|r| {
-            r.is_live(now) && r.created_at == created_at && r.owner.as_deref() == Some(owner)
+            r.is_live(now) && r.created_at() == created_at && r.owner_str() == Some(owner)
         })
     }
 
@@ -687,7 +690,7 @@ impl Store {
                 let old = o.insert(rec);
                 self.log_put(&key, o.get_mut());
                 self.add_mem(size - old.mem_size() as i64);
-                Ok(old.owner.map(|owner| (owner, old.created_at)))
+                Ok(old.owner().map(|owner| (owner.clone(), old.created_at())))
             }
             Entry::Vacant(v) => {
                 let mut r = v.insert(rec);
@@ -719,30 +722,32 @@ impl Store {
         }
         let expires_at = Record::deadline(now, now, ttl);
         let owner: Option<Arc<str>> = owner.map(Arc::from);
-        let make = |owner: Option<Arc<str>>| Record {
-            owner,
-            created_at: now,
-            last_active: now,
-            expires_at,
-            wheel_deadline: expires_at,
-            idle_ttl: ttl.idle_ttl_ms.and_then(NonZeroU64::new),
-            max_lifetime: ttl.max_lifetime_ms.and_then(NonZeroU64::new),
-            version: 1,
-            attrs: attrs.clone(),
-            logged_expires: expires_at,
+        let make = |owner: Option<Arc<str>>| {
+            Record::new(
+                record::Fields {
+                    owner,
+                    created_at: now,
+                    last_active: now,
+                    ttl,
+                    version: 1,
+                },
+                &attrs,
+            )
         };
         // A server-drawn id colliding with a live one is astronomically unlikely,
         // but a retry costs nothing and makes it impossible to clobber a session.
         let mut attempts = 0;
-        let (id, replaced) = loop {
+        let (id, replaced, blob) = loop {
             let id = chosen.unwrap_or_else(SessionId::new_v4);
             let key = Key { ns, id };
+            let rec = make(owner.clone());
+            let blob = rec.blob();
             let result = match &owner {
-                None => self.put_new(key, make(None), now),
-                Some(o) => self.put_owned(key, make(Some(o.clone())), o, limit, now),
+                None => self.put_new(key, rec, now),
+                Some(o) => self.put_owned(key, rec, o, limit, now),
             };
             match result {
-                Ok(replaced) => break (id, replaced),
+                Ok(replaced) => break (id, replaced, blob),
                 Err(StoreError::AlreadyExists) if chosen.is_none() && attempts < 4 => {
                     attempts += 1;
                 }
@@ -764,7 +769,7 @@ impl Store {
             expires_at,
             ttl,
             version: 1,
-            attrs,
+            attrs: blob,
         })
     }
 
@@ -781,10 +786,10 @@ impl Store {
             ns: key.ns,
             owner: owner.clone(),
         };
-        let created_at = rec.created_at;
+        let created_at = rec.created_at();
         let mut set = self.owners.entry(okey).or_default();
         // Every session of an owner shares the index's copy of its name.
-        rec.owner = Some(Arc::clone(&set.key().owner));
+        rec.share_owner(Arc::clone(&set.key().owner));
         if let Some(limit) = limit {
             // Count only live sessions: drop entries whose record expired or moved.
             set.retain(|(c, id)| self.index_entry_live(key.ns, owner, *c, *id, now));
@@ -809,7 +814,7 @@ impl Store {
                             let k = Key { ns: key.ns, id };
                             let until = now.saturating_add(self.config.tombstone_ttl_ms);
                             if let Some(old) = self.remove_logged(&k, until, |r| {
-                                r.created_at == c && r.owner.as_deref() == Some(&**owner)
+                                r.created_at() == c && r.owner_str() == Some(&**owner)
                             }) {
                                 self.forget(&k, &old);
                                 self.evicted_total.fetch_add(1, Ordering::Relaxed);
@@ -1019,14 +1024,14 @@ impl Store {
             return Ok(None);
         }
         if let Some(expected) = u.expected_version {
-            if expected != r.version {
+            if expected != r.version() {
                 return Err(StoreError::Conflict {
                     expected,
-                    actual: Some(r.version),
+                    actual: Some(r.version()),
                 });
             }
         }
-        let mut attrs = decode_attrs(&r.attrs).map_err(|e| StoreError::Codec(e.to_string()))?;
+        let mut attrs = decode_attrs(r.attrs()).map_err(|e| StoreError::Codec(e.to_string()))?;
         for name in &u.remove {
             attrs.remove(name);
         }
@@ -1035,22 +1040,22 @@ impl Store {
         }
         let blob = self.encode_checked(&attrs)?;
         let before = r.mem_size() as i64;
-        r.attrs = blob;
+        r.set_attrs(&blob);
         if let Some(ttl) = u.ttl {
-            r.idle_ttl = ttl.idle_ttl_ms.and_then(NonZeroU64::new);
-            r.max_lifetime = ttl.max_lifetime_ms.and_then(NonZeroU64::new);
+            r.set_ttl(ttl);
         }
         // An update is activity: it slides the idle deadline like a touch.
         r.touch(now);
-        r.version += 1;
-        let reschedule = (r.expires_at < r.wheel_deadline).then(|| {
-            r.wheel_deadline = r.expires_at;
-            r.expires_at
+        r.bump_version();
+        let reschedule = (r.expires_at() < r.wheel_deadline()).then(|| {
+            let at = r.expires_at();
+            r.set_wheel_deadline(at);
+            r.expires_at()
         });
         let reply = UpdateReply {
-            version: r.version,
+            version: r.version(),
             created: false,
-            expires_at_ms: finite(r.expires_at),
+            expires_at_ms: finite(r.expires_at()),
         };
         self.add_mem(r.mem_size() as i64 - before);
         self.log_put(&key, &mut r);
@@ -1084,7 +1089,7 @@ impl Store {
         if !r.is_live(now) {
             return Err(StoreError::NotFound);
         }
-        let mut attrs = decode_attrs(&r.attrs).map_err(|e| StoreError::Codec(e.to_string()))?;
+        let mut attrs = decode_attrs(r.attrs()).map_err(|e| StoreError::Codec(e.to_string()))?;
         let overflow = || invalid(format!("incrementing attribute {:?} overflows i64", i.attr));
         let (reply, new_value) = match i.window {
             None => {
@@ -1101,7 +1106,7 @@ impl Store {
                     allowed: true,
                     remaining: None,
                     reset_at_ms: None,
-                    version: r.version + 1,
+                    version: r.version() + 1,
                 };
                 (reply, Some(Value::Int(value)))
             }
@@ -1126,7 +1131,7 @@ impl Store {
                         allowed: false,
                         remaining: Some(w.limit.saturating_sub(current).max(0)),
                         reset_at_ms: Some(reset_at),
-                        version: r.version,
+                        version: r.version(),
                     };
                     (reply, None)
                 } else {
@@ -1135,7 +1140,7 @@ impl Store {
                         allowed: true,
                         remaining: Some(w.limit.saturating_sub(next).max(0)),
                         reset_at_ms: Some(reset_at),
-                        version: r.version + 1,
+                        version: r.version() + 1,
                     };
                     let counter = Value::Counter {
                         value: next,
@@ -1149,8 +1154,8 @@ impl Store {
             attrs.insert(i.attr.clone(), v);
             let blob = self.encode_checked(&attrs)?;
             let before = r.mem_size() as i64;
-            r.attrs = blob;
-            r.version += 1;
+            r.set_attrs(&blob);
+            r.bump_version();
             self.add_mem(r.mem_size() as i64 - before);
             self.log_put(&key, &mut r);
         }
@@ -1174,8 +1179,8 @@ impl Store {
             return Ok(false);
         };
         self.forget(&key, &rec);
-        if let Some(owner) = &rec.owner {
-            self.unindex_owner(ns, owner, rec.created_at, key.id);
+        if let Some(owner) = &rec.owner() {
+            self.unindex_owner(ns, owner, rec.created_at(), key.id);
         }
         Ok(rec.is_live(now))
     }
@@ -1277,7 +1282,7 @@ impl Store {
             set.remove(&(created_at, id));
             let k = Key { ns, id };
             if let Some(rec) = self.remove_logged(&k, tomb_until, |r| {
-                r.created_at == created_at && r.owner.as_deref() == Some(&*d.owner)
+                r.created_at() == created_at && r.owner_str() == Some(&*d.owner)
             }) {
                 self.forget(&k, &rec);
                 if rec.is_live(now) {
@@ -1311,8 +1316,8 @@ impl Store {
             .get(&old)
             .filter(|rec| rec.is_live(now))
             .ok_or(StoreError::NotFound)?
-            .owner
-            .clone();
+            .owner()
+            .cloned();
         // Owned sessions rotate under the owner's index lock, so a concurrent
         // limit check or revoke-all sees either the old id or the new one.
         let mut owner_set = owner.as_ref().map(|o| {
@@ -1336,18 +1341,16 @@ impl Store {
                 ns,
                 id: SessionId::new_v4(),
             };
-            let rec = Record {
-                owner: snap.owner.clone(),
-                created_at: snap.created_at,
-                last_active: snap.last_active,
-                expires_at: snap.expires_at,
-                wheel_deadline: snap.expires_at,
-                idle_ttl: snap.ttl.idle_ttl_ms.and_then(NonZeroU64::new),
-                max_lifetime: snap.ttl.max_lifetime_ms.and_then(NonZeroU64::new),
-                version: snap.version,
-                attrs: snap.attrs.clone(),
-                logged_expires: snap.expires_at,
-            };
+            let rec = Record::new(
+                record::Fields {
+                    owner: snap.owner.clone(),
+                    created_at: snap.created_at,
+                    last_active: snap.last_active,
+                    ttl: snap.ttl,
+                    version: snap.version,
+                },
+                &snap.attrs,
+            );
             // Nobody else can know the fresh id yet, so inserting it first and
             // removing the old record only if it did not change in between makes
             // the move atomic for every observer of the old id.
@@ -1364,9 +1367,9 @@ impl Store {
                 .unwrap_or(now)
                 .saturating_add(self.config.tombstone_ttl_ms);
             let moved = self.remove_logged(&old, tomb_until, |cur| {
-                cur.version == snap.version
-                    && cur.last_active == snap.last_active
-                    && cur.created_at == snap.created_at
+                cur.version() == snap.version
+                    && cur.last_active() == snap.last_active
+                    && cur.created_at() == snap.created_at
             });
             match moved {
                 Some(old_rec) => {
@@ -1432,13 +1435,14 @@ impl Store {
                     let Some(mut r) = self.records.get_mut(&key) else {
                         return;
                     };
-                    if r.wheel_deadline != deadline {
+                    if r.wheel_deadline() != deadline {
                         return; // stale entry: a newer one exists
                     }
                     if r.is_live(now) {
                         // Touched since it was scheduled: re-insert at the new deadline.
-                        r.wheel_deadline = r.expires_at;
-                        finite(r.expires_at)
+                        let at = r.expires_at();
+                        r.set_wheel_deadline(at);
+                        finite(r.expires_at())
                     } else {
                         None
                     }
@@ -1447,14 +1451,13 @@ impl Store {
                     self.schedule(at, Timer::Record(key));
                     return;
                 }
-                if let Some((_, rec)) = self
-                    .records
-                    .remove_if(&key, |_, r| r.wheel_deadline == deadline && !r.is_live(now))
-                {
+                if let Some((_, rec)) = self.records.remove_if(&key, |_, r| {
+                    r.wheel_deadline() == deadline && !r.is_live(now)
+                }) {
                     self.forget(&key, &rec);
                     self.expired_total.fetch_add(1, Ordering::Relaxed);
-                    if let Some(owner) = &rec.owner {
-                        self.unindex_owner(key.ns, owner, rec.created_at, key.id);
+                    if let Some(owner) = &rec.owner() {
+                        self.unindex_owner(key.ns, owner, rec.created_at(), key.id);
                     }
                 }
             }
@@ -1504,8 +1507,8 @@ impl Store {
         };
         if let Some((_, old)) = self.records.remove(&key) {
             self.forget(&key, &old);
-            if let Some(owner) = &old.owner {
-                self.unindex_owner(ns, owner, old.created_at, key.id);
+            if let Some(owner) = &old.owner() {
+                self.unindex_owner(ns, owner, old.created_at(), key.id);
             }
         }
         match record {
@@ -1534,18 +1537,16 @@ impl Store {
                     set.insert((img.created_at, key.id));
                     Arc::clone(&set.key().owner)
                 });
-                let rec = Record {
-                    owner,
-                    created_at: img.created_at,
-                    last_active: img.last_active,
-                    expires_at,
-                    wheel_deadline: expires_at,
-                    idle_ttl: img.idle_ttl.and_then(NonZeroU64::new),
-                    max_lifetime: img.max_lifetime.and_then(NonZeroU64::new),
-                    version: img.version,
-                    attrs: img.attrs.into_boxed_slice(),
-                    logged_expires: expires_at,
-                };
+                let rec = Record::new(
+                    record::Fields {
+                        owner,
+                        created_at: img.created_at,
+                        last_active: img.last_active,
+                        ttl,
+                        version: img.version,
+                    },
+                    &img.attrs,
+                );
                 // The key was emptied above, so this cannot collide.
                 let _ = self.put_new(key, rec, now);
                 if expires_at != NEVER {
