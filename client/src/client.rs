@@ -275,7 +275,7 @@ impl Client {
         };
         let mut attempt = 0;
         loop {
-            match self.call_once(op.clone()).await {
+            match self.call_once(&op).await {
                 // A dropped connection or a daemon briefly unable to serve: a
                 // read can safely go again (a timeout is not retried: the time
                 // the caller allowed is spent).
@@ -292,15 +292,11 @@ impl Client {
         }
     }
 
-    async fn call_once(&self, op: Op) -> Result<Reply> {
+    async fn call_once(&self, op: &Op) -> Result<Reply> {
         let timeout = self.inner.config.request_timeout;
         let deadline = Instant::now() + timeout;
         let conn = self.connection(deadline).await?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Error::Timeout { after: timeout });
-        }
-        match conn.call(op, left).await {
+        match conn.call(op, deadline).await {
             Ok(Reply::Error(e)) => Err(Error::Server(e)),
             Ok(reply) => Ok(reply),
             Err(Error::Timeout { .. }) => Err(Error::Timeout { after: timeout }),

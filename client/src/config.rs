@@ -181,7 +181,9 @@ impl ClientConfig {
         self
     }
 
-    /// Time allowed for each request.
+    /// Time allowed for each request, waiting for a connection and for room
+    /// to send included. Enforced by each connection's sweeper to within a
+    /// twentieth of it (1 ms at least, 100 ms at most).
     #[must_use]
     pub fn request_timeout(mut self, d: Duration) -> Self {
         self.request_timeout = d;

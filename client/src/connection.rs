@@ -7,20 +7,24 @@
 //! writer lets the other callers that are ready run first (tokio would
 //! otherwise run the woken writer before them and send one frame per write).
 //! A reader task splits every response in a read and completes the waiters by
-//! id. Answers may come in any order. When the socket fails, every waiter is failed at once with
-//! [`Error::ConnectionClosed`] and the connection is marked dead so the pool
-//! replaces it.
+//! id. Answers may come in any order. When the socket fails, every waiter is
+//! failed at once with [`Error::ConnectionClosed`] and the connection is
+//! marked dead so the pool replaces it. Waiters carry their deadline; one
+//! sweeper task per connection fails those past it with [`Error::Timeout`]
+//! (no timer per request).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use rustls_pki_types::ServerName;
 use sessiond_protocol::frame::{
-    decode_response, encode_request, split_frame, ABSOLUTE_MAX_FRAME_LEN, HEADER_LEN,
+    decode_response, encode_request, encode_request_parts, split_frame, ABSOLUTE_MAX_FRAME_LEN,
+    HEADER_LEN,
 };
 use sessiond_protocol::{
     EncodeError, ErrorCode, Hello, HelloReply, Op, Reply, Request, Response, WireError,
@@ -47,14 +51,45 @@ const WRITE_BATCH: usize = 64 * 1024;
 const WRITE_KEEP: usize = 4 * 1024 * 1024;
 /// Smallest free space handed to a read.
 const READ_CHUNK: usize = 16 * 1024;
+/// Bounds of the interval at which a connection fails requests past their
+/// deadline (a twentieth of the request timeout in between).
+const MIN_SWEEP: Duration = Duration::from_millis(1);
+const MAX_SWEEP: Duration = Duration::from_millis(100);
 /// Request id of the handshake (0 is reserved for connection-level errors).
 const HELLO_ID: u64 = 1;
 
-type Waiter = oneshot::Sender<Result<Reply>>;
+/// A caller waiting for its answer, and until when.
+struct Waiter {
+    tx: oneshot::Sender<Result<Reply>>,
+    deadline: Instant,
+}
 
-/// State shared by the handle and its two tasks.
+/// Hashes request ids (distinct, mostly sequential `u64`s) with one
+/// multiplication: they need spreading, not protection from chosen keys.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type Pending = HashMap<u64, Waiter, BuildHasherDefault<IdHasher>>;
+
+/// State shared by the handle and its tasks.
 struct Shared {
-    pending: Mutex<HashMap<u64, Waiter>>,
+    pending: Mutex<Pending>,
     dead: AtomicBool,
 }
 
@@ -64,7 +99,7 @@ impl Shared {
         self.dead.store(true, Ordering::Release);
         let waiters: Vec<Waiter> = self.pending.lock().drain().map(|(_, w)| w).collect();
         for w in waiters {
-            let _ = w.send(Err(error()));
+            let _ = w.tx.send(Err(error()));
         }
     }
 }
@@ -109,6 +144,7 @@ pub(crate) struct Connection {
     max_frame_len: u32,
     server: HelloReply,
     reader: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
 }
 
 impl Drop for Connection {
@@ -117,6 +153,7 @@ impl Drop for Connection {
         // otherwise wait on the socket until the daemon's idle timeout.
         self.outbox.close();
         self.reader.abort();
+        self.sweeper.abort();
     }
 }
 
@@ -177,7 +214,7 @@ impl Connection {
             }
         };
         let shared = Arc::new(Shared {
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Pending::default()),
             dead: AtomicBool::new(false),
         });
         let outbox = Arc::new(Outbox {
@@ -192,6 +229,8 @@ impl Connection {
         tokio::spawn(writer(write, Arc::clone(&outbox), Arc::clone(&shared)));
         let read_max = server.max_frame_len.clamp(1, ABSOLUTE_MAX_FRAME_LEN);
         let reader = tokio::spawn(reader(read, leftover, read_max, Arc::clone(&shared)));
+        let tick = (config.request_timeout / 20).clamp(MIN_SWEEP, MAX_SWEEP);
+        let sweeper = tokio::spawn(sweeper(Arc::clone(&shared), tick));
         Ok(Self {
             shared,
             outbox,
@@ -200,6 +239,7 @@ impl Connection {
             max_frame_len: config.max_frame_len.min(server.max_frame_len),
             server,
             reader,
+            sweeper,
         })
     }
 
@@ -213,8 +253,9 @@ impl Connection {
         &self.server
     }
 
-    /// Sends `op` and waits for its reply (at most `timeout`, queueing included).
-    pub(crate) async fn call(&self, op: Op, timeout: Duration) -> Result<Reply> {
+    /// Sends `op` and waits for its reply until `deadline` (queueing
+    /// included; the sweeper fails it with [`Error::Timeout`] then).
+    pub(crate) async fn call(&self, op: &Op, deadline: Instant) -> Result<Reply> {
         if self.is_dead() {
             return Err(Error::ConnectionClosed);
         }
@@ -222,36 +263,30 @@ impl Connection {
         // The waiter is in place before the frame can leave: the answer may
         // come back as soon as the outbox lock is released.
         let (tx, rx) = oneshot::channel();
-        self.shared.pending.lock().insert(id, tx);
+        self.shared
+            .pending
+            .lock()
+            .insert(id, Waiter { tx, deadline });
         // The reader may have failed everyone between the check above and the
         // insert; without this second look the waiter would sit until timeout.
         if self.is_dead() {
             self.shared.pending.lock().remove(&id);
             return Err(Error::ConnectionClosed);
         }
-        let request = Request { id, op };
-        let exchange = async {
-            self.enqueue(&request).await?;
-            rx.await.map_err(|_| Error::ConnectionClosed)?
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => {
-                if result.is_err() {
-                    self.shared.pending.lock().remove(&id);
-                }
-                result
-            }
-            Err(_) => {
-                self.shared.pending.lock().remove(&id);
-                Err(Error::Timeout { after: timeout })
-            }
+        if let Err(e) = self.enqueue(id, op, deadline).await {
+            self.shared.pending.lock().remove(&id);
+            return Err(e);
         }
+        // Completed by the reader (the answer), the sweeper (the deadline)
+        // or `fail_all` (the connection); dropped only with the connection.
+        rx.await.map_err(|_| Error::ConnectionClosed)?
     }
 }
 
 impl Connection {
-    /// Encodes `request` into the outbox, waiting while it is full.
-    async fn enqueue(&self, request: &Request) -> Result<()> {
+    /// Encodes the request into the outbox, waiting while it is full (until
+    /// `deadline`).
+    async fn enqueue(&self, id: u64, op: &Op, deadline: Instant) -> Result<()> {
         loop {
             let room = self.outbox.room.notified();
             tokio::pin!(room);
@@ -264,7 +299,7 @@ impl Connection {
                 }
                 if st.frames < self.max_pending {
                     let start = st.buf.len();
-                    if let Err(e) = encode_request(request, &mut st.buf) {
+                    if let Err(e) = encode_request_parts(id, op, &mut st.buf) {
                         st.buf.truncate(start);
                         return Err(e.into());
                     }
@@ -285,7 +320,14 @@ impl Connection {
                     return Ok(());
                 }
             }
-            room.await;
+            if tokio::time::timeout_at(deadline.into(), room)
+                .await
+                .is_err()
+            {
+                return Err(Error::Timeout {
+                    after: Duration::ZERO,
+                });
+            }
         }
     }
 }
@@ -438,6 +480,31 @@ async fn reader(mut read: ReadHalf, mut buf: BytesMut, max_len: u32, shared: Arc
     }
 }
 
+/// Fails the waiters whose deadline has passed, every `tick` (one timer per
+/// connection instead of one per request).
+async fn sweeper(shared: Arc<Shared>, tick: Duration) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if shared.dead.load(Ordering::Acquire) {
+            return;
+        }
+        let now = Instant::now();
+        let expired: Vec<Waiter> = shared
+            .pending
+            .lock()
+            .extract_if(|_, w| w.deadline <= now)
+            .map(|(_, w)| w)
+            .collect();
+        for w in expired {
+            let _ = w.tx.send(Err(Error::Timeout {
+                after: Duration::ZERO,
+            }));
+        }
+    }
+}
+
 /// Completes the waiter of one response. Returns false when the daemon said
 /// the connection is over (an error under request id 0).
 fn deliver(shared: &Shared, response: Response) -> bool {
@@ -456,7 +523,7 @@ fn deliver(shared: &Shared, response: Response) -> bool {
     }
     // A missing waiter timed out already; its late answer is dropped.
     if let Some(waiter) = shared.pending.lock().remove(&id) {
-        let _ = waiter.send(Ok(reply));
+        let _ = waiter.tx.send(Ok(reply));
     }
     true
 }

@@ -451,6 +451,43 @@ async fn a_silent_daemon_times_out_and_the_connection_stays_usable() {
     assert_eq!(fake.accepted(), 1, "a timeout does not cost the connection");
 }
 
+/// Deadlines are kept by one sweeper per connection: every held request
+/// fails with Timeout, none before its time, and answered ones in between are
+/// not disturbed.
+#[tokio::test]
+async fn held_requests_time_out_no_earlier_than_their_deadline() {
+    let script: Script = Arc::new(|req: &Request, _| match req.op {
+        Op::Ping => Action::Ignore,
+        _ => Action::Answer(Reply::Deleted(true)),
+    });
+    let fake = Fake::start(script).await;
+    let timeout = Duration::from_millis(300);
+    let client = Client::connect_with(config(&fake).request_timeout(timeout))
+        .await
+        .unwrap();
+    let held: Vec<_> = (0..100)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let start = std::time::Instant::now();
+                (client.ping().await, start.elapsed())
+            })
+        })
+        .collect();
+    let deleted = client.delete("app", SessionId::new_v4()).await;
+    assert!(deleted.is_ok(), "{deleted:?}");
+    for task in held {
+        let (result, elapsed) = task.await.unwrap();
+        let err = result.unwrap_err();
+        assert!(
+            matches!(err, Error::Timeout { after } if after == timeout),
+            "{err}"
+        );
+        assert!(elapsed >= timeout, "timed out early: {elapsed:?}");
+    }
+    assert_eq!(fake.accepted(), 1);
+}
+
 #[tokio::test]
 async fn a_connection_level_error_fails_everything_pending() {
     // On the first connection pings are held and a delete draws an id-0

@@ -38,7 +38,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{DecodeError, EncodeError, FrameError};
-use crate::message::{Reply, Request, Response, Session};
+use crate::message::{Op, Reply, Request, Response, Session};
 
 /// Default largest payload, 1 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 1024 * 1024;
@@ -101,6 +101,22 @@ pub fn encode_frame<T: Serialize>(msg: &T, buf: &mut BytesMut) -> Result<(), Enc
 /// As [`encode_frame`].
 pub fn encode_request(req: &Request, buf: &mut BytesMut) -> Result<(), EncodeError> {
     encode_frame(req, buf)
+}
+
+/// Appends one frame holding the request `id` / `op` to `buf`: the bytes of
+/// [`encode_request`] on `Request { id, op }`, without owning the operation
+/// (a client that may send it again keeps it).
+///
+/// # Errors
+/// As [`encode_frame`].
+pub fn encode_request_parts(id: u64, op: &Op, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    /// `Request` field for field, borrowing the operation.
+    #[derive(Serialize)]
+    struct RequestRef<'a> {
+        id: u64,
+        op: &'a Op,
+    }
+    encode_frame(&RequestRef { id, op }, buf)
 }
 
 /// Appends one frame holding `resp` to `buf`.

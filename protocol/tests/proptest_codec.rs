@@ -7,8 +7,9 @@ use proptest::collection::{btree_map, vec};
 use proptest::option;
 use proptest::prelude::*;
 use sessiond_protocol::frame::{
-    decode_request, decode_response, encode_request, encode_response, peek_request_header,
-    peek_request_id, split_frame, ABSOLUTE_MAX_FRAME_LEN, DEFAULT_MAX_FRAME_LEN, HEADER_LEN,
+    decode_request, decode_response, encode_request, encode_request_parts, encode_response,
+    peek_request_header, peek_request_id, split_frame, ABSOLUTE_MAX_FRAME_LEN,
+    DEFAULT_MAX_FRAME_LEN, HEADER_LEN,
 };
 use sessiond_protocol::*;
 
@@ -283,7 +284,11 @@ proptest! {
         prop_assert_eq!(used, buf.len());
         prop_assert_eq!(peek_request_id(payload), Some(req.id));
         prop_assert!(peek_request_header(payload).is_some_and(|(_, tag)| tag < Op::COUNT));
-        prop_assert_eq!(decode_request(payload).unwrap(), req);
+        prop_assert_eq!(decode_request(payload).unwrap(), req.clone());
+        // The borrowing encoder writes the same bytes.
+        let mut parts = BytesMut::new();
+        encode_request_parts(req.id, &req.op, &mut parts).unwrap();
+        prop_assert_eq!(&parts[..], &buf[..]);
     }
 
     #[test]
