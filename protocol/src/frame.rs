@@ -26,7 +26,7 @@
 //! - structs: their fields in declaration order, nothing between them.
 //! - [`SessionId`](crate::SessionId): 16 raw bytes. [`ErrorCode`](crate::ErrorCode): its `u16`.
 //!
-//! A `Request` is `id` (varint u64) then the [`Op`](crate::Op) tag and fields; a
+//! A `Request` is `id` (varint u64) then the [`Op`] tag and fields; a
 //! `Response` is `id` then the [`Reply`] tag and fields. Because the
 //! id comes first, a server can read it ([`peek_request_id`]) and answer even a
 //! request whose operation it does not know.
@@ -282,7 +282,7 @@ pub fn peek_request_id(payload: &[u8]) -> Option<u64> {
 }
 
 /// Reads the request id and the operation's tag (its variant index in
-/// [`Op`](crate::Op)) at the start of a payload, so a server can tell an operation it
+/// [`Op`]) at the start of a payload, so a server can tell an operation it
 /// does not know (a tag of [`Op::COUNT`](crate::Op::COUNT) or more) from a malformed one.
 #[must_use]
 pub fn peek_request_header(payload: &[u8]) -> Option<(u64, u32)> {
