@@ -17,8 +17,11 @@ use crate::{run, Load, Outcome, Workload};
 /// Durability matched on both sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Durability {
-    /// sessiond `--fsync no`; Redis without persistence.
+    /// Nothing on disk: sessiond `--in-memory`; Redis without persistence.
     None,
+    /// A log the OS flushes when it likes: sessiond `--fsync no`; Redis
+    /// `appendfsync no`.
+    No,
     /// sessiond `--fsync everysec`; Redis `appendfsync everysec`.
     Everysec,
     /// sessiond `--fsync always`; Redis `appendfsync always`.
@@ -92,13 +95,16 @@ fn start_sessiond(args: &CompareArgs) -> anyhow::Result<Server> {
         None => std::env::current_exe()?.with_file_name("sessiond"),
     };
     let dir = tempfile::tempdir()?;
-    let fsync = match args.durability {
-        Durability::None => "no",
-        Durability::Everysec => "everysec",
-        Durability::Always => "always",
+    let durability: &[&str] = match args.durability {
+        Durability::None => &["--in-memory"],
+        Durability::No => &["--fsync", "no"],
+        Durability::Everysec => &["--fsync", "everysec"],
+        Durability::Always => &["--fsync", "always"],
     };
     let mut child = Command::new(&bin)
-        .args(["--listen", "127.0.0.1:0", "--fsync", fsync, "--data-dir"])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(durability)
+        .arg("--data-dir")
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -138,6 +144,7 @@ fn start_redis(args: &CompareArgs) -> anyhow::Result<Option<Server>> {
     .arg(dir.path());
     match args.durability {
         Durability::None => cmd.args(["--appendonly", "no"]),
+        Durability::No => cmd.args(["--appendonly", "yes", "--appendfsync", "no"]),
         Durability::Everysec => cmd.args(["--appendonly", "yes", "--appendfsync", "everysec"]),
         Durability::Always => cmd.args(["--appendonly", "yes", "--appendfsync", "always"]),
     };

@@ -98,6 +98,8 @@ pub struct Config {
     pub compact_min_bytes: u64,
     /// Cut damaged log records at start-up (keeping a copy) instead of refusing to start.
     pub repair: bool,
+    /// No log: sessions live in memory only and a restart loses them.
+    pub in_memory: bool,
     /// Tokens and their scopes (`None`: no authentication).
     pub auth: Option<AuthTable>,
     /// Where Prometheus metrics are served (`None`: not served).
@@ -139,6 +141,7 @@ impl Default for Config {
             compact_ratio: log::DEFAULT_COMPACT_RATIO,
             compact_min_bytes: log::DEFAULT_COMPACT_MIN_BYTES,
             repair: false,
+            in_memory: false,
             auth: None,
             metrics_listen: None,
             tls: None,
@@ -246,6 +249,12 @@ pub struct ServerArgs {
     #[arg(long, env = "SESSIOND_REPAIR")]
     #[serde(default)]
     pub repair: bool,
+    /// Keep sessions in memory only: no log, the data dir is not used, and a
+    /// restart loses every session (as Redis without persistence). The fsync,
+    /// segment, compaction and repair settings then do nothing.
+    #[arg(long, env = "SESSIOND_IN_MEMORY")]
+    #[serde(default)]
+    pub in_memory: bool,
     /// Auth file of hashed tokens with their namespaces and rights (see `sessiond hash-token`).
     #[arg(long, env = "SESSIOND_AUTH_FILE")]
     pub auth_file: Option<PathBuf>,
@@ -295,6 +304,7 @@ impl ServerArgs {
             compact_ratio: self.compact_ratio.or(file.compact_ratio),
             compact_min_bytes: self.compact_min_bytes.or(file.compact_min_bytes),
             repair: self.repair || file.repair,
+            in_memory: self.in_memory || file.in_memory,
             auth_file: self.auth_file.or(file.auth_file),
             max_memory: self.max_memory.or(file.max_memory),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
@@ -451,6 +461,7 @@ impl ServerArgs {
             compact_ratio,
             compact_min_bytes: self.compact_min_bytes.unwrap_or(d.compact_min_bytes),
             repair: self.repair,
+            in_memory: self.in_memory,
             listen,
             data_dir: self.data_dir.unwrap_or(d.data_dir),
             max_connections: positive("max_connections", self.max_connections, d.max_connections)?,
@@ -717,6 +728,7 @@ mod tests {
             "compact_ratio",
             "compact_min_bytes",
             "repair",
+            "in_memory",
             "auth_file",
             "max_memory",
             "memory_policy",

@@ -216,3 +216,35 @@ async fn crash_loop_loses_no_acknowledged_write() {
         assert!(matches!(got.attr("n"), Some(Value::Int(n)) if *n >= value));
     }
 }
+
+/// `--in-memory` keeps nothing on disk: the data dir stays empty under
+/// writes and a graceful stop, and a restart starts empty.
+#[tokio::test]
+async fn in_memory_writes_nothing_and_a_restart_starts_empty() {
+    let daemon =
+        DaemonProcess::start(daemon_bin!(), &["--in-memory", "--fsync", "always"]).unwrap();
+    let c = client(&daemon).await;
+    let s = c
+        .create("app", CreateOptions::new().owner("alice").attr("k", "v"))
+        .await
+        .unwrap();
+    c.update("app", s.id, UpdateOptions::new().set("n", 1i64))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get("app", s.id).await.unwrap().unwrap().attr("n"),
+        Some(&Value::Int(1))
+    );
+    drop(c);
+    let mut daemon = daemon;
+    assert!(daemon
+        .signal_and_wait("TERM", Duration::from_secs(10))
+        .unwrap()
+        .success());
+    let files: Vec<_> = std::fs::read_dir(daemon.data_dir()).unwrap().collect();
+    assert!(files.is_empty(), "in-memory daemon wrote {files:?}");
+    assert!(daemon.logs().contains("in memory only"));
+    let daemon = daemon.restart(&["--in-memory"]).unwrap();
+    let c = client(&daemon).await;
+    assert_eq!(c.get("app", s.id).await.unwrap(), None);
+}

@@ -86,23 +86,37 @@ pub struct Daemon {
 
 impl Daemon {
     /// Recovers the data dir into memory, binds `config.listen` and starts
-    /// serving with the system clock, logging every change.
+    /// serving with the system clock, logging every change (unless
+    /// `config.in_memory`: then nothing is read or logged).
     ///
     /// # Errors
     /// [`Error::Log`] if the data dir is locked or damaged, [`Error::Bind`] if
     /// the address cannot be bound.
     pub async fn start(config: Config) -> Result<Self, Error> {
         let store = Arc::new(Store::new(config.store.clone(), Arc::new(SystemClock)));
-        let log_config = config.log();
-        let recovering = Arc::clone(&store);
-        // Recovery reads the whole log: keep it off the async workers.
-        let log = tokio::task::spawn_blocking(move || Log::open(&log_config, &recovering))
-            .await
-            .map_err(|e| Error::Io(std::io::Error::other(format!("recovery panicked: {e}"))))??;
+        let log = if config.in_memory {
+            info!("in memory only: nothing is logged, a restart loses every session");
+            None
+        } else {
+            let log_config = config.log();
+            let recovering = Arc::clone(&store);
+            // Recovery reads the whole log: keep it off the async workers.
+            let log = tokio::task::spawn_blocking(move || Log::open(&log_config, &recovering))
+                .await
+                .map_err(|e| {
+                    Error::Io(std::io::Error::other(format!("recovery panicked: {e}")))
+                })??;
+            Some(log)
+        };
+        let stop_log = |log: &Option<Arc<Log>>| {
+            if let Some(l) = log {
+                l.shutdown();
+            }
+        };
         let listener = match TcpListener::bind(config.listen).await {
             Ok(l) => l,
             Err(source) => {
-                log.shutdown();
+                stop_log(&log);
                 return Err(Error::Bind {
                     addr: config.listen,
                     source,
@@ -113,13 +127,13 @@ impl Daemon {
             Some(addr) => match crate::metrics::bind(addr).await {
                 Ok(l) => Some(l),
                 Err(source) => {
-                    log.shutdown();
+                    stop_log(&log);
                     return Err(Error::Bind { addr, source });
                 }
             },
             None => None,
         };
-        let daemon = Self::launch(listener, config, store, Some(log))?;
+        let daemon = Self::launch(listener, config, store, log)?;
         if let Some(l) = metrics {
             let addr = l.local_addr()?;
             info!(%addr, "metrics on http://{addr}/metrics");
