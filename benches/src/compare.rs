@@ -246,6 +246,7 @@ async fn memory(args: &CompareArgs, n: usize) -> anyhow::Result<()> {
     let load = Load {
         requests: Some(n as u64),
         keyspace: n,
+        preload: 0,
         ..args.load.clone()
     };
     println!();

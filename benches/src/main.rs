@@ -83,9 +83,15 @@ pub struct Load {
     /// Bytes of session data (http: the token's length, at most 4096).
     #[arg(long, default_value_t = 256)]
     pub value_size: usize,
-    /// Sessions preloaded for the read and update workloads.
+    /// Sessions preloaded for the read and update workloads, which pick
+    /// among them.
     #[arg(long, default_value_t = 100_000)]
     pub keyspace: usize,
+    /// Sessions created before the run besides the keyspace, never read:
+    /// they make the store as full as a real one (e.g. a login storm into a
+    /// store that already holds a million sessions).
+    #[arg(long, default_value_t = 0)]
+    pub preload: usize,
     /// Stop after this many seconds...
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -213,6 +219,12 @@ pub async fn run(
 ) -> anyhow::Result<Outcome> {
     let shape = load.shape();
     let mut target = Target::connect(url, &shape).await?;
+    if load.preload > 0 && workload != Workload::Preload {
+        // Numbered after the keyspace, so the two never share a key.
+        target
+            .fill(load.keyspace, load.preload, load.concurrency, &shape)
+            .await?;
+    }
     if workload.needs_keyspace() {
         target
             .preload(load.keyspace, load.concurrency, &shape)

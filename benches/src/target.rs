@@ -135,15 +135,47 @@ impl Target {
     /// # Errors
     /// A failed request.
     pub async fn preload(&mut self, n: usize, tasks: usize, shape: &Shape) -> anyhow::Result<()> {
+        let all = self.create_range(0, n, tasks, shape).await?;
+        match self {
+            Self::Sessiond { ids, .. } => *ids = Arc::new(all.into_iter().flatten().collect()),
+            Self::Redis { keyspace, .. } | Self::Http { keyspace, .. } => *keyspace = n,
+        }
+        Ok(())
+    }
+
+    /// Creates sessions numbered `from..from + n` that no workload reads (a
+    /// fuller store).
+    ///
+    /// # Errors
+    /// A failed request.
+    pub async fn fill(
+        &self,
+        from: usize,
+        n: usize,
+        tasks: usize,
+        shape: &Shape,
+    ) -> anyhow::Result<()> {
+        self.create_range(from, n, tasks, shape).await.map(drop)
+    }
+
+    /// Creates sessions numbered `from..from + n` from `tasks` tasks; their
+    /// ids, in order.
+    async fn create_range(
+        &self,
+        from: usize,
+        n: usize,
+        tasks: usize,
+        shape: &Shape,
+    ) -> anyhow::Result<Vec<Option<SessionId>>> {
         let tasks = tasks.clamp(1, n.max(1));
         let mut handles = Vec::new();
         for t in 0..tasks {
             let me = self.clone();
             let shape = shape.clone();
-            let (from, to) = (n * t / tasks, n * (t + 1) / tasks);
+            let (lo, hi) = (from + n * t / tasks, from + n * (t + 1) / tasks);
             handles.push(tokio::spawn(async move {
-                let mut ids = Vec::with_capacity(to - from);
-                for i in from..to {
+                let mut ids = Vec::with_capacity(hi - lo);
+                for i in lo..hi {
                     ids.push(me.create(i, &shape).await?);
                 }
                 anyhow::Ok(ids)
@@ -153,11 +185,7 @@ impl Target {
         for h in handles {
             all.extend(h.await??);
         }
-        match self {
-            Self::Sessiond { ids, .. } => *ids = Arc::new(all.into_iter().flatten().collect()),
-            Self::Redis { keyspace, .. } | Self::Http { keyspace, .. } => *keyspace = n,
-        }
-        Ok(())
+        Ok(all)
     }
 
     fn conn(&self) -> Option<MultiplexedConnection> {
