@@ -51,6 +51,9 @@ pub struct CompareArgs {
     /// The sessiond binary (default: next to this one).
     #[arg(long)]
     pub sessiond: Option<PathBuf>,
+    /// sessiond `--worker-threads` (default: its own, one per core).
+    #[arg(long)]
+    pub sessiond_workers: Option<usize>,
     /// The redis-server binary.
     #[arg(long, default_value = "redis-server")]
     pub redis_server: PathBuf,
@@ -101,9 +104,14 @@ fn start_sessiond(args: &CompareArgs) -> anyhow::Result<Server> {
         Durability::Everysec => &["--fsync", "everysec"],
         Durability::Always => &["--fsync", "always"],
     };
+    let workers = args
+        .sessiond_workers
+        .map(|n| vec!["--worker-threads".to_owned(), n.to_string()])
+        .unwrap_or_default();
     let mut child = Command::new(&bin)
         .args(["--listen", "127.0.0.1:0"])
         .args(durability)
+        .args(workers)
         .arg("--data-dir")
         .arg(dir.path())
         .stdout(Stdio::piped())

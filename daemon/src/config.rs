@@ -76,6 +76,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Requests decoded and not yet answered per connection, at most.
     pub max_in_flight: usize,
+    /// Threads serving connections (`None`: one per core).
+    pub worker_threads: Option<usize>,
     /// Largest frame payload accepted.
     pub max_frame_len: u32,
     /// A connection silent for this long is closed (`None`: never).
@@ -130,6 +132,7 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            worker_threads: None,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
@@ -204,6 +207,11 @@ pub struct ServerArgs {
     /// Most requests in flight per connection (default 128).
     #[arg(long, env = "SESSIOND_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
+    /// Threads serving connections (default: one per core). On a machine
+    /// shared with the clients, fewer can serve more (fewer wake-ups across
+    /// threads).
+    #[arg(long, env = "SESSIOND_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Largest frame in bytes (default 1048576).
     #[arg(long, env = "SESSIOND_MAX_FRAME_LEN")]
     pub max_frame_len: Option<u32>,
@@ -290,6 +298,7 @@ impl ServerArgs {
             data_dir: self.data_dir.or(file.data_dir),
             max_connections: self.max_connections.or(file.max_connections),
             max_in_flight: self.max_in_flight.or(file.max_in_flight),
+            worker_threads: self.worker_threads.or(file.worker_threads),
             max_frame_len: self.max_frame_len.or(file.max_frame_len),
             idle_timeout: self.idle_timeout.or(file.idle_timeout),
             shutdown_timeout: self.shutdown_timeout.or(file.shutdown_timeout),
@@ -466,6 +475,10 @@ impl ServerArgs {
             data_dir: self.data_dir.unwrap_or(d.data_dir),
             max_connections: positive("max_connections", self.max_connections, d.max_connections)?,
             max_in_flight: positive("max_in_flight", self.max_in_flight, d.max_in_flight)?,
+            worker_threads: match self.worker_threads {
+                Some(n) => Some(positive("worker_threads", Some(n), 1)?),
+                None => None,
+            },
             max_frame_len,
             idle_timeout,
             shutdown_timeout: nonzero_duration(
@@ -714,6 +727,7 @@ mod tests {
             "data_dir",
             "max_connections",
             "max_in_flight",
+            "worker_threads",
             "max_frame_len",
             "idle_timeout",
             "shutdown_timeout",
@@ -742,6 +756,19 @@ mod tests {
         }
         let auth = crate::auth::AuthTable::parse(include_str!("../../deploy/auth.example.toml"));
         assert!(auth.is_ok(), "{auth:?}");
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_per_core_and_zero_is_refused() {
+        let c = parse(&[]).server.resolve().unwrap();
+        assert_eq!(c.worker_threads, None);
+        let c = parse(&["--worker-threads", "1"]).server.resolve().unwrap();
+        assert_eq!(c.worker_threads, Some(1));
+        let err = parse(&["--worker-threads", "0"])
+            .server
+            .resolve()
+            .unwrap_err();
+        assert!(err.to_string().contains("worker_threads"), "{err}");
     }
 
     #[test]
