@@ -11,7 +11,9 @@ use anyhow::{bail, Context};
 use futures::future::join_all;
 use futures::stream::{FuturesUnordered, StreamExt};
 use redis::aio::MultiplexedConnection;
-use sessiond_client::{Client, ClientConfig, CreateOptions, SessionId, UpdateOptions, Value};
+use sessiond_client::{
+    protocol, Client, ClientConfig, CreateOptions, Op, SessionId, UpdateOptions, Value,
+};
 
 use crate::http::{Answer, Http};
 
@@ -203,13 +205,7 @@ impl Target {
         match self {
             Self::Sessiond { client, .. } => {
                 let s = client
-                    .create(
-                        "bench",
-                        CreateOptions::new()
-                            .owner(format!("user{}", i % 10_000))
-                            .idle_ttl(shape.ttl)
-                            .attr("data", Value::Str(value)),
-                    )
+                    .create("bench", create_options(i, shape, value))
                     .await?;
                 Ok(Some(s.id))
             }
@@ -255,6 +251,58 @@ impl Target {
         shape: &Shape,
     ) -> anyhow::Result<u64> {
         match self {
+            Self::Sessiond { client, ids } if depth > 1 || req == Request::CreateDelete => {
+                // One pipeline, as the Redis target sends one: a create+delete
+                // is a create of a chosen id and its delete, in order.
+                let id = |i: usize| {
+                    ids.get(i % ids.len().max(1))
+                        .copied()
+                        .unwrap_or(SessionId([0; 16]))
+                };
+                let get = |i: usize, touch: bool| {
+                    Op::Get(protocol::Get {
+                        namespace: "bench".into(),
+                        id: id(i),
+                        touch,
+                    })
+                };
+                let per_request = if req == Request::CreateDelete { 2 } else { 1 };
+                let mut ops = Vec::with_capacity(depth * per_request);
+                for k in 0..depth {
+                    let i = seed.wrapping_add(k.wrapping_mul(7919));
+                    match req {
+                        Request::Create => ops.push(
+                            create_options(i, shape, "x".repeat(shape.value_size)).into_op("bench"),
+                        ),
+                        Request::Get => ops.push(get(i, false)),
+                        Request::GetTouch => ops.push(get(i, true)),
+                        Request::Update => ops.push(
+                            UpdateOptions::new()
+                                .set("data", Value::Str("y".repeat(shape.value_size)))
+                                .into_op("bench", id(i)),
+                        ),
+                        Request::CreateDelete => {
+                            let new = SessionId::new_v4();
+                            ops.push(
+                                create_options(i, shape, "x".repeat(shape.value_size))
+                                    .id(new)
+                                    .into_op("bench"),
+                            );
+                            ops.push(Op::Delete(protocol::Delete {
+                                namespace: "bench".into(),
+                                id: new,
+                            }));
+                        }
+                    }
+                }
+                Ok(match client.pipeline(ops).await {
+                    Ok(replies) => replies
+                        .chunks(per_request)
+                        .map(|r| u64::from(r.iter().any(Result::is_err)))
+                        .sum(),
+                    Err(_) => depth as u64,
+                })
+            }
             Self::Sessiond { client, ids } => {
                 let value = "y".repeat(shape.value_size);
                 let calls = (0..depth).map(|k| {
@@ -387,4 +435,13 @@ impl Target {
             }
         }
     }
+}
+
+/// What every sessiond create of the harness sends: an owner (one of 10,000),
+/// the idle ttl and one attribute.
+fn create_options(i: usize, shape: &Shape, value: String) -> CreateOptions {
+    CreateOptions::new()
+        .owner(format!("user{}", i % 10_000))
+        .idle_ttl(shape.ttl)
+        .attr("data", Value::Str(value))
 }

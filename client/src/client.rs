@@ -304,6 +304,93 @@ impl Client {
         }
     }
 
+    /// Sends `ops` together on one connection, back to back without waiting
+    /// for answers in between (as few writes as the outbox allows), and
+    /// returns a reply per op, in the order of `ops`. The daemon runs them in
+    /// that order, so later ops see the effects of earlier ones (create a
+    /// chosen id, then update it). An error reply or a timeout fails its own
+    /// entry only ([`Error::Server`], [`Error::Timeout`]); the outer error is
+    /// for a batch that could not be sent at all. Nothing is retried: writes
+    /// may be among the ops.
+    ///
+    /// # Errors
+    /// A transport error before the batch was sent (no connection within the
+    /// request timeout, [`Error::Backlog`], a request over the frame limit).
+    ///
+    /// ```no_run
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, id: SessionId) -> Result<()> {
+    /// let id = SessionId::new_v4();
+    /// let replies = client
+    ///     .pipeline(vec![
+    ///         CreateOptions::new().id(id).attr("step", 1i64).into_op("app"),
+    ///         UpdateOptions::new().set("step", 2i64).into_op("app", id),
+    ///         Op::Ping,
+    ///     ])
+    ///     .await?;
+    /// for reply in replies {
+    ///     println!("{:?}", reply?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn pipeline(&self, ops: Vec<Op>) -> Result<Vec<Result<Reply>>> {
+        let timeout = self.inner.config.request_timeout;
+        let deadline = Instant::now() + timeout;
+        let conn = self.connection(deadline).await?;
+        let replies = conn.call_many(&ops, deadline).await.map_err(|e| match e {
+            Error::Timeout { .. } => Error::Timeout { after: timeout },
+            other => other,
+        })?;
+        Ok(replies
+            .into_iter()
+            .map(|r| match r {
+                Ok(Reply::Error(e)) => Err(Error::Server(e)),
+                Err(Error::Timeout { .. }) => Err(Error::Timeout { after: timeout }),
+                other => other,
+            })
+            .collect())
+    }
+
+    /// Reads many sessions in one round trip (see [`Client::pipeline`]): an
+    /// entry per id, in order, `None` for one absent or expired.
+    ///
+    /// # Errors
+    /// As [`Client::pipeline`]; each entry as [`Client::get`].
+    ///
+    /// ```no_run
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, ids: Vec<SessionId>) -> Result<()> {
+    /// for (id, got) in ids.iter().zip(client.get_many("app", &ids).await?) {
+    ///     println!("{id}: {}", if got?.is_some() { "live" } else { "gone" });
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_many(
+        &self,
+        namespace: &str,
+        ids: &[SessionId],
+    ) -> Result<Vec<Result<Option<Session>>>> {
+        let ops = ids
+            .iter()
+            .map(|&id| {
+                Op::Get(Get {
+                    namespace: namespace.to_owned(),
+                    id,
+                    touch: false,
+                })
+            })
+            .collect();
+        Ok(self
+            .pipeline(ops)
+            .await?
+            .into_iter()
+            .map(|r| match r? {
+                Reply::MaybeSession(s) => Ok(s),
+                other => Err(unexpected("get", &other)),
+            })
+            .collect())
+    }
+
     /// Checks the daemon answers; returns the round-trip time.
     ///
     /// # Errors
@@ -785,7 +872,10 @@ impl CreateOptions {
         self
     }
 
-    fn into_op(self, namespace: &str) -> Op {
+    /// The `Create` operation these options make in `namespace`, for
+    /// [`Client::pipeline`].
+    #[must_use]
+    pub fn into_op(self, namespace: &str) -> Op {
         Op::Create(Create {
             namespace: namespace.to_owned(),
             id: self.id,
@@ -855,7 +945,10 @@ impl UpdateOptions {
         self
     }
 
-    fn into_op(self, namespace: &str, id: SessionId) -> Op {
+    /// The `Update` operation these options make for `id` in `namespace`,
+    /// for [`Client::pipeline`].
+    #[must_use]
+    pub fn into_op(self, namespace: &str, id: SessionId) -> Op {
         Op::Update(Update {
             namespace: namespace.to_owned(),
             id,

@@ -60,8 +60,48 @@ const HELLO_ID: u64 = 1;
 
 /// A caller waiting for its answer, and until when.
 struct Waiter {
-    tx: oneshot::Sender<Result<Reply>>,
+    to: To,
     deadline: Instant,
+}
+
+/// Where an answer goes.
+enum To {
+    /// A single call.
+    One(oneshot::Sender<Result<Reply>>),
+    /// Entry `.1` of a pipelined batch.
+    Batch(Arc<Mutex<Batch>>, usize),
+}
+
+/// The answers of a batch as they come; the caller is woken once with all.
+struct Batch {
+    replies: Vec<Option<Result<Reply>>>,
+    left: usize,
+    done: Option<oneshot::Sender<Vec<Option<Result<Reply>>>>>,
+}
+
+impl Waiter {
+    fn complete(self, result: Result<Reply>) {
+        match self.to {
+            To::One(tx) => {
+                let _ = tx.send(result);
+            }
+            To::Batch(batch, i) => {
+                let mut b = batch.lock();
+                if let Some(slot) = b.replies.get_mut(i) {
+                    if slot.is_none() {
+                        *slot = Some(result);
+                        b.left -= 1;
+                    }
+                }
+                if b.left == 0 {
+                    let replies = std::mem::take(&mut b.replies);
+                    if let Some(done) = b.done.take() {
+                        let _ = done.send(replies);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Hashes request ids (distinct, mostly sequential `u64`s) with one
@@ -99,7 +139,7 @@ impl Shared {
         self.dead.store(true, Ordering::Release);
         let waiters: Vec<Waiter> = self.pending.lock().drain().map(|(_, w)| w).collect();
         for w in waiters {
-            let _ = w.tx.send(Err(error()));
+            w.complete(Err(error()));
         }
     }
 }
@@ -263,17 +303,20 @@ impl Connection {
         // The waiter is in place before the frame can leave: the answer may
         // come back as soon as the outbox lock is released.
         let (tx, rx) = oneshot::channel();
-        self.shared
-            .pending
-            .lock()
-            .insert(id, Waiter { tx, deadline });
+        self.shared.pending.lock().insert(
+            id,
+            Waiter {
+                to: To::One(tx),
+                deadline,
+            },
+        );
         // The reader may have failed everyone between the check above and the
         // insert; without this second look the waiter would sit until timeout.
         if self.is_dead() {
             self.shared.pending.lock().remove(&id);
             return Err(Error::ConnectionClosed);
         }
-        if let Err(e) = self.enqueue(id, op, deadline).await {
+        if let Err(e) = self.enqueue(id, std::slice::from_ref(op), deadline).await {
             self.shared.pending.lock().remove(&id);
             return Err(e);
         }
@@ -281,25 +324,79 @@ impl Connection {
         // or `fail_all` (the connection); dropped only with the connection.
         rx.await.map_err(|_| Error::ConnectionClosed)?
     }
+
+    /// Sends `ops` back to back and waits for every reply (each until
+    /// `deadline`); the replies come back in the order of `ops`, each its
+    /// own result. The caller is woken once, when the last one is in.
+    pub(crate) async fn call_many(
+        &self,
+        ops: &[Op],
+        deadline: Instant,
+    ) -> Result<Vec<Result<Reply>>> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.is_dead() {
+            return Err(Error::ConnectionClosed);
+        }
+        let n = ops.len();
+        let first = self.next_id.fetch_add(n as u64, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let batch = Arc::new(Mutex::new(Batch {
+            replies: (0..n).map(|_| None).collect(),
+            left: n,
+            done: Some(tx),
+        }));
+        {
+            let mut pending = self.shared.pending.lock();
+            for (i, id) in (first..).take(n).enumerate() {
+                let to = To::Batch(Arc::clone(&batch), i);
+                pending.insert(id, Waiter { to, deadline });
+            }
+        }
+        let forget = || {
+            let mut pending = self.shared.pending.lock();
+            for id in (first..).take(n) {
+                pending.remove(&id);
+            }
+        };
+        if self.is_dead() {
+            forget();
+            return Err(Error::ConnectionClosed);
+        }
+        if let Err(e) = self.enqueue(first, ops, deadline).await {
+            forget();
+            return Err(e);
+        }
+        let replies = rx.await.map_err(|_| Error::ConnectionClosed)?;
+        Ok(replies
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Error::ConnectionClosed)))
+            .collect())
+    }
 }
 
 impl Connection {
-    /// Encodes the request into the outbox, waiting while it is full (until
+    /// Encodes `ops` as requests `first`, `first + 1`, ... into the outbox,
+    /// as many per lock as there is room for, waiting while it is full (until
     /// `deadline`).
-    async fn enqueue(&self, id: u64, op: &Op, deadline: Instant) -> Result<()> {
-        loop {
+    async fn enqueue(&self, first: u64, ops: &[Op], deadline: Instant) -> Result<()> {
+        let mut sent = 0;
+        while sent < ops.len() {
             let room = self.outbox.room.notified();
             tokio::pin!(room);
             // Registered before looking, so a drain in between is not missed.
             room.as_mut().enable();
-            {
+            let wake = {
                 let mut st = self.outbox.state.lock();
                 if st.closed || self.is_dead() {
                     return Err(Error::ConnectionClosed);
                 }
-                if st.frames < self.max_pending {
+                let before = st.frames;
+                while sent < ops.len() && st.frames < self.max_pending {
                     let start = st.buf.len();
-                    if let Err(e) = encode_request_parts(id, op, &mut st.buf) {
+                    let id = first + sent as u64;
+                    if let Err(e) = encode_request_parts(id, &ops[sent], &mut st.buf) {
                         st.buf.truncate(start);
                         return Err(e.into());
                     }
@@ -312,23 +409,24 @@ impl Connection {
                         }));
                     }
                     st.frames += 1;
-                    let first = st.frames == 1;
-                    drop(st);
-                    if first {
-                        self.outbox.ready.notify_one();
-                    }
-                    return Ok(());
+                    sent += 1;
                 }
+                before == 0 && st.frames > 0
+            };
+            if wake {
+                self.outbox.ready.notify_one();
             }
-            if tokio::time::timeout_at(deadline.into(), room)
-                .await
-                .is_err()
+            if sent < ops.len()
+                && tokio::time::timeout_at(deadline.into(), room)
+                    .await
+                    .is_err()
             {
                 return Err(Error::Timeout {
                     after: Duration::ZERO,
                 });
             }
         }
+        Ok(())
     }
 }
 
@@ -498,7 +596,7 @@ async fn sweeper(shared: Arc<Shared>, tick: Duration) {
             .map(|(_, w)| w)
             .collect();
         for w in expired {
-            let _ = w.tx.send(Err(Error::Timeout {
+            w.complete(Err(Error::Timeout {
                 after: Duration::ZERO,
             }));
         }
@@ -522,8 +620,9 @@ fn deliver(shared: &Shared, response: Response) -> bool {
         return false;
     }
     // A missing waiter timed out already; its late answer is dropped.
-    if let Some(waiter) = shared.pending.lock().remove(&id) {
-        let _ = waiter.tx.send(Ok(reply));
+    let waiter = shared.pending.lock().remove(&id);
+    if let Some(waiter) = waiter {
+        waiter.complete(Ok(reply));
     }
     true
 }

@@ -451,6 +451,106 @@ async fn a_silent_daemon_times_out_and_the_connection_stays_usable() {
     assert_eq!(fake.accepted(), 1, "a timeout does not cost the connection");
 }
 
+fn delete_op(b: u8) -> Op {
+    Op::Delete(sessiond_client::protocol::Delete {
+        namespace: "ns".into(),
+        id: id_with_first_byte(b),
+    })
+}
+
+/// A pipelined batch larger than the outbox (max_pending 8), answered in
+/// reverse per read: every entry gets its own answer, in the order sent.
+#[tokio::test]
+async fn a_pipeline_gets_each_answer_in_its_place() {
+    let script: Script = Arc::new(|req: &Request, _| match &req.op {
+        Op::Delete(d) if d.id.0[0] % 3 == 0 => Action::Release(Reply::Deleted(d.id.0[0] % 2 == 1)),
+        Op::Delete(d) => Action::Hold(Reply::Deleted(d.id.0[0] % 2 == 1)),
+        _ => Action::Answer(Reply::Pong),
+    });
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake).max_pending(8))
+        .await
+        .unwrap();
+    let ops: Vec<Op> = (0..=255u8).map(delete_op).collect();
+    let replies = client.pipeline(ops).await.unwrap();
+    assert_eq!(replies.len(), 256);
+    for (b, reply) in replies.into_iter().enumerate() {
+        match reply {
+            Ok(Reply::Deleted(odd)) => assert_eq!(odd, b % 2 == 1, "entry {b}"),
+            other => panic!("entry {b}: {other:?}"),
+        }
+    }
+    assert!(client.pipeline(Vec::new()).await.unwrap().is_empty());
+}
+
+/// One entry's error or silence fails that entry only.
+#[tokio::test]
+async fn a_pipeline_entry_fails_alone() {
+    let script: Script = Arc::new(|req: &Request, _| match &req.op {
+        Op::Delete(d) if d.id.0[0] == 1 => Action::Answer(Reply::Error(WireError::new(
+            ErrorCode::InvalidRequest,
+            "no",
+        ))),
+        Op::Delete(d) if d.id.0[0] == 2 => Action::Ignore,
+        Op::Ping => Action::Answer(Reply::Pong),
+        _ => Action::Answer(Reply::Deleted(true)),
+    });
+    let fake = Fake::start(script).await;
+    let timeout = Duration::from_millis(300);
+    let client = Client::connect_with(config(&fake).request_timeout(timeout))
+        .await
+        .unwrap();
+    let replies = client
+        .pipeline(vec![delete_op(0), delete_op(1), delete_op(2), delete_op(3)])
+        .await
+        .unwrap();
+    assert!(
+        matches!(replies[0], Ok(Reply::Deleted(true))),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(&replies[1], Err(e) if e.code() == Some(ErrorCode::InvalidRequest)),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(&replies[2], Err(Error::Timeout { after }) if *after == timeout),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(replies[3], Ok(Reply::Deleted(true))),
+        "{replies:?}"
+    );
+    // The connection is still good.
+    client.ping().await.unwrap();
+    assert_eq!(fake.accepted(), 1);
+}
+
+/// A connection lost mid-batch fails the unanswered entries, not the caller
+/// forever.
+#[tokio::test]
+async fn a_pipeline_on_a_dropped_connection_fails_its_entries() {
+    let script: Script = Arc::new(|req: &Request, conn| match (&req.op, conn) {
+        (Op::Delete(d), 1) if d.id.0[0] == 5 => Action::Close,
+        (Op::Delete(d), 1) if d.id.0[0] > 5 => Action::Hold(Reply::Deleted(false)),
+        _ => Action::Answer(Reply::Deleted(true)),
+    });
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake)).await.unwrap();
+    let ops: Vec<Op> = (0..10u8).map(delete_op).collect();
+    match client.pipeline(ops).await {
+        Ok(replies) => {
+            assert_eq!(replies.len(), 10);
+            assert!(
+                replies[5..]
+                    .iter()
+                    .all(|r| matches!(r, Err(Error::ConnectionClosed))),
+                "{replies:?}"
+            );
+        }
+        Err(e) => assert!(e.is_retryable(), "{e}"),
+    }
+}
+
 /// Deadlines are kept by one sweeper per connection: every held request
 /// fails with Timeout, none before its time, and answered ones in between are
 /// not disturbed.

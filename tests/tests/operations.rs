@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use sessiond_client::{
-    Client, CreateOptions, Error, ErrorCode, LimitPolicy, SessionId, UpdateOptions, Value,
+    Client, CreateOptions, Error, ErrorCode, LimitPolicy, Reply, SessionId, UpdateOptions, Value,
 };
 use sessiond_e2e::{daemon_bin, DaemonProcess};
 
@@ -421,4 +421,77 @@ async fn pipelined_load(client: &Client) -> Vec<sessiond_client::SessionId> {
     assert_eq!(stats.records, 64);
     assert!(stats.ops_total >= 64 * 1001);
     ids
+}
+
+/// A pipeline runs in order on the daemon (a create, then an update of the
+/// same id, then reads, in one round trip) and one bad entry fails alone.
+#[tokio::test]
+async fn a_pipeline_runs_in_order_and_fails_entry_by_entry() {
+    let (_d, c) = start(&[]).await;
+    let id = SessionId::new_v4();
+    let replies = c
+        .pipeline(vec![
+            CreateOptions::new()
+                .id(id)
+                .attr("step", 1i64)
+                .into_op("app"),
+            UpdateOptions::new().set("step", 2i64).into_op("app", id),
+            CreateOptions::new().into_op("not a namespace!"),
+            sessiond_client::Op::Get(sessiond_client::protocol::Get {
+                namespace: "app".into(),
+                id,
+                touch: false,
+            }),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(replies.len(), 4);
+    assert!(
+        matches!(&replies[0], Ok(Reply::Session(s)) if s.id == id),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(&replies[1], Ok(Reply::Updated(u)) if u.version == 2),
+        "{replies:?}"
+    );
+    assert_eq!(
+        replies[2].as_ref().err().and_then(Error::code),
+        Some(ErrorCode::InvalidRequest),
+        "{replies:?}"
+    );
+    match &replies[3] {
+        Ok(Reply::MaybeSession(Some(s))) => {
+            assert_eq!(s.attr("step"), Some(&Value::Int(2)));
+            assert_eq!(s.version, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // get_many: an entry per id, in order, None for the missing ones.
+    let mut ids = Vec::new();
+    for i in 0..100i64 {
+        if i % 3 == 0 {
+            ids.push(SessionId::new_v4());
+        } else {
+            let s = c
+                .create("app", CreateOptions::new().attr("i", i))
+                .await
+                .unwrap();
+            ids.push(s.id);
+        }
+    }
+    let got = c.get_many("app", &ids).await.unwrap();
+    assert_eq!(got.len(), 100);
+    for (i, g) in got.into_iter().enumerate() {
+        let g = g.unwrap();
+        if i % 3 == 0 {
+            assert!(g.is_none(), "entry {i}");
+        } else {
+            assert_eq!(
+                g.unwrap().attr("i"),
+                Some(&Value::Int(i as i64)),
+                "entry {i}"
+            );
+        }
+    }
 }
