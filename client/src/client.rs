@@ -309,13 +309,15 @@ impl Client {
     /// returns a reply per op, in the order of `ops`. The daemon runs them in
     /// that order, so later ops see the effects of earlier ones (create a
     /// chosen id, then update it). An error reply or a timeout fails its own
-    /// entry only ([`Error::Server`], [`Error::Timeout`]); the outer error is
-    /// for a batch that could not be sent at all. Nothing is retried: writes
-    /// may be among the ops.
+    /// entry only ([`Error::Server`], [`Error::Timeout`], [`Error::Encode`]
+    /// for an op over the frame limit, which is not sent; the connection
+    /// closing fails the entries not yet answered with
+    /// [`Error::ConnectionClosed`]). Nothing is retried: writes may be among
+    /// the ops.
     ///
     /// # Errors
-    /// A transport error before the batch was sent (no connection within the
-    /// request timeout, [`Error::Backlog`], a request over the frame limit).
+    /// No connection within the request timeout, or [`Error::Backlog`]:
+    /// nothing was sent.
     ///
     /// ```no_run
     /// # use sessiond_client::*;

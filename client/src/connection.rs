@@ -316,7 +316,8 @@ impl Connection {
             self.shared.pending.lock().remove(&id);
             return Err(Error::ConnectionClosed);
         }
-        if let Err(e) = self.enqueue(id, std::slice::from_ref(op), deadline).await {
+        let enqueued = self.enqueue(id, std::slice::from_ref(op), deadline).await;
+        if let Some(e) = enqueued.first_error() {
             self.shared.pending.lock().remove(&id);
             return Err(e);
         }
@@ -354,19 +355,27 @@ impl Connection {
                 pending.insert(id, Waiter { to, deadline });
             }
         }
-        let forget = || {
+        if self.is_dead() {
             let mut pending = self.shared.pending.lock();
             for id in (first..).take(n) {
                 pending.remove(&id);
             }
-        };
-        if self.is_dead() {
-            forget();
             return Err(Error::ConnectionClosed);
         }
-        if let Err(e) = self.enqueue(first, ops, deadline).await {
-            forget();
-            return Err(e);
+        // Ops that were not sent fail in their own entries; the others are
+        // answered (or failed by the reader, the sweeper or `fail_all`).
+        let enqueued = self.enqueue(first, ops, deadline).await;
+        let unsent = enqueued.bad.into_iter().chain(
+            enqueued
+                .stopped
+                .into_iter()
+                .flat_map(|(from, e)| (from..n).map(move |i| (i, e.duplicate()))),
+        );
+        for (i, e) in unsent {
+            let waiter = self.shared.pending.lock().remove(&(first + i as u64));
+            if let Some(w) = waiter {
+                w.complete(Err(e));
+            }
         }
         let replies = rx.await.map_err(|_| Error::ConnectionClosed)?;
         Ok(replies
@@ -379,10 +388,13 @@ impl Connection {
 impl Connection {
     /// Encodes `ops` as requests `first`, `first + 1`, ... into the outbox,
     /// as many per lock as there is room for, waiting while it is full (until
-    /// `deadline`).
-    async fn enqueue(&self, first: u64, ops: &[Op], deadline: Instant) -> Result<()> {
-        let mut sent = 0;
-        while sent < ops.len() {
+    /// `deadline`). An op that cannot be encoded (or is over the frame limit)
+    /// is skipped and reported; a closed connection or the deadline stops
+    /// the rest.
+    async fn enqueue(&self, first: u64, ops: &[Op], deadline: Instant) -> Enqueued {
+        let mut done = Enqueued::default();
+        let mut next = 0;
+        while next < ops.len() {
             let room = self.outbox.room.notified();
             tokio::pin!(room);
             // Registered before looking, so a drain in between is not missed.
@@ -390,43 +402,75 @@ impl Connection {
             let wake = {
                 let mut st = self.outbox.state.lock();
                 if st.closed || self.is_dead() {
-                    return Err(Error::ConnectionClosed);
+                    done.stopped = Some((next, Error::ConnectionClosed));
+                    return done;
                 }
                 let before = st.frames;
-                while sent < ops.len() && st.frames < self.max_pending {
+                while next < ops.len() && st.frames < self.max_pending {
                     let start = st.buf.len();
-                    let id = first + sent as u64;
-                    if let Err(e) = encode_request_parts(id, &ops[sent], &mut st.buf) {
-                        st.buf.truncate(start);
-                        return Err(e.into());
+                    let id = first + next as u64;
+                    let encoded = encode_request_parts(id, &ops[next], &mut st.buf);
+                    let len = st.buf.len() - start - HEADER_LEN.min(st.buf.len() - start);
+                    let refused = match encoded {
+                        Err(e) => Some(e.into()),
+                        Ok(()) if len > self.max_frame_len as usize => {
+                            Some(Error::Encode(EncodeError::TooLarge {
+                                len,
+                                max: self.max_frame_len,
+                            }))
+                        }
+                        Ok(()) => None,
+                    };
+                    match refused {
+                        Some(e) => {
+                            st.buf.truncate(start);
+                            done.bad.push((next, e));
+                        }
+                        None => st.frames += 1,
                     }
-                    let len = st.buf.len() - start - HEADER_LEN;
-                    if len > self.max_frame_len as usize {
-                        st.buf.truncate(start);
-                        return Err(Error::Encode(EncodeError::TooLarge {
-                            len,
-                            max: self.max_frame_len,
-                        }));
-                    }
-                    st.frames += 1;
-                    sent += 1;
+                    next += 1;
                 }
                 before == 0 && st.frames > 0
             };
             if wake {
                 self.outbox.ready.notify_one();
             }
-            if sent < ops.len()
+            if next < ops.len()
                 && tokio::time::timeout_at(deadline.into(), room)
                     .await
                     .is_err()
             {
-                return Err(Error::Timeout {
-                    after: Duration::ZERO,
-                });
+                done.stopped = Some((
+                    next,
+                    Error::Timeout {
+                        after: Duration::ZERO,
+                    },
+                ));
+                return done;
             }
         }
-        Ok(())
+        done
+    }
+}
+
+/// What became of the ops handed to [`Connection::enqueue`].
+#[derive(Default)]
+struct Enqueued {
+    /// Ops that were not sent because they could not be encoded, and why.
+    bad: Vec<(usize, Error)>,
+    /// The first op not sent because the connection closed or the deadline
+    /// passed, and why; none after it was sent either.
+    stopped: Option<(usize, Error)>,
+}
+
+impl Enqueued {
+    /// The first failure, if any op was not sent.
+    fn first_error(mut self) -> Option<Error> {
+        if self.bad.is_empty() {
+            self.stopped.map(|(_, e)| e)
+        } else {
+            Some(self.bad.swap_remove(0).1)
+        }
     }
 }
 

@@ -483,6 +483,37 @@ async fn a_pipeline_gets_each_answer_in_its_place() {
     assert!(client.pipeline(Vec::new()).await.unwrap().is_empty());
 }
 
+/// An op over the frame limit in the middle of a batch fails its entry
+/// without being sent; the ops around it are sent and answered.
+#[tokio::test]
+async fn an_oversized_op_fails_its_pipeline_entry_only() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&sent);
+    let script: Script = Arc::new(move |req: &Request, _| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        match req.op {
+            Op::Ping => Action::Answer(Reply::Pong),
+            _ => Action::Answer(Reply::Deleted(true)),
+        }
+    });
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake)).await.unwrap();
+    let big = CreateOptions::new()
+        .attr("blob", "x".repeat(10_000).as_str())
+        .into_op("ns");
+    let replies = client
+        .pipeline(vec![delete_op(1), big, Op::Ping])
+        .await
+        .unwrap();
+    assert!(
+        matches!(replies[0], Ok(Reply::Deleted(true))),
+        "{replies:?}"
+    );
+    assert!(matches!(replies[1], Err(Error::Encode(_))), "{replies:?}");
+    assert!(matches!(replies[2], Ok(Reply::Pong)), "{replies:?}");
+    assert_eq!(sent.load(Ordering::SeqCst), 2, "the big one never left");
+}
+
 /// One entry's error or silence fails that entry only.
 #[tokio::test]
 async fn a_pipeline_entry_fails_alone() {
