@@ -51,7 +51,7 @@ pub struct CompareArgs {
     /// The sessiond binary (default: next to this one).
     #[arg(long)]
     pub sessiond: Option<PathBuf>,
-    /// sessiond `--worker-threads` (default: its own, one per core).
+    /// sessiond `--worker-threads` (default: its own, one per core but one).
     #[arg(long)]
     pub sessiond_workers: Option<usize>,
     /// The redis-server binary.

@@ -39,9 +39,7 @@ pub fn main() -> ExitCode {
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    if let Some(n) = config.worker_threads {
-        builder.worker_threads(n);
-    }
+    builder.worker_threads(config.worker_threads);
     let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -76,8 +76,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Requests decoded and not yet answered per connection, at most.
     pub max_in_flight: usize,
-    /// Threads serving connections (`None`: one per core).
-    pub worker_threads: Option<usize>,
+    /// Threads serving connections.
+    pub worker_threads: usize,
     /// Largest frame payload accepted.
     pub max_frame_len: u32,
     /// A connection silent for this long is closed (`None`: never).
@@ -125,6 +125,16 @@ impl Config {
     }
 }
 
+/// One thread per core but one, at least one: the log writer thread, the
+/// expiry task and the kernel's network processing need CPU too.
+#[must_use]
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .saturating_sub(1)
+        .max(1)
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -132,7 +142,7 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            worker_threads: None,
+            worker_threads: default_worker_threads(),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
@@ -207,9 +217,10 @@ pub struct ServerArgs {
     /// Most requests in flight per connection (default 128).
     #[arg(long, env = "SESSIOND_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
-    /// Threads serving connections (default: one per core). On a machine
-    /// shared with the clients, fewer can serve more (fewer wake-ups across
-    /// threads).
+    /// Threads serving connections (default: one per core but one, at least
+    /// one; the log writer, expiry and the kernel's network work use the
+    /// rest). More threads are not always more: on a machine shared with
+    /// the clients, wake-ups across threads cost more than they gain.
     #[arg(long, env = "SESSIOND_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
     /// Largest frame in bytes (default 1048576).
@@ -475,10 +486,7 @@ impl ServerArgs {
             data_dir: self.data_dir.unwrap_or(d.data_dir),
             max_connections: positive("max_connections", self.max_connections, d.max_connections)?,
             max_in_flight: positive("max_in_flight", self.max_in_flight, d.max_in_flight)?,
-            worker_threads: match self.worker_threads {
-                Some(n) => Some(positive("worker_threads", Some(n), 1)?),
-                None => None,
-            },
+            worker_threads: positive("worker_threads", self.worker_threads, d.worker_threads)?,
             max_frame_len,
             idle_timeout,
             shutdown_timeout: nonzero_duration(
@@ -759,11 +767,12 @@ mod tests {
     }
 
     #[test]
-    fn worker_threads_default_to_one_per_core_and_zero_is_refused() {
+    fn worker_threads_default_to_all_cores_but_one_and_zero_is_refused() {
         let c = parse(&[]).server.resolve().unwrap();
-        assert_eq!(c.worker_threads, None);
-        let c = parse(&["--worker-threads", "1"]).server.resolve().unwrap();
-        assert_eq!(c.worker_threads, Some(1));
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(c.worker_threads, cores.saturating_sub(1).max(1));
+        let c = parse(&["--worker-threads", "3"]).server.resolve().unwrap();
+        assert_eq!(c.worker_threads, 3);
         let err = parse(&["--worker-threads", "0"])
             .server
             .resolve()
