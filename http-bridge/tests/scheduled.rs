@@ -400,7 +400,10 @@ async fn timelines_are_created_and_listed_per_user() {
     assert_eq!(t["userId"], "alice");
     assert_eq!(t["id"].as_str().unwrap().len(), 36);
     assert!(t["createdAt"].as_str().unwrap().ends_with('Z'));
+    // Listed by creation time, which has millisecond resolution (ties go in
+    // id order): keep the creations in distinct milliseconds.
     for i in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
         alice.timeline(&format!("t{i}")).await;
     }
     bob.timeline("bob's").await;

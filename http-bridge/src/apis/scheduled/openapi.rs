@@ -145,7 +145,7 @@ pub fn openapi() -> (Value, Value) {
         },
         "/timelines": {
             "get": {
-                "summary": "List the caller's timelines, oldest first",
+                "summary": "List the caller's timelines, oldest first (by creation time in milliseconds; ties in id order)",
                 "tags": ["scheduled-sessions"],
                 "security": security,
                 "parameters": paging_params(),
