@@ -329,6 +329,10 @@ pub struct Store {
     records: DashMap<Key, Record>,
     owners: DashMap<OwnerKey, OwnerSet>,
     tombstones: DashMap<Key, u64>,
+    /// Entries in `tombstones`: while there are none (a store that has only
+    /// been created into), writes skip looking there. Changed under the
+    /// record's lock, like the tombstones themselves.
+    tombstone_count: AtomicUsize,
     aliases: DashMap<Key, (SessionId, u64)>,
     alias_count: AtomicUsize,
     namespaces: Namespaces,
@@ -387,6 +391,7 @@ impl Store {
             records: DashMap::with_shard_amount(RECORD_SHARDS),
             owners: DashMap::new(),
             tombstones: DashMap::new(),
+            tombstone_count: AtomicUsize::new(0),
             aliases: DashMap::new(),
             alias_count: AtomicUsize::new(0),
             namespaces: Namespaces::new(config.max_namespaces),
@@ -619,8 +624,15 @@ impl Store {
     }
 
     fn is_tombstoned(&self, key: &Key, now: u64) -> bool {
-        self.tombstones.get(key).is_some_and(|until| *until > now)
-            || self.aliases.get(key).is_some_and(|a| a.1 > now)
+        self.tombstone_at(key, now)
+            || (self.alias_count.load(Ordering::Relaxed) > 0
+                && self.aliases.get(key).is_some_and(|a| a.1 > now))
+    }
+
+    /// Whether `key` has a tombstone that has not ended at `now`.
+    fn tombstone_at(&self, key: &Key, now: u64) -> bool {
+        self.tombstone_count.load(Ordering::Relaxed) > 0
+            && self.tombstones.get(key).is_some_and(|until| *until > now)
     }
 
     fn add_tombstone(&self, key: Key, until: u64) {
@@ -633,6 +645,7 @@ impl Store {
             }
             Entry::Vacant(v) => {
                 v.insert(until);
+                self.tombstone_count.fetch_add(1, Ordering::Relaxed);
                 self.add_mem(TOMBSTONE_BYTES);
             }
         }
@@ -685,7 +698,7 @@ impl Store {
         // Checked again under the record's lock: a delete of this id holds the
         // same lock while it lays its tombstone, so a racing create-if-absent
         // or upsert either sees the tombstone or ran entirely before the delete.
-        if self.tombstones.get(&key).is_some_and(|until| *until > now) {
+        if self.tombstone_at(&key, now) {
             return Err(StoreError::Gone);
         }
         match entry {
@@ -1473,6 +1486,7 @@ impl Store {
                     .remove_if(&key, |_, until| *until <= now)
                     .is_some()
                 {
+                    self.tombstone_count.fetch_sub(1, Ordering::Relaxed);
                     self.add_mem(-TOMBSTONE_BYTES);
                 }
             }
@@ -1529,6 +1543,7 @@ impl Store {
                 }
                 // A later put wins over an earlier tombstone of the same id.
                 if self.tombstones.remove(&key).is_some() {
+                    self.tombstone_count.fetch_sub(1, Ordering::Relaxed);
                     self.add_mem(-TOMBSTONE_BYTES);
                 }
                 // Every session of an owner shares the index's copy of its name.
