@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use futures::future::join_all;
-use futures::stream::{FuturesUnordered, StreamExt};
 use redis::aio::MultiplexedConnection;
 use sessiond_client::{
     protocol, Client, ClientConfig, CreateOptions, Op, SessionId, UpdateOptions, Value,
@@ -251,9 +250,10 @@ impl Target {
         shape: &Shape,
     ) -> anyhow::Result<u64> {
         match self {
-            Self::Sessiond { client, ids } if depth > 1 || req == Request::CreateDelete => {
-                // One pipeline, as the Redis target sends one: a create+delete
-                // is a create of a chosen id and its delete, in order.
+            Self::Sessiond { client, ids } => {
+                // A single op is one call; more go as one pipeline, as the
+                // Redis target sends one. A create+delete is a create of a
+                // chosen id and its delete, in order, in one round trip.
                 let id = |i: usize| {
                     ids.get(i % ids.len().max(1))
                         .copied()
@@ -295,6 +295,10 @@ impl Target {
                         }
                     }
                 }
+                if ops.len() == 1 {
+                    let op = ops.pop().context("one op")?;
+                    return Ok(u64::from(client.call(op).await.is_err()));
+                }
                 Ok(match client.pipeline(ops).await {
                     Ok(replies) => replies
                         .chunks(per_request)
@@ -302,59 +306,6 @@ impl Target {
                         .sum(),
                     Err(_) => depth as u64,
                 })
-            }
-            Self::Sessiond { client, ids } => {
-                let value = "y".repeat(shape.value_size);
-                let calls = (0..depth).map(|k| {
-                    let i = seed.wrapping_add(k.wrapping_mul(7919));
-                    let (client, ids, value) = (client, ids, value.clone());
-                    async move {
-                        let id = || {
-                            ids.get(i % ids.len().max(1))
-                                .copied()
-                                .unwrap_or(SessionId([0; 16]))
-                        };
-                        match req {
-                            Request::Create => self.create(i, shape).await.map(drop),
-                            Request::Get => client
-                                .get("bench", id())
-                                .await
-                                .map(drop)
-                                .map_err(Into::into),
-                            Request::GetTouch => client
-                                .get_and_touch("bench", id())
-                                .await
-                                .map(drop)
-                                .map_err(Into::into),
-                            Request::Update => client
-                                .update(
-                                    "bench",
-                                    id(),
-                                    UpdateOptions::new().set("data", Value::Str(value)),
-                                )
-                                .await
-                                .map(drop)
-                                .map_err(Into::into),
-                            Request::CreateDelete => match self.create(i, shape).await {
-                                Ok(Some(new)) => client
-                                    .delete("bench", new)
-                                    .await
-                                    .map(drop)
-                                    .map_err(Into::into),
-                                Ok(None) => Ok(()),
-                                Err(e) => Err(e),
-                            },
-                        }
-                    }
-                });
-                // Polled as they complete (join_all would poll every call of
-                // the batch at each wake-up).
-                let mut calls: FuturesUnordered<_> = calls.collect();
-                let mut errors = 0;
-                while let Some(r) = calls.next().await {
-                    errors += u64::from(r.is_err());
-                }
-                Ok(errors)
             }
             Self::Redis {
                 keyspace, indexed, ..

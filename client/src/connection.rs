@@ -409,17 +409,17 @@ impl Connection {
                 while next < ops.len() && st.frames < self.max_pending {
                     let start = st.buf.len();
                     let id = first + next as u64;
-                    let encoded = encode_request_parts(id, &ops[next], &mut st.buf);
-                    let len = st.buf.len() - start - HEADER_LEN.min(st.buf.len() - start);
-                    let refused = match encoded {
+                    let refused = match encode_request_parts(id, &ops[next], &mut st.buf) {
                         Err(e) => Some(e.into()),
-                        Ok(()) if len > self.max_frame_len as usize => {
-                            Some(Error::Encode(EncodeError::TooLarge {
-                                len,
-                                max: self.max_frame_len,
-                            }))
+                        Ok(()) => {
+                            let len = st.buf.len() - start - HEADER_LEN;
+                            (len > self.max_frame_len as usize).then_some(Error::Encode(
+                                EncodeError::TooLarge {
+                                    len,
+                                    max: self.max_frame_len,
+                                },
+                            ))
                         }
-                        Ok(()) => None,
                     };
                     match refused {
                         Some(e) => {

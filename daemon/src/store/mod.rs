@@ -257,6 +257,14 @@ impl RawSession {
     }
 }
 
+/// What [`Store::put_new`] did.
+struct Placed {
+    /// The new record's attribute blob.
+    blob: Blob,
+    /// Owner and creation time of the expired record it replaced, if any.
+    replaced: Option<(Arc<str>, u64)>,
+}
+
 /// A consistent copy of a record, taken under its shard lock and turned into a
 /// [`Session`] after the lock is released.
 struct Snapshot {
@@ -689,11 +697,13 @@ impl Store {
         })
     }
 
-    /// Inserts a new record at `key` (must be absent or expired). Returns the
-    /// owner and creation time of an expired record it replaced, whose index
-    /// entry the caller removes once it holds no owner lock.
-    fn put_new(&self, key: Key, rec: Record, now: u64) -> Result<Option<(Arc<str>, u64)>> {
+    /// Inserts a new record at `key` (must be absent or expired). Returns its
+    /// attribute blob (shared, for the answer) and the owner and creation time
+    /// of an expired record it replaced, whose index entry the caller removes
+    /// once it holds no owner lock.
+    fn put_new(&self, key: Key, rec: Record, now: u64) -> Result<Placed> {
         let size = rec.mem_size() as i64;
+        let blob = rec.blob();
         let entry = self.records.entry(key);
         // Checked again under the record's lock: a delete of this id holds the
         // same lock while it lays its tombstone, so a racing create-if-absent
@@ -709,7 +719,10 @@ impl Store {
                 let old = o.insert(rec);
                 self.log_put(&key, o.get_mut());
                 self.add_mem(size - old.mem_size() as i64);
-                Ok(old.owner().map(|owner| (owner.clone(), old.created_at())))
+                Ok(Placed {
+                    blob,
+                    replaced: old.owner().map(|owner| (owner.clone(), old.created_at())),
+                })
             }
             Entry::Vacant(v) => {
                 let mut r = v.insert(rec);
@@ -717,7 +730,10 @@ impl Store {
                 drop(r);
                 self.namespaces.add_records(key.ns, 1);
                 self.add_mem(size);
-                Ok(None)
+                Ok(Placed {
+                    blob,
+                    replaced: None,
+                })
             }
         }
     }
@@ -756,17 +772,16 @@ impl Store {
         // A server-drawn id colliding with a live one is astronomically unlikely,
         // but a retry costs nothing and makes it impossible to clobber a session.
         let mut attempts = 0;
-        let (id, replaced, blob) = loop {
+        let (id, Placed { replaced, blob }) = loop {
             let id = chosen.unwrap_or_else(SessionId::new_v4);
             let key = Key { ns, id };
             let rec = make(owner.clone());
-            let blob = rec.blob();
             let result = match &owner {
                 None => self.put_new(key, rec, now),
                 Some(o) => self.put_owned(key, rec, o, limit, now),
             };
             match result {
-                Ok(replaced) => break (id, replaced, blob),
+                Ok(placed) => break (id, placed),
                 Err(StoreError::AlreadyExists) if chosen.is_none() && attempts < 4 => {
                     attempts += 1;
                 }
@@ -800,7 +815,7 @@ impl Store {
         owner: &Arc<str>,
         limit: Option<OwnerLimit>,
         now: u64,
-    ) -> Result<Option<(Arc<str>, u64)>> {
+    ) -> Result<Placed> {
         let okey = OwnerKey {
             ns: key.ns,
             owner: owner.clone(),
@@ -843,9 +858,9 @@ impl Store {
                 }
             }
         }
-        let replaced = self.put_new(key, rec, now)?;
+        let placed = self.put_new(key, rec, now)?;
         set.insert((created_at, key.id));
-        Ok(replaced)
+        Ok(placed)
     }
 
     /// Creates a session.
@@ -1373,7 +1388,7 @@ impl Store {
             // Nobody else can know the fresh id yet, so inserting it first and
             // removing the old record only if it did not change in between makes
             // the move atomic for every observer of the old id.
-            if self.put_new(new, rec, now)?.is_some() {
+            if self.put_new(new, rec, now)?.replaced.is_some() {
                 return Err(StoreError::Codec("fresh id replaced a record".into()));
             }
             let grace_until = r.grace_ms.map(|g| now.saturating_add(g));

@@ -143,21 +143,27 @@ impl Record {
         &self.0.header.header
     }
 
+    /// A copy of this record in a new allocation, with `owner` and `attrs`.
+    fn rebuilt(&self, owner: Option<Arc<str>>, attrs: &[u8]) -> Self {
+        let h = self.header();
+        let copy = |a: &AtomicU64| AtomicU64::new(a.load(Relaxed));
+        let header = Header {
+            owner,
+            created_at: h.created_at,
+            last_active: copy(&h.last_active),
+            wheel_deadline: copy(&h.wheel_deadline),
+            idle_ttl: copy(&h.idle_ttl),
+            max_lifetime: copy(&h.max_lifetime),
+            version: copy(&h.version),
+            logged_expires: copy(&h.logged_expires),
+        };
+        Self(ThinArc::from_header_and_slice(header, attrs))
+    }
+
     /// The same record with another attribute blob (a new allocation; readers
     /// holding the old blob keep it).
     pub fn set_attrs(&mut self, attrs: &[u8]) {
-        let h = self.header();
-        let header = Header {
-            owner: h.owner.clone(),
-            created_at: h.created_at,
-            last_active: AtomicU64::new(h.last_active.load(Relaxed)),
-            wheel_deadline: AtomicU64::new(h.wheel_deadline.load(Relaxed)),
-            idle_ttl: AtomicU64::new(h.idle_ttl.load(Relaxed)),
-            max_lifetime: AtomicU64::new(h.max_lifetime.load(Relaxed)),
-            version: AtomicU64::new(h.version.load(Relaxed)),
-            logged_expires: AtomicU64::new(h.logged_expires.load(Relaxed)),
-        };
-        self.0 = ThinArc::from_header_and_slice(header, attrs);
+        *self = self.rebuilt(self.header().owner.clone(), attrs);
     }
 
     /// Makes the record share `owner` (the owner index's copy of the same
@@ -171,18 +177,7 @@ impl Record {
             None => false,
         });
         if !done {
-            let h = self.header();
-            let fields = Fields {
-                owner: Some(owner),
-                created_at: h.created_at,
-                last_active: self.last_active(),
-                ttl: self.ttl(),
-                version: self.version(),
-            };
-            let (wheel, logged) = (self.wheel_deadline(), self.logged_expires());
-            *self = Self::new(fields, self.attrs());
-            self.set_wheel_deadline(wheel);
-            self.set_logged_expires(logged);
+            *self = self.rebuilt(Some(owner), self.attrs());
         }
     }
 

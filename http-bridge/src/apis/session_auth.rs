@@ -194,6 +194,17 @@ async fn current(state: &AppState, headers: &HeaderMap) -> Result<User, Response
 }
 
 /// The id a path names (`me`: the current user), if `me` may act on it.
+/// The signed-in user and the user id a `/users/{id}` route is about.
+async fn current_and_target(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<(User, String), Response> {
+    let me = current(state, headers).await?;
+    let id = target(&me, path)?;
+    Ok((me, id))
+}
+
 fn target(me: &User, path: Result<Path<String>, PathRejection>) -> Result<String, Response> {
     let Ok(Path(id)) = path else {
         return Err(not_found());
@@ -337,12 +348,8 @@ async fn get_user(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
-    let me = match current(&state, &headers).await {
-        Ok(me) => me,
-        Err(r) => return r,
-    };
-    let id = match target(&me, path) {
-        Ok(id) => id,
+    let (me, id) = match current_and_target(&state, &headers, path).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     if id == me.id {
@@ -361,12 +368,8 @@ async fn update_user(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let me = match current(&state, &headers).await {
-        Ok(me) => me,
-        Err(r) => return r,
-    };
-    let id = match target(&me, path) {
-        Ok(id) => id,
+    let (_, id) = match current_and_target(&state, &headers, path).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     // As in the project: an unknown id is 404 before the body is looked at.
@@ -405,12 +408,8 @@ async fn delete_user(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
-    let me = match current(&state, &headers).await {
-        Ok(me) => me,
-        Err(r) => return r,
-    };
-    let id = match target(&me, path) {
-        Ok(id) => id,
+    let (me, id) = match current_and_target(&state, &headers, path).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     match users::delete(&state.client, &id).await {

@@ -256,6 +256,17 @@ impl<T> Field<T> {
     fn given(&self) -> bool {
         !matches!(self, Self::Absent)
     }
+
+    /// The value set, or `old` when the field is absent or null.
+    fn or(&self, old: T) -> T
+    where
+        T: Clone,
+    {
+        match self {
+            Self::Set(v) => v.clone(),
+            Self::Absent | Self::Null => old,
+        }
+    }
 }
 
 /// A create or update request, each field checked on its own.
@@ -494,6 +505,22 @@ async fn visible_session(
         Ok(_) => Err(ApiError::not_found()),
         Err(e) => Err(ApiError::store(&e)),
     }
+}
+
+/// Whether `new` may be written under a timeline lock that is `fresh`, among
+/// the timeline's `existing` sessions (itself excluded when it is one of them).
+fn admit(existing: &[Sched], new: &Sched, fresh: bool) -> Result<(), ApiError> {
+    if let Some(other) = existing
+        .iter()
+        .filter(|o| o.id != new.id)
+        .find(|o| schedule::overlaps(&o.slot(), &new.slot()))
+    {
+        return Err(conflict_with(other));
+    }
+    if !fresh {
+        return Err(ApiError::from_store(&StoreError::Busy));
+    }
+    Ok(())
 }
 
 fn conflict_with(other: &Sched) -> ApiError {
@@ -746,15 +773,7 @@ async fn create_session(
     };
     let client = state.client.clone();
     under_lock(&state, timeline_id, |existing, fresh| async move {
-        if let Some(other) = existing
-            .iter()
-            .find(|o| schedule::overlaps(&o.slot(), &new.slot()))
-        {
-            return Err(conflict_with(other));
-        }
-        if !fresh {
-            return Err(ApiError::from_store(&StoreError::Busy));
-        }
+        admit(&existing, &new, fresh)?;
         let created = store::insert_session(&client, &new)
             .await
             .map_err(|e| ApiError::from_store(&e))?;
@@ -790,25 +809,13 @@ async fn update_session(
     under_lock(&state, timeline, |existing, fresh| async move {
         // Read again under the lock: it may have changed since.
         let old = visible_session(&st, &caller, id).await?;
-        let kind = match input.kind {
-            Field::Set(k) => k,
-            _ => old.kind,
-        };
-        let start = match input.start {
-            Field::Set(t) => t,
-            _ => old.start,
-        };
-        let end = match input.end {
-            Field::Set(t) => t,
-            _ => old.end,
-        };
+        let kind = input.kind.or(old.kind);
+        let start = input.start.or(old.start);
+        let end = input.end.or(old.end);
         let (cycle, weekday) = settle(kind, start, end, old.cycle, &input)?;
         let new = Sched {
             kind,
-            name: match &input.name {
-                Field::Set(n) => n.clone(),
-                _ => old.name.clone(),
-            },
+            name: input.name.or(old.name.clone()),
             start,
             end,
             cycle,
@@ -821,16 +828,7 @@ async fn update_session(
             updated_at: store::now_ms().max(old.updated_at),
             ..old.clone()
         };
-        if let Some(other) = existing
-            .iter()
-            .filter(|o| o.id != id)
-            .find(|o| schedule::overlaps(&o.slot(), &new.slot()))
-        {
-            return Err(conflict_with(other));
-        }
-        if !fresh {
-            return Err(ApiError::from_store(&StoreError::Busy));
-        }
+        admit(&existing, &new, fresh)?;
         let saved = store::replace_session(&client, &new)
             .await
             .map_err(|e| ApiError::from_store(&e))?;
