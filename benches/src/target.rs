@@ -311,43 +311,38 @@ impl Target {
                 keyspace, indexed, ..
             } => {
                 let mut con = self.conn().context("no redis connection")?;
-                let mut pipe = redis::pipe();
                 let ttl = shape.ttl.as_secs().max(1);
+                let mut cmds = Vec::with_capacity(depth);
                 for k in 0..depth {
                     let i = seed.wrapping_add(k.wrapping_mul(7919));
                     let key = redis_key(i % (*keyspace).max(1));
                     match req {
                         Request::Create | Request::CreateDelete => {
                             let fresh = redis_key(usize::MAX / 2 - (i % 1_000_000_000));
-                            pipe.cmd("SET")
+                            let owner = format!("owner:user{}", i % 10_000);
+                            push_cmd(&mut cmds, "SET")
                                 .arg(&fresh)
                                 .arg("x".repeat(shape.value_size))
                                 .arg("EX")
                                 .arg(ttl);
                             if *indexed {
-                                pipe.cmd("SADD")
-                                    .arg(format!("owner:user{}", i % 10_000))
-                                    .arg(&fresh)
-                                    .ignore();
+                                push_cmd(&mut cmds, "SADD").arg(&owner).arg(&fresh);
                             }
                             if req == Request::CreateDelete {
-                                pipe.cmd("DEL").arg(&fresh).ignore();
+                                push_cmd(&mut cmds, "DEL").arg(&fresh);
                                 if *indexed {
-                                    pipe.cmd("SREM")
-                                        .arg(format!("owner:user{}", i % 10_000))
-                                        .arg(&fresh)
-                                        .ignore();
+                                    push_cmd(&mut cmds, "SREM").arg(&owner).arg(&fresh);
                                 }
                             }
                         }
                         Request::Get => {
-                            pipe.cmd("GET").arg(&key);
+                            push_cmd(&mut cmds, "GET").arg(&key);
                         }
                         Request::GetTouch => {
-                            pipe.cmd("GETEX").arg(&key).arg("EX").arg(ttl);
+                            push_cmd(&mut cmds, "GETEX").arg(&key).arg("EX").arg(ttl);
                         }
                         Request::Update => {
-                            pipe.cmd("SET")
+                            push_cmd(&mut cmds, "SET")
                                 .arg(&key)
                                 .arg("y".repeat(shape.value_size))
                                 .arg("XX")
@@ -355,8 +350,22 @@ impl Target {
                         }
                     }
                 }
-                match pipe.query_async::<Vec<redis::Value>>(&mut con).await {
-                    Ok(_) => Ok(0),
+                // A single command is sent as one, as sessiond's single op is
+                // one call; more go as one pipeline.
+                let sent = match <[redis::Cmd; 1]>::try_from(cmds) {
+                    Ok([one]) => one.query_async::<redis::Value>(&mut con).await.map(drop),
+                    Err(cmds) => {
+                        let mut pipe = redis::pipe();
+                        for c in cmds {
+                            pipe.add_command(c);
+                        }
+                        pipe.query_async::<Vec<redis::Value>>(&mut con)
+                            .await
+                            .map(drop)
+                    }
+                };
+                match sent {
+                    Ok(()) => Ok(0),
                     Err(e) if e.is_io_error() || e.is_connection_dropped() => Err(e.into()),
                     Err(_) => Ok(depth as u64),
                 }
@@ -395,4 +404,11 @@ fn create_options(i: usize, shape: &Shape, value: String) -> CreateOptions {
         .owner(format!("user{}", i % 10_000))
         .idle_ttl(shape.ttl)
         .attr("data", Value::Str(value))
+}
+
+/// Appends the Redis command `name` to `cmds`, for its arguments.
+fn push_cmd<'a>(cmds: &'a mut Vec<redis::Cmd>, name: &str) -> &'a mut redis::Cmd {
+    cmds.push(redis::cmd(name));
+    let last = cmds.len() - 1;
+    &mut cmds[last]
 }
