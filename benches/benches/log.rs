@@ -67,7 +67,7 @@ fn log(c: &mut Criterion) {
             let start = Instant::now();
             for _ in 0..iters {
                 n = n.wrapping_add(1);
-                log.put("bench", ids[n % IDS], &rec);
+                log.put(n as u64, "bench", ids[n % IDS], &rec);
             }
             let seq = log.last_seq();
             futures::executor::block_on(Log::wait_durable(&mut rx, seq)).expect("log write");

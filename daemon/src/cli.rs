@@ -94,6 +94,7 @@ fn check_log(dir: &std::path::Path, repair: bool) -> ExitCode {
             Tail::Torn { offset } => {
                 format!("torn tail at byte {offset} (unacknowledged; cut on start)")
             }
+            Tail::Empty => "holds no record (its creation never finished; removed on start)".into(),
             Tail::Corrupt { offset, reason } => {
                 damaged += 1;
                 format!("DAMAGED at byte {offset}: {reason}")

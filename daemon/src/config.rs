@@ -121,6 +121,7 @@ impl Config {
             compact_ratio: self.compact_ratio,
             compact_min_bytes: self.compact_min_bytes,
             repair: self.repair,
+            ..LogConfig::new(&self.data_dir)
         }
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! - [`format`](mod@format): file headers and record frames, byte by byte, and the scanner
 //!   that tells a torn tail from corruption.
-//! - [`recovery`]: opening a data dir (lock, snapshot, segments, repair) and
-//!   `check-log`.
+//! - [`recovery`]: opening a data dir (lock, snapshot, segments, repair), the
+//!   replay, snapshots and `check-log`.
+//! - [`vfs`]: every file operation behind one trait, with the real file
+//!   system as the default and a simulated disk with a power switch for tests.
 //! - this module: the [`Log`] itself.
 //!
 //! # Write path
@@ -15,20 +17,28 @@
 //! writes it with one `write`, and, with `--fsync always`, one `fdatasync`: every
 //! append that arrived while the previous batch was being synced shares the
 //! next one (group commit). Connections that executed a write wait, before
-//! answering, until the log's durable sequence covers it.
+//! answering, until the log covers it: under `always` until it is synced,
+//! under `everysec` until it is written to the file (the OS has it; the sync
+//! follows within a second), under `no` not at all.
 //!
 //! # Failure
 //! When a write or sync fails (disk full, EIO) the batch is kept and retried
 //! every second; meanwhile the log reports an error: new writes are refused
 //! with `Unavailable`, waiting writes are answered with `Unavailable` (they are
 //! in memory and will reach the disk if it recovers, but were not acknowledged),
-//! and reads keep working. The first successful retry clears the error.
+//! and reads keep working. The first successful retry clears the error. A
+//! daemon that cannot even start its new segment (a full disk) starts this
+//! way too: it serves reads and takes writes once the segment can be made.
+//!
+//! Under `--fsync always` the segment is zero-filled 8 MiB ahead of the
+//! records (a sync then flushes data only, not the file's size); on a disk
+//! with less room than that the writer writes without the prefill, so the log
+//! keeps no headroom of its own: it can use the disk to its last block.
 
 pub mod format;
 pub mod recovery;
+pub mod vfs;
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -41,7 +51,8 @@ use tracing::{error, info, warn};
 
 use crate::store::record::Record;
 use crate::store::{Journal, Store};
-use format::{encode_record, FileKind, LogRecord, PutImage, PutRef};
+use format::{encode_record, FileKind, LogRecord, PutRef};
+use vfs::{DirLock, Vfs, VfsFile};
 
 /// When the log syncs to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,6 +84,8 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_COMPACT_RATIO: f64 = 2.0;
 /// Default: never compact a log smaller than this.
 pub const DEFAULT_COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
+/// Default wait between tries while the disk refuses.
+pub const DEFAULT_RETRY: Duration = Duration::from_secs(1);
 /// Appends waiting for the writer, in bytes, past which writes are refused.
 const MAX_BACKLOG: usize = 256 * 1024 * 1024;
 
@@ -91,6 +104,10 @@ pub struct LogConfig {
     pub compact_min_bytes: u64,
     /// Cut damaged records at start-up (keeping a copy) instead of refusing to start.
     pub repair: bool,
+    /// The file system (the real one but in tests).
+    pub vfs: Arc<dyn Vfs>,
+    /// How long the writer waits between tries while the disk refuses.
+    pub retry: Duration,
 }
 
 impl LogConfig {
@@ -104,6 +121,8 @@ impl LogConfig {
             compact_ratio: DEFAULT_COMPACT_RATIO,
             compact_min_bytes: DEFAULT_COMPACT_MIN_BYTES,
             repair: false,
+            vfs: Arc::new(vfs::RealFs),
+            retry: DEFAULT_RETRY,
         }
     }
 }
@@ -148,8 +167,11 @@ pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Erro
 /// Where the writer is, published to waiting connections.
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
-    /// Highest sequence number written (and synced, under `always`).
+    /// Highest sequence number that may be acknowledged: synced under
+    /// `always`, written to the file under `everysec` and `no`.
     pub durable: u64,
+    /// Highest sequence number covered by a sync.
+    pub synced: u64,
     /// Why the log cannot write right now, if it cannot.
     pub error: Option<Arc<str>>,
 }
@@ -202,7 +224,9 @@ impl std::fmt::Debug for Log {
 
 impl Log {
     /// Opens the data dir, replays it into `store`, and starts the writer on a
-    /// fresh segment. The store's journal is attached here, after replay.
+    /// fresh segment. The store's journal is attached here, after replay. If
+    /// the fresh segment cannot be made (a full disk), the log opens failing:
+    /// reads work, writes are refused until the writer can make it.
     ///
     /// # Errors
     /// [`LogError`]: the dir is locked, unreadable, or damaged (without repair).
@@ -223,12 +247,16 @@ impl Log {
             stats: LogStats::default(),
             fault: AtomicBool::new(false),
         });
+        let (segment, start_error) = match opened.segment {
+            Ok(f) => (Some(f), None),
+            Err(why) => (None, Some(why)),
+        };
         let writer = Writer {
             log: Arc::clone(&log),
             store: Arc::clone(store),
             config: config.clone(),
             dir: opened.dir,
-            segment: opened.segment,
+            segment,
             segment_no: opened.segment_no,
             segment_len: format::HEADER_LEN as u64,
             zeroed_to: format::HEADER_LEN as u64,
@@ -237,6 +265,9 @@ impl Log {
             compactor: None,
             _lock: opened.lock,
         };
+        if let Some(why) = start_error {
+            writer.fail(&format!("cannot start a new log segment: {why}"));
+        }
         let handle = std::thread::Builder::new()
             .name("sessiond-log".into())
             .spawn(move || writer.run())
@@ -276,7 +307,13 @@ impl Log {
         self.progress.subscribe()
     }
 
-    /// Waits until record `seq` is durable (per the policy).
+    /// The writer's progress now.
+    #[must_use]
+    pub fn progress(&self) -> Progress {
+        self.progress.borrow().clone()
+    }
+
+    /// Waits until record `seq` may be acknowledged (per the policy).
     ///
     /// # Errors
     /// The log's error message if it cannot write.
@@ -295,9 +332,28 @@ impl Log {
         }
     }
 
-    fn append(&self, record: LogRecord) {
-        if let Some(record) = txn_push(record) {
-            self.append_now(&record);
+    /// Blocks the calling thread until record `seq` may be acknowledged, or
+    /// the log fails, or `timeout` passes (tests and tools without a runtime).
+    ///
+    /// # Errors
+    /// The log's error message, or a timeout.
+    pub fn wait_durable_blocking(&self, seq: u64, timeout: Duration) -> Result<(), Arc<str>> {
+        let deadline = Instant::now() + timeout;
+        let mut rx = self.subscribe();
+        loop {
+            {
+                let p = rx.borrow_and_update();
+                if p.durable >= seq {
+                    return Ok(());
+                }
+                if let Some(e) = &p.error {
+                    return Err(Arc::clone(e));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Arc::from("timed out waiting for the log"));
+            }
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 
@@ -340,7 +396,7 @@ impl Log {
     /// Flushes and syncs everything appended, then stops the writer.
     pub fn shutdown(&self) {
         self.pending.lock().shutdown = true;
-        self.wake.notify_one();
+        self.wake.notify_all();
         if let Some(handle) = self.writer.lock().take() {
             if handle.join().is_err() {
                 error!("the log writer panicked");
@@ -350,31 +406,29 @@ impl Log {
 }
 
 impl Journal for Log {
-    fn put(&self, namespace: &str, id: SessionId, r: &Record) {
-        // Outside a batch the record is encoded straight from the store's
-        // copy; inside one it is kept until the batch closes.
-        if txn_open() {
-            self.append(LogRecord::Put(PutImage::of(namespace, id, r)));
-        } else {
-            self.append_now(&PutRef::of(namespace, id, r));
-        }
+    fn put(&self, lsn: u64, namespace: &str, id: SessionId, r: &Record) {
+        // Encoded straight from the store's record, under its lock.
+        self.append_now(&PutRef::of(lsn, namespace, id, r));
     }
 
-    fn delete(&self, namespace: &str, id: SessionId, tombstone_until: u64) {
-        self.append(LogRecord::Delete {
+    fn delete(&self, lsn: u64, namespace: &str, id: SessionId, tombstone_until: u64) {
+        self.append_now(&LogRecord::Delete {
+            lsn,
             namespace: namespace.to_owned(),
             id: id.0,
             tombstone_until,
         });
     }
 
-    fn begin(&self) {
-        txn_begin();
-    }
-
-    fn commit(&self) {
-        if let Some(record) = txn_end() {
-            self.append_now(&record);
+    fn batch(&self, mut records: Vec<LogRecord>) {
+        match records.len() {
+            0 => {}
+            1 => {
+                if let Some(r) = records.pop() {
+                    self.append_now(&r);
+                }
+            }
+            _ => self.append_now(&LogRecord::Batch(records)),
         }
     }
 
@@ -393,12 +447,13 @@ impl Journal for Log {
     }
 }
 
-/// How long the writer naps after a write under `everysec` and `no`, to
-/// gather the next batch without being woken for it.
+/// How long the writer naps after a write under `no`, to gather the next
+/// batch without being woken for it.
 const WRITER_NAP: Duration = Duration::from_millis(1);
 
 /// How much segment space is zero-filled at a time under `--fsync always`.
 const ZERO_FILL_CHUNK: u64 = 8 * 1024 * 1024;
+
 
 /// The writer thread's state.
 struct Writer {
@@ -406,7 +461,8 @@ struct Writer {
     store: Arc<Store>,
     config: LogConfig,
     dir: PathBuf,
-    segment: File,
+    /// The segment being written (`None` until one could be made).
+    segment: Option<Box<dyn VfsFile>>,
     segment_no: u64,
     segment_len: u64,
     /// Under `--fsync always`: the segment is zero-filled (and synced) up to
@@ -418,7 +474,11 @@ struct Writer {
     compacting: Arc<AtomicBool>,
     compactor: Option<std::thread::JoinHandle<()>>,
     /// The data dir lock, held while the writer runs.
-    _lock: File,
+    _lock: Box<dyn DirLock>,
+}
+
+fn no_segment() -> std::io::Error {
+    std::io::Error::other("no log segment could be started")
 }
 
 impl Writer {
@@ -430,21 +490,25 @@ impl Writer {
         loop {
             let (seq, shutdown) = {
                 let mut p = self.log.pending.lock();
-                // Under load, and unless every write waits for its sync, nap
-                // instead of waiting to be woken: appenders then never pay for
-                // waking this thread (a futex call and a context switch per
-                // batch), and a batch gathers a millisecond of records.
-                if wrote
-                    && p.buf.is_empty()
-                    && !p.shutdown
-                    && self.log.policy != FsyncPolicy::Always
+                // Under load with `--fsync no`, nap instead of waiting to be
+                // woken: appenders then never pay for waking this thread (a
+                // futex call and a context switch per batch), and a batch
+                // gathers a millisecond of records. Under `always` and
+                // `everysec` writers wait for this thread, so it wakes at once.
+                if wrote && p.buf.is_empty() && !p.shutdown && self.log.policy == FsyncPolicy::No
                 {
                     drop(p);
                     std::thread::sleep(WRITER_NAP);
                     p = self.log.pending.lock();
                 }
                 while p.buf.is_empty() && !p.shutdown {
-                    if dirty && self.log.policy == FsyncPolicy::EverySec {
+                    if self.segment.is_none() {
+                        // No segment yet (a full disk at start): try again
+                        // now and then, writes or not.
+                        if self.log.wake.wait_for(&mut p, self.config.retry).timed_out() {
+                            break;
+                        }
+                    } else if dirty && self.log.policy == FsyncPolicy::EverySec {
                         let left = Duration::from_secs(1).saturating_sub(last_sync.elapsed());
                         if self.log.wake.wait_for(&mut p, left).timed_out() {
                             break;
@@ -458,8 +522,17 @@ impl Writer {
                 (p.seq, p.shutdown)
             };
             wrote = !spare.is_empty();
+            if spare.is_empty() && self.segment.is_none() && !shutdown {
+                match self.ensure_segment() {
+                    Ok(()) => self.clear_error(),
+                    Err(e) => self.fail(&format!("cannot start a new log segment: {e}")),
+                }
+            }
             if !spare.is_empty() {
-                self.write_batch(&spare, shutdown);
+                if !self.write_batch(&spare, shutdown) {
+                    // Shut down with the batch unwritten: it is lost (logged).
+                    return;
+                }
                 self.log
                     .stats
                     .bytes_written
@@ -477,14 +550,24 @@ impl Writer {
                 }
                 FsyncPolicy::No => dirty && shutdown,
             };
+            // Under `always` only a sync makes a write acknowledgeable; under
+            // the others, being in the file does.
+            if self.log.policy != FsyncPolicy::Always {
+                self.log
+                    .progress
+                    .send_modify(|p| p.durable = p.durable.max(seq));
+            }
             if sync_now {
-                self.sync(shutdown);
+                if !self.sync(shutdown) {
+                    return;
+                }
                 last_sync = Instant::now();
                 dirty = false;
+                self.log.progress.send_modify(|p| {
+                    p.durable = p.durable.max(seq);
+                    p.synced = p.synced.max(seq);
+                });
             }
-            self.log
-                .progress
-                .send_modify(|p| p.durable = p.durable.max(seq));
             if shutdown {
                 if let Some(c) = self.compactor.take() {
                     let _ = c.join();
@@ -499,8 +582,33 @@ impl Writer {
         }
     }
 
-    /// Writes a batch, retrying every second while the disk refuses.
-    fn write_batch(&mut self, data: &[u8], shutdown: bool) {
+    /// Waits `d`, or less if the log is shut down meanwhile; returns whether
+    /// it is.
+    fn pause(&self, d: Duration) -> bool {
+        let mut p = self.log.pending.lock();
+        if !p.shutdown {
+            let _ = self.log.wake.wait_for(&mut p, d);
+        }
+        p.shutdown
+    }
+
+    /// Makes a segment if there is none (a start on a full disk).
+    fn ensure_segment(&mut self) -> std::io::Result<()> {
+        if self.segment.is_some() {
+            return Ok(());
+        }
+        let f = recovery::create_segment(&*self.config.vfs, &self.dir, self.segment_no)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        info!(segment = self.segment_no, "log segment started");
+        self.segment = Some(f);
+        self.segment_len = format::HEADER_LEN as u64;
+        self.zeroed_to = self.segment_len;
+        Ok(())
+    }
+
+    /// Writes a batch, retrying every second while the disk refuses. Returns
+    /// false if the log was shut down before it could.
+    fn write_batch(&mut self, data: &[u8], shutdown: bool) -> bool {
         let start = self.segment_len;
         loop {
             let result = if self.log.fault.load(Ordering::Acquire) {
@@ -509,39 +617,47 @@ impl Writer {
                     "no space left on device (injected)",
                 ))
             } else {
-                self.zero_fill(start + data.len() as u64)
-                    .and_then(|()| self.segment.write_all(data))
+                self.ensure_segment()
+                    .and_then(|()| self.zero_fill(start + data.len() as u64))
+                    .and_then(|()| self.segment.as_mut().ok_or_else(no_segment)?.write_all(data))
             };
             match result {
                 Ok(()) => {
                     self.segment_len += data.len() as u64;
                     self.log_bytes += data.len() as u64;
                     self.clear_error();
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     // A partial write leaves garbage after `start`; cut it so the
                     // retry rewrites the whole batch in place.
-                    let _ = self.segment.set_len(start);
-                    let _ = std::io::Seek::seek(&mut self.segment, std::io::SeekFrom::Start(start));
-                    self.zeroed_to = start;
+                    if let Some(seg) = self.segment.as_mut() {
+                        let _ = seg.set_len(start);
+                        let _ = seg.seek_to(start);
+                        self.zeroed_to = start;
+                    }
                     self.fail(&format!("log write failed: {e}"));
-                    if shutdown {
+                    if shutdown || self.pause(self.config.retry) {
                         error!(
                             "shutting down with unwritten log records: the last writes are lost"
                         );
-                        return;
+                        return false;
                     }
-                    std::thread::sleep(Duration::from_secs(1));
                 }
             }
         }
     }
 
-    fn sync(&mut self, shutdown: bool) {
+    /// Syncs the segment, retrying every second while it fails. Returns
+    /// false if the log was shut down before it could.
+    fn sync(&mut self, shutdown: bool) -> bool {
         loop {
             let started = Instant::now();
-            match self.segment.sync_data() {
+            let result = match self.segment.as_mut() {
+                Some(seg) => seg.sync_data(),
+                None => Err(no_segment()),
+            };
+            match result {
                 Ok(()) => {
                     self.log.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
                     self.log
@@ -549,14 +665,14 @@ impl Writer {
                         .fsync_ns
                         .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                     self.clear_error();
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     self.fail(&format!("log fsync failed: {e}"));
-                    if shutdown {
-                        return;
+                    if shutdown || self.pause(self.config.retry) {
+                        error!("shutting down with unsynced log records: the last writes may be lost");
+                        return false;
                     }
-                    std::thread::sleep(Duration::from_secs(1));
                 }
             }
         }
@@ -582,26 +698,41 @@ impl Writer {
     }
 
     /// Under `--fsync always`, makes sure the segment is zero-filled and
-    /// synced up to at least `upto` (a chunk at a time).
+    /// synced up to at least `upto` (a chunk at a time). On a disk too full
+    /// for the chunk it fills nothing: the records are then written without
+    /// it (each sync also flushes the file's size).
     fn zero_fill(&mut self, upto: u64) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
         if self.log.policy != FsyncPolicy::Always || upto <= self.zeroed_to {
             return Ok(());
         }
+        let seg = self.segment.as_mut().ok_or_else(no_segment)?;
         let end = upto.max(self.zeroed_to + ZERO_FILL_CHUNK);
         let zeros = vec![0u8; (end - self.zeroed_to) as usize];
-        self.segment.write_all_at(&zeros, self.zeroed_to)?;
-        self.segment.sync_data()?;
-        self.zeroed_to = end;
-        Ok(())
+        match seg
+            .write_all_at(&zeros, self.zeroed_to)
+            .and_then(|()| seg.sync_data())
+        {
+            Ok(()) => {
+                self.zeroed_to = end;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                // Give back what the fill took; the write decides.
+                let _ = seg.set_len(self.segment_len);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Cuts the zero-filled space after the records (best effort: a reader
     /// takes zeros after the last record as unwritten space anyway).
     fn trim(&mut self) {
         if self.zeroed_to > self.segment_len {
-            if let Err(e) = self.segment.set_len(self.segment_len) {
-                warn!(segment = self.segment_no, error = %e, "cannot trim the segment's zero-filled space");
+            if let Some(seg) = self.segment.as_mut() {
+                if let Err(e) = seg.set_len(self.segment_len) {
+                    warn!(segment = self.segment_no, error = %e, "cannot trim the segment's zero-filled space");
+                }
             }
             self.zeroed_to = self.segment_len;
         }
@@ -610,10 +741,12 @@ impl Writer {
     /// Starts a new segment (the old one is synced first).
     fn roll(&mut self) {
         self.trim();
-        self.sync(false);
-        match recovery::create_segment(&self.dir, self.segment_no + 1) {
+        if !self.sync(false) {
+            return;
+        }
+        match recovery::create_segment(&*self.config.vfs, &self.dir, self.segment_no + 1) {
             Ok(file) => {
-                self.segment = file;
+                self.segment = Some(file);
                 self.segment_no += 1;
                 self.segment_len = format::HEADER_LEN as u64;
                 self.zeroed_to = self.segment_len;
@@ -626,7 +759,8 @@ impl Writer {
     /// Compacts in the background when the log has outgrown the live data:
     /// roll to a new segment N, then snapshot the store as "everything before
     /// N" and drop the older files. Writes go on into N meanwhile; replaying N
-    /// over the snapshot is correct because records are post-images.
+    /// over the snapshot is correct because records are post-images, each
+    /// newer (by LSN) than the snapshot's image of its key.
     fn maybe_compact(&mut self) {
         let live = self.store.log_image_estimate();
         let threshold = (live as f64 * self.config.compact_ratio) as u64;
@@ -635,10 +769,17 @@ impl Writer {
         {
             return;
         }
+        let before = self.segment_no;
         self.roll();
+        if self.segment_no == before {
+            // The roll failed (reported); try again after the next batch.
+            self.compacting.store(false, Ordering::Release);
+            return;
+        }
         let upto = self.segment_no;
         self.log_bytes = self.segment_len;
-        let (dir, store, log, flag) = (
+        let (vfs, dir, store, log, flag) = (
+            Arc::clone(&self.config.vfs),
             self.dir.clone(),
             Arc::clone(&self.store),
             Arc::clone(&self.log),
@@ -648,7 +789,7 @@ impl Writer {
             .name("sessiond-compact".into())
             .spawn(move || {
                 let started = Instant::now();
-                match recovery::write_snapshot(&dir, upto, &store) {
+                match recovery::write_snapshot(&*vfs, &dir, upto, &store) {
                     Ok(bytes) => {
                         log.stats.compactions.fetch_add(1, Ordering::Relaxed);
                         info!(upto, bytes, ms = started.elapsed().as_millis() as u64, "log compacted");
@@ -672,48 +813,6 @@ impl Writer {
     }
 }
 
-thread_local! {
-    /// This thread's open group of records: nesting depth and the records.
-    static TXN: std::cell::RefCell<(u32, Vec<LogRecord>)> =
-        const { std::cell::RefCell::new((0, Vec::new())) };
-}
-
-/// Buffers `record` if this thread has a group open; otherwise hands it back.
-fn txn_push(record: LogRecord) -> Option<LogRecord> {
-    TXN.with_borrow_mut(|(depth, records)| {
-        if *depth == 0 {
-            Some(record)
-        } else {
-            records.push(record);
-            None
-        }
-    })
-}
-
-/// Whether records are being gathered into a batch on this thread.
-fn txn_open() -> bool {
-    TXN.with_borrow(|(depth, _)| *depth > 0)
-}
-
-fn txn_begin() {
-    TXN.with_borrow_mut(|(depth, _)| *depth += 1);
-}
-
-/// Closes one level; at the outermost, the group as one record (if any).
-fn txn_end() -> Option<LogRecord> {
-    TXN.with_borrow_mut(|(depth, records)| {
-        *depth = depth.saturating_sub(1);
-        if *depth > 0 {
-            return None;
-        }
-        match records.len() {
-            0 => None,
-            1 => records.pop(),
-            _ => Some(LogRecord::Batch(std::mem::take(records))),
-        }
-    })
-}
-
 /// Writes for tests: a store journal into a byte vector.
 #[cfg(test)]
 #[derive(Debug, Default)]
@@ -721,31 +820,28 @@ pub(crate) struct MemJournal(pub(crate) Mutex<Vec<u8>>);
 
 #[cfg(test)]
 impl Journal for MemJournal {
-    fn put(&self, namespace: &str, id: SessionId, r: &Record) {
-        if let Some(rec) = txn_push(LogRecord::Put(PutImage::of(namespace, id, r))) {
-            encode_record(&rec, &mut self.0.lock()).expect("encodable");
-        }
+    fn put(&self, lsn: u64, namespace: &str, id: SessionId, r: &Record) {
+        encode_record(&PutRef::of(lsn, namespace, id, r), &mut self.0.lock()).expect("encodable");
     }
-    fn delete(&self, namespace: &str, id: SessionId, tombstone_until: u64) {
+    fn delete(&self, lsn: u64, namespace: &str, id: SessionId, tombstone_until: u64) {
         let rec = LogRecord::Delete {
+            lsn,
             namespace: namespace.to_owned(),
             id: id.0,
             tombstone_until,
         };
-        if let Some(rec) = txn_push(rec) {
-            encode_record(&rec, &mut self.0.lock()).expect("encodable");
-        }
+        encode_record(&rec, &mut self.0.lock()).expect("encodable");
+    }
+    fn batch(&self, mut records: Vec<LogRecord>) {
+        let rec = match records.len() {
+            0 => return,
+            1 => records.pop().expect("one"),
+            _ => LogRecord::Batch(records),
+        };
+        encode_record(&rec, &mut self.0.lock()).expect("encodable");
     }
     fn check(&self) -> Result<(), String> {
         Ok(())
-    }
-    fn begin(&self) {
-        txn_begin();
-    }
-    fn commit(&self) {
-        if let Some(rec) = txn_end() {
-            encode_record(&rec, &mut self.0.lock()).expect("encodable");
-        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Opening a data dir: the lock, the newest snapshot, the segments after it,
-//! torn tails and damage; writing snapshots; and `sessiond check-log`.
+//! torn tails and damage, and the replay of it all into the store; writing
+//! snapshots; and `sessiond check-log`.
 //!
 //! Files: `LOCK` (held with an exclusive lock while a daemon runs),
 //! `snap-N.snap` (every live record as of the start of segment N),
@@ -7,79 +8,78 @@
 //! name, synced, renamed, and the directory synced; only then are the files it
 //! replaces removed, so a crash at any point leaves either the old set or the
 //! new one.
+//!
+//! Replay applies the ordering rule of [`format`](mod@super::format): per
+//! key, a record applies only if its LSN is above the last one applied there.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use sessiond_protocol::Ttl;
 use tracing::{info, warn};
 
-use super::format::{self, FileKind, LogRecord, Tail};
+use super::format::{self, FileKind, LogRecord, PutRef, Tail};
+use super::vfs::{DirLock, LockError, Vfs, VfsFile};
 use super::{file_name, io_err, parse_name, LogConfig, LogError};
-use crate::store::Store;
+use crate::store::{Restored, Store};
 
 /// What [`open`] hands to the writer.
 pub(crate) struct Opened {
     pub(crate) dir: PathBuf,
-    pub(crate) segment: File,
+    /// The fresh segment, or why it could not be made (a full disk: the
+    /// daemon starts read-only and the writer tries again).
+    pub(crate) segment: Result<Box<dyn VfsFile>, String>,
     pub(crate) segment_no: u64,
     pub(crate) log_bytes: u64,
     /// The data dir lock: it lasts as long as this handle.
-    pub(crate) lock: File,
-}
-
-fn open_options() -> OpenOptions {
-    let mut o = OpenOptions::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    o
+    pub(crate) lock: Box<dyn DirLock>,
 }
 
 /// Syncs a directory so renames and new files in it survive a crash.
-fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("sync directory", dir))
+fn sync_dir(vfs: &dyn Vfs, dir: &Path) -> Result<(), LogError> {
+    vfs.sync_dir(dir).map_err(io_err("sync directory", dir))
 }
 
-/// Creates segment `n` with its header, synced, 0600.
-pub(crate) fn create_segment(dir: &Path, n: u64) -> Result<File, LogError> {
+/// Creates segment `n` with its header, synced, 0600. On failure nothing is
+/// left behind (a half-made file is removed).
+pub(crate) fn create_segment(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    n: u64,
+) -> Result<Box<dyn VfsFile>, LogError> {
     let path = dir.join(file_name(FileKind::Segment, n));
     // Not O_APPEND: under `--fsync always` the writer zero-fills ahead with
     // positioned writes (which O_APPEND would turn into appends) and writes
     // records at its cursor, which stays at the end of the records.
-    let mut f = open_options()
-        .create_new(true)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("create", &path))?;
-    f.write_all(&format::header(FileKind::Segment))
+    let mut f = vfs.create_new(&path).map_err(io_err("create", &path))?;
+    let made = f
+        .write_all(&format::header(FileKind::Segment))
         .and_then(|()| f.sync_all())
-        .map_err(io_err("write the header of", &path))?;
-    sync_dir(dir)?;
+        .map_err(io_err("write the header of", &path))
+        .and_then(|()| sync_dir(vfs, dir));
+    if let Err(e) = made {
+        drop(f);
+        let _ = vfs.remove(&path);
+        let _ = vfs.sync_dir(dir);
+        return Err(e);
+    }
     Ok(f)
 }
 
-/// The data files of `dir`, sorted by number.
-fn list(dir: &Path) -> Result<(Vec<u64>, Vec<u64>), LogError> {
+/// The data files of `dir`, sorted by number (unfinished snapshots removed).
+fn list(vfs: &dyn Vfs, dir: &Path) -> Result<(Vec<u64>, Vec<u64>), LogError> {
     let mut segments = Vec::new();
     let mut snapshots = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io_err("read directory", dir))? {
-        let entry = entry.map_err(io_err("read directory", dir))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
+    for name in vfs.list(dir).map_err(io_err("read directory", dir))? {
         match parse_name(&name) {
             Some((FileKind::Segment, n)) => segments.push(n),
             Some((FileKind::Snapshot, n)) => snapshots.push(n),
             None if name.ends_with(".tmp") => {
                 // A snapshot that never finished: the files it was to replace are still there.
-                let path = entry.path();
+                let path = dir.join(&name);
                 warn!(file = %path.display(), "removing an unfinished snapshot");
-                std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
+                remove(vfs, &path)?;
             }
             None => {}
         }
@@ -90,64 +90,160 @@ fn list(dir: &Path) -> Result<(Vec<u64>, Vec<u64>), LogError> {
 }
 
 /// Locks `dir` (creating it 0700 if needed).
-fn lock(dir: &Path) -> Result<File, LogError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder
-        .create(dir)
+fn lock(vfs: &dyn Vfs, dir: &Path) -> Result<Box<dyn DirLock>, LogError> {
+    vfs.create_dir_all(dir)
         .map_err(io_err("create data dir", dir))?;
-    let path = dir.join("LOCK");
-    let file = open_options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("open", &path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Locked {
+    match vfs.lock(dir) {
+        Ok(lock) => Ok(lock),
+        Err(LockError::Held) => Err(LogError::Locked {
             dir: dir.to_owned(),
         }),
-        Err(std::fs::TryLockError::Error(e)) => Err(io_err("lock", &path)(e)),
+        Err(LockError::Io(e)) => Err(io_err("lock", &dir.join("LOCK"))(e)),
     }
 }
 
-/// Keeps a copy of the bytes from `offset` on, then cuts the file there.
-fn cut(path: &Path, bytes: &[u8], offset: u64) -> Result<PathBuf, LogError> {
+/// Keeps a copy of the bytes from `offset` on beside the file, then cuts the
+/// file there.
+fn cut(vfs: &dyn Vfs, path: &Path, bytes: &[u8], offset: u64) -> Result<PathBuf, LogError> {
     let copy = PathBuf::from(format!("{}.cut-at-{offset}", path.display()));
     let tail = bytes.get(offset as usize..).unwrap_or_default();
-    std::fs::write(&copy, tail).map_err(io_err("save the cut bytes to", &copy))?;
-    truncate(path, offset)?;
+    let mut f = vfs
+        .create(&copy)
+        .map_err(io_err("save the cut bytes to", &copy))?;
+    f.write_all(tail)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err("save the cut bytes to", &copy))?;
+    truncate(vfs, path, offset)?;
     Ok(copy)
 }
 
-fn truncate(path: &Path, len: u64) -> Result<(), LogError> {
-    let f = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io_err("open", path))?;
+fn truncate(vfs: &dyn Vfs, path: &Path, len: u64) -> Result<(), LogError> {
+    let mut f = vfs.open_write(path).map_err(io_err("open", path))?;
     f.set_len(len)
         .and_then(|()| f.sync_all())
         .map_err(io_err("truncate", path))
 }
 
+fn remove(vfs: &dyn Vfs, path: &Path) -> Result<(), LogError> {
+    vfs.remove(path).map_err(io_err("remove", path))
+}
+
+/// Replays records into a store under the ordering rule.
+pub(crate) struct Replay<'a> {
+    store: &'a Store,
+    now: u64,
+    /// Namespaces by name, numbered locally (the keys of `last`).
+    namespaces: HashMap<String, u32>,
+    /// The last LSN applied to each key.
+    last: HashMap<(u32, [u8; 16]), u64>,
+    /// The highest LSN seen.
+    max_lsn: u64,
+    applied: u64,
+    skipped: u64,
+}
+
+impl<'a> Replay<'a> {
+    pub(crate) fn new(store: &'a Store) -> Self {
+        Self {
+            store,
+            now: store.now_ms(),
+            namespaces: HashMap::new(),
+            last: HashMap::new(),
+            max_lsn: 0,
+            applied: 0,
+            skipped: 0,
+        }
+    }
+
+    /// Whether a record of LSN `lsn` on (`namespace`, `id`) is newer than
+    /// what was applied there (records of version 1 files, LSN 0, always
+    /// are: they apply in file order).
+    fn newer(&mut self, namespace: &str, id: [u8; 16], lsn: u64) -> bool {
+        if lsn == 0 {
+            return true;
+        }
+        self.max_lsn = self.max_lsn.max(lsn);
+        let next = self.namespaces.len() as u32;
+        let ns = *self
+            .namespaces
+            .entry(namespace.to_owned())
+            .or_insert(next);
+        let last = self.last.entry((ns, id)).or_insert(0);
+        if lsn > *last {
+            *last = lsn;
+            true
+        } else {
+            self.skipped += 1;
+            false
+        }
+    }
+
+    pub(crate) fn apply(&mut self, record: LogRecord) {
+        self.applied += 1;
+        match record {
+            LogRecord::Put(p) => {
+                if self.newer(&p.namespace, p.id, p.lsn) {
+                    let r = Restored {
+                        owner: p.owner.as_deref(),
+                        created_at: p.created_at,
+                        last_active: p.last_active,
+                        ttl: Ttl {
+                            idle_ttl_ms: p.idle_ttl,
+                            max_lifetime_ms: p.max_lifetime,
+                        },
+                        version: p.version,
+                        attrs: &p.attrs,
+                    };
+                    self.store.restore_put(&p.namespace, p.id, r, self.now);
+                }
+            }
+            LogRecord::Delete {
+                lsn,
+                namespace,
+                id,
+                tombstone_until,
+            } => {
+                if self.newer(&namespace, id, lsn) {
+                    self.store
+                        .restore_delete(&namespace, id, tombstone_until, self.now);
+                }
+            }
+            LogRecord::Alias {
+                lsn,
+                namespace,
+                id,
+                to,
+                until,
+            } => {
+                // An alias is laid once, with its id's delete, and never
+                // changed: it only needs the LSN's high-water mark.
+                self.max_lsn = self.max_lsn.max(lsn);
+                self.store
+                    .restore_alias(&namespace, id, to, until, self.now);
+            }
+            LogRecord::Batch(records) => {
+                self.applied -= 1;
+                for r in records {
+                    self.apply(r);
+                }
+            }
+        }
+    }
+}
+
 /// Replays the data dir into `store` and opens a fresh segment.
 pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, LogError> {
+    let vfs = &*config.vfs;
     let dir = &config.dir;
-    let lock = lock(dir)?;
+    let lock = lock(vfs, dir)?;
     let started = std::time::Instant::now();
-    let (segments, snapshots) = list(dir)?;
-    let mut applied = 0u64;
+    let (segments, snapshots) = list(vfs, dir)?;
+    let mut replay = Replay::new(store);
     let mut bytes_read = 0u64;
     let mut base = 0;
     if let Some(&n) = snapshots.last() {
         let path = dir.join(file_name(FileKind::Snapshot, n));
-        let bytes = std::fs::read(&path).map_err(io_err("read", &path))?;
+        let bytes = vfs.read(&path).map_err(io_err("read", &path))?;
         bytes_read += bytes.len() as u64;
         let s = format::scan(&bytes, FileKind::Snapshot, false);
         if let Tail::Corrupt { offset, reason } = s.tail {
@@ -160,32 +256,42 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
                     reason,
                 });
             }
-            let copy = cut(&path, &bytes, offset)?;
+            let copy = cut(vfs, &path, &bytes, offset)?;
             warn!(file = %path.display(), offset, reason, copy = %copy.display(), "repair: cut a damaged snapshot");
         }
-        applied += apply(store, s.records);
+        for r in s.records {
+            replay.apply(r);
+        }
         base = n;
         for old in snapshots.iter().filter(|m| **m < n) {
-            remove(&dir.join(file_name(FileKind::Snapshot, *old)))?;
+            remove(vfs, &dir.join(file_name(FileKind::Snapshot, *old)))?;
         }
     }
     let live: Vec<u64> = segments.iter().copied().filter(|n| *n >= base).collect();
     for old in segments.iter().filter(|n| **n < base) {
         // Left behind by a compaction that crashed after its snapshot landed.
-        remove(&dir.join(file_name(FileKind::Segment, *old)))?;
+        remove(vfs, &dir.join(file_name(FileKind::Segment, *old)))?;
     }
     let mut log_bytes = 0;
     for (i, n) in live.iter().enumerate() {
         let path = dir.join(file_name(FileKind::Segment, *n));
-        let bytes = std::fs::read(&path).map_err(io_err("read", &path))?;
+        let bytes = vfs.read(&path).map_err(io_err("read", &path))?;
         bytes_read += bytes.len() as u64;
         let newest = i + 1 == live.len();
         let s = format::scan(&bytes, FileKind::Segment, newest);
         match &s.tail {
             Tail::Clean => {}
+            Tail::Empty => {
+                // Its creation never finished (a crash, or a full disk): it
+                // holds no record.
+                warn!(file = %path.display(), bytes = bytes.len(), "removing a segment that holds no record (its creation never finished)");
+                remove(vfs, &path)?;
+                sync_dir(vfs, dir)?;
+                continue;
+            }
             Tail::Torn { offset } => {
-                warn!(file = %path.display(), offset, "cutting a torn record at the end of the log (it was never acknowledged)");
-                truncate(&path, *offset)?;
+                let copy = cut(vfs, &path, &bytes, *offset)?;
+                warn!(file = %path.display(), offset, copy = %copy.display(), "cut the end of the log that a crash left half written (it was never acknowledged; a copy is kept)");
             }
             Tail::Corrupt { offset, reason } => {
                 if !config.repair {
@@ -195,19 +301,26 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
                         reason: reason.clone(),
                     });
                 }
-                let copy = cut(&path, &bytes, *offset)?;
+                let copy = cut(vfs, &path, &bytes, *offset)?;
                 warn!(file = %path.display(), offset, reason, copy = %copy.display(), "repair: cut damaged log records");
             }
         }
         log_bytes += s.valid_len;
-        applied += apply(store, s.records);
+        for r in s.records {
+            replay.apply(r);
+        }
     }
+    store.restore_lsn(replay.max_lsn + 1);
     let next = live.last().map_or(base.max(1), |n| n + 1);
-    let segment = create_segment(dir, next)?;
+    let segment = create_segment(vfs, dir, next).map_err(|e| {
+        warn!(error = %e, "cannot start a new log segment: serving reads only until it can");
+        e.to_string()
+    });
     let secs = started.elapsed().as_secs_f64();
     info!(
         dir = %dir.display(),
-        records = applied,
+        records = replay.applied,
+        superseded = replay.skipped,
         live = store.len(),
         mb = bytes_read as f64 / 1e6,
         secs,
@@ -222,70 +335,90 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
     })
 }
 
-fn apply(store: &Store, records: Vec<LogRecord>) -> u64 {
-    let now = store.now_ms();
-    let mut n = 0;
-    for r in records {
-        store.apply_log_record(r, now);
-        n += 1;
-    }
-    n
-}
-
-fn remove(path: &Path) -> Result<(), LogError> {
-    std::fs::remove_file(path).map_err(io_err("remove", path))
-}
-
 /// Writes `snap-upto.snap` from the live store and removes the files it
 /// replaces (segments before `upto`, older snapshots). Returns its size.
-pub(crate) fn write_snapshot(dir: &Path, upto: u64, store: &Store) -> Result<u64, LogError> {
+pub(crate) fn write_snapshot(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    upto: u64,
+    store: &Store,
+) -> Result<u64, LogError> {
+    const FLUSH_AT: usize = 1 << 20;
     let path = dir.join(file_name(FileKind::Snapshot, upto));
     let tmp = dir.join(format!("{}.tmp", file_name(FileKind::Snapshot, upto)));
-    let file = open_options()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&tmp)
-        .map_err(io_err("create", &tmp))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    out.write_all(&format::header(FileKind::Snapshot))
-        .map_err(io_err("write", &tmp))?;
-    let mut chunk = Vec::with_capacity(1 << 16);
-    let mut failed = None;
-    let mut size = format::HEADER_LEN as u64;
-    store.export(|record| {
+    let mut file = vfs.create(&tmp).map_err(io_err("create", &tmp))?;
+    let mut buf = Vec::with_capacity(FLUSH_AT + (1 << 16));
+    buf.extend_from_slice(&format::header(FileKind::Snapshot));
+    let mut failed: Option<std::io::Error> = None;
+    let mut size = 0u64;
+    // Encodes into the buffer and writes it out a megabyte at a time (the
+    // store's walks hold a shard's read lock while they call back).
+    let mut emit = |buf: &mut Vec<u8>, encoded: Result<(), String>| {
         if failed.is_some() {
             return;
         }
-        chunk.clear();
-        if let Err(e) = format::encode_record(&record, &mut chunk) {
+        if let Err(e) = encoded {
             failed = Some(std::io::Error::other(e));
             return;
         }
-        size += chunk.len() as u64;
-        if let Err(e) = out.write_all(&chunk) {
-            failed = Some(e);
+        if buf.len() >= FLUSH_AT {
+            size += buf.len() as u64;
+            if let Err(e) = file.write_all(buf) {
+                failed = Some(e);
+            }
+            buf.clear();
         }
+    };
+    // Snapshot images carry LSN 0: every record of the segments from `upto`
+    // on is newer and applies over them.
+    store.for_each_record(|ns, id, rec| {
+        let encoded = format::encode_record(&PutRef::of(0, ns, id, rec), &mut buf);
+        emit(&mut buf, encoded);
     });
+    store.for_each_tombstone(|ns, id, until| {
+        let record = LogRecord::Delete {
+            lsn: 0,
+            namespace: ns.to_owned(),
+            id: id.0,
+            tombstone_until: until,
+        };
+        let encoded = format::encode_record(&record, &mut buf);
+        emit(&mut buf, encoded);
+    });
+    store.for_each_alias(|ns, id, to, until| {
+        let record = LogRecord::Alias {
+            lsn: 0,
+            namespace: ns.to_owned(),
+            id: id.0,
+            to: to.0,
+            until,
+        };
+        let encoded = format::encode_record(&record, &mut buf);
+        emit(&mut buf, encoded);
+    });
+    drop(emit);
+    if failed.is_none() {
+        size += buf.len() as u64;
+        failed = file.write_all(&buf).err();
+    }
     if let Some(e) = failed {
-        let _ = std::fs::remove_file(&tmp);
+        drop(file);
+        let _ = vfs.remove(&tmp);
         return Err(io_err("write", &tmp)(e));
     }
-    let file = out
-        .into_inner()
-        .map_err(|e| io_err("write", &tmp)(e.into_error()))?;
     file.sync_all().map_err(io_err("sync", &tmp))?;
     drop(file);
-    std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))?;
-    sync_dir(dir)?;
-    let (segments, snapshots) = list(dir)?;
+    vfs.rename(&tmp, &path)
+        .map_err(io_err("rename into place", &path))?;
+    sync_dir(vfs, dir)?;
+    let (segments, snapshots) = list(vfs, dir)?;
     for n in segments.into_iter().filter(|n| *n < upto) {
-        remove(&dir.join(file_name(FileKind::Segment, n)))?;
+        remove(vfs, &dir.join(file_name(FileKind::Segment, n)))?;
     }
     for n in snapshots.into_iter().filter(|n| *n < upto) {
-        remove(&dir.join(file_name(FileKind::Snapshot, n)))?;
+        remove(vfs, &dir.join(file_name(FileKind::Snapshot, n)))?;
     }
-    sync_dir(dir)?;
+    sync_dir(vfs, dir)?;
     Ok(size)
 }
 
@@ -300,18 +433,27 @@ pub struct FileReport {
     pub bytes: u64,
     /// How it ends.
     pub tail: Tail,
-    /// Whether `--repair` cut it.
+    /// Whether `--repair` cut it (or, for an empty segment, removed it).
     pub repaired: bool,
 }
 
 /// Verifies every snapshot and segment in `dir` without loading them; with
-/// `repair`, cuts torn tails and damaged parts (keeping copies of what it cuts).
-/// Does not take the lock: run it on a stopped daemon's dir.
+/// `repair`, cuts torn tails and damaged parts (keeping copies of what it
+/// cuts) and removes segments that hold no record. Does not take the lock:
+/// run it on a stopped daemon's dir.
 ///
 /// # Errors
 /// [`LogError::Io`] if the dir or a file cannot be read.
 pub fn check_dir(dir: &Path, repair: bool) -> Result<Vec<FileReport>, LogError> {
-    let (segments, snapshots) = list(dir)?;
+    check_dir_on(&super::vfs::RealFs, dir, repair)
+}
+
+/// [`check_dir`] on a given file system.
+///
+/// # Errors
+/// As [`check_dir`].
+pub fn check_dir_on(vfs: &dyn Vfs, dir: &Path, repair: bool) -> Result<Vec<FileReport>, LogError> {
+    let (segments, snapshots) = list(vfs, dir)?;
     let mut reports = Vec::new();
     let files = snapshots
         .iter()
@@ -320,18 +462,19 @@ pub fn check_dir(dir: &Path, repair: bool) -> Result<Vec<FileReport>, LogError> 
     let newest = segments.last().copied();
     for (kind, n) in files {
         let path = dir.join(file_name(kind, n));
-        let bytes = std::fs::read(&path).map_err(io_err("read", &path))?;
+        let bytes = vfs.read(&path).map_err(io_err("read", &path))?;
         let s = format::scan(&bytes, kind, kind == FileKind::Segment && Some(n) == newest);
         let mut repaired = false;
         if repair {
             match s.tail {
                 Tail::Clean => {}
-                Tail::Torn { offset } => {
-                    truncate(&path, offset)?;
+                Tail::Empty => {
+                    remove(vfs, &path)?;
+                    sync_dir(vfs, dir)?;
                     repaired = true;
                 }
-                Tail::Corrupt { offset, .. } => {
-                    cut(&path, &bytes, offset)?;
+                Tail::Torn { offset } | Tail::Corrupt { offset, .. } => {
+                    cut(vfs, &path, &bytes, offset)?;
                     repaired = true;
                 }
             }

@@ -22,36 +22,35 @@ type Dump = BTreeMap<(String, [u8; 16]), (Option<String>, u64, u64, Option<u64>,
 
 fn dump(s: &Store) -> Dump {
     let mut out = Dump::new();
-    s.export(|r| {
-        if let LogRecord::Put(p) = r {
-            let attrs = sessiond_protocol::value::decode_attrs(&p.attrs).unwrap();
-            out.insert(
-                (p.namespace, p.id),
-                (
-                    p.owner,
-                    p.created_at,
-                    p.last_active,
-                    p.idle_ttl,
-                    p.version,
-                    attrs,
-                ),
-            );
-        }
+    s.for_each_record(|ns, id, r| {
+        let attrs = sessiond_protocol::value::decode_attrs(r.attrs()).unwrap();
+        out.insert(
+            (ns.to_owned(), id.0),
+            (
+                r.owner().map(|o| o.to_string()),
+                r.created_at(),
+                r.last_active(),
+                r.ttl().idle_ttl_ms,
+                r.version(),
+                attrs,
+            ),
+        );
     });
     out
 }
 
 fn tombstones(s: &Store) -> BTreeMap<(String, [u8; 16]), u64> {
     let mut out = BTreeMap::new();
-    s.export(|r| {
-        if let LogRecord::Delete {
-            namespace,
-            id,
-            tombstone_until,
-        } = r
-        {
-            out.insert((namespace, id), tombstone_until);
-        }
+    s.for_each_tombstone(|ns, id, until| {
+        out.insert((ns.to_owned(), id.0), until);
+    });
+    out
+}
+
+fn aliases(s: &Store) -> BTreeMap<(String, [u8; 16]), ([u8; 16], u64)> {
+    let mut out = BTreeMap::new();
+    s.for_each_alias(|ns, id, to, until| {
+        out.insert((ns.to_owned(), id.0), (to.0, until));
     });
     out
 }
@@ -85,7 +84,7 @@ enum Op {
     Incr(usize),
     Touch(usize),
     Delete(usize),
-    Rotate(usize),
+    Rotate(usize, Option<u64>),
     DeleteByOwner(u8, u8, Option<usize>),
     Advance(u64),
 }
@@ -97,7 +96,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Incr),
         1 => any::<usize>().prop_map(Op::Touch),
         1 => any::<usize>().prop_map(Op::Delete),
-        1 => any::<usize>().prop_map(Op::Rotate),
+        1 => (any::<usize>(), proptest::option::of(1u64..10_000)).prop_map(|(k, g)| Op::Rotate(k, g)),
         1 => (0..2u8, 0..2u8, proptest::option::of(any::<usize>())).prop_map(|(n, o, e)| Op::DeleteByOwner(n, o, e)),
         1 => (1u64..5000).prop_map(Op::Advance),
     ]
@@ -167,12 +166,12 @@ fn record(ops: &[Op], clock: &ManualClock) -> (Vec<u8>, Vec<(usize, Dump)>) {
                     s.delete(&ns, id).unwrap();
                 }
             }
-            Op::Rotate(i) => {
+            Op::Rotate(i, grace_ms) => {
                 if let Some((ns, id)) = pick(&keys, *i) {
                     if let Ok(r) = s.rotate(&Rotate {
                         namespace: ns.clone(),
                         id,
-                        grace_ms: None,
+                        grace_ms: *grace_ms,
                     }) {
                         keys.push((ns, r.id));
                     }
@@ -197,9 +196,9 @@ fn record(ops: &[Op], clock: &ManualClock) -> (Vec<u8>, Vec<(usize, Dump)>) {
 fn replay(bytes: &[u8], clock: &ManualClock) -> (Arc<Store>, Tail) {
     let s = store(clock);
     let scan = format::scan(bytes, FileKind::Segment, true);
-    let now = clock.now_ms();
+    let mut replay = recovery::Replay::new(&s);
     for r in scan.records {
-        s.apply_log_record(r, now);
+        replay.apply(r);
     }
     (s, scan.tail)
 }
@@ -345,6 +344,7 @@ fn write_segments(dir: &std::path::Path, first: &[LogRecord], second: &[LogRecor
 
 fn put(n: u8) -> LogRecord {
     LogRecord::Put(format::PutImage {
+        lsn: u64::from(n),
         namespace: "app".into(),
         id: [n; 16],
         owner: None,

@@ -18,6 +18,7 @@
 pub mod namespaces;
 pub mod owner_set;
 pub mod record;
+mod restore;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -39,6 +40,7 @@ use crate::log::format::{LogRecord, PutImage};
 use namespaces::Namespaces;
 use owner_set::OwnerSet;
 pub use record::Blob;
+pub use restore::Restored;
 use record::{finite, Key, Record, NEVER};
 
 /// Default time a deleted or rotated id stays reserved.
@@ -191,33 +193,38 @@ type Result<T> = std::result::Result<T, StoreError>;
 /// Where the store sends the post-image of every change, in the order the
 /// changes happen to each record: it is called under the changed record's
 /// shard lock, so it must not block for long (the log appends to a buffer).
+///
+/// Every record carries an LSN the store drew under that same lock (see
+/// `log::format`, "The ordering rule"), so the order the records reach the
+/// journal in does not decide what a replay keeps.
 pub trait Journal: Send + Sync + std::fmt::Debug {
     /// The record at (`namespace`, `id`) now looks like `record`.
-    fn put(&self, namespace: &str, id: SessionId, record: &Record);
+    fn put(&self, lsn: u64, namespace: &str, id: SessionId, record: &Record);
     /// The record at (`namespace`, `id`) is gone; its id is refused until
     /// `tombstone_until` (0: no tombstone).
-    fn delete(&self, namespace: &str, id: SessionId, tombstone_until: u64);
+    fn delete(&self, lsn: u64, namespace: &str, id: SessionId, tombstone_until: u64);
+    /// The records of one operation that changes several (rotate,
+    /// revoke-all, an owner limit's eviction), as one atomic entry.
+    fn batch(&self, records: Vec<LogRecord>);
     /// Whether writes may proceed; the error says why not.
     ///
     /// # Errors
     /// A message for the client when the log cannot accept writes.
     fn check(&self) -> std::result::Result<(), String>;
-    /// Starts grouping this thread's records into one atomic log entry (an
-    /// operation that changes several records: rotate, revoke-all, eviction).
-    fn begin(&self) {}
-    /// Ends the group started by `begin` and logs it.
-    fn commit(&self) {}
 }
 
-/// Groups the records logged while it lives (see [`Journal::begin`]).
-struct Txn<'a>(Option<&'a dyn Journal>);
-
-impl Drop for Txn<'_> {
-    fn drop(&mut self) {
-        if let Some(j) = self.0 {
-            j.commit();
-        }
-    }
+/// Where a change's log record goes: to the journal at once, or into the
+/// batch of the operation it is part of. A batch is an explicit value that
+/// the operation appends itself (see [`Store::append_batch`]) before any key
+/// it touches becomes reachable to another connection.
+enum Sink<'a> {
+    /// Appended now.
+    Direct,
+    /// Added to the operation's batch.
+    Gather(&'a mut Vec<LogRecord>),
+    /// Added to the batch, which is then appended (still under the lock of
+    /// the record just changed).
+    Close(&'a mut Vec<LogRecord>),
 }
 
 /// What a timer wheel entry stands for.
@@ -351,7 +358,15 @@ pub struct Store {
     evicted_total: AtomicU64,
     memory: AtomicI64,
     journal: std::sync::OnceLock<Arc<dyn Journal>>,
+    /// The next LSN (see `log::format`, "The ordering rule").
+    lsn: AtomicU64,
+    #[cfg(test)]
+    step_hook: Mutex<Option<StepHook>>,
 }
+
+/// A test's hook into the steps of multi-record operations.
+#[cfg(test)]
+pub(crate) type StepHook = Arc<dyn Fn(&'static str) + Send + Sync>;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -410,6 +425,9 @@ impl Store {
             evicted_total: AtomicU64::new(0),
             memory: AtomicI64::new(0),
             journal: std::sync::OnceLock::new(),
+            lsn: AtomicU64::new(1),
+            #[cfg(test)]
+            step_hook: Mutex::new(None),
         }
     }
 
@@ -487,7 +505,7 @@ impl Store {
                         continue;
                     }
                     if let Some(rec) =
-                        self.remove_logged(&key, 0, |r| r.wheel_deadline() == deadline)
+                        self.remove_logged(&key, 0, |r| r.wheel_deadline() == deadline, Sink::Direct)
                     {
                         self.forget(&key, &rec);
                         if let Some(owner) = &rec.owner() {
@@ -504,13 +522,26 @@ impl Store {
         looked_at
     }
 
-    /// Makes the records logged until the guard drops one atomic log entry.
-    fn txn(&self) -> Txn<'_> {
-        let j = self.journal.get().map(|j| &**j);
-        if let Some(j) = j {
-            j.begin();
+    /// Appends an operation's batch as one atomic log entry. Call it before
+    /// any key the batch touches becomes reachable to another connection, so
+    /// that what is done through that key is logged after it.
+    fn append_batch(&self, batch: Vec<LogRecord>) {
+        if let Some(j) = self.journal.get() {
+            if !batch.is_empty() {
+                j.batch(batch);
+            }
         }
-        Txn(j)
+    }
+
+    /// Draws the next LSN; call under the lock of the record it orders.
+    fn next_lsn(&self) -> u64 {
+        self.lsn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The LSN the next change will carry.
+    #[must_use]
+    pub fn lsn(&self) -> u64 {
+        self.lsn.load(Ordering::Relaxed)
     }
 
     /// Refuses writes while the journal cannot take them.
@@ -522,23 +553,83 @@ impl Store {
     }
 
     /// Logs a record's post-image; call with its shard lock held.
-    fn log_put(&self, key: &Key, rec: &mut Record) {
-        if let Some(j) = self.journal.get() {
-            if let Some(ns) = self.namespaces.get(key.ns) {
-                let at = rec.expires_at();
-                rec.set_logged_expires(at);
-                j.put(&ns.name, key.id, rec);
+    fn log_put(&self, key: &Key, rec: &mut Record, sink: Sink<'_>) {
+        let Some(j) = self.journal.get() else { return };
+        let Some(ns) = self.namespaces.get(key.ns) else {
+            return;
+        };
+        let at = rec.expires_at();
+        rec.set_logged_expires(at);
+        let lsn = self.next_lsn();
+        match sink {
+            Sink::Direct => j.put(lsn, &ns.name, key.id, rec),
+            Sink::Gather(batch) => batch.push(LogRecord::Put(PutImage::of(lsn, &ns.name, key.id, rec))),
+            Sink::Close(batch) => {
+                batch.push(LogRecord::Put(PutImage::of(lsn, &ns.name, key.id, rec)));
+                j.batch(std::mem::take(batch));
             }
         }
     }
 
     /// Logs a removal; call with the shard lock held (inside `remove_if`).
-    fn log_delete(&self, key: &Key, tombstone_until: u64) {
-        if let Some(j) = self.journal.get() {
-            if let Some(ns) = self.namespaces.get(key.ns) {
-                j.delete(&ns.name, key.id, tombstone_until);
+    fn log_delete(&self, key: &Key, tombstone_until: u64, sink: Sink<'_>) {
+        let Some(j) = self.journal.get() else { return };
+        let Some(ns) = self.namespaces.get(key.ns) else {
+            return;
+        };
+        let lsn = self.next_lsn();
+        let record = || LogRecord::Delete {
+            lsn,
+            namespace: ns.name.to_string(),
+            id: key.id.0,
+            tombstone_until,
+        };
+        match sink {
+            Sink::Direct => j.delete(lsn, &ns.name, key.id, tombstone_until),
+            Sink::Gather(batch) => batch.push(record()),
+            Sink::Close(batch) => {
+                batch.push(record());
+                j.batch(std::mem::take(batch));
             }
         }
+    }
+
+    /// Adds a rotation's alias (`key` resolves to `to` until `until`) to its
+    /// batch; call with `key`'s record lock held.
+    fn log_alias(&self, key: &Key, to: SessionId, until: u64, batch: &mut Vec<LogRecord>) {
+        if self.journal.get().is_none() {
+            return;
+        }
+        let Some(ns) = self.namespaces.get(key.ns) else {
+            return;
+        };
+        batch.push(LogRecord::Alias {
+            lsn: self.next_lsn(),
+            namespace: ns.name.to_string(),
+            id: key.id.0,
+            to: to.0,
+            until,
+        });
+    }
+
+    /// A named point in a multi-step operation where a test may pause it
+    /// (see `set_step_hook`); nothing outside tests.
+    #[allow(clippy::unused_self)]
+    fn step(&self, _name: &'static str) {
+        #[cfg(test)]
+        {
+            let hook = self.step_hook.lock().clone();
+            if let Some(hook) = hook {
+                hook(_name);
+            }
+        }
+    }
+
+    /// Calls `hook` with the name of each step of a multi-record operation
+    /// as it passes it (tests pause operations there to race them).
+    #[cfg(test)]
+    pub(crate) fn set_step_hook(&self, hook: Option<StepHook>) {
+        *self.step_hook.lock() = hook;
     }
 
     /// Removes the record at `key` if `pred` holds, logging the removal under
@@ -548,8 +639,10 @@ impl Store {
         key: &Key,
         tombstone_until: u64,
         pred: impl FnOnce(&Record) -> bool,
+        sink: Sink<'_>,
     ) -> Option<Record> {
         let mut pred = Some(pred);
+        let mut sink = Some(sink);
         self.records
             .remove_if(key, |k, r| {
                 let remove = pred.take().is_some_and(|p| p(r));
@@ -557,7 +650,9 @@ impl Store {
                     if tombstone_until > 0 {
                         self.add_tombstone(*k, tombstone_until);
                     }
-                    self.log_delete(k, tombstone_until);
+                    if let Some(sink) = sink.take() {
+                        self.log_delete(k, tombstone_until, sink);
+                    }
                 }
                 remove
             })
@@ -569,7 +664,7 @@ impl Store {
         let Some(idle) = rec.idle_ttl() else { return };
         let moved = rec.expires_at().saturating_sub(rec.logged_expires());
         if moved as f64 > idle.get() as f64 * self.config.touch_log_fraction {
-            self.log_put(key, rec);
+            self.log_put(key, rec, Sink::Direct);
         }
     }
 
@@ -701,7 +796,7 @@ impl Store {
     /// attribute blob (shared, for the answer) and the owner and creation time
     /// of an expired record it replaced, whose index entry the caller removes
     /// once it holds no owner lock.
-    fn put_new(&self, key: Key, rec: Record, now: u64) -> Result<Placed> {
+    fn put_new(&self, key: Key, rec: Record, now: u64, sink: Sink<'_>) -> Result<Placed> {
         let size = rec.mem_size() as i64;
         let blob = rec.blob();
         let entry = self.records.entry(key);
@@ -717,7 +812,7 @@ impl Store {
                     return Err(StoreError::AlreadyExists);
                 }
                 let old = o.insert(rec);
-                self.log_put(&key, o.get_mut());
+                self.log_put(&key, o.get_mut(), sink);
                 self.add_mem(size - old.mem_size() as i64);
                 Ok(Placed {
                     blob,
@@ -726,7 +821,7 @@ impl Store {
             }
             Entry::Vacant(v) => {
                 let mut r = v.insert(rec);
-                self.log_put(&key, &mut r);
+                self.log_put(&key, &mut r, sink);
                 drop(r);
                 self.namespaces.add_records(key.ns, 1);
                 self.add_mem(size);
@@ -777,7 +872,7 @@ impl Store {
             let key = Key { ns, id };
             let rec = make(owner.clone());
             let result = match &owner {
-                None => self.put_new(key, rec, now),
+                None => self.put_new(key, rec, now, Sink::Direct),
                 Some(o) => self.put_owned(key, rec, o, limit, now),
             };
             match result {
@@ -821,6 +916,7 @@ impl Store {
             owner: owner.clone(),
         };
         let created_at = rec.created_at();
+        let mut batch = Vec::new();
         let mut set = self.owners.entry(okey).or_default();
         // Every session of an owner shares the index's copy of its name.
         rec.share_owner(Arc::clone(&set.key().owner));
@@ -847,9 +943,12 @@ impl Store {
                             };
                             let k = Key { ns: key.ns, id };
                             let until = now.saturating_add(self.config.tombstone_ttl_ms);
-                            if let Some(old) = self.remove_logged(&k, until, |r| {
-                                r.created_at() == c && r.owner_str() == Some(&**owner)
-                            }) {
+                            if let Some(old) = self.remove_logged(
+                                &k,
+                                until,
+                                |r| r.created_at() == c && r.owner_str() == Some(&**owner),
+                                Sink::Gather(&mut batch),
+                            ) {
                                 self.forget(&k, &old);
                                 self.evicted_total.fetch_add(1, Ordering::Relaxed);
                             }
@@ -858,8 +957,12 @@ impl Store {
                 }
             }
         }
-        let placed = self.put_new(key, rec, now)?;
+        // The evictions and the new record reach the log as one batch, appended
+        // under the new record's lock: nothing done to it through another
+        // connection can be logged before it.
+        let placed = self.put_new(key, rec, now, Sink::Close(&mut batch))?;
         set.insert((created_at, key.id));
+        self.step("create: placed");
         Ok(placed)
     }
 
@@ -897,8 +1000,6 @@ impl Store {
         let blob = self.encode_checked(&c.attrs)?;
         let ns = self.ns_for_write(&c.namespace)?;
         let now = self.now_ms();
-        // Evictions and the new record reach the log together.
-        let _txn = c.owner_limit.is_some().then(|| self.txn());
         let snap = self.insert_new(
             ns,
             c.id,
@@ -1092,7 +1193,7 @@ impl Store {
             expires_at_ms: finite(r.expires_at()),
         };
         self.add_mem(r.mem_size() as i64 - before);
-        self.log_put(&key, &mut r);
+        self.log_put(&key, &mut r, Sink::Direct);
         drop(r);
         if let Some(at) = reschedule {
             self.schedule(at, Timer::Record(key));
@@ -1191,7 +1292,7 @@ impl Store {
             r.set_attrs(&blob);
             r.bump_version();
             self.add_mem(r.mem_size() as i64 - before);
-            self.log_put(&key, &mut r);
+            self.log_put(&key, &mut r, Sink::Direct);
         }
         Ok(reply)
     }
@@ -1209,7 +1310,7 @@ impl Store {
         let now = self.now_ms();
         let key = self.target(Key { ns, id }, now);
         let until = now.saturating_add(self.config.tombstone_ttl_ms);
-        let Some(rec) = self.remove_logged(&key, until, |_| true) else {
+        let Some(rec) = self.remove_logged(&key, until, |_| true, Sink::Direct) else {
             return Ok(false);
         };
         self.forget(&key, &rec);
@@ -1298,7 +1399,6 @@ impl Store {
         };
         let now = self.now_ms();
         let except = d.except.map(|id| self.target(Key { ns, id }, now).id);
-        let _txn = self.txn();
         let okey = OwnerKey {
             ns,
             owner: Arc::from(d.owner.as_str()),
@@ -1311,19 +1411,28 @@ impl Store {
             .filter(|(_, id)| Some(*id) != except)
             .collect();
         let mut count = 0;
+        let mut batch = Vec::new();
         let tomb_until = now.saturating_add(self.config.tombstone_ttl_ms);
         for (created_at, id) in victims {
             set.remove(&(created_at, id));
             let k = Key { ns, id };
-            if let Some(rec) = self.remove_logged(&k, tomb_until, |r| {
-                r.created_at() == created_at && r.owner_str() == Some(&*d.owner)
-            }) {
+            if let Some(rec) = self.remove_logged(
+                &k,
+                tomb_until,
+                |r| r.created_at() == created_at && r.owner_str() == Some(&*d.owner),
+                Sink::Gather(&mut batch),
+            ) {
                 self.forget(&k, &rec);
                 if rec.is_live(now) {
                     count += 1;
                 }
             }
         }
+        self.step("delete-by-owner: removed");
+        // Appended while the owner's index is still locked. The victims are
+        // tombstoned (unreachable) meanwhile; should one be re-created anyway
+        // (a tombstone ttl of 0), its put carries a higher LSN and wins.
+        self.append_batch(batch);
         let now_empty = set.is_empty();
         drop(set);
         if now_empty {
@@ -1362,8 +1471,6 @@ impl Store {
                 })
                 .or_default()
         });
-        // The new record and the old id's removal reach the log together.
-        let _txn = self.txn();
         for _ in 0..16 {
             let Some(snap) = self.read(old, false, now) else {
                 return Err(StoreError::NotFound);
@@ -1385,26 +1492,49 @@ impl Store {
                 },
                 &snap.attrs,
             );
-            // Nobody else can know the fresh id yet, so inserting it first and
-            // removing the old record only if it did not change in between makes
-            // the move atomic for every observer of the old id.
-            if self.put_new(new, rec, now)?.replaced.is_some() {
+            // The new record, the old id's removal and its alias reach the log
+            // as one batch. Nobody can know the fresh id yet, so placing it
+            // first is invisible; the batch is appended under the old record's
+            // lock, once the old record is known not to have changed, and
+            // before the alias makes the new record reachable through the old
+            // id: whatever is done through the alias is logged after it.
+            let mut batch = Vec::new();
+            if self
+                .put_new(new, rec, now, Sink::Gather(&mut batch))?
+                .replaced
+                .is_some()
+            {
                 return Err(StoreError::Codec("fresh id replaced a record".into()));
             }
+            self.step("rotate: new record placed");
             let grace_until = r.grace_ms.map(|g| now.saturating_add(g));
-            if let Some(until) = grace_until {
-                if self.aliases.insert(old, (new.id, until)).is_none() {
-                    self.alias_count.fetch_add(1, Ordering::Relaxed);
-                }
-            }
             let tomb_until = grace_until
                 .unwrap_or(now)
                 .saturating_add(self.config.tombstone_ttl_ms);
-            let moved = self.remove_logged(&old, tomb_until, |cur| {
-                cur.version() == snap.version
-                    && cur.last_active() == snap.last_active
-                    && cur.created_at() == snap.created_at
-            });
+            let mut batch = Some(batch);
+            let moved = self
+                .records
+                .remove_if(&old, |k, cur| {
+                    let unchanged = cur.version() == snap.version
+                        && cur.last_active() == snap.last_active
+                        && cur.created_at() == snap.created_at;
+                    let Some(mut batch) = batch.take().filter(|_| unchanged) else {
+                        return false;
+                    };
+                    self.add_tombstone(*k, tomb_until);
+                    self.log_delete(k, tomb_until, Sink::Gather(&mut batch));
+                    if let Some(until) = grace_until {
+                        self.log_alias(k, new.id, until, &mut batch);
+                    }
+                    self.append_batch(batch);
+                    if let Some(until) = grace_until {
+                        if self.aliases.insert(*k, (new.id, until)).is_none() {
+                            self.alias_count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    true
+                })
+                .map(|(_, r)| r);
             match moved {
                 Some(old_rec) => {
                     self.forget(&old, &old_rec);
@@ -1413,7 +1543,7 @@ impl Store {
                         set.insert((snap.created_at, new.id));
                     }
                     drop(owner_set);
-
+                    self.step("rotate: moved");
                     if let Some(until) = grace_until {
                         self.schedule(until, Timer::Alias(old));
                     }
@@ -1425,12 +1555,11 @@ impl Store {
                     return snap.into_session(&r.namespace);
                 }
                 None => {
-                    // The record changed between the copy and the move: undo and retry.
-                    if let Some(undo) = self.remove_logged(&new, 0, |_| true) {
+                    // The record changed between the copy and the move. The new
+                    // record was never reachable nor logged (its batch is
+                    // dropped): take it away and retry.
+                    if let Some((_, undo)) = self.records.remove(&new) {
                         self.forget(&new, &undo);
-                    }
-                    if grace_until.is_some() && self.aliases.remove(&old).is_some() {
-                        self.alias_count.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -1509,124 +1638,6 @@ impl Store {
                 if self.aliases.remove_if(&key, |_, a| a.1 <= now).is_some() {
                     self.alias_count.fetch_sub(1, Ordering::Relaxed);
                 }
-            }
-        }
-    }
-
-    /// Applies one log record during recovery: a post-image replaces whatever
-    /// is at its key (and is dropped if already expired at `now`); a delete
-    /// removes it and restores its tombstone. Nothing is logged.
-    pub fn apply_log_record(&self, record: LogRecord, now: u64) {
-        let (namespace, id) = match &record {
-            LogRecord::Put(img) => (img.namespace.as_str(), img.id),
-            LogRecord::Delete { namespace, id, .. } => (namespace.as_str(), *id),
-            LogRecord::Batch(_) => {
-                if let LogRecord::Batch(records) = record {
-                    for r in records {
-                        self.apply_log_record(r, now);
-                    }
-                }
-                return;
-            }
-        };
-        let Some(ns) = self.namespaces.intern(namespace) else {
-            tracing::warn!(
-                max = self.config.max_namespaces,
-                "log names more namespaces than allowed; record skipped"
-            );
-            return;
-        };
-        let key = Key {
-            ns,
-            id: SessionId(id),
-        };
-        if let Some((_, old)) = self.records.remove(&key) {
-            self.forget(&key, &old);
-            if let Some(owner) = &old.owner() {
-                self.unindex_owner(ns, owner, old.created_at(), key.id);
-            }
-        }
-        match record {
-            LogRecord::Put(img) => {
-                let ttl = Ttl {
-                    idle_ttl_ms: img.idle_ttl,
-                    max_lifetime_ms: img.max_lifetime,
-                };
-                let expires_at = Record::deadline(img.created_at, img.last_active, ttl);
-                if expires_at <= now {
-                    return;
-                }
-                // A later put wins over an earlier tombstone of the same id.
-                if self.tombstones.remove(&key).is_some() {
-                    self.tombstone_count.fetch_sub(1, Ordering::Relaxed);
-                    self.add_mem(-TOMBSTONE_BYTES);
-                }
-                // Every session of an owner shares the index's copy of its name.
-                let owner: Option<Arc<str>> = img.owner.map(|o| {
-                    let mut set = self
-                        .owners
-                        .entry(OwnerKey {
-                            ns,
-                            owner: Arc::from(o),
-                        })
-                        .or_default();
-                    set.insert((img.created_at, key.id));
-                    Arc::clone(&set.key().owner)
-                });
-                let rec = Record::new(
-                    record::Fields {
-                        owner,
-                        created_at: img.created_at,
-                        last_active: img.last_active,
-                        ttl,
-                        version: img.version,
-                    },
-                    &img.attrs,
-                );
-                // The key was emptied above, so this cannot collide.
-                let _ = self.put_new(key, rec, now);
-                if expires_at != NEVER {
-                    self.schedule(expires_at, Timer::Record(key));
-                }
-            }
-            LogRecord::Delete {
-                tombstone_until, ..
-            } => {
-                if tombstone_until > now {
-                    self.add_tombstone(key, tombstone_until);
-                }
-            }
-            LogRecord::Batch(_) => {}
-        }
-    }
-
-    /// Calls `f` with a post-image of every live record and a delete for every
-    /// live tombstone: the content of a snapshot. `f` runs under a shard's read
-    /// lock, so it must be quick (the snapshot writer buffers).
-    pub fn export(&self, mut f: impl FnMut(LogRecord)) {
-        let now = self.now_ms();
-        for entry in &self.records {
-            if !entry.value().is_live(now) {
-                continue;
-            }
-            if let Some(ns) = self.namespaces.get(entry.key().ns) {
-                f(LogRecord::Put(PutImage::of(
-                    &ns.name,
-                    entry.key().id,
-                    entry.value(),
-                )));
-            }
-        }
-        for entry in &self.tombstones {
-            if *entry.value() <= now {
-                continue;
-            }
-            if let Some(ns) = self.namespaces.get(entry.key().ns) {
-                f(LogRecord::Delete {
-                    namespace: ns.name.to_string(),
-                    id: entry.key().id.0,
-                    tombstone_until: *entry.value(),
-                });
             }
         }
     }
