@@ -84,6 +84,8 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_COMPACT_RATIO: f64 = 2.0;
 /// Default: never compact a log smaller than this.
 pub const DEFAULT_COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
+/// Default zero-fill chunk under `--fsync always`.
+pub const DEFAULT_PREFILL: u64 = 8 * 1024 * 1024;
 /// Default wait between tries while the disk refuses.
 pub const DEFAULT_RETRY: Duration = Duration::from_secs(1);
 /// Appends waiting for the writer, in bytes, past which writes are refused.
@@ -108,6 +110,9 @@ pub struct LogConfig {
     pub vfs: Arc<dyn Vfs>,
     /// How long the writer waits between tries while the disk refuses.
     pub retry: Duration,
+    /// Under `--fsync always`, how far ahead of the records the segment is
+    /// zero-filled (and synced) at a time.
+    pub prefill: u64,
 }
 
 impl LogConfig {
@@ -123,6 +128,7 @@ impl LogConfig {
             repair: false,
             vfs: Arc::new(vfs::RealFs),
             retry: DEFAULT_RETRY,
+            prefill: DEFAULT_PREFILL,
         }
     }
 }
@@ -451,9 +457,6 @@ impl Journal for Log {
 /// batch without being woken for it.
 const WRITER_NAP: Duration = Duration::from_millis(1);
 
-/// How much segment space is zero-filled at a time under `--fsync always`.
-const ZERO_FILL_CHUNK: u64 = 8 * 1024 * 1024;
-
 
 /// The writer thread's state.
 struct Writer {
@@ -706,7 +709,7 @@ impl Writer {
             return Ok(());
         }
         let seg = self.segment.as_mut().ok_or_else(no_segment)?;
-        let end = upto.max(self.zeroed_to + ZERO_FILL_CHUNK);
+        let end = upto.max(self.zeroed_to + self.config.prefill);
         let zeros = vec![0u8; (end - self.zeroed_to) as usize];
         match seg
             .write_all_at(&zeros, self.zeroed_to)
@@ -872,3 +875,5 @@ pub(crate) fn file_name(kind: FileKind, n: u64) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod power_cut;

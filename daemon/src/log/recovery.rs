@@ -105,15 +105,34 @@ fn lock(vfs: &dyn Vfs, dir: &Path) -> Result<Box<dyn DirLock>, LogError> {
 /// Keeps a copy of the bytes from `offset` on beside the file, then cuts the
 /// file there.
 fn cut(vfs: &dyn Vfs, path: &Path, bytes: &[u8], offset: u64) -> Result<PathBuf, LogError> {
+    let copy = save_copy(vfs, path, bytes, offset)?;
+    truncate(vfs, path, offset)?;
+    Ok(copy)
+}
+
+/// Cuts a torn tail: its bytes were never acknowledged, so the copy is kept
+/// if the disk has room for it, and the cut goes ahead if not (a full disk
+/// must not keep the daemon from starting).
+fn cut_torn(vfs: &dyn Vfs, path: &Path, bytes: &[u8], offset: u64) -> Result<String, LogError> {
+    let copy = match save_copy(vfs, path, bytes, offset) {
+        Ok(copy) => copy.display().to_string(),
+        Err(e) => format!("none ({e})"),
+    };
+    truncate(vfs, path, offset)?;
+    Ok(copy)
+}
+
+fn save_copy(vfs: &dyn Vfs, path: &Path, bytes: &[u8], offset: u64) -> Result<PathBuf, LogError> {
     let copy = PathBuf::from(format!("{}.cut-at-{offset}", path.display()));
     let tail = bytes.get(offset as usize..).unwrap_or_default();
-    let mut f = vfs
-        .create(&copy)
-        .map_err(io_err("save the cut bytes to", &copy))?;
-    f.write_all(tail)
-        .and_then(|()| f.sync_all())
-        .map_err(io_err("save the cut bytes to", &copy))?;
-    truncate(vfs, path, offset)?;
+    let saved = vfs.create(&copy).and_then(|mut f| {
+        f.write_all(tail)?;
+        f.sync_all()
+    });
+    if let Err(e) = saved {
+        let _ = vfs.remove(&copy);
+        return Err(io_err("save the cut bytes to", &copy)(e));
+    }
     Ok(copy)
 }
 
@@ -290,8 +309,8 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
                 continue;
             }
             Tail::Torn { offset } => {
-                let copy = cut(vfs, &path, &bytes, *offset)?;
-                warn!(file = %path.display(), offset, copy = %copy.display(), "cut the end of the log that a crash left half written (it was never acknowledged; a copy is kept)");
+                let copy = cut_torn(vfs, &path, &bytes, *offset)?;
+                warn!(file = %path.display(), offset, copy, "cut the end of the log that a crash left half written (it was never acknowledged; a copy is kept)");
             }
             Tail::Corrupt { offset, reason } => {
                 if !config.repair {

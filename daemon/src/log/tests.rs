@@ -12,7 +12,7 @@ use sessiond_protocol::{
 use super::format::{self, FileKind, Tail};
 use super::recovery::check_dir;
 use super::*;
-use crate::clock::{Clock, ManualClock};
+use crate::clock::ManualClock;
 use crate::store::{Store, StoreConfig};
 
 const NOW: u64 = 1_700_000_000_000;
@@ -578,4 +578,190 @@ async fn a_failing_disk_fails_writes_keeps_reads_and_recovers() {
         assert!(s.get("app", id, false).unwrap().is_some());
     }
     log.shutdown();
+}
+
+// ---- ordering: multi-record operations raced at their steps ---------------
+
+/// A store journaling into memory, with a step hook that pauses the first
+/// pass through `step` until the test has run `during` (on this thread,
+/// while the operation waits on its own).
+fn racing(
+    clock: &ManualClock,
+    config: StoreConfig,
+) -> (Arc<Store>, Arc<MemJournal>) {
+    let s = Arc::new(Store::new(config, Arc::new(clock.clone())));
+    let journal = Arc::new(MemJournal::default());
+    journal
+        .0
+        .lock()
+        .extend_from_slice(&format::header(FileKind::Segment));
+    s.attach_journal(Arc::clone(&journal) as Arc<dyn Journal>)
+        .unwrap();
+    (s, journal)
+}
+
+/// Runs `op` on another thread, pausing it at `step` while `during` runs.
+fn pause_at<T: Send>(
+    s: &Arc<Store>,
+    step: &'static str,
+    op: impl FnOnce() -> T + Send,
+    during: impl FnOnce(),
+) -> T {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Barrier;
+    let barrier = Arc::new(Barrier::new(2));
+    let fired = Arc::new(AtomicBool::new(false));
+    let (b, f) = (Arc::clone(&barrier), Arc::clone(&fired));
+    s.set_step_hook(Some(Arc::new(move |name| {
+        if name == step && !f.swap(true, Ordering::SeqCst) {
+            b.wait(); // paused here...
+            b.wait(); // ...until the racing change is done
+        }
+    })));
+    let out = std::thread::scope(|scope| {
+        let h = scope.spawn(op);
+        barrier.wait();
+        during();
+        barrier.wait();
+        h.join().unwrap()
+    });
+    s.set_step_hook(None);
+    assert!(fired.load(Ordering::SeqCst), "step {step} never reached");
+    out
+}
+
+fn set_v(id: SessionId, v: i64) -> Update {
+    let mut set = Attrs::new();
+    set.insert("v".into(), Value::Int(v));
+    Update {
+        namespace: "app".into(),
+        id,
+        set,
+        remove: vec![],
+        expected_version: None,
+        ttl: None,
+        upsert: None,
+    }
+}
+
+/// The defect: an update through the old id of a rotation in progress was
+/// logged before the rotation's batch, so replay put the rotated record back
+/// at its older version. At each step of the rotation, an update through the
+/// old id must survive replay.
+#[test]
+fn an_update_through_the_alias_of_a_rotation_in_progress_survives_replay() {
+    for step in ["rotate: new record placed", "rotate: moved"] {
+        let clock = ManualClock::new(NOW);
+        let (s, journal) = racing(&clock, StoreConfig::default());
+        let old = s.create(create("app", Some("alice"))).unwrap().id;
+        let rotate = Rotate {
+            namespace: "app".into(),
+            id: old,
+            grace_ms: Some(60_000),
+        };
+        let rotated = pause_at(
+            &s,
+            step,
+            || s.rotate(&rotate).unwrap(),
+            || {
+                s.update(set_v(old, 7)).unwrap();
+            },
+        );
+        let live = s.get("app", rotated.id, false).unwrap().unwrap();
+        assert_eq!(live.attrs.get("v"), Some(&Value::Int(7)), "{step}");
+        // The rotation's batch is appended before the alias made the new
+        // record reachable: the update's put comes after it in the log (not
+        // only ordered by its LSN).
+        let records = format::scan(&journal.0.lock(), FileKind::Segment, true).records;
+        let batch_at = records
+            .iter()
+            .rposition(|r| matches!(r, LogRecord::Batch(_)))
+            .unwrap();
+        let update_at = records
+            .iter()
+            .rposition(|r| matches!(r, LogRecord::Put(p) if p.version == live.version))
+            .unwrap();
+        if step == "rotate: moved" {
+            assert!(update_at > batch_at, "{step}: update logged before the rotation");
+        }
+        let (back, _) = replay(&journal.0.lock(), &clock);
+        assert_eq!(dump(&back), dump(&s), "{step}: replay lost the update");
+        assert_eq!(aliases(&back), aliases(&s), "{step}: alias not restored");
+        // The old id still resolves to the rotated session after the replay.
+        let via_old = back.get("app", old, false).unwrap().unwrap();
+        assert_eq!(via_old.id, rotated.id);
+        assert_eq!(via_old.version, live.version);
+    }
+}
+
+/// A create with a caller-chosen id that evicts the owner's oldest session:
+/// an update of the new id made while the create is still in progress is
+/// logged after the create's batch.
+#[test]
+fn an_update_racing_an_evicting_create_survives_replay() {
+    let clock = ManualClock::new(NOW);
+    let (s, journal) = racing(&clock, StoreConfig::default());
+    let first = s.create(create("app", Some("bob"))).unwrap().id;
+    let chosen = SessionId([42; 16]);
+    let mut c = create("app", Some("bob"));
+    c.id = Some(chosen);
+    c.owner_limit = Some(OwnerLimit {
+        max_sessions: 1,
+        policy: LimitPolicy::EvictOldest,
+    });
+    pause_at(
+        &s,
+        "create: placed",
+        || s.create(c).unwrap(),
+        || {
+            s.update(set_v(chosen, 9)).unwrap();
+        },
+    );
+    assert!(s.get("app", first, false).unwrap().is_none(), "evicted");
+    let (back, _) = replay(&journal.0.lock(), &clock);
+    assert_eq!(dump(&back), dump(&s));
+    assert_eq!(tombstones(&back), tombstones(&s));
+}
+
+/// Revoke-all appends its batch after the last removal. With no tombstone
+/// window, a victim's id can be created again before that: the new session
+/// carries a higher LSN, so replay keeps it even though the batch's delete
+/// reaches the log after it (the ordering rule, not the append order).
+#[test]
+fn a_session_recreated_before_a_revoke_alls_batch_survives_replay() {
+    let clock = ManualClock::new(NOW);
+    let config = StoreConfig {
+        tombstone_ttl_ms: 0,
+        ..StoreConfig::default()
+    };
+    let (s, journal) = racing(&clock, config);
+    let mut c = create("app", Some("carol"));
+    let victim = SessionId([7; 16]);
+    c.id = Some(victim);
+    s.create(c).unwrap();
+    let kept = s.create(create("app", Some("carol"))).unwrap().id;
+    let revoke = DeleteByOwner {
+        namespace: "app".into(),
+        owner: "carol".into(),
+        except: Some(kept),
+    };
+    let deleted = pause_at(
+        &s,
+        "delete-by-owner: removed",
+        || s.delete_by_owner(&revoke).unwrap(),
+        || {
+            let mut again = create("app", None);
+            again.id = Some(victim);
+            s.create(again).unwrap();
+        },
+    );
+    assert_eq!(deleted, 1);
+    assert!(s.get("app", victim, false).unwrap().is_some());
+    let bytes = journal.0.lock().clone();
+    // The delete reached the log after the re-create...
+    let records = format::scan(&bytes, FileKind::Segment, true).records;
+    assert!(matches!(records.last(), Some(LogRecord::Delete { .. })));
+    // ...and replay still keeps the re-created session.
+    let (back, _) = replay(&bytes, &clock);
+    assert_eq!(dump(&back), dump(&s));
 }

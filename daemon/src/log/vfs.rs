@@ -273,8 +273,9 @@ struct Inode {
 
 #[derive(Debug, Default)]
 struct SimState {
-    /// Bumped by every power cut: handles of an older one fail.
-    machine: u64,
+    /// Set by a power cut: everything done through this disk fails (the
+    /// disk to recover is the one the cut returned).
+    dead: bool,
     next_inode: u64,
     inodes: BTreeMap<u64, Inode>,
     /// Path -> inode, as listings see it.
@@ -354,7 +355,6 @@ pub struct SimDisk {
 #[derive(Debug)]
 struct SimFile {
     state: Arc<Mutex<SimState>>,
-    machine: u64,
     inode: u64,
     cursor: u64,
 }
@@ -362,7 +362,7 @@ struct SimFile {
 impl SimFile {
     fn with<T>(&self, f: impl FnOnce(&mut SimState, u64) -> std::io::Result<T>) -> std::io::Result<T> {
         let mut s = self.state.lock();
-        if s.machine != self.machine {
+        if s.dead {
             return Err(dead());
         }
         f(&mut s, self.inode)
@@ -428,7 +428,6 @@ impl VfsFile for SimFile {
 #[derive(Debug)]
 struct SimLock {
     state: Arc<Mutex<SimState>>,
-    machine: u64,
     dir: PathBuf,
 }
 
@@ -436,10 +435,7 @@ impl DirLock for SimLock {}
 
 impl Drop for SimLock {
     fn drop(&mut self) {
-        let mut s = self.state.lock();
-        if s.machine == self.machine {
-            s.locked.remove(&self.dir);
-        }
+        self.state.lock().locked.remove(&self.dir);
     }
 }
 
@@ -475,20 +471,49 @@ impl SimDisk {
         s.inodes.get(id).map(|n| n.data.clone())
     }
 
-    /// Cuts the power: the disk keeps what was synced and, of the rest, what
-    /// `cut` says; every handle open before it fails from now on.
-    pub fn power_cut(&self, cut: Cut) {
+    /// Cuts the power: returns the disk as it comes back (what was synced
+    /// and, of the rest, what `cut` says). This disk, and every handle and
+    /// thread of the old machine still using it, fails from now on.
+    #[must_use]
+    pub fn power_cut(&self, cut: Cut) -> SimDisk {
         let mut s = self.state.lock();
-        s.machine += 1;
-        s.locked.clear();
-        s.names = s.synced_names.clone();
-        let live: BTreeSet<u64> = s.names.values().copied().collect();
-        s.inodes.retain(|id, _| live.contains(id));
-        for node in s.inodes.values_mut() {
-            let kept = survivor(node, cut);
-            node.data.clone_from(&kept);
-            node.synced = kept;
+        s.dead = true;
+        let names = s.synced_names.clone();
+        let mut inodes = BTreeMap::new();
+        for id in names.values() {
+            if let Some(node) = s.inodes.get(id) {
+                let kept = survivor(node, cut);
+                inodes.insert(
+                    *id,
+                    Inode {
+                        data: kept.clone(),
+                        synced: kept,
+                    },
+                );
+            }
         }
+        let state = SimState {
+            dead: false,
+            next_inode: s.next_inode,
+            inodes,
+            names: names.clone(),
+            synced_names: names,
+            dirs: s.dirs.clone(),
+            locked: BTreeSet::new(),
+            capacity: s.capacity,
+            sync_fails: false,
+        };
+        SimDisk {
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    fn live(&self) -> std::io::Result<parking_lot::MutexGuard<'_, SimState>> {
+        let s = self.state.lock();
+        if s.dead {
+            return Err(dead());
+        }
+        Ok(s)
     }
 }
 
@@ -549,25 +574,24 @@ fn survivor(node: &Inode, cut: Cut) -> Vec<u8> {
 
 impl Vfs for SimDisk {
     fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
-        let mut s = self.state.lock();
+        let mut s = self.live()?;
         for a in dir.ancestors() {
             s.dirs.insert(a.to_owned());
         }
         Ok(())
     }
     fn lock(&self, dir: &Path) -> Result<Box<dyn DirLock>, LockError> {
-        let mut s = self.state.lock();
+        let mut s = self.live().map_err(LockError::Io)?;
         if !s.locked.insert(dir.to_owned()) {
             return Err(LockError::Held);
         }
         Ok(Box::new(SimLock {
             state: Arc::clone(&self.state),
-            machine: s.machine,
             dir: dir.to_owned(),
         }))
     }
     fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
-        let s = self.state.lock();
+        let s = self.live()?;
         if !s.dirs.contains(dir) {
             return Err(not_found(dir));
         }
@@ -578,11 +602,11 @@ impl Vfs for SimDisk {
             .collect())
     }
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        let mut s = self.state.lock();
+        let mut s = self.live()?;
         Ok(s.inode(path)?.data.clone())
     }
     fn create_new(&self, path: &Path) -> std::io::Result<Box<dyn VfsFile>> {
-        let mut s = self.state.lock();
+        let mut s = self.live()?;
         if s.names.contains_key(path) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
@@ -592,13 +616,12 @@ impl Vfs for SimDisk {
         let inode = s.create_name(path)?;
         Ok(Box::new(SimFile {
             state: Arc::clone(&self.state),
-            machine: s.machine,
             inode,
             cursor: 0,
         }))
     }
     fn create(&self, path: &Path) -> std::io::Result<Box<dyn VfsFile>> {
-        let mut s = self.state.lock();
+        let mut s = self.live()?;
         let inode = match s.names.get(path) {
             Some(&id) => {
                 s.inode(path)?.data.clear();
@@ -608,34 +631,32 @@ impl Vfs for SimDisk {
         };
         Ok(Box::new(SimFile {
             state: Arc::clone(&self.state),
-            machine: s.machine,
             inode,
             cursor: 0,
         }))
     }
     fn open_write(&self, path: &Path) -> std::io::Result<Box<dyn VfsFile>> {
-        let s = self.state.lock();
+        let s = self.live()?;
         let inode = *s.names.get(path).ok_or_else(|| not_found(path))?;
         Ok(Box::new(SimFile {
             state: Arc::clone(&self.state),
-            machine: s.machine,
             inode,
             cursor: 0,
         }))
     }
     fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        let mut s = self.state.lock();
+        let mut s = self.live()?;
         let id = s.names.remove(from).ok_or_else(|| not_found(from))?;
         s.names.insert(to.to_owned(), id);
         Ok(())
     }
     fn remove(&self, path: &Path) -> std::io::Result<()> {
-        let mut s = self.state.lock();
+        let mut s = self.live()?;
         s.names.remove(path).ok_or_else(|| not_found(path))?;
         Ok(())
     }
     fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
-        let mut s = self.state.lock();
+        let mut s = self.live()?;
         if s.sync_fails {
             return Err(std::io::Error::other("I/O error on sync (simulated disk)"));
         }
@@ -672,7 +693,7 @@ mod tests {
         f.write_all(b"hello").unwrap();
         f.sync_data().unwrap();
         // Synced data, but the entry was never made durable.
-        d.power_cut(Cut::Everything);
+        let d = d.power_cut(Cut::Everything);
         assert!(d.read(&a).is_err());
         assert!(f.write_all(b"x").is_err(), "old handles are dead");
 
@@ -681,7 +702,7 @@ mod tests {
         f.sync_data().unwrap();
         d.sync_dir(&dir).unwrap();
         f.write_all(b" world").unwrap();
-        d.power_cut(Cut::Nothing);
+        let d = d.power_cut(Cut::Nothing);
         assert_eq!(d.read(&a).unwrap(), b"hello");
     }
 
@@ -692,7 +713,7 @@ mod tests {
         let mut f = d.create_new(&a).unwrap();
         d.sync_dir(&dir).unwrap();
         f.write_all(&vec![7u8; 3 * PAGE]).unwrap();
-        d.power_cut(Cut::Pages(0b100));
+        let d = d.power_cut(Cut::Pages(0b100));
         let got = d.read(&a).unwrap();
         assert_eq!(got.len(), 3 * PAGE);
         assert!(got[..2 * PAGE].iter().all(|&b| b == 0));
@@ -706,7 +727,7 @@ mod tests {
         let mut f = d.create_new(&a).unwrap();
         d.sync_dir(&dir).unwrap();
         f.write_all(&vec![1u8; 2 * PAGE]).unwrap();
-        d.power_cut(Cut::Torn {
+        let d = d.power_cut(Cut::Torn {
             pages: 1,
             sectors: 3,
         });
@@ -722,7 +743,7 @@ mod tests {
         f.sync_all().unwrap();
         d.sync_dir(&dir).unwrap();
         d.rename(&tmp, &fin).unwrap();
-        d.power_cut(Cut::Everything);
+        let d = d.power_cut(Cut::Everything);
         assert!(d.read(&fin).is_err());
         assert_eq!(d.read(&tmp).unwrap(), b"snap");
     }
