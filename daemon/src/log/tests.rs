@@ -765,3 +765,141 @@ fn a_session_recreated_before_a_revoke_alls_batch_survives_replay() {
     let (back, _) = replay(&bytes, &clock);
     assert_eq!(dump(&back), dump(&s));
 }
+
+// ---- a full disk -----------------------------------------------------------
+
+fn sim_config(disk: &vfs::SimDisk, fsync: FsyncPolicy) -> LogConfig {
+    LogConfig {
+        fsync,
+        retry: std::time::Duration::from_millis(5),
+        vfs: Arc::new(disk.clone()),
+        ..LogConfig::new("/data")
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// A daemon started on a full disk serves reads, refuses writes with the
+/// reason, and takes writes once space returns; no empty segment is left
+/// behind to fail later starts.
+#[test]
+fn disk_full_at_start_serves_reads_then_takes_writes_when_space_returns() {
+    use vfs::Vfs;
+    let disk = vfs::SimDisk::new();
+    disk.create_dir_all(std::path::Path::new("/data")).unwrap();
+    let clock = ManualClock::new(NOW);
+    let s = store(&clock);
+    let log = Log::open(&sim_config(&disk, FsyncPolicy::Always), &s).unwrap();
+    let kept = s.create(create("app", None)).unwrap();
+    log.wait_durable_blocking(log.last_seq(), std::time::Duration::from_secs(5))
+        .unwrap();
+    log.shutdown();
+    drop((s, log));
+
+    disk.set_capacity(Some(disk.used()));
+    let s = store(&clock);
+    let log = Log::open(&sim_config(&disk, FsyncPolicy::Always), &s).unwrap();
+    assert!(s.get("app", kept.id, false).unwrap().is_some(), "reads work");
+    let refused = s.create(create("app", None)).unwrap_err();
+    assert!(
+        matches!(&refused, crate::store::StoreError::Unavailable(m) if m.contains("no space left")),
+        "{refused}"
+    );
+    let names = disk.list(std::path::Path::new("/data")).unwrap();
+    assert_eq!(names.iter().filter(|n| n.starts_with("seg-")).count(), 1, "{names:?}");
+
+    disk.set_capacity(None);
+    wait_until("the writer starts its segment", || log.progress().error.is_none());
+    let after = s.create(create("app", None)).unwrap();
+    log.wait_durable_blocking(log.last_seq(), std::time::Duration::from_secs(5))
+        .unwrap();
+    log.shutdown();
+    drop((s, log));
+    let s = store(&clock);
+    let log = Log::open(&sim_config(&disk, FsyncPolicy::Always), &s).unwrap();
+    assert!(s.get("app", after.id, false).unwrap().is_some());
+    log.shutdown();
+}
+
+/// Under `everysec` a write is acknowledged once it is in the file: when the
+/// disk is full its waiter hears so (instead of an acknowledgement that a
+/// kill would take back however long after).
+#[test]
+fn disk_full_under_everysec_stops_acknowledging_writes() {
+    use vfs::Vfs;
+    let disk = vfs::SimDisk::new();
+    disk.create_dir_all(std::path::Path::new("/data")).unwrap();
+    let clock = ManualClock::new(NOW);
+    let s = store(&clock);
+    let log = Log::open(&sim_config(&disk, FsyncPolicy::EverySec), &s).unwrap();
+    s.create(create("app", None)).unwrap();
+    log.wait_durable_blocking(log.last_seq(), std::time::Duration::from_secs(5))
+        .unwrap();
+    disk.set_capacity(Some(disk.used()));
+    s.create(create("app", None)).unwrap();
+    let err = log
+        .wait_durable_blocking(log.last_seq(), std::time::Duration::from_secs(5))
+        .unwrap_err();
+    assert!(err.contains("no space left"), "{err}");
+    assert!(s.create(create("app", None)).is_err(), "new writes refused");
+    disk.set_capacity(None);
+    wait_until("the retry writes the batch", || log.progress().error.is_none());
+    log.wait_durable_blocking(log.last_seq(), std::time::Duration::from_secs(5))
+        .unwrap();
+    log.shutdown();
+}
+
+/// Under `always` the log zero-fills ahead in 8 MiB chunks; on a disk with
+/// less room than a chunk it writes without, to the last byte there is.
+#[test]
+fn disk_full_under_always_keeps_no_headroom_of_its_own() {
+    use vfs::Vfs;
+    let disk = vfs::SimDisk::new();
+    disk.create_dir_all(std::path::Path::new("/data")).unwrap();
+    let clock = ManualClock::new(NOW);
+    let s = store(&clock);
+    let log = Log::open(&sim_config(&disk, FsyncPolicy::Always), &s).unwrap();
+    // 64 KiB free: far less than a prefill chunk.
+    disk.set_capacity(Some(disk.used() + 64 * 1024));
+    let mut n = 0;
+    while s.create(create("app", None)).is_ok()
+        && log
+            .wait_durable_blocking(log.last_seq(), std::time::Duration::from_secs(5))
+            .is_ok()
+    {
+        n += 1;
+    }
+    // About 100 bytes a record: most of the 64 KiB was used.
+    assert!(n > 400, "only {n} records fit in 64 KiB");
+    log.shutdown();
+}
+
+/// Empty segments (a crash or a full disk while one was being created) are
+/// removed wherever they are, at start and by `check-log --repair`.
+#[test]
+fn disk_full_leftover_empty_segments_do_not_stop_a_start() {
+    let dir = tempfile::tempdir().unwrap();
+    write_segments(dir.path(), &[put(1)], &[put(2)]);
+    std::fs::write(segment(dir.path(), 3), b"").unwrap();
+    std::fs::write(segment(dir.path(), 4), &format::header(FileKind::Segment)[..9]).unwrap();
+    std::fs::write(segment(dir.path(), 5), format::header(FileKind::Segment)).unwrap();
+    let report = check_dir(dir.path(), false).unwrap();
+    assert!(
+        report.iter().all(|r| !matches!(r.tail, Tail::Corrupt { .. })),
+        "{report:?}"
+    );
+    let repaired = check_dir(dir.path(), true).unwrap();
+    assert_eq!(repaired.iter().filter(|r| r.repaired).count(), 2);
+    assert!(!segment(dir.path(), 3).exists() && !segment(dir.path(), 4).exists());
+    std::fs::write(segment(dir.path(), 6), b"").unwrap();
+    let (s, log) = open(dir.path());
+    assert_eq!(s.len(), 2);
+    log.shutdown();
+    assert!(!segment(dir.path(), 6).exists());
+}
