@@ -457,7 +457,6 @@ impl Journal for Log {
 /// batch without being woken for it.
 const WRITER_NAP: Duration = Duration::from_millis(1);
 
-
 /// The writer thread's state.
 struct Writer {
     log: Arc<Log>,
@@ -498,8 +497,7 @@ impl Writer {
                 // futex call and a context switch per batch), and a batch
                 // gathers a millisecond of records. Under `always` and
                 // `everysec` writers wait for this thread, so it wakes at once.
-                if wrote && p.buf.is_empty() && !p.shutdown && self.log.policy == FsyncPolicy::No
-                {
+                if wrote && p.buf.is_empty() && !p.shutdown && self.log.policy == FsyncPolicy::No {
                     drop(p);
                     std::thread::sleep(WRITER_NAP);
                     p = self.log.pending.lock();
@@ -508,7 +506,12 @@ impl Writer {
                     if self.segment.is_none() {
                         // No segment yet (a full disk at start): try again
                         // now and then, writes or not.
-                        if self.log.wake.wait_for(&mut p, self.config.retry).timed_out() {
+                        if self
+                            .log
+                            .wake
+                            .wait_for(&mut p, self.config.retry)
+                            .timed_out()
+                        {
                             break;
                         }
                     } else if dirty && self.log.policy == FsyncPolicy::EverySec {
@@ -622,7 +625,12 @@ impl Writer {
             } else {
                 self.ensure_segment()
                     .and_then(|()| self.zero_fill(start + data.len() as u64))
-                    .and_then(|()| self.segment.as_mut().ok_or_else(no_segment)?.write_all(data))
+                    .and_then(|()| {
+                        self.segment
+                            .as_mut()
+                            .ok_or_else(no_segment)?
+                            .write_all(data)
+                    })
             };
             match result {
                 Ok(()) => {
@@ -673,7 +681,9 @@ impl Writer {
                 Err(e) => {
                     self.fail(&format!("log fsync failed: {e}"));
                     if shutdown || self.pause(self.config.retry) {
-                        error!("shutting down with unsynced log records: the last writes may be lost");
+                        error!(
+                            "shutting down with unsynced log records: the last writes may be lost"
+                        );
                         return false;
                     }
                 }
@@ -874,6 +884,6 @@ pub(crate) fn file_name(kind: FileKind, n: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod power_cut;
+#[cfg(test)]
+mod tests;

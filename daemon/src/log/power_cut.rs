@@ -75,10 +75,13 @@ fn cut() -> impl Strategy<Value = Cut> {
     ]
 }
 
+/// A record, comparably: owner, created, last active, ttl, version, attributes.
+type Image = (Option<String>, u64, u64, Ttl, u64, Attrs);
+
 /// Everything a recovery must bring back, comparably.
 #[derive(Debug, Clone, PartialEq)]
 struct State {
-    records: BTreeMap<(String, [u8; 16]), (Option<String>, u64, u64, Ttl, u64, Attrs)>,
+    records: BTreeMap<(String, [u8; 16]), Image>,
     tombstones: BTreeMap<(String, [u8; 16]), u64>,
     aliases: BTreeMap<(String, [u8; 16]), ([u8; 16], u64)>,
 }
@@ -276,7 +279,9 @@ fn case(
         seqs.push(seq);
         if *wait
             && policy == FsyncPolicy::Always
-            && log.wait_durable_blocking(seq, Duration::from_secs(5)).is_ok()
+            && log
+                .wait_durable_blocking(seq, Duration::from_secs(5))
+                .is_ok()
         {
             acked = i + 1;
         }
@@ -332,7 +337,12 @@ fn case(
         let log2 = Log::open(&config(&again, policy), &s2).unwrap();
         prop_assert!(s2.get("app", made.id, false).unwrap().is_some());
         let mut want = got;
-        want.records.extend(state(&s2).records.into_iter().filter(|(k, _)| k.1 == made.id.0));
+        want.records.extend(
+            state(&s2)
+                .records
+                .into_iter()
+                .filter(|(k, _)| k.1 == made.id.0),
+        );
         prop_assert_eq!(state(&s2), want);
         log2.shutdown();
     } else {

@@ -183,10 +183,7 @@ impl<'a> Replay<'a> {
         }
         self.max_lsn = self.max_lsn.max(lsn);
         let next = self.namespaces.len() as u32;
-        let ns = *self
-            .namespaces
-            .entry(namespace.to_owned())
-            .or_insert(next);
+        let ns = *self.namespaces.entry(namespace.to_owned()).or_insert(next);
         let last = self.last.entry((ns, id)).or_insert(0);
         if lsn > *last {
             *last = lsn;
@@ -415,7 +412,6 @@ pub(crate) fn write_snapshot(
         let encoded = format::encode_record(&record, &mut buf);
         emit(&mut buf, encoded);
     });
-    drop(emit);
     if failed.is_none() {
         size += buf.len() as u64;
         failed = file.write_all(&buf).err();

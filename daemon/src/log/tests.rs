@@ -585,10 +585,7 @@ async fn a_failing_disk_fails_writes_keeps_reads_and_recovers() {
 /// A store journaling into memory, with a step hook that pauses the first
 /// pass through `step` until the test has run `during` (on this thread,
 /// while the operation waits on its own).
-fn racing(
-    clock: &ManualClock,
-    config: StoreConfig,
-) -> (Arc<Store>, Arc<MemJournal>) {
+fn racing(clock: &ManualClock, config: StoreConfig) -> (Arc<Store>, Arc<MemJournal>) {
     let s = Arc::new(Store::new(config, Arc::new(clock.clone())));
     let journal = Arc::new(MemJournal::default());
     journal
@@ -682,7 +679,10 @@ fn an_update_through_the_alias_of_a_rotation_in_progress_survives_replay() {
             .rposition(|r| matches!(r, LogRecord::Put(p) if p.version == live.version))
             .unwrap();
         if step == "rotate: moved" {
-            assert!(update_at > batch_at, "{step}: update logged before the rotation");
+            assert!(
+                update_at > batch_at,
+                "{step}: update logged before the rotation"
+            );
         }
         let (back, _) = replay(&journal.0.lock(), &clock);
         assert_eq!(dump(&back), dump(&s), "{step}: replay lost the update");
@@ -805,17 +805,26 @@ fn disk_full_at_start_serves_reads_then_takes_writes_when_space_returns() {
     disk.set_capacity(Some(disk.used()));
     let s = store(&clock);
     let log = Log::open(&sim_config(&disk, FsyncPolicy::Always), &s).unwrap();
-    assert!(s.get("app", kept.id, false).unwrap().is_some(), "reads work");
+    assert!(
+        s.get("app", kept.id, false).unwrap().is_some(),
+        "reads work"
+    );
     let refused = s.create(create("app", None)).unwrap_err();
     assert!(
         matches!(&refused, crate::store::StoreError::Unavailable(m) if m.contains("no space left")),
         "{refused}"
     );
     let names = disk.list(std::path::Path::new("/data")).unwrap();
-    assert_eq!(names.iter().filter(|n| n.starts_with("seg-")).count(), 1, "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("seg-")).count(),
+        1,
+        "{names:?}"
+    );
 
     disk.set_capacity(None);
-    wait_until("the writer starts its segment", || log.progress().error.is_none());
+    wait_until("the writer starts its segment", || {
+        log.progress().error.is_none()
+    });
     let after = s.create(create("app", None)).unwrap();
     log.wait_durable_blocking(log.last_seq(), std::time::Duration::from_secs(5))
         .unwrap();
@@ -849,7 +858,9 @@ fn disk_full_under_everysec_stops_acknowledging_writes() {
     assert!(err.contains("no space left"), "{err}");
     assert!(s.create(create("app", None)).is_err(), "new writes refused");
     disk.set_capacity(None);
-    wait_until("the retry writes the batch", || log.progress().error.is_none());
+    wait_until("the retry writes the batch", || {
+        log.progress().error.is_none()
+    });
     log.wait_durable_blocking(log.last_seq(), std::time::Duration::from_secs(5))
         .unwrap();
     log.shutdown();
@@ -887,11 +898,17 @@ fn disk_full_leftover_empty_segments_do_not_stop_a_start() {
     let dir = tempfile::tempdir().unwrap();
     write_segments(dir.path(), &[put(1)], &[put(2)]);
     std::fs::write(segment(dir.path(), 3), b"").unwrap();
-    std::fs::write(segment(dir.path(), 4), &format::header(FileKind::Segment)[..9]).unwrap();
+    std::fs::write(
+        segment(dir.path(), 4),
+        &format::header(FileKind::Segment)[..9],
+    )
+    .unwrap();
     std::fs::write(segment(dir.path(), 5), format::header(FileKind::Segment)).unwrap();
     let report = check_dir(dir.path(), false).unwrap();
     assert!(
-        report.iter().all(|r| !matches!(r.tail, Tail::Corrupt { .. })),
+        report
+            .iter()
+            .all(|r| !matches!(r.tail, Tail::Corrupt { .. })),
         "{report:?}"
     );
     let repaired = check_dir(dir.path(), true).unwrap();

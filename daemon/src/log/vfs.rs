@@ -360,7 +360,10 @@ struct SimFile {
 }
 
 impl SimFile {
-    fn with<T>(&self, f: impl FnOnce(&mut SimState, u64) -> std::io::Result<T>) -> std::io::Result<T> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut SimState, u64) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
         let mut s = self.state.lock();
         if s.dead {
             return Err(dead());
@@ -525,7 +528,9 @@ fn survivor(node: &Inode, cut: Cut) -> Vec<u8> {
         .filter(|&p| {
             let r = p * PAGE..((p + 1) * PAGE);
             let a = data.get(r.start..r.end.min(data.len())).unwrap_or_default();
-            let b = synced.get(r.start..r.end.min(synced.len())).unwrap_or_default();
+            let b = synced
+                .get(r.start..r.end.min(synced.len()))
+                .unwrap_or_default();
             a != b
         })
         .collect();
@@ -554,7 +559,11 @@ fn survivor(node: &Inode, cut: Cut) -> Vec<u8> {
                 keep(&mut out, p * PAGE, (p + 1) * PAGE);
             }
             if let Some(&p) = dirty.get(pages) {
-                keep(&mut out, p * PAGE, p * PAGE + sectors.min(PAGE / SECTOR) * SECTOR);
+                keep(
+                    &mut out,
+                    p * PAGE,
+                    p * PAGE + sectors.min(PAGE / SECTOR) * SECTOR,
+                );
             }
         }
         Cut::Pages(mask) => {

@@ -40,8 +40,8 @@ use crate::log::format::{LogRecord, PutImage};
 use namespaces::Namespaces;
 use owner_set::OwnerSet;
 pub use record::Blob;
-pub use restore::Restored;
 use record::{finite, Key, Record, NEVER};
+pub use restore::Restored;
 
 /// Default time a deleted or rotated id stays reserved.
 pub const DEFAULT_TOMBSTONE_TTL_MS: u64 = 120_000;
@@ -504,9 +504,12 @@ impl Store {
                         self.schedule(at, Timer::Record(key));
                         continue;
                     }
-                    if let Some(rec) =
-                        self.remove_logged(&key, 0, |r| r.wheel_deadline() == deadline, Sink::Direct)
-                    {
+                    if let Some(rec) = self.remove_logged(
+                        &key,
+                        0,
+                        |r| r.wheel_deadline() == deadline,
+                        Sink::Direct,
+                    ) {
                         self.forget(&key, &rec);
                         if let Some(owner) = &rec.owner() {
                             self.unindex_owner(key.ns, owner, rec.created_at(), key.id);
@@ -563,7 +566,9 @@ impl Store {
         let lsn = self.next_lsn();
         match sink {
             Sink::Direct => j.put(lsn, &ns.name, key.id, rec),
-            Sink::Gather(batch) => batch.push(LogRecord::Put(PutImage::of(lsn, &ns.name, key.id, rec))),
+            Sink::Gather(batch) => {
+                batch.push(LogRecord::Put(PutImage::of(lsn, &ns.name, key.id, rec)))
+            }
             Sink::Close(batch) => {
                 batch.push(LogRecord::Put(PutImage::of(lsn, &ns.name, key.id, rec)));
                 j.batch(std::mem::take(batch));
