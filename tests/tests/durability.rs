@@ -267,11 +267,11 @@ async fn rotating_writer(
         let (c, slot) = (c.clone(), Arc::clone(&slot));
         async move {
             for n in 1.. {
-                let via_alias = xorshift(&mut rng) % 3 != 0;
+                let via_alias = !xorshift(&mut rng).is_multiple_of(3);
                 if update_slot(&c, &slot, "n", n, via_alias).await.is_err() {
                     return;
                 }
-                if n as u64 % every == 0 {
+                if (n as u64).is_multiple_of(every) {
                     let grace = match xorshift(&mut rng) % 3 {
                         0 => None,
                         1 => Some(SHORT_GRACE),
@@ -379,39 +379,41 @@ async fn check_slot(c: &Client, slot: &SharedSlot, round: usize) -> Checked {
         );
         let new = page.sessions[0].id;
         assert_ne!(new, id);
-        let mut st = slot.lock().unwrap();
-        st.old.push((id, true));
-        st.id = Some(new);
-        out.in_doubt_resolved = 1;
-        drop(st);
+        {
+            let mut st = slot.lock().unwrap();
+            st.old.push((id, true));
+            st.id = Some(new);
+            out.in_doubt_resolved = 1;
+        }
         got = c.get("crash", new).await.unwrap();
     }
     let got = got.unwrap_or_else(|| panic!("round {round}: an acknowledged session is missing"));
-    let mut st = slot.lock().unwrap();
-    assert_eq!(
-        Some(got.id),
-        st.id,
-        "round {round}: get answered another id"
-    );
-    let rotations = st.old.len();
-    for (attr, value) in st.acked.iter_mut() {
-        let Some(Value::Int(n)) = got.attr(attr) else {
-            panic!(
-                "round {round}: acknowledged attribute {attr}={value} missing \
-                 (session rotated {rotations} times; attributes found {:?})",
-                got.attrs
-            )
-        };
-        assert!(
-            *n >= *value,
-            "round {round}: {attr}={n} older than acknowledged {value} \
-             (session rotated {rotations} times)"
+    let (new, old) = {
+        let mut st = slot.lock().unwrap();
+        assert_eq!(
+            Some(got.id),
+            st.id,
+            "round {round}: get answered another id"
         );
-        *value = *n;
-        out.acked_updates += *n;
-    }
-    let (new, old) = (got.id, st.old.clone());
-    drop(st);
+        let rotations = st.old.len();
+        for (attr, value) in st.acked.iter_mut() {
+            let Some(Value::Int(n)) = got.attr(attr) else {
+                panic!(
+                    "round {round}: acknowledged attribute {attr}={value} missing \
+                     (session rotated {rotations} times; attributes found {:?})",
+                    got.attrs
+                )
+            };
+            assert!(
+                *n >= *value,
+                "round {round}: {attr}={n} older than acknowledged {value} \
+                 (session rotated {rotations} times)"
+            );
+            *value = *n;
+            out.acked_updates += *n;
+        }
+        (got.id, st.old.clone())
+    };
     for (old_id, graced) in old {
         // After a rotation the old id is never a session of its own again:
         // within a grace period it may still resolve to the rotated session.
