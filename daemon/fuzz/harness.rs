@@ -15,6 +15,9 @@
 //! for any damaged header, which the fuzzer would find at once and stop at);
 //! `daemon/tests/fuzz_corpus.rs` runs it over the corpus.
 
+// Each includer uses part of it: the fuzz target `check`, the corpus test all.
+#![allow(dead_code)]
+
 use std::path::Path;
 use std::sync::Arc;
 
