@@ -116,8 +116,31 @@ fn check_log_reports_and_repairs() {
     assert!(run(false).status.success());
 }
 
-/// The last acknowledged value of each session, shared by the writer tasks.
-type Acked = Arc<Mutex<HashMap<SessionId, i64>>>;
+/// What the writers know for certain about one session: the id it lives
+/// under, the ids it was rotated away from and the last acknowledged value of
+/// each attribute. Shared by the tasks writing to it; never locked across an
+/// `.await`.
+#[derive(Debug, Default)]
+struct Slot {
+    /// Unique to this session, so that it can be found by owner when a
+    /// rotation was sent but never acknowledged.
+    owner: String,
+    /// Where the session lives as far as acknowledged.
+    id: Option<SessionId>,
+    /// A rotation of `id` was sent but its answer never came (the daemon died):
+    /// the session is under `id` or under an id only the owner index knows.
+    in_doubt: bool,
+    /// Acknowledged rotations: the id left behind and whether it had a grace
+    /// period.
+    old: Vec<(SessionId, bool)>,
+    /// An old id still inside its grace period (in this daemon's lifetime):
+    /// writes through it reach `id`.
+    alias: Option<SessionId>,
+    /// Attribute name → last acknowledged value.
+    acked: HashMap<String, i64>,
+}
+
+type SharedSlot = Arc<Mutex<Slot>>;
 
 fn seed() -> u64 {
     SystemTime::now()
@@ -126,72 +149,346 @@ fn seed() -> u64 {
         .unwrap_or(1)
 }
 
+/// xorshift: a different schedule every run, reproducible from the seed.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// A grace period longer than any run of this test.
+const LONG_GRACE: Duration = Duration::from_secs(600);
+/// A grace period that ends within a round.
+const SHORT_GRACE: Duration = Duration::from_millis(150);
+/// Writes through the old id racing each rotation in a race session.
+const RACERS: usize = 8;
+/// Race sessions per race task per round (bounds the re-checks).
+const RACES_PER_ROUND: usize = 12;
+
+/// Creates a session with a unique owner and `n = 0`; on acknowledgement the
+/// slot is registered in `slots`.
+async fn create_slot(
+    c: &Client,
+    slots: &Mutex<Vec<SharedSlot>>,
+    owner: String,
+) -> Option<SharedSlot> {
+    let s = c
+        .create(
+            "crash",
+            CreateOptions::new().owner(owner.clone()).attr("n", 0i64),
+        )
+        .await
+        .ok()?;
+    let slot = Arc::new(Mutex::new(Slot {
+        owner,
+        id: Some(s.id),
+        acked: HashMap::from([("n".to_owned(), 0)]),
+        ..Slot::default()
+    }));
+    slots.lock().unwrap().push(Arc::clone(&slot));
+    Some(slot)
+}
+
+/// Records the answer to `rotate(old)`. `Err(())` means the daemon is gone.
+fn record_rotation(
+    slot: &SharedSlot,
+    old: SessionId,
+    grace: Option<Duration>,
+    res: sessiond_client::Result<sessiond_client::Session>,
+) -> Result<(), ()> {
+    let mut st = slot.lock().unwrap();
+    match res {
+        Ok(s) => {
+            assert_ne!(s.id, old, "rotate kept the id");
+            st.old.push((old, grace.is_some()));
+            st.id = Some(s.id);
+            st.alias = grace.map(|_| old);
+            Ok(())
+        }
+        // Refused (e.g. `Conflict` after retries): nothing moved.
+        Err(e) if e.code().is_some() => Ok(()),
+        Err(_) => {
+            st.in_doubt = true;
+            Err(())
+        }
+    }
+}
+
+/// Sets `attr = value` through the alias (when there is one and `via_alias`)
+/// or the current id; records the acknowledgement. `Err(())`: the daemon is
+/// gone; `Ok(false)`: refused (e.g. the id just rotated away without grace).
+async fn update_slot(
+    c: &Client,
+    slot: &SharedSlot,
+    attr: &str,
+    value: i64,
+    via_alias: bool,
+) -> Result<bool, ()> {
+    let (target, is_alias) = {
+        let st = slot.lock().unwrap();
+        match (st.alias, via_alias) {
+            (Some(a), true) => (a, true),
+            _ => (st.id.unwrap(), false),
+        }
+    };
+    match c
+        .update("crash", target, UpdateOptions::new().set(attr, value))
+        .await
+    {
+        Ok(_) => {
+            slot.lock().unwrap().acked.insert(attr.to_owned(), value);
+            Ok(true)
+        }
+        Err(e) if e.code().is_some() => {
+            if is_alias {
+                slot.lock().unwrap().alias = None;
+            }
+            Ok(false)
+        }
+        Err(_) => Err(()),
+    }
+}
+
+/// One session under steady load: `n` from this task, `m` from a second task
+/// writing concurrently (often through the old id), and a rotation every few
+/// updates, with a long, a short or no grace period.
+async fn rotating_writer(
+    c: Client,
+    slots: Arc<Mutex<Vec<SharedSlot>>>,
+    owner: String,
+    mut rng: u64,
+) {
+    let Some(slot) = create_slot(&c, &slots, owner).await else {
+        return;
+    };
+    let every = 4 + xorshift(&mut rng) % 6;
+    let main = {
+        let (c, slot) = (c.clone(), Arc::clone(&slot));
+        async move {
+            for n in 1.. {
+                let via_alias = !xorshift(&mut rng).is_multiple_of(3);
+                if update_slot(&c, &slot, "n", n, via_alias).await.is_err() {
+                    return;
+                }
+                if (n as u64).is_multiple_of(every) {
+                    let grace = match xorshift(&mut rng) % 3 {
+                        0 => None,
+                        1 => Some(SHORT_GRACE),
+                        _ => Some(LONG_GRACE),
+                    };
+                    let old = slot.lock().unwrap().id.unwrap();
+                    let res = c.rotate("crash", old, grace).await;
+                    if record_rotation(&slot, old, grace, res).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let side = async {
+        let mut refused = 0;
+        for m in 1.. {
+            match update_slot(&c, &slot, "m", m, m % 4 != 0).await {
+                Ok(true) => refused = 0,
+                // The id rotated away under this write: the next one uses the new id.
+                Ok(false) if refused < 100 => refused += 1,
+                _ => return,
+            }
+        }
+    };
+    tokio::join!(main, side);
+}
+
+/// Sessions that each see exactly one rotation (long grace) raced by
+/// `RACERS` writes through the old id, each setting its own attribute, and
+/// are then left alone: no later write can rewrite a lost one, so whatever
+/// was acknowledged must be found as is after the restart.
+async fn race_writer(c: Client, slots: Arc<Mutex<Vec<SharedSlot>>>, owner: String) {
+    for race in 0..RACES_PER_ROUND {
+        let Some(slot) = create_slot(&c, &slots, format!("{owner}-{race}")).await else {
+            return;
+        };
+        let old = slot.lock().unwrap().id.unwrap();
+        let racers = (0..RACERS).map(|k| {
+            let (c, slot) = (c.clone(), Arc::clone(&slot));
+            async move {
+                let attr = format!("r{k}");
+                let res = c
+                    .update("crash", old, UpdateOptions::new().set(attr.as_str(), 1i64))
+                    .await;
+                match res {
+                    Ok(_) => {
+                        slot.lock().unwrap().acked.insert(attr, 1);
+                    }
+                    Err(e) if e.code().is_some() => {}
+                    Err(_) => return Err(()),
+                }
+                Ok(())
+            }
+        });
+        let (rot, ups) = tokio::join!(
+            c.rotate("crash", old, Some(LONG_GRACE)),
+            futures::future::join_all(racers)
+        );
+        if record_rotation(&slot, old, Some(LONG_GRACE), rot).is_err()
+            || ups.iter().any(Result::is_err)
+        {
+            return;
+        }
+    }
+}
+
+/// Totals of one check pass.
+#[derive(Debug, Default, Clone, Copy)]
+struct Checked {
+    sessions: usize,
+    acked_updates: i64,
+    rotations: usize,
+    in_doubt_resolved: usize,
+}
+
+/// Checks one session after a restart: it is where the acknowledged history
+/// says, with every attribute at least at its acknowledged value, and no id it
+/// was rotated away from serves a session of its own. Raises the acknowledged
+/// values to what was found (a write may land and the daemon die before the ack).
+async fn check_slot(c: &Client, slot: &SharedSlot, round: usize) -> Checked {
+    let mut out = Checked {
+        sessions: 1,
+        ..Checked::default()
+    };
+    let (id, owner, in_doubt) = {
+        let mut st = slot.lock().unwrap();
+        // Aliases live in memory only: the grace ended with the old daemon.
+        st.alias = None;
+        (
+            st.id.unwrap(),
+            st.owner.clone(),
+            std::mem::take(&mut st.in_doubt),
+        )
+    };
+    let mut got = c.get("crash", id).await.unwrap();
+    if in_doubt && got.is_none() {
+        // The unacknowledged rotation happened: find the session by owner.
+        let page = c.list_by_owner("crash", &owner, None, 10).await.unwrap();
+        assert_eq!(
+            page.sessions.len(),
+            1,
+            "round {round}: after an unacknowledged rotation the owner has {} sessions",
+            page.sessions.len()
+        );
+        let new = page.sessions[0].id;
+        assert_ne!(new, id);
+        {
+            let mut st = slot.lock().unwrap();
+            st.old.push((id, true));
+            st.id = Some(new);
+            out.in_doubt_resolved = 1;
+        }
+        got = c.get("crash", new).await.unwrap();
+    }
+    let got = got.unwrap_or_else(|| panic!("round {round}: an acknowledged session is missing"));
+    let (new, old) = {
+        let mut st = slot.lock().unwrap();
+        assert_eq!(
+            Some(got.id),
+            st.id,
+            "round {round}: get answered another id"
+        );
+        let rotations = st.old.len();
+        for (attr, value) in st.acked.iter_mut() {
+            let Some(Value::Int(n)) = got.attr(attr) else {
+                panic!(
+                    "round {round}: acknowledged attribute {attr}={value} missing \
+                     (session rotated {rotations} times; attributes found {:?})",
+                    got.attrs
+                )
+            };
+            assert!(
+                *n >= *value,
+                "round {round}: {attr}={n} older than acknowledged {value} \
+                 (session rotated {rotations} times)"
+            );
+            *value = *n;
+            out.acked_updates += *n;
+        }
+        (got.id, st.old.clone())
+    };
+    for (old_id, graced) in old {
+        // After a rotation the old id is never a session of its own again:
+        // within a grace period it may still resolve to the rotated session.
+        match c.get("crash", old_id).await.unwrap() {
+            None => {}
+            Some(s) => {
+                assert!(
+                    graced,
+                    "round {round}: an id rotated without grace came back"
+                );
+                assert_eq!(
+                    s.id, new,
+                    "round {round}: an id rotated away came back as its own session"
+                );
+            }
+        }
+        out.rotations += 1;
+    }
+    out
+}
+
+/// Checks every session so far, a few at a time.
+async fn check_all(c: &Client, slots: &Mutex<Vec<SharedSlot>>, round: usize) -> Checked {
+    use futures::StreamExt;
+    let all: Vec<SharedSlot> = slots.lock().unwrap().clone();
+    futures::stream::iter(all.iter().map(|s| check_slot(c, s, round)))
+        .buffer_unordered(32)
+        .fold(Checked::default(), |mut t, c| async move {
+            t.sessions += c.sessions;
+            t.acked_updates += c.acked_updates;
+            t.rotations += c.rotations;
+            t.in_doubt_resolved += c.in_doubt_resolved;
+            t
+        })
+        .await
+}
+
 /// SIGKILL the daemon at a random moment while many tasks write with
-/// `--fsync always`; after each restart every acknowledged write is there with
-/// (at least) its last acknowledged value. `SESSIOND_CRASH_ROUNDS` sets the
-/// number of rounds (default 20).
+/// `--fsync always`: sessions are created, updated by two writers at once
+/// (one often through the id a rotation left behind), rotated with a long, a
+/// short or no grace period, and rotations are raced by writes through the old
+/// id. After each restart every acknowledged write is there (at least at its
+/// last acknowledged value, under the id of the last acknowledged rotation),
+/// and no rotated-away id serves a session of its own.
+/// `SESSIOND_CRASH_ROUNDS` sets the number of rounds (default 20).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loop_loses_no_acknowledged_write() {
     let rounds: usize = std::env::var("SESSIOND_CRASH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let mut rng = seed();
-    let mut next = move || {
-        // xorshift: a different schedule every run, printed on failure.
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
-    let acked: Acked = Arc::new(Mutex::new(HashMap::new()));
+    let seed = seed();
+    eprintln!("crash loop seed {seed}");
+    let mut rng = seed;
+    let slots: Arc<Mutex<Vec<SharedSlot>>> = Arc::default();
+    let mut checked = Checked::default();
     let mut daemon = DaemonProcess::start(daemon_bin!(), &["--fsync", "always"]).unwrap();
     for round in 0..rounds {
         let c = client(&daemon).await;
         // Everything acknowledged so far must have survived the last crash.
-        let expected: Vec<(SessionId, i64)> = acked
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .collect();
-        for (id, value) in &expected {
-            let got = c
-                .get("crash", *id)
-                .await
-                .unwrap()
-                .unwrap_or_else(|| panic!("round {round}: an acknowledged session is missing"));
-            let Some(Value::Int(n)) = got.attr("n") else {
-                panic!("round {round}: attribute missing")
-            };
-            // A write may land and crash before its ack: never less than acked.
-            assert!(
-                *n >= *value,
-                "round {round}: value {n} older than acknowledged {value}"
-            );
-            acked.lock().unwrap().insert(*id, *n);
-        }
+        let pass = check_all(&c, &slots, round).await;
+        checked.rotations += pass.rotations;
+        checked.in_doubt_resolved += pass.in_doubt_resolved;
         let mut tasks = Vec::new();
-        for _ in 0..16 {
-            let (c, acked) = (c.clone(), Arc::clone(&acked));
-            tasks.push(tokio::spawn(async move {
-                let Ok(s) = c
-                    .create("crash", CreateOptions::new().attr("n", 0i64))
-                    .await
-                else {
-                    return;
-                };
-                acked.lock().unwrap().insert(s.id, 0);
-                for n in 1.. {
-                    let up = UpdateOptions::new().set("n", n as i64);
-                    if c.update("crash", s.id, up).await.is_err() {
-                        return;
-                    }
-                    acked.lock().unwrap().insert(s.id, n as i64);
-                }
-            }));
+        for t in 0..16 {
+            let (c, slots) = (c.clone(), Arc::clone(&slots));
+            let owner = format!("r{round}-t{t}-{}", xorshift(&mut rng));
+            let task_rng = xorshift(&mut rng) | 1;
+            tasks.push(if t < 12 {
+                tokio::spawn(rotating_writer(c, slots, owner, task_rng))
+            } else {
+                tokio::spawn(race_writer(c, slots, owner))
+            });
         }
-        tokio::time::sleep(Duration::from_millis(50 + next() % 250)).await;
+        tokio::time::sleep(Duration::from_millis(50 + xorshift(&mut rng) % 250)).await;
         daemon.kill();
         for t in tasks {
             t.await.unwrap();
@@ -199,22 +496,23 @@ async fn crash_loop_loses_no_acknowledged_write() {
         daemon = daemon.restart(&["--fsync", "always"]).unwrap();
     }
     let c = client(&daemon).await;
-    let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 16, "the load never got going");
-    let updates: i64 = acked.values().sum();
+    let last = check_all(&c, &slots, rounds).await;
+    checked.rotations += last.rotations;
+    checked.in_doubt_resolved += last.in_doubt_resolved;
+    let rotated = slots
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.lock().unwrap().old.len())
+        .sum::<usize>();
     eprintln!(
-        "{rounds} crash rounds, {} sessions, {updates} acknowledged updates checked",
-        acked.len()
+        "{rounds} crash rounds, {} sessions, {} acknowledged updates, {rotated} rotations \
+         ({} old-id checks, {} unacknowledged rotations resolved), seed {seed}",
+        last.sessions, last.acked_updates, checked.rotations, checked.in_doubt_resolved
     );
-    assert!(updates > 0, "no update was ever acknowledged");
-    for (id, value) in acked {
-        let got = c
-            .get("crash", id)
-            .await
-            .unwrap()
-            .expect("acknowledged session lost");
-        assert!(matches!(got.attr("n"), Some(Value::Int(n)) if *n >= value));
-    }
+    assert!(last.sessions >= 16, "the load never got going");
+    assert!(last.acked_updates > 0, "no update was ever acknowledged");
+    assert!(rotated > 0, "no rotation was ever acknowledged");
 }
 
 /// `--in-memory` keeps nothing on disk: the data dir stays empty under
