@@ -75,6 +75,7 @@ fn valid_segment_with_a_record() -> Vec<u8> {
     use sessiond::log::format::{encode_record, LogRecord};
     let mut bytes = header(FileKind::Segment).to_vec();
     let record = LogRecord::Delete {
+        lsn: 1,
         namespace: "app".into(),
         id: [9; 16],
         tombstone_until: 1,

@@ -68,6 +68,7 @@ fn put(id: u8, version: u64) -> LogRecord {
     attrs.insert("n".into(), Value::Int(i64::try_from(version).unwrap()));
     attrs.insert("s".into(), Value::Str("x".into()));
     LogRecord::Put(PutImage {
+        lsn: version,
         namespace: "app".into(),
         id: [id; 16],
         owner: Some("alice".into()),
@@ -82,6 +83,7 @@ fn put(id: u8, version: u64) -> LogRecord {
 
 fn delete(id: u8, tombstone_until: u64) -> LogRecord {
     LogRecord::Delete {
+        lsn: 100 + tombstone_until,
         namespace: "app".into(),
         id: [id; 16],
         tombstone_until,

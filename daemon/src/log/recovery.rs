@@ -104,9 +104,18 @@ fn lock(vfs: &dyn Vfs, dir: &Path) -> Result<Box<dyn DirLock>, LogError> {
 
 /// Keeps a copy of the bytes from `offset` on beside the file, then cuts the
 /// file there.
+/// Damage inside the header leaves nothing to keep: the file goes (its copy
+/// stays), so that the next plain start does not trip over an empty file.
 fn cut(vfs: &dyn Vfs, path: &Path, bytes: &[u8], offset: u64) -> Result<PathBuf, LogError> {
     let copy = save_copy(vfs, path, bytes, offset)?;
-    truncate(vfs, path, offset)?;
+    if offset < format::HEADER_LEN as u64 {
+        remove(vfs, path)?;
+        if let Some(dir) = path.parent() {
+            sync_dir(vfs, dir)?;
+        }
+    } else {
+        truncate(vfs, path, offset)?;
+    }
     Ok(copy)
 }
 
