@@ -359,8 +359,8 @@ async fn check_slot(c: &Client, slot: &SharedSlot, round: usize) -> Checked {
     };
     let (id, owner, in_doubt) = {
         let mut st = slot.lock().unwrap();
-        // Aliases live in memory only: the grace ended with the old daemon.
-        st.alias = None;
+        // Grace aliases are logged and survive the restart: writes through
+        // the old id go on working.
         (
             st.id.unwrap(),
             st.owner.clone(),
@@ -368,6 +368,14 @@ async fn check_slot(c: &Client, slot: &SharedSlot, round: usize) -> Checked {
         )
     };
     let mut got = c.get("crash", id).await.unwrap();
+    if let Some(s) = got.as_ref().filter(|s| in_doubt && s.id != id) {
+        // The unacknowledged rotation happened, with a grace: its alias
+        // survived the restart and resolves to the new session.
+        let mut st = slot.lock().unwrap();
+        st.old.push((id, true));
+        st.id = Some(s.id);
+        out.in_doubt_resolved = 1;
+    }
     if in_doubt && got.is_none() {
         // The unacknowledged rotation happened: find the session by owner.
         let page = c.list_by_owner("crash", &owner, None, 10).await.unwrap();
