@@ -719,10 +719,13 @@ impl Writer {
             return Ok(());
         }
         let seg = self.segment.as_mut().ok_or_else(no_segment)?;
-        let end = upto.max(self.zeroed_to + self.config.prefill);
-        let zeros = vec![0u8; (end - self.zeroed_to) as usize];
+        // Never over records: after writes made without the fill (a disk
+        // short of room), the fill starts at the end of the records.
+        let from = self.zeroed_to.max(self.segment_len);
+        let end = upto.max(from + self.config.prefill);
+        let zeros = vec![0u8; (end - from) as usize];
         match seg
-            .write_all_at(&zeros, self.zeroed_to)
+            .write_all_at(&zeros, from)
             .and_then(|()| seg.sync_data())
         {
             Ok(()) => {
