@@ -260,6 +260,66 @@ impl LogRecord {
     }
 }
 
+impl From<&crate::store::Change> for LogRecord {
+    fn from(change: &crate::store::Change) -> Self {
+        use crate::store::Change;
+        match change {
+            Change::Put {
+                lsn,
+                namespace,
+                id,
+                image,
+            } => Self::Put(PutImage {
+                lsn: *lsn,
+                namespace: namespace.to_string(),
+                id: id.0,
+                owner: image.owner.as_deref().map(str::to_owned),
+                created_at: image.created_at,
+                last_active: image.last_active,
+                idle_ttl: image.ttl.idle_ttl_ms,
+                max_lifetime: image.ttl.max_lifetime_ms,
+                version: image.version,
+                attrs: image.attrs.to_vec(),
+            }),
+            Change::Delete {
+                lsn,
+                namespace,
+                id,
+                tombstone_until,
+            } => Self::Delete {
+                lsn: *lsn,
+                namespace: namespace.to_string(),
+                id: id.0,
+                tombstone_until: *tombstone_until,
+            },
+            Change::Alias {
+                lsn,
+                namespace,
+                id,
+                to,
+                until,
+            } => Self::Alias {
+                lsn: *lsn,
+                namespace: namespace.to_string(),
+                id: id.0,
+                to: to.0,
+                until: *until,
+            },
+        }
+    }
+}
+
+/// The log record of a multi-record operation's batch: one record as it is,
+/// several as one [`LogRecord::Batch`] (one frame: all or none).
+#[must_use]
+pub fn batch_record(changes: &[crate::store::Change]) -> Option<LogRecord> {
+    match changes {
+        [] => None,
+        [one] => Some(one.into()),
+        many => Some(LogRecord::Batch(many.iter().map(Into::into).collect())),
+    }
+}
+
 /// Format version 1 (no LSNs, no aliases), read for files written by older
 /// builds.
 mod v1 {

@@ -50,7 +50,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::store::record::Record;
-use crate::store::{Journal, Store};
+use crate::store::{Change, Journal, Store};
 use format::{encode_record, FileKind, LogRecord, PutRef};
 use vfs::{DirLock, Vfs, VfsFile};
 
@@ -426,15 +426,9 @@ impl Journal for Log {
         });
     }
 
-    fn batch(&self, mut records: Vec<LogRecord>) {
-        match records.len() {
-            0 => {}
-            1 => {
-                if let Some(r) = records.pop() {
-                    self.append_now(&r);
-                }
-            }
-            _ => self.append_now(&LogRecord::Batch(records)),
+    fn batch(&self, changes: Vec<Change>) {
+        if let Some(record) = format::batch_record(&changes) {
+            self.append_now(&record);
         }
     }
 
@@ -848,13 +842,10 @@ impl Journal for MemJournal {
         };
         encode_record(&rec, &mut self.0.lock()).expect("encodable");
     }
-    fn batch(&self, mut records: Vec<LogRecord>) {
-        let rec = match records.len() {
-            0 => return,
-            1 => records.pop().expect("one"),
-            _ => LogRecord::Batch(records),
-        };
-        encode_record(&rec, &mut self.0.lock()).expect("encodable");
+    fn batch(&self, changes: Vec<Change>) {
+        if let Some(rec) = format::batch_record(&changes) {
+            encode_record(&rec, &mut self.0.lock()).expect("encodable");
+        }
     }
     fn check(&self) -> Result<(), String> {
         Ok(())

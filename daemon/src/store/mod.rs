@@ -15,8 +15,11 @@
 //! returned. Reclaiming memory is the expiry task's job: it polls the wheels and
 //! calls [`Store::reclaim`]. Touches do not reschedule (see [`record::Record::wheel_deadline`]).
 
+mod error;
+mod journal;
 pub mod namespaces;
 pub mod owner_set;
+mod reclaim;
 pub mod record;
 mod restore;
 
@@ -29,16 +32,22 @@ use parking_lot::Mutex;
 use sessiond_protocol::limits::{self, MAX_LIST_PAGE};
 use sessiond_protocol::value::{decode_attrs, encode_attrs};
 use sessiond_protocol::{
-    Attrs, Create, DeleteByOwner, ErrorCode, Incr, IncrReply, LimitPolicy, ListByOwner, ListCursor,
+    Attrs, Create, DeleteByOwner, Incr, IncrReply, LimitPolicy, ListByOwner, ListCursor,
     OwnerLimit, Rotate, Session, SessionId, SessionPage, TouchReply, Ttl, Update, UpdateReply,
     Value,
 };
 
 use crate::clock::Clock;
 use crate::expiry::wheel::Wheel;
-use crate::log::format::{LogRecord, PutImage};
+use error::Result;
+pub use error::StoreError;
+use journal::Sink;
+#[cfg(test)]
+pub(crate) use journal::StepHook;
+pub use journal::{Change, Image, Journal};
 use namespaces::Namespaces;
 use owner_set::OwnerSet;
+pub use reclaim::Timer;
 pub use record::Blob;
 use record::{finite, Key, Record, NEVER};
 pub use restore::Restored;
@@ -103,139 +112,6 @@ impl Default for StoreConfig {
             memory_policy: MemoryPolicy::Reject,
         }
     }
-}
-
-/// Why a store operation failed. Nothing was changed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// No live session with that id.
-    #[error("no live session with that id")]
-    NotFound,
-    /// The expected version does not match.
-    #[error("version conflict: expected {expected}, the record is at {}", actual.map_or_else(|| "none (absent)".to_string(), |v| v.to_string()))]
-    Conflict {
-        /// The version the request expected.
-        expected: u64,
-        /// The record's version (`None`: there is no record).
-        actual: Option<u64>,
-    },
-    /// The owner is at its session limit (reject policy).
-    #[error("the owner has {current} live sessions, the limit is {max}")]
-    LimitExceeded {
-        /// Live sessions of the owner.
-        current: usize,
-        /// The limit.
-        max: u32,
-    },
-    /// A caller-chosen id is taken by a live session.
-    #[error("a live session already has that id")]
-    AlreadyExists,
-    /// A caller-chosen id was deleted or rotated away within the tombstone window.
-    #[error("that id was deleted or rotated away recently and cannot be reused yet")]
-    Gone,
-    /// A bad argument.
-    #[error("{0}")]
-    Invalid(String),
-    /// The attributes are too large.
-    #[error("attributes are {len} bytes encoded, the limit is {max}")]
-    TooLarge {
-        /// Encoded size.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The namespace table is full.
-    #[error("too many namespaces (the limit is {max})")]
-    TooManyNamespaces {
-        /// The limit.
-        max: usize,
-    },
-    /// A stored attribute blob failed to decode or encode: a bug, reported rather than hidden.
-    #[error("internal codec error: {0}")]
-    Codec(String),
-    /// Writes are refused because the log cannot write (reads still work).
-    #[error("{0}")]
-    Unavailable(String),
-    /// The memory limit is reached (and nothing could be evicted).
-    #[error(
-        "the memory limit of {max} bytes is reached ({used} used); reads and deletes still work"
-    )]
-    OutOfMemory {
-        /// Estimated bytes in use.
-        used: u64,
-        /// The limit.
-        max: u64,
-    },
-}
-
-impl StoreError {
-    /// The wire code for this error.
-    #[must_use]
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::NotFound => ErrorCode::NotFound,
-            Self::Conflict { .. } => ErrorCode::Conflict,
-            Self::LimitExceeded { .. } | Self::TooManyNamespaces { .. } => ErrorCode::LimitExceeded,
-            Self::AlreadyExists => ErrorCode::AlreadyExists,
-            Self::Gone => ErrorCode::Gone,
-            Self::Invalid(_) => ErrorCode::InvalidRequest,
-            Self::TooLarge { .. } => ErrorCode::TooLarge,
-            Self::Codec(_) => ErrorCode::Internal,
-            Self::Unavailable(_) => ErrorCode::Unavailable,
-            Self::OutOfMemory { .. } => ErrorCode::OutOfMemory,
-        }
-    }
-}
-
-type Result<T> = std::result::Result<T, StoreError>;
-
-/// Where the store sends the post-image of every change, in the order the
-/// changes happen to each record: it is called under the changed record's
-/// shard lock, so it must not block for long (the log appends to a buffer).
-///
-/// Every record carries an LSN the store drew under that same lock (see
-/// `log::format`, "The ordering rule"), so the order the records reach the
-/// journal in does not decide what a replay keeps.
-pub trait Journal: Send + Sync + std::fmt::Debug {
-    /// The record at (`namespace`, `id`) now looks like `record`.
-    fn put(&self, lsn: u64, namespace: &str, id: SessionId, record: &Record);
-    /// The record at (`namespace`, `id`) is gone; its id is refused until
-    /// `tombstone_until` (0: no tombstone).
-    fn delete(&self, lsn: u64, namespace: &str, id: SessionId, tombstone_until: u64);
-    /// The records of one operation that changes several (rotate,
-    /// revoke-all, an owner limit's eviction), as one atomic entry.
-    fn batch(&self, records: Vec<LogRecord>);
-    /// Whether writes may proceed; the error says why not.
-    ///
-    /// # Errors
-    /// A message for the client when the log cannot accept writes.
-    fn check(&self) -> std::result::Result<(), String>;
-}
-
-/// Where a change's log record goes: to the journal at once, or into the
-/// batch of the operation it is part of. A batch is an explicit value that
-/// the operation appends itself (see [`Store::append_batch`]) before any key
-/// it touches becomes reachable to another connection.
-enum Sink<'a> {
-    /// Appended now.
-    Direct,
-    /// Added to the operation's batch.
-    Gather(&'a mut Vec<LogRecord>),
-    /// Added to the batch, which is then appended (still under the lock of
-    /// the record just changed).
-    Close(&'a mut Vec<LogRecord>),
-}
-
-/// What a timer wheel entry stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timer {
-    /// A record's deadline (checked against the record: it may have moved).
-    Record(Key),
-    /// A tombstone's end.
-    Tombstone(Key),
-    /// A rotation grace period's end.
-    Alias(Key),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -364,10 +240,6 @@ pub struct Store {
     step_hook: Mutex<Option<StepHook>>,
 }
 
-/// A test's hook into the steps of multi-record operations.
-#[cfg(test)]
-pub(crate) type StepHook = Arc<dyn Fn(&'static str) + Send + Sync>;
-
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
@@ -431,261 +303,10 @@ impl Store {
         }
     }
 
-    /// Sends every change from now on to `journal` (set once, after recovery
-    /// has replayed the log into the store).
-    ///
-    /// # Errors
-    /// `Invalid` if a journal is already attached.
-    pub fn attach_journal(&self, journal: Arc<dyn Journal>) -> Result<()> {
-        self.journal
-            .set(journal)
-            .map_err(|_| invalid("a journal is already attached".into()))
-    }
-
-    /// Lets a write that may add data through, making room first under the
-    /// volatile-ttl policy.
-    fn admit(&self) -> Result<()> {
-        let Some(max) = self.config.max_memory else {
-            return Ok(());
-        };
-        let used = || u64::try_from(self.memory.load(Ordering::Relaxed)).unwrap_or(0);
-        if used() < max {
-            return Ok(());
-        }
-        if self.config.memory_policy == MemoryPolicy::VolatileTtl {
-            // Bounded work per write: a store full of sessions without a ttl
-            // cannot be freed this way, and must not stall the writer.
-            for _ in 0..16 {
-                if self.evict_soonest() == 0 || used() < max {
-                    break;
-                }
-            }
-            if used() < max {
-                return Ok(());
-            }
-        }
-        Err(StoreError::OutOfMemory { used: used(), max })
-    }
-
-    /// Evicts the records of the earliest wheel slot (the sessions closest to
-    /// expiry); returns how many wheel entries it looked at (0: nothing left
-    /// to evict). Stale entries (touched records) and tombstone/alias entries
-    /// are put back where they belong.
-    fn evict_soonest(&self) -> usize {
-        let now = self.now_ms();
-        // The wheel whose earliest slot comes first.
-        let Some(wheel) = self.wheels[..WHEEL_SHARDS]
-            .iter()
-            .filter_map(|w| w.lock().next_expiration_hint().map(|h| (h, w)))
-            .min_by_key(|(h, _)| *h)
-            .map(|(_, w)| w)
-        else {
-            return 0;
-        };
-        let mut taken = Vec::new();
-        let looked_at = wheel.lock().take_earliest(&mut taken);
-        for (deadline, timer) in taken {
-            match timer {
-                Timer::Record(key) => {
-                    let moved = match self.records.get_mut(&key) {
-                        // Stale entry: the record has a newer one, or is gone.
-                        Some(r) if r.wheel_deadline() != deadline => continue,
-                        None => continue,
-                        // Touched since scheduled: it is not among the soonest;
-                        // put it back at its real deadline (lazy rescheduling).
-                        Some(mut r) if r.expires_at() > deadline && r.expires_at() != NEVER => {
-                            let at = r.expires_at();
-                            r.set_wheel_deadline(at);
-                            Some(r.expires_at())
-                        }
-                        Some(_) => None,
-                    };
-                    if let Some(at) = moved {
-                        self.schedule(at, Timer::Record(key));
-                        continue;
-                    }
-                    if let Some(rec) = self.remove_logged(
-                        &key,
-                        0,
-                        |r| r.wheel_deadline() == deadline,
-                        Sink::Direct,
-                    ) {
-                        self.forget(&key, &rec);
-                        if let Some(owner) = &rec.owner() {
-                            self.unindex_owner(key.ns, owner, rec.created_at(), key.id);
-                        }
-                        self.evicted_total.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Timer::Tombstone(_) | Timer::Alias(_) => {
-                    self.schedule(deadline.max(now), timer);
-                }
-            }
-        }
-        looked_at
-    }
-
-    /// Appends an operation's batch as one atomic log entry. Call it before
-    /// any key the batch touches becomes reachable to another connection, so
-    /// that what is done through that key is logged after it.
-    fn append_batch(&self, batch: Vec<LogRecord>) {
-        if let Some(j) = self.journal.get() {
-            if !batch.is_empty() {
-                j.batch(batch);
-            }
-        }
-    }
-
-    /// Draws the next LSN; call under the lock of the record it orders.
-    fn next_lsn(&self) -> u64 {
-        self.lsn.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// The LSN the next change will carry.
-    #[must_use]
-    pub fn lsn(&self) -> u64 {
-        self.lsn.load(Ordering::Relaxed)
-    }
-
-    /// Refuses writes while the journal cannot take them.
-    fn writable(&self) -> Result<()> {
-        match self.journal.get() {
-            Some(j) => j.check().map_err(StoreError::Unavailable),
-            None => Ok(()),
-        }
-    }
-
-    /// Logs a record's post-image; call with its shard lock held.
-    fn log_put(&self, key: &Key, rec: &mut Record, sink: Sink<'_>) {
-        let Some(j) = self.journal.get() else { return };
-        let Some(ns) = self.namespaces.get(key.ns) else {
-            return;
-        };
-        let at = rec.expires_at();
-        rec.set_logged_expires(at);
-        let lsn = self.next_lsn();
-        match sink {
-            Sink::Direct => j.put(lsn, &ns.name, key.id, rec),
-            Sink::Gather(batch) => {
-                batch.push(LogRecord::Put(PutImage::of(lsn, &ns.name, key.id, rec)))
-            }
-            Sink::Close(batch) => {
-                batch.push(LogRecord::Put(PutImage::of(lsn, &ns.name, key.id, rec)));
-                j.batch(std::mem::take(batch));
-            }
-        }
-    }
-
-    /// Logs a removal; call with the shard lock held (inside `remove_if`).
-    fn log_delete(&self, key: &Key, tombstone_until: u64, sink: Sink<'_>) {
-        let Some(j) = self.journal.get() else { return };
-        let Some(ns) = self.namespaces.get(key.ns) else {
-            return;
-        };
-        let lsn = self.next_lsn();
-        let record = || LogRecord::Delete {
-            lsn,
-            namespace: ns.name.to_string(),
-            id: key.id.0,
-            tombstone_until,
-        };
-        match sink {
-            Sink::Direct => j.delete(lsn, &ns.name, key.id, tombstone_until),
-            Sink::Gather(batch) => batch.push(record()),
-            Sink::Close(batch) => {
-                batch.push(record());
-                j.batch(std::mem::take(batch));
-            }
-        }
-    }
-
-    /// Adds a rotation's alias (`key` resolves to `to` until `until`) to its
-    /// batch; call with `key`'s record lock held.
-    fn log_alias(&self, key: &Key, to: SessionId, until: u64, batch: &mut Vec<LogRecord>) {
-        if self.journal.get().is_none() {
-            return;
-        }
-        let Some(ns) = self.namespaces.get(key.ns) else {
-            return;
-        };
-        batch.push(LogRecord::Alias {
-            lsn: self.next_lsn(),
-            namespace: ns.name.to_string(),
-            id: key.id.0,
-            to: to.0,
-            until,
-        });
-    }
-
-    /// A named point in a multi-step operation where a test may pause it
-    /// (see `set_step_hook`); nothing outside tests.
-    #[allow(clippy::unused_self)]
-    fn step(&self, _name: &'static str) {
-        #[cfg(test)]
-        {
-            let hook = self.step_hook.lock().clone();
-            if let Some(hook) = hook {
-                hook(_name);
-            }
-        }
-    }
-
-    /// Calls `hook` with the name of each step of a multi-record operation
-    /// as it passes it (tests pause operations there to race them).
-    #[cfg(test)]
-    pub(crate) fn set_step_hook(&self, hook: Option<StepHook>) {
-        *self.step_hook.lock() = hook;
-    }
-
-    /// Removes the record at `key` if `pred` holds, logging the removal under
-    /// the same lock so that the log orders it exactly as memory did.
-    fn remove_logged(
-        &self,
-        key: &Key,
-        tombstone_until: u64,
-        pred: impl FnOnce(&Record) -> bool,
-        sink: Sink<'_>,
-    ) -> Option<Record> {
-        let mut pred = Some(pred);
-        let mut sink = Some(sink);
-        self.records
-            .remove_if(key, |k, r| {
-                let remove = pred.take().is_some_and(|p| p(r));
-                if remove {
-                    if tombstone_until > 0 {
-                        self.add_tombstone(*k, tombstone_until);
-                    }
-                    if let Some(sink) = sink.take() {
-                        self.log_delete(k, tombstone_until, sink);
-                    }
-                }
-                remove
-            })
-            .map(|(_, r)| r)
-    }
-
-    /// Logs a touch once it has moved the deadline far enough (coalescing).
-    fn log_touch(&self, key: &Key, rec: &mut Record) {
-        let Some(idle) = rec.idle_ttl() else { return };
-        let moved = rec.expires_at().saturating_sub(rec.logged_expires());
-        if moved as f64 > idle.get() as f64 * self.config.touch_log_fraction {
-            self.log_put(key, rec, Sink::Direct);
-        }
-    }
-
     /// The store's clock reading.
     #[must_use]
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
-    }
-
-    fn schedule(&self, at: u64, timer: Timer) {
-        let (key, base) = match timer {
-            Timer::Record(k) => (k, 0),
-            Timer::Tombstone(k) | Timer::Alias(k) => (k, WHEEL_SHARDS),
-        };
-        let i = base + (usize::from(key.id.0[0]) ^ key.ns as usize) % WHEEL_SHARDS;
-        self.wheels[i].lock().insert(at, timer);
     }
 
     fn add_mem(&self, delta: i64) {
@@ -921,7 +542,7 @@ impl Store {
             owner: owner.clone(),
         };
         let created_at = rec.created_at();
-        let mut batch = Vec::new();
+        let mut batch: Vec<Change> = Vec::new();
         let mut set = self.owners.entry(okey).or_default();
         // Every session of an owner shares the index's copy of its name.
         rec.share_owner(Arc::clone(&set.key().owner));
@@ -1416,7 +1037,7 @@ impl Store {
             .filter(|(_, id)| Some(*id) != except)
             .collect();
         let mut count = 0;
-        let mut batch = Vec::new();
+        let mut batch: Vec<Change> = Vec::new();
         let tomb_until = now.saturating_add(self.config.tombstone_ttl_ms);
         for (created_at, id) in victims {
             set.remove(&(created_at, id));
@@ -1503,7 +1124,7 @@ impl Store {
             // lock, once the old record is known not to have changed, and
             // before the alias makes the new record reachable through the old
             // id: whatever is done through the alias is logged after it.
-            let mut batch = Vec::new();
+            let mut batch: Vec<Change> = Vec::new();
             if self
                 .put_new(new, rec, now, Sink::Gather(&mut batch))?
                 .replaced
@@ -1573,78 +1194,6 @@ impl Store {
             expected: 0,
             actual: None,
         })
-    }
-
-    /// Polls the timer wheels at the current time and reclaims what is due: expired
-    /// records (with their index entries), ended tombstones and grace periods.
-    /// Does at most about `budget` entries; returns how many it handled (fewer
-    /// than `budget` means nothing due is left).
-    pub fn reclaim(&self, budget: usize) -> usize {
-        let now = self.now_ms();
-        let per_wheel = budget.div_ceil(self.wheels.len()).max(1);
-        let mut due = Vec::new();
-        let mut handled = 0;
-        for wheel in self.wheels.iter() {
-            due.clear();
-            // The wheel lock is released before any record is locked (lock order).
-            let n = wheel.lock().poll(now, per_wheel, &mut due);
-            handled += n;
-            for &(deadline, timer) in &due {
-                self.fire(deadline, timer, now);
-            }
-        }
-        handled
-    }
-
-    fn fire(&self, deadline: u64, timer: Timer, now: u64) {
-        match timer {
-            Timer::Record(key) => {
-                let reschedule = {
-                    let Some(mut r) = self.records.get_mut(&key) else {
-                        return;
-                    };
-                    if r.wheel_deadline() != deadline {
-                        return; // stale entry: a newer one exists
-                    }
-                    if r.is_live(now) {
-                        // Touched since it was scheduled: re-insert at the new deadline.
-                        let at = r.expires_at();
-                        r.set_wheel_deadline(at);
-                        finite(r.expires_at())
-                    } else {
-                        None
-                    }
-                };
-                if let Some(at) = reschedule {
-                    self.schedule(at, Timer::Record(key));
-                    return;
-                }
-                if let Some((_, rec)) = self.records.remove_if(&key, |_, r| {
-                    r.wheel_deadline() == deadline && !r.is_live(now)
-                }) {
-                    self.forget(&key, &rec);
-                    self.expired_total.fetch_add(1, Ordering::Relaxed);
-                    if let Some(owner) = &rec.owner() {
-                        self.unindex_owner(key.ns, owner, rec.created_at(), key.id);
-                    }
-                }
-            }
-            Timer::Tombstone(key) => {
-                if self
-                    .tombstones
-                    .remove_if(&key, |_, until| *until <= now)
-                    .is_some()
-                {
-                    self.tombstone_count.fetch_sub(1, Ordering::Relaxed);
-                    self.add_mem(-TOMBSTONE_BYTES);
-                }
-            }
-            Timer::Alias(key) => {
-                if self.aliases.remove_if(&key, |_, a| a.1 <= now).is_some() {
-                    self.alias_count.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-        }
     }
 
     /// Current counters.

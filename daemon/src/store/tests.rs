@@ -8,6 +8,7 @@ use sessiond_protocol::{RateWindow, Upsert};
 use super::*;
 use crate::clock::ManualClock;
 use crate::store::MemoryPolicy;
+use sessiond_protocol::ErrorCode;
 
 const START: u64 = 1_000_000;
 const TOMB: u64 = 5_000;
