@@ -920,3 +920,47 @@ fn disk_full_leftover_empty_segments_do_not_stop_a_start() {
     log.shutdown();
     assert!(!segment(dir.path(), 6).exists());
 }
+
+/// A request for the old id that resolved it just before a rotation (with a
+/// grace period) moved the record follows the alias laid meanwhile, instead
+/// of missing the session: reads and writes alike.
+#[test]
+fn a_request_racing_a_rotation_with_grace_finds_the_rotated_session() {
+    let clock = ManualClock::new(NOW);
+    let (s, journal) = racing(&clock, StoreConfig::default());
+    let old = s.create(create("app", None)).unwrap().id;
+    let rotate = |id| Rotate {
+        namespace: "app".into(),
+        id,
+        grace_ms: Some(60_000),
+    };
+    let mut rotated = None;
+    let got = pause_at(
+        &s,
+        "get: resolved",
+        || s.get("app", old, false).unwrap(),
+        || rotated = Some(s.rotate(&rotate(old)).unwrap().id),
+    );
+    assert_eq!(got.map(|g| g.id), rotated);
+
+    let second = rotated.unwrap();
+    let mut again = None;
+    let incr = Incr {
+        namespace: "app".into(),
+        id: second,
+        attr: "n".into(),
+        delta: 1,
+        window: None,
+    };
+    let reply = pause_at(
+        &s,
+        "write: resolved",
+        || s.incr(incr).unwrap(),
+        || again = Some(s.rotate(&rotate(second)).unwrap().id),
+    );
+    assert_eq!(reply.value, 1);
+    let now = s.get("app", again.unwrap(), false).unwrap().unwrap();
+    assert_eq!(now.attrs.get("n"), Some(&Value::Int(1)));
+    let (back, _) = replay(&journal.0.lock(), &clock);
+    assert_eq!(dump(&back), dump(&s));
+}

@@ -352,6 +352,38 @@ impl Store {
         }
     }
 
+    /// After a miss on `tried` (resolved from `asked`): the key to try
+    /// instead if a rotation laid an alias for `asked` in between (the
+    /// request resolved the old id just before the rotation moved the record).
+    /// It then acts on the rotated session, as it would a moment later,
+    /// instead of missing it.
+    fn retarget(&self, asked: Key, tried: Key, now: u64) -> Option<Key> {
+        if self.alias_count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let key = self.target(asked, now);
+        (key != tried).then_some(key)
+    }
+
+    /// The live record a request for `asked` acts on, locked for writing
+    /// (following an alias laid meanwhile, see [`Store::retarget`]).
+    fn live_mut(
+        &self,
+        asked: Key,
+        now: u64,
+    ) -> Option<(Key, dashmap::mapref::one::RefMut<'_, Key, Record>)> {
+        let key = self.target(asked, now);
+        self.step("write: resolved");
+        if let Some(r) = self.records.get_mut(&key).filter(|r| r.is_live(now)) {
+            return Some((key, r));
+        }
+        let moved = self.retarget(asked, key, now)?;
+        self.records
+            .get_mut(&moved)
+            .filter(|r| r.is_live(now))
+            .map(|r| (moved, r))
+    }
+
     fn is_tombstoned(&self, key: &Key, now: u64) -> bool {
         self.tombstone_at(key, now)
             || (self.alias_count.load(Ordering::Relaxed) > 0
@@ -678,8 +710,16 @@ impl Store {
             return Ok(None);
         };
         let now = self.now_ms();
-        let key = self.target(Key { ns, id }, now);
-        Ok(self.read(key, touch, now).map(|s| s.into_raw(namespace)))
+        let asked = Key { ns, id };
+        let key = self.target(asked, now);
+        self.step("get: resolved");
+        let snap = match self.read(key, touch, now) {
+            Some(snap) => Some(snap),
+            None => self
+                .retarget(asked, key, now)
+                .and_then(|k| self.read(k, touch, now)),
+        };
+        Ok(snap.map(|s| s.into_raw(namespace)))
     }
 
     /// Slides a session's deadline (never past its maximum lifetime).
@@ -695,13 +735,9 @@ impl Store {
             return Ok(not_found);
         };
         let now = self.now_ms();
-        let key = self.target(Key { ns, id }, now);
-        let Some(mut r) = self.records.get_mut(&key) else {
+        let Some((key, mut r)) = self.live_mut(Key { ns, id }, now) else {
             return Ok(not_found);
         };
-        if !r.is_live(now) {
-            return Ok(not_found);
-        }
         let expires_at = r.touch(now);
         self.log_touch(&key, &mut r);
         Ok(TouchReply {
@@ -732,12 +768,19 @@ impl Store {
                 .ok_or(StoreError::NotFound)?
         };
         let now = self.now_ms();
-        let key = self.target(Key { ns, id: u.id }, now);
+        let asked = Key { ns, id: u.id };
+        let mut key = self.target(asked, now);
         // Two rounds at most: an upsert that loses a race with a concurrent create
         // of the same id applies as an update to the record that won.
         for _ in 0..2 {
             if let Some(reply) = self.update_existing(key, &u, now)? {
                 return Ok(reply);
+            }
+            if let Some(moved) = self.retarget(asked, key, now) {
+                key = moved;
+                if let Some(reply) = self.update_existing(key, &u, now)? {
+                    return Ok(reply);
+                }
             }
             let Some(upsert) = &u.upsert else {
                 return Err(StoreError::NotFound);
@@ -845,11 +888,9 @@ impl Store {
             .ns_for_read(&i.namespace)?
             .ok_or(StoreError::NotFound)?;
         let now = self.now_ms();
-        let key = self.target(Key { ns, id: i.id }, now);
-        let mut r = self.records.get_mut(&key).ok_or(StoreError::NotFound)?;
-        if !r.is_live(now) {
-            return Err(StoreError::NotFound);
-        }
+        let (key, mut r) = self
+            .live_mut(Key { ns, id: i.id }, now)
+            .ok_or(StoreError::NotFound)?;
         let mut attrs = decode_attrs(r.attrs()).map_err(|e| StoreError::Codec(e.to_string()))?;
         let overflow = || invalid(format!("incrementing attribute {:?} overflows i64", i.attr));
         let (reply, new_value) = match i.window {
@@ -934,9 +975,17 @@ impl Store {
             return Ok(false);
         };
         let now = self.now_ms();
-        let key = self.target(Key { ns, id }, now);
+        let asked = Key { ns, id };
+        let mut key = self.target(asked, now);
         let until = now.saturating_add(self.config.tombstone_ttl_ms);
-        let Some(rec) = self.remove_logged(&key, until, |_| true, Sink::Direct) else {
+        let mut removed = self.remove_logged(&key, until, |_| true, Sink::Direct);
+        if removed.is_none() {
+            if let Some(moved) = self.retarget(asked, key, now) {
+                key = moved;
+                removed = self.remove_logged(&key, until, |_| true, Sink::Direct);
+            }
+        }
+        let Some(rec) = removed else {
             return Ok(false);
         };
         self.forget(&key, &rec);
