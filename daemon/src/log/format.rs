@@ -40,6 +40,9 @@
 //! newer one. LSNs start above the highest one in the files at every start.
 //! Snapshot images carry LSN 0: the segments after a snapshot hold every
 //! change since it began, and each of them applies over the snapshot's image.
+//! A snapshot is put in place only once those segments are synced past every
+//! change its walk saw (including the batches of operations it saw half of),
+//! so replaying them over it always completes what it holds.
 //! Version 1 files (no LSNs) are still read: their records apply in file order.
 //!
 //! # Telling a torn tail from corruption

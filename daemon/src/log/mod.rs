@@ -204,6 +204,8 @@ pub struct Log {
     stats: LogStats,
     /// Makes every write fail as a full disk would (tests of the failure path).
     fault: AtomicBool,
+    /// Someone waits for a sync (a snapshot about to be put in place).
+    sync_requested: AtomicBool,
 }
 
 /// Counters of the log.
@@ -217,6 +219,8 @@ pub struct LogStats {
     pub fsync_ns: AtomicU64,
     /// Compactions finished.
     pub compactions: AtomicU64,
+    /// Compactions started (finished, failed or still running).
+    pub compactions_started: AtomicU64,
 }
 
 impl std::fmt::Debug for Log {
@@ -252,6 +256,7 @@ impl Log {
             writer: Mutex::new(None),
             stats: LogStats::default(),
             fault: AtomicBool::new(false),
+            sync_requested: AtomicBool::new(false),
         });
         let (segment, start_error) = match opened.segment {
             Ok(f) => (Some(f), None),
@@ -391,6 +396,34 @@ impl Log {
         });
     }
 
+    /// Asks the writer to sync now, whatever the policy.
+    fn request_sync(&self) {
+        self.sync_requested.store(true, Ordering::Release);
+        let _guard = self.pending.lock();
+        self.wake.notify_all();
+    }
+
+    /// Blocks until everything appended so far is covered by a sync (the
+    /// writer syncs at once when asked), the log fails, or `timeout` passes.
+    fn sync_all_appended(&self, timeout: Duration) -> Result<(), String> {
+        let seq = self.last_seq();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let p = self.progress();
+            if p.synced >= seq {
+                return Ok(());
+            }
+            if let Some(e) = p.error {
+                return Err(e.to_string());
+            }
+            if Instant::now() >= deadline {
+                return Err("timed out waiting for the log to sync".into());
+            }
+            self.request_sync();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Makes log writes fail (`true`) as a full disk would, or work again.
     /// For testing the failure path of a running daemon.
     #[doc(hidden)]
@@ -496,7 +529,10 @@ impl Writer {
                     std::thread::sleep(WRITER_NAP);
                     p = self.log.pending.lock();
                 }
-                while p.buf.is_empty() && !p.shutdown {
+                while p.buf.is_empty()
+                    && !p.shutdown
+                    && !self.log.sync_requested.load(Ordering::Acquire)
+                {
                     if self.segment.is_none() {
                         // No segment yet (a full disk at start): try again
                         // now and then, writes or not.
@@ -543,7 +579,9 @@ impl Writer {
             if shutdown {
                 self.trim();
             }
-            let sync_now = match self.log.policy {
+            let asked = self.log.sync_requested.swap(false, Ordering::AcqRel);
+            let sync_now = asked && dirty
+                || match self.log.policy {
                 FsyncPolicy::Always => dirty,
                 FsyncPolicy::EverySec => {
                     dirty && (shutdown || last_sync.elapsed() >= Duration::from_secs(1))
@@ -567,6 +605,11 @@ impl Writer {
                     p.durable = p.durable.max(seq);
                     p.synced = p.synced.max(seq);
                 });
+            } else if !dirty && self.segment.is_some() {
+                // Everything written is synced already.
+                self.log
+                    .progress
+                    .send_modify(|p| p.synced = p.synced.max(seq).max(p.durable));
             }
             if shutdown {
                 if let Some(c) = self.compactor.take() {
@@ -788,6 +831,10 @@ impl Writer {
         }
         let upto = self.segment_no;
         self.log_bytes = self.segment_len;
+        self.log
+            .stats
+            .compactions_started
+            .fetch_add(1, Ordering::Relaxed);
         let (vfs, dir, store, log, flag) = (
             Arc::clone(&self.config.vfs),
             self.dir.clone(),
@@ -799,7 +846,16 @@ impl Writer {
             .name("sessiond-compact".into())
             .spawn(move || {
                 let started = Instant::now();
-                match recovery::write_snapshot(&*vfs, &dir, upto, &store) {
+                // Put in place only once the log completes every change the
+                // walk saw: multi-record operations in flight during it have
+                // appended their batches, and all of it is synced.
+                let settle = || {
+                    if !store.settle_batches(Duration::from_secs(10)) {
+                        return Err("multi-record operations never paused for 10 s".to_string());
+                    }
+                    log.sync_all_appended(Duration::from_secs(30))
+                };
+                match recovery::write_snapshot(&*vfs, &dir, upto, &store, settle) {
                     Ok(bytes) => {
                         log.stats.compactions.fetch_add(1, Ordering::Relaxed);
                         info!(upto, bytes, ms = started.elapsed().as_millis() as u64, "log compacted");

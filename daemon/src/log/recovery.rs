@@ -362,11 +362,17 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
 
 /// Writes `snap-upto.snap` from the live store and removes the files it
 /// replaces (segments before `upto`, older snapshots). Returns its size.
+///
+/// `settle` runs once the snapshot is written and synced, before it is put in
+/// place: it must make sure the log from segment `upto` on completes every
+/// change the walk saw (see [`Store::settle_batches`]), so that the snapshot
+/// plus what survives of those segments is a state the store was in.
 pub(crate) fn write_snapshot(
     vfs: &dyn Vfs,
     dir: &Path,
     upto: u64,
     store: &Store,
+    settle: impl FnOnce() -> Result<(), String>,
 ) -> Result<u64, LogError> {
     const FLUSH_AT: usize = 1 << 20;
     let path = dir.join(file_name(FileKind::Snapshot, upto));
@@ -432,6 +438,10 @@ pub(crate) fn write_snapshot(
     }
     file.sync_all().map_err(io_err("sync", &tmp))?;
     drop(file);
+    if let Err(why) = settle() {
+        let _ = vfs.remove(&tmp);
+        return Err(io_err("settle the log for", &tmp)(std::io::Error::other(why)));
+    }
     vfs.rename(&tmp, &path)
         .map_err(io_err("rename into place", &path))?;
     sync_dir(vfs, dir)?;

@@ -134,6 +134,15 @@ impl Image {
     }
 }
 
+/// Counts a multi-record operation in flight while it lives.
+pub(super) struct InFlight<'a>(&'a Store);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.batches_in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A test's hook into the steps of multi-record operations.
 #[cfg(test)]
 pub(crate) type StepHook = Arc<dyn Fn(&'static str) + Send + Sync>;
@@ -293,6 +302,33 @@ impl Store {
         let moved = rec.expires_at().saturating_sub(rec.logged_expires());
         if moved as f64 > idle.get() as f64 * self.config.touch_log_fraction {
             self.log_put(key, rec, Sink::Direct);
+        }
+    }
+
+    /// Marks a multi-record operation in flight until the guard drops: from
+    /// before its first change in memory to after its batch (or the undo of
+    /// its changes) is appended.
+    pub(super) fn batch_in_flight(&self) -> InFlight<'_> {
+        self.batches_in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self)
+    }
+
+    /// Waits (up to `timeout`) for a moment with no multi-record operation in
+    /// flight; returns whether it came. A snapshot calls it after walking the
+    /// store: the walk may have seen half of such an operation (a rotation's
+    /// new record before the old one went), and once none is in flight every
+    /// one it saw has appended its batch, so the log from the snapshot's
+    /// first segment up to the log's end now completes (or undoes) it.
+    pub fn settle_batches(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.batches_in_flight.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
         }
     }
 }

@@ -236,6 +236,9 @@ pub struct Store {
     journal: std::sync::OnceLock<Arc<dyn Journal>>,
     /// The next LSN (see `log::format`, "The ordering rule").
     lsn: AtomicU64,
+    /// Multi-record operations between their first change and the append
+    /// of their batch (see [`Store::settle_batches`]).
+    batches_in_flight: AtomicUsize,
     #[cfg(test)]
     step_hook: Mutex<Option<StepHook>>,
 }
@@ -298,6 +301,7 @@ impl Store {
             memory: AtomicI64::new(0),
             journal: std::sync::OnceLock::new(),
             lsn: AtomicU64::new(1),
+            batches_in_flight: AtomicUsize::new(0),
             #[cfg(test)]
             step_hook: Mutex::new(None),
         }
@@ -574,6 +578,7 @@ impl Store {
             owner: owner.clone(),
         };
         let created_at = rec.created_at();
+        let _in_flight = self.batch_in_flight();
         let mut batch: Vec<Change> = Vec::new();
         let mut set = self.owners.entry(okey).or_default();
         // Every session of an owner shares the index's copy of its name.
@@ -618,7 +623,15 @@ impl Store {
         // The evictions and the new record reach the log as one batch, appended
         // under the new record's lock: nothing done to it through another
         // connection can be logged before it.
-        let placed = self.put_new(key, rec, now, Sink::Close(&mut batch))?;
+        let placed = match self.put_new(key, rec, now, Sink::Close(&mut batch)) {
+            Ok(placed) => placed,
+            Err(e) => {
+                // The evictions happened: they reach the log without the
+                // record that failed.
+                self.append_batch(batch);
+                return Err(e);
+            }
+        };
         set.insert((created_at, key.id));
         self.step("create: placed");
         Ok(placed)
@@ -1086,6 +1099,7 @@ impl Store {
             .filter(|(_, id)| Some(*id) != except)
             .collect();
         let mut count = 0;
+        let _in_flight = self.batch_in_flight();
         let mut batch: Vec<Change> = Vec::new();
         let tomb_until = now.saturating_add(self.config.tombstone_ttl_ms);
         for (created_at, id) in victims {
@@ -1146,6 +1160,7 @@ impl Store {
                 })
                 .or_default()
         });
+        let _in_flight = self.batch_in_flight();
         for _ in 0..16 {
             let Some(snap) = self.read(old, false, now) else {
                 return Err(StoreError::NotFound);
@@ -1232,8 +1247,9 @@ impl Store {
                 None => {
                     // The record changed between the copy and the move. The new
                     // record was never reachable nor logged (its batch is
-                    // dropped): take it away and retry.
-                    if let Some((_, undo)) = self.records.remove(&new) {
+                    // dropped): take it away and retry. The removal is logged
+                    // all the same: a snapshot taken meanwhile may hold it.
+                    if let Some(undo) = self.remove_logged(&new, 0, |_| true, Sink::Direct) {
                         self.forget(&new, &undo);
                     }
                 }
