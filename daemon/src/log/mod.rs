@@ -582,12 +582,12 @@ impl Writer {
             let asked = self.log.sync_requested.swap(false, Ordering::AcqRel);
             let sync_now = asked && dirty
                 || match self.log.policy {
-                FsyncPolicy::Always => dirty,
-                FsyncPolicy::EverySec => {
-                    dirty && (shutdown || last_sync.elapsed() >= Duration::from_secs(1))
-                }
-                FsyncPolicy::No => dirty && shutdown,
-            };
+                    FsyncPolicy::Always => dirty,
+                    FsyncPolicy::EverySec => {
+                        dirty && (shutdown || last_sync.elapsed() >= Duration::from_secs(1))
+                    }
+                    FsyncPolicy::No => dirty && shutdown,
+                };
             // Under `always` only a sync makes a write acknowledgeable; under
             // the others, being in the file does.
             if self.log.policy != FsyncPolicy::Always {

@@ -316,7 +316,11 @@ fn case(
         &totals.compactions,
         log.stats().compactions_started.load(Ordering::Relaxed),
     );
-    if ops.iter().take(at + 1).any(|(op, _)| matches!(op, Op::Full(true))) {
+    if ops
+        .iter()
+        .take(at + 1)
+        .any(|(op, _)| matches!(op, Op::Full(true)))
+    {
         add(&totals.full, 1);
     }
     let files = disk.list(&dir()).unwrap();

@@ -440,7 +440,9 @@ pub(crate) fn write_snapshot(
     drop(file);
     if let Err(why) = settle() {
         let _ = vfs.remove(&tmp);
-        return Err(io_err("settle the log for", &tmp)(std::io::Error::other(why)));
+        return Err(io_err("settle the log for", &tmp)(std::io::Error::other(
+            why,
+        )));
     }
     vfs.rename(&tmp, &path)
         .map_err(io_err("rename into place", &path))?;
