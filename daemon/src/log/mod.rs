@@ -16,10 +16,11 @@
 //! writer thread; it never blocks on I/O. The writer swaps the whole buffer out,
 //! writes it with one `write`, and, with `--fsync always`, one `fdatasync`: every
 //! append that arrived while the previous batch was being synced shares the
-//! next one (group commit). Connections that executed a write wait, before
-//! answering, until the log covers it: under `always` until it is synced,
-//! under `everysec` until it is written to the file (the OS has it; the sync
-//! follows within a second), under `no` not at all.
+//! next one (group commit). Under `always`, connections that executed a
+//! write wait, before answering, until the log has synced it; under
+//! `everysec` and `no` they answer at once, and a write is taken only while
+//! the disk space it goes to is reserved (zero-filled ahead of the records),
+//! so that a full disk cannot leave an acknowledged write stuck in memory.
 //!
 //! # Failure
 //! When a write or sync fails (disk full, EIO) the batch is kept and retried
@@ -31,9 +32,11 @@
 //! way too: it serves reads and takes writes once the segment can be made.
 //!
 //! Under `--fsync always` the segment is zero-filled 8 MiB ahead of the
-//! records (a sync then flushes data only, not the file's size); on a disk
-//! with less room than that the writer writes without the prefill, so the log
-//! keeps no headroom of its own: it can use the disk to its last block.
+//! records and synced (a sync then flushes data only, not the file's size);
+//! on a disk with less room than that the writer writes without the prefill,
+//! so the log keeps no headroom of its own: it can use the disk to its last
+//! block. Under `everysec` and `no` the zero-fill is the reservation above
+//! (not synced; a new segment is started only once its own is made).
 
 pub mod format;
 pub mod recovery;
@@ -206,6 +209,10 @@ pub struct Log {
     fault: AtomicBool,
     /// Someone waits for a sync (a snapshot about to be put in place).
     sync_requested: AtomicBool,
+    /// Under `everysec` and `no`: bytes of disk space reserved (zero-filled)
+    /// after the records of the current segment, which writes acknowledged
+    /// before they reach the file are sure to fit in.
+    headroom: AtomicU64,
 }
 
 /// Counters of the log.
@@ -257,12 +264,13 @@ impl Log {
             stats: LogStats::default(),
             fault: AtomicBool::new(false),
             sync_requested: AtomicBool::new(false),
+            headroom: AtomicU64::new(0),
         });
         let (segment, start_error) = match opened.segment {
             Ok(f) => (Some(f), None),
             Err(why) => (None, Some(why)),
         };
-        let writer = Writer {
+        let mut writer = Writer {
             log: Arc::clone(&log),
             store: Arc::clone(store),
             config: config.clone(),
@@ -274,11 +282,14 @@ impl Log {
             log_bytes: opened.log_bytes,
             compacting: Arc::new(AtomicBool::new(false)),
             compactor: None,
+            roll_retry_at: None,
             _lock: opened.lock,
         };
         if let Some(why) = start_error {
             writer.fail(&format!("cannot start a new log segment: {why}"));
         }
+        // Writes are taken once there is room reserved for them.
+        writer.reserve();
         let handle = std::thread::Builder::new()
             .name("sessiond-log".into())
             .spawn(move || writer.run())
@@ -473,15 +484,38 @@ impl Journal for Log {
                 why.as_deref().unwrap_or("log error")
             ));
         }
-        if self.backlog.load(Ordering::Relaxed) > MAX_BACKLOG {
+        let backlog = self.backlog.load(Ordering::Relaxed);
+        if backlog > MAX_BACKLOG {
             return Err("the log is behind (disk too slow); retry shortly".into());
+        }
+        // Without `always`, a write is acknowledged before it reaches the
+        // file: only while the space it goes to is reserved, so that a full
+        // disk cannot leave an acknowledged write stuck in memory.
+        if self.policy != FsyncPolicy::Always
+            && self.headroom.load(Ordering::Relaxed) < backlog as u64 + RESERVE_MARGIN
+        {
+            return Err(
+                "writes are refused until the log can reserve disk space for them: the disk is full"
+                    .into(),
+            );
         }
         Ok(())
     }
 }
 
-/// How long the writer naps after a write under `no`, to gather the next
-/// batch without being woken for it.
+/// Under `everysec` and `no`: reserved space below which writes are refused
+/// (an operation's records, up to twice the default attribute limit, fit in
+/// it).
+const RESERVE_MARGIN: u64 = 128 * 1024;
+
+/// Reserved space below which the writer reserves more.
+const RESERVE_LOW: u64 = 4 * RESERVE_MARGIN;
+
+/// Smallest reservation tried when a larger one does not fit.
+const RESERVE_MIN: u64 = 2 * RESERVE_MARGIN;
+
+/// How long the writer naps after a write under `everysec` and `no`, to
+/// gather the next batch without being woken for it.
 const WRITER_NAP: Duration = Duration::from_millis(1);
 
 /// The writer thread's state.
@@ -502,8 +536,31 @@ struct Writer {
     log_bytes: u64,
     compacting: Arc<AtomicBool>,
     compactor: Option<std::thread::JoinHandle<()>>,
+    /// Without `always`: when a roll that found no room may be tried again.
+    roll_retry_at: Option<Instant>,
     /// The data dir lock, held while the writer runs.
     _lock: Box<dyn DirLock>,
+}
+
+/// Writes zeros from `from` on: `chunk` bytes, or, if the disk has no room
+/// for that, half as many and so on down to [`RESERVE_MIN`]; returns where
+/// the zeros end (`None`: not even the least fit). A fill that does not fit
+/// is undone.
+fn fill_zeros(file: &mut dyn VfsFile, from: u64, chunk: u64) -> Option<u64> {
+    let mut size = chunk.max(RESERVE_MIN);
+    let zeros = vec![0u8; size as usize];
+    loop {
+        match file.write_all_at(&zeros[..size as usize], from) {
+            Ok(()) => return Some(from + size),
+            Err(_) => {
+                let _ = file.set_len(from);
+                if size <= RESERVE_MIN {
+                    return None;
+                }
+                size = (size / 2).max(RESERVE_MIN);
+            }
+        }
+    }
 }
 
 fn no_segment() -> std::io::Error {
@@ -519,12 +576,15 @@ impl Writer {
         loop {
             let (seq, shutdown) = {
                 let mut p = self.log.pending.lock();
-                // Under load with `--fsync no`, nap instead of waiting to be
-                // woken: appenders then never pay for waking this thread (a
-                // futex call and a context switch per batch), and a batch
-                // gathers a millisecond of records. Under `always` and
-                // `everysec` writers wait for this thread, so it wakes at once.
-                if wrote && p.buf.is_empty() && !p.shutdown && self.log.policy == FsyncPolicy::No {
+                // Under load, and unless every write waits for its sync, nap
+                // instead of waiting to be woken: appenders then never pay for
+                // waking this thread (a futex call and a context switch per
+                // batch), and a batch gathers a millisecond of records.
+                if wrote
+                    && p.buf.is_empty()
+                    && !p.shutdown
+                    && self.log.policy != FsyncPolicy::Always
+                {
                     drop(p);
                     std::thread::sleep(WRITER_NAP);
                     p = self.log.pending.lock();
@@ -533,9 +593,9 @@ impl Writer {
                     && !p.shutdown
                     && !self.log.sync_requested.load(Ordering::Acquire)
                 {
-                    if self.segment.is_none() {
-                        // No segment yet (a full disk at start): try again
-                        // now and then, writes or not.
+                    if self.segment.is_none() || self.wants_reserve() {
+                        // No segment yet, or no room reserved (a full disk):
+                        // try again now and then, writes or not.
                         if self
                             .log
                             .wake
@@ -564,6 +624,9 @@ impl Writer {
                     Err(e) => self.fail(&format!("cannot start a new log segment: {e}")),
                 }
             }
+            if spare.is_empty() && !shutdown && self.wants_reserve() {
+                self.reserve();
+            }
             if !spare.is_empty() {
                 if !self.write_batch(&spare, shutdown) {
                     // Shut down with the batch unwritten: it is lost (logged).
@@ -575,6 +638,9 @@ impl Writer {
                     .fetch_add(spare.len() as u64, Ordering::Relaxed);
                 spare.clear();
                 dirty = true;
+                if !shutdown {
+                    self.reserve();
+                }
             }
             if shutdown {
                 self.trim();
@@ -588,8 +654,8 @@ impl Writer {
                     }
                     FsyncPolicy::No => dirty && shutdown,
                 };
-            // Under `always` only a sync makes a write acknowledgeable; under
-            // the others, being in the file does.
+            // Under `always` only a sync makes a write acknowledgeable; the
+            // others acknowledge at once, into reserved space.
             if self.log.policy != FsyncPolicy::Always {
                 self.log
                     .progress
@@ -646,6 +712,7 @@ impl Writer {
         self.segment = Some(f);
         self.segment_len = format::HEADER_LEN as u64;
         self.zeroed_to = self.segment_len;
+        self.reserve();
         Ok(())
     }
 
@@ -771,11 +838,40 @@ impl Writer {
             }
             Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
                 // Give back what the fill took; the write decides.
-                let _ = seg.set_len(self.segment_len);
+                let _ = seg.set_len(from);
                 Ok(())
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether the reservation should grow (see [`Writer::reserve`]).
+    fn wants_reserve(&self) -> bool {
+        self.log.policy != FsyncPolicy::Always
+            && self.segment.is_some()
+            && self.zeroed_to.saturating_sub(self.segment_len)
+                < (self.config.prefill / 2).max(RESERVE_LOW)
+    }
+
+    /// Under `everysec` and `no`: keeps disk space reserved after the
+    /// records by zero-filling it ahead (about `prefill`; less, down to 64
+    /// KiB, when the disk is short of room), and publishes how much there is.
+    /// On ext4 and XFS a write into such space cannot fail for want of room
+    /// (on copy-on-write file systems it can).
+    fn reserve(&mut self) {
+        if self.log.policy == FsyncPolicy::Always {
+            return;
+        }
+        if self.wants_reserve() {
+            if let Some(seg) = self.segment.as_mut() {
+                let from = self.zeroed_to.max(self.segment_len);
+                if let Some(end) = fill_zeros(seg.as_mut(), from, self.config.prefill) {
+                    self.zeroed_to = end;
+                }
+            }
+        }
+        let headroom = self.zeroed_to.saturating_sub(self.segment_len);
+        self.log.headroom.store(headroom, Ordering::Relaxed);
     }
 
     /// Cuts the zero-filled space after the records (best effort: a reader
@@ -791,8 +887,46 @@ impl Writer {
         }
     }
 
-    /// Starts a new segment (the old one is synced first).
+    /// Starts a new segment (the old one is synced first). Without `always`,
+    /// only once the new one has room reserved: until then the old one goes
+    /// on (past its size), so acknowledged writes always have room.
     fn roll(&mut self) {
+        if self.log.policy != FsyncPolicy::Always {
+            if self.roll_retry_at.is_some_and(|at| Instant::now() < at) {
+                return;
+            }
+            self.roll_retry_at = Some(Instant::now() + self.config.retry);
+            let vfs = Arc::clone(&self.config.vfs);
+            let next = self.segment_no + 1;
+            let mut file = match recovery::create_segment(&*vfs, &self.dir, next) {
+                Ok(file) => file,
+                Err(e) => {
+                    warn!(error = %e, "cannot start a new log segment yet; the current one goes on");
+                    return;
+                }
+            };
+            let from = format::HEADER_LEN as u64;
+            let Some(end) = fill_zeros(file.as_mut(), from, self.config.prefill) else {
+                drop(file);
+                let path = self.dir.join(file_name(FileKind::Segment, next));
+                let _ = vfs.remove(&path);
+                let _ = vfs.sync_dir(&self.dir);
+                warn!("no room to reserve for a new log segment; the current one goes on");
+                return;
+            };
+            self.trim();
+            if !self.sync(false) {
+                return;
+            }
+            self.segment = Some(file);
+            self.segment_no = next;
+            self.segment_len = from;
+            self.zeroed_to = end;
+            self.log_bytes += from;
+            self.roll_retry_at = None;
+            self.reserve();
+            return;
+        }
         self.trim();
         if !self.sync(false) {
             return;

@@ -836,11 +836,12 @@ fn disk_full_at_start_serves_reads_then_takes_writes_when_space_returns() {
     log.shutdown();
 }
 
-/// Under `everysec` a write is acknowledged once it is in the file: when the
-/// disk is full its waiter hears so (instead of an acknowledgement that a
-/// kill would take back however long after).
+/// Under `everysec` a write is acknowledged before it reaches the file, so
+/// only while the space it goes to is reserved: when the disk fills, the
+/// writes already taken still reach the file (a kill keeps them), and new
+/// ones are refused until the log can reserve more.
 #[test]
-fn disk_full_under_everysec_stops_acknowledging_writes() {
+fn disk_full_under_everysec_acknowledges_only_into_reserved_space() {
     use vfs::Vfs;
     let disk = vfs::SimDisk::new();
     disk.create_dir_all(std::path::Path::new("/data")).unwrap();
@@ -848,21 +849,43 @@ fn disk_full_under_everysec_stops_acknowledging_writes() {
     let s = store(&clock);
     let log = Log::open(&sim_config(&disk, FsyncPolicy::EverySec), &s).unwrap();
     s.create(create("app", None)).unwrap();
-    log.wait_durable_blocking(log.last_seq(), std::time::Duration::from_secs(5))
-        .unwrap();
+    // No room beyond what the log has reserved.
     disk.set_capacity(Some(disk.used()));
-    s.create(create("app", None)).unwrap();
-    let err = log
-        .wait_durable_blocking(log.last_seq(), std::time::Duration::from_secs(5))
-        .unwrap_err();
-    assert!(err.contains("no space left"), "{err}");
-    assert!(s.create(create("app", None)).is_err(), "new writes refused");
-    disk.set_capacity(None);
-    wait_until("the retry writes the batch", || {
-        log.progress().error.is_none()
-    });
+    let mut taken = Vec::new();
+    let refused = loop {
+        let mut c = create("app", None);
+        c.attrs.insert("pad".into(), Value::Bytes(vec![1; 1000]));
+        match s.create(c) {
+            Ok(made) => taken.push(made.id),
+            Err(e) => break e,
+        }
+        assert!(taken.len() < 100_000, "never refused");
+    };
+    assert!(
+        matches!(&refused, crate::store::StoreError::Unavailable(m) if m.contains("disk is full")),
+        "{refused}"
+    );
+    assert!(
+        taken.len() > 100,
+        "only {} writes fit the reservation",
+        taken.len()
+    );
+    // Every write taken reaches the file although the disk is full.
     log.wait_durable_blocking(log.last_seq(), std::time::Duration::from_secs(5))
         .unwrap();
+    assert!(log.progress().error.is_none());
+    // A kill keeps what the OS has: every write taken is there after it.
+    let back = disk.power_cut(vfs::Cut::Everything);
+    log.shutdown();
+    drop((s, log));
+    back.set_capacity(None);
+    let s = store(&clock);
+    let log = Log::open(&sim_config(&back, FsyncPolicy::EverySec), &s).unwrap();
+    for id in &taken {
+        assert!(s.get("app", *id, false).unwrap().is_some());
+    }
+    // With room again, writes are taken.
+    s.create(create("app", None)).unwrap();
     log.shutdown();
 }
 

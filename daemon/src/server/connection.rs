@@ -84,7 +84,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             durable: shared
                 .log
                 .as_ref()
-                .filter(|l| l.policy() != FsyncPolicy::No)
+                .filter(|l| l.policy() == FsyncPolicy::Always)
                 .map(|l| l.subscribe()),
             writes: Vec::new(),
             marks: std::collections::VecDeque::new(),
