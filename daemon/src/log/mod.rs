@@ -542,15 +542,14 @@ struct Writer {
     _lock: Box<dyn DirLock>,
 }
 
-/// Writes zeros from `from` on: `chunk` bytes, or, if the disk has no room
-/// for that, half as many and so on down to [`RESERVE_MIN`]; returns where
-/// the zeros end (`None`: not even the least fit). A fill that does not fit
-/// is undone.
+/// Reserves space from `from` on (the file reads as zeros there): `chunk`
+/// bytes, or, if the disk has no room for that, half as many and so on down
+/// to [`RESERVE_MIN`]; returns where the reservation ends (`None`: not even
+/// the least fit). A reservation that does not fit is undone.
 fn fill_zeros(file: &mut dyn VfsFile, from: u64, chunk: u64) -> Option<u64> {
     let mut size = chunk.max(RESERVE_MIN);
-    let zeros = vec![0u8; size as usize];
     loop {
-        match file.write_all_at(&zeros[..size as usize], from) {
+        match file.allocate(from, size) {
             Ok(()) => return Some(from + size),
             Err(_) => {
                 let _ = file.set_len(from);
@@ -854,10 +853,10 @@ impl Writer {
     }
 
     /// Under `everysec` and `no`: keeps disk space reserved after the
-    /// records by zero-filling it ahead (about `prefill`; less, down to 64
-    /// KiB, when the disk is short of room), and publishes how much there is.
-    /// On ext4 and XFS a write into such space cannot fail for want of room
-    /// (on copy-on-write file systems it can).
+    /// records (`fallocate`, about `prefill` ahead; less, down to 256 KiB,
+    /// when the disk is short of room), and publishes how much there is. On
+    /// ext4 and XFS a write into such space cannot fail for want of room (on
+    /// copy-on-write file systems it can).
     fn reserve(&mut self) {
         if self.log.policy == FsyncPolicy::Always {
             return;

@@ -42,6 +42,13 @@ pub trait VfsFile: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// As [`VfsFile::write_all`].
     fn write_all_at(&mut self, data: &[u8], offset: u64) -> std::io::Result<()>;
+    /// Reserves disk space for `len` bytes from `offset` (extending the file
+    /// with zeros), so that writes there cannot fail for want of room
+    /// (`fallocate`; written zeros where the file system has no such call).
+    ///
+    /// # Errors
+    /// The OS error (`StorageFull` when the disk has no room).
+    fn allocate(&mut self, offset: u64, len: u64) -> std::io::Result<()>;
     /// Cuts or extends (with zeros) the file to `len`.
     ///
     /// # Errors
@@ -144,6 +151,24 @@ impl VfsFile for RealFile {
     fn write_all_at(&mut self, data: &[u8], offset: u64) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
         self.0.write_all_at(data, offset)
+    }
+    fn allocate(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        use rustix::fs::{fallocate, FallocateFlags};
+        match fallocate(&self.0, FallocateFlags::empty(), offset, len) {
+            Ok(()) => Ok(()),
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP => {
+                use std::os::unix::fs::FileExt;
+                let zeros = vec![0u8; 1 << 20];
+                let mut at = offset;
+                while at < offset + len {
+                    let n = (offset + len - at).min(zeros.len() as u64);
+                    self.0.write_all_at(&zeros[..n as usize], at)?;
+                    at += n;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
     fn set_len(&mut self, len: u64) -> std::io::Result<()> {
         self.0.set_len(len)
@@ -396,6 +421,20 @@ impl VfsFile for SimFile {
     }
     fn write_all_at(&mut self, data: &[u8], offset: u64) -> std::io::Result<()> {
         self.with(|s, i| write_at(s, i, data, offset))
+    }
+    fn allocate(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.with(|s, i| {
+            let end = usize::try_from(offset + len).map_err(std::io::Error::other)?;
+            let old = s.inodes.get(&i).map_or(0, |n| n.data.len());
+            if end <= old {
+                return Ok(());
+            }
+            if !s.fits(old, end) {
+                return Err(full());
+            }
+            s.inodes.get_mut(&i).ok_or_else(dead)?.data.resize(end, 0);
+            Ok(())
+        })
     }
     fn set_len(&mut self, len: u64) -> std::io::Result<()> {
         self.with(|s, i| {

@@ -578,7 +578,8 @@ impl Store {
             owner: owner.clone(),
         };
         let created_at = rec.created_at();
-        let _in_flight = self.batch_in_flight();
+        // Only a limit can make this a multi-record operation (evictions).
+        let _in_flight = limit.is_some().then(|| self.batch_in_flight());
         let mut batch: Vec<Change> = Vec::new();
         let mut set = self.owners.entry(okey).or_default();
         // Every session of an owner shares the index's copy of its name.
@@ -623,7 +624,12 @@ impl Store {
         // The evictions and the new record reach the log as one batch, appended
         // under the new record's lock: nothing done to it through another
         // connection can be logged before it.
-        let placed = match self.put_new(key, rec, now, Sink::Close(&mut batch)) {
+        let sink = if batch.is_empty() {
+            Sink::Direct
+        } else {
+            Sink::Close(&mut batch)
+        };
+        let placed = match self.put_new(key, rec, now, sink) {
             Ok(placed) => placed,
             Err(e) => {
                 // The evictions happened: they reach the log without the
