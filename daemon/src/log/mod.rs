@@ -613,6 +613,15 @@ impl Writer {
                     }
                 }
                 std::mem::swap(&mut p.buf, &mut spare);
+                // What leaves the backlog is counted against the reservation
+                // until the write publishes the exact figure.
+                let taken = spare.len() as u64;
+                let _ = self
+                    .log
+                    .headroom
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                        Some(h.saturating_sub(taken))
+                    });
                 self.log.backlog.store(0, Ordering::Relaxed);
                 (p.seq, p.shutdown)
             };
@@ -895,6 +904,11 @@ impl Writer {
                 return;
             }
             self.roll_retry_at = Some(Instant::now() + self.config.retry);
+            // The old segment is synced before the new one exists: only the
+            // newest segment may end torn.
+            if !self.sync(false) {
+                return;
+            }
             let vfs = Arc::clone(&self.config.vfs);
             let next = self.segment_no + 1;
             let mut file = match recovery::create_segment(&*vfs, &self.dir, next) {
@@ -914,9 +928,6 @@ impl Writer {
                 return;
             };
             self.trim();
-            if !self.sync(false) {
-                return;
-            }
             self.segment = Some(file);
             self.segment_no = next;
             self.segment_len = from;
