@@ -987,3 +987,46 @@ fn a_request_racing_a_rotation_with_grace_finds_the_rotated_session() {
     let (back, _) = replay(&journal.0.lock(), &clock);
     assert_eq!(dump(&back), dump(&s));
 }
+
+/// A data dir written by a build of format 1 (no LSNs) opens, takes writes
+/// in format 2 after it, and replays both in order on the next start.
+#[test]
+fn a_format_1_data_dir_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    // Format 1: a put of session [5; 16] at version 1, by hand (tag 0, then
+    // the fields without an LSN).
+    let attrs = sessiond_protocol::value::encode_attrs(&Attrs::new()).unwrap();
+    let mut payload = vec![0u8, 3, b'a', b'p', b'p'];
+    payload.extend_from_slice(&[5; 16]);
+    payload.push(0); // no owner
+    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    let varint = |v: u64| {
+        let mut out = vec![253u8];
+        out.extend_from_slice(&v.to_le_bytes());
+        out
+    };
+    payload.extend(varint(now)); // created_at
+    payload.extend(varint(now)); // last_active
+    payload.push(0); // no idle ttl
+    payload.push(0); // no max lifetime
+    payload.push(1); // version
+    payload.push(attrs.len() as u8);
+    payload.extend_from_slice(&attrs);
+    let mut bytes = format::header_of(FileKind::Segment, 1).to_vec();
+    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    std::fs::write(segment(dir.path(), 1), bytes).unwrap();
+
+    let (s, log) = open(dir.path());
+    let id = SessionId([5; 16]);
+    assert_eq!(s.get("app", id, false).unwrap().unwrap().version, 1);
+    s.update(set_v(id, 3)).unwrap();
+    log.shutdown();
+    drop((s, log));
+    let (s, log) = open(dir.path());
+    let got = s.get("app", id, false).unwrap().unwrap();
+    assert_eq!(got.version, 2);
+    assert_eq!(got.attrs.get("v"), Some(&Value::Int(3)));
+    log.shutdown();
+}
