@@ -152,6 +152,11 @@ fn truncate(vfs: &dyn Vfs, path: &Path, len: u64) -> Result<(), LogError> {
         .map_err(io_err("truncate", path))
 }
 
+/// The size of `path`, if it can be read (a hint only).
+fn vfs_len(vfs: &dyn Vfs, path: &Path) -> Option<u64> {
+    vfs.len(path).ok()
+}
+
 fn remove(vfs: &dyn Vfs, path: &Path) -> Result<(), LogError> {
     vfs.remove(path).map_err(io_err("remove", path))
 }
@@ -162,6 +167,8 @@ pub(crate) struct Replay<'a> {
     now: u64,
     /// Namespaces by name, numbered locally (the keys of `last`).
     namespaces: HashMap<String, u32>,
+    /// The namespace of the last record, and its number.
+    last_ns: Option<(String, u32)>,
     /// The last LSN applied to each key.
     last: HashMap<(u32, [u8; 16]), u64>,
     /// The highest LSN seen.
@@ -171,11 +178,18 @@ pub(crate) struct Replay<'a> {
 }
 
 impl<'a> Replay<'a> {
+    /// Room for about `records` keys up front (the table then never grows
+    /// by rehashing all of it during a replay).
+    fn reserve(&mut self, records: usize) {
+        self.last.reserve(records.saturating_sub(self.last.len()));
+    }
+
     pub(crate) fn new(store: &'a Store) -> Self {
         Self {
             store,
             now: store.now_ms(),
             namespaces: HashMap::new(),
+            last_ns: None,
             last: HashMap::new(),
             max_lsn: 0,
             applied: 0,
@@ -191,8 +205,22 @@ impl<'a> Replay<'a> {
             return true;
         }
         self.max_lsn = self.max_lsn.max(lsn);
-        let next = self.namespaces.len() as u32;
-        let ns = *self.namespaces.entry(namespace.to_owned()).or_insert(next);
+        // Consecutive records are mostly of one namespace.
+        let ns = match &self.last_ns {
+            Some((name, ns)) if name == namespace => *ns,
+            _ => {
+                let ns = match self.namespaces.get(namespace) {
+                    Some(&ns) => ns,
+                    None => {
+                        let next = self.namespaces.len() as u32;
+                        self.namespaces.insert(namespace.to_owned(), next);
+                        next
+                    }
+                };
+                self.last_ns = Some((namespace.to_owned(), ns));
+                ns
+            }
+        };
         let last = self.last.entry((ns, id)).or_insert(0);
         if lsn > *last {
             *last = lsn;
@@ -298,6 +326,16 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
         remove(vfs, &dir.join(file_name(FileKind::Segment, *old)))?;
     }
     let mut log_bytes = 0;
+    // About one key per 300 bytes of log (a session's post-image).
+    let segment_bytes: u64 = live
+        .iter()
+        .filter_map(|n| vfs_len(vfs, &dir.join(file_name(FileKind::Segment, *n))))
+        .sum();
+    replay.reserve(
+        usize::try_from(segment_bytes / 300)
+            .unwrap_or(0)
+            .min(1 << 24),
+    );
     for (i, n) in live.iter().enumerate() {
         let path = dir.join(file_name(FileKind::Segment, *n));
         let bytes = vfs.read(&path).map_err(io_err("read", &path))?;

@@ -105,6 +105,11 @@ pub trait Vfs: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// The OS error.
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>>;
+    /// The size of `path` in bytes.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn len(&self, path: &Path) -> std::io::Result<u64>;
     /// Creates `path` (0600), failing if it exists.
     ///
     /// # Errors
@@ -233,6 +238,9 @@ impl Vfs for RealFs {
         let mut out = Vec::new();
         File::open(path)?.read_to_end(&mut out)?;
         Ok(out)
+    }
+    fn len(&self, path: &Path) -> std::io::Result<u64> {
+        Ok(std::fs::metadata(path)?.len())
     }
     fn create_new(&self, path: &Path) -> std::io::Result<Box<dyn VfsFile>> {
         let f = private().create_new(true).write(true).open(path)?;
@@ -652,6 +660,10 @@ impl Vfs for SimDisk {
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         let mut s = self.live()?;
         Ok(s.inode(path)?.data.clone())
+    }
+    fn len(&self, path: &Path) -> std::io::Result<u64> {
+        let mut s = self.live()?;
+        Ok(s.inode(path)?.data.len() as u64)
     }
     fn create_new(&self, path: &Path) -> std::io::Result<Box<dyn VfsFile>> {
         let mut s = self.live()?;
