@@ -38,11 +38,17 @@
 //! another connection). Replay applies a record only if its LSN is above the
 //! last LSN applied to the same key, so an older post-image never overwrites a
 //! newer one. LSNs start above the highest one in the files at every start.
-//! Snapshot images carry LSN 0: the segments after a snapshot hold every
-//! change since it began, and each of them applies over the snapshot's image.
-//! A snapshot is put in place only once those segments are synced past every
-//! change its walk saw (including the batches of operations it saw half of),
-//! so replaying them over it always completes what it holds.
+//! A snapshot begins with a `Checkpoint` holding the LSN counter's value S
+//! when its walk began; its images carry LSN 0 and apply as they are. Every
+//! change is given its LSN at the moment it is made in memory, under the
+//! record's lock, so a change below S was made before the walk and is in the
+//! images, and a change at or above S was made after the snapshot's first
+//! segment began and is in the segments that follow. Replay therefore skips
+//! records below S in those segments (the late records of a batch) and
+//! applies the rest by the rule above. A snapshot is put in place only once
+//! those segments are synced past every change its walk saw (including the
+//! batches of operations it saw half of), so replaying them over it always
+//! completes what it holds.
 //! Version 1 files (no LSNs) are still read: their records apply in file order.
 //!
 //! # Telling a torn tail from corruption
@@ -249,6 +255,13 @@ pub enum LogRecord {
         /// End of the grace period.
         until: u64,
     },
+    /// First in every snapshot: the LSN counter when its walk began. Every
+    /// change with a lower LSN is in the snapshot's images, so replay skips
+    /// records below it in the segments that follow (late batch records).
+    Checkpoint {
+        /// The next LSN when the snapshot's walk began.
+        lsn: u64,
+    },
 }
 
 impl LogRecord {
@@ -257,7 +270,7 @@ impl LogRecord {
     pub fn lsn(&self) -> u64 {
         match self {
             Self::Put(p) => p.lsn,
-            Self::Delete { lsn, .. } | Self::Alias { lsn, .. } => *lsn,
+            Self::Delete { lsn, .. } | Self::Alias { lsn, .. } | Self::Checkpoint { lsn } => *lsn,
             Self::Batch(_) => 0,
         }
     }
@@ -463,20 +476,26 @@ fn zeros_from(bytes: &[u8], from: usize) -> bool {
     bytes.get(from..).is_some_and(|b| b.iter().all(|&x| x == 0))
 }
 
-/// Whether a write between `from` and `data_end` was lost: the rest of the
-/// sector `from` is in reads as zeros, or a whole sector after it does (with
-/// data after it: pages that reached the disk out of order).
-fn lost_write(bytes: &[u8], from: usize, data_end: usize) -> bool {
-    let next_sector = (from / SECTOR + 1) * SECTOR;
-    if bytes
-        .get(from..next_sector.min(data_end))
-        .is_some_and(|b| b.iter().all(|&x| x == 0))
-    {
+/// Whether a write between `from` and `to` (a damaged frame's extent) was
+/// lost: the rest of the sector `from` is in reads as zeros, or a whole
+/// sector within it does (with data after it: pages that reached the disk
+/// out of order). Zeros in later frames do not count: a bit flip in a frame
+/// whose neighbours happen to hold zeros is still damage.
+fn lost_write(bytes: &[u8], from: usize, to: usize) -> bool {
+    let to = to.min(bytes.len());
+    let zeros = |a: usize, b: usize| {
+        bytes
+            .get(a..b.min(to))
+            .is_some_and(|r| !r.is_empty() && r.iter().all(|&x| x == 0))
+    };
+    // The rest of the first sector, then each sector (or the part of it in
+    // the frame) from its start.
+    if zeros(from, (from / SECTOR + 1) * SECTOR) {
         return true;
     }
-    let mut s = next_sector;
-    while s + SECTOR <= data_end {
-        if bytes[s..s + SECTOR].iter().all(|&x| x == 0) {
+    let mut s = (from / SECTOR + 1) * SECTOR;
+    while s < to {
+        if zeros(s, s + SECTOR) {
             return true;
         }
         s += SECTOR;
@@ -561,7 +580,8 @@ pub fn scan(bytes: &[u8], kind: FileKind, newest: bool) -> Scan {
         let len = u32::from_le_bytes([fh[0], fh[1], fh[2], fh[3]]);
         let crc = u32::from_le_bytes([fh[4], fh[5], fh[6], fh[7]]);
         if len == 0 || len > MAX_RECORD_LEN {
-            if newest && lost_write(bytes, pos, data_end) {
+            // The header itself is garbage: only its sector can tell.
+            if newest && lost_write(bytes, pos, (pos / SECTOR + 1) * SECTOR) {
                 return Scan { records, ..torn };
             }
             return corrupt(pos, format!("impossible record length {len}"), records);
@@ -582,7 +602,7 @@ pub fn scan(bytes: &[u8], kind: FileKind, newest: bool) -> Scan {
             // The last record half written (the file's end or its
             // zero-filled space follows), or a lost write in the newest
             // segment's unsynced tail.
-            if newest && (zeros_from(bytes, end) || lost_write(bytes, pos, data_end)) {
+            if newest && (zeros_from(bytes, end) || lost_write(bytes, pos, end)) {
                 return Scan { records, ..torn };
             }
             return corrupt(pos, "checksum mismatch".into(), records);

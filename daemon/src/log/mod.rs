@@ -592,9 +592,13 @@ impl Writer {
                     && !p.shutdown
                     && !self.log.sync_requested.load(Ordering::Acquire)
                 {
-                    if self.segment.is_none() || self.wants_reserve() {
-                        // No segment yet, or no room reserved (a full disk):
-                        // try again now and then, writes or not.
+                    if self.segment.is_none()
+                        || self.wants_reserve()
+                        || self.log.failing.load(Ordering::Acquire)
+                    {
+                        // No segment yet, no room reserved, or a roll that
+                        // failed (a full disk): try again now and then,
+                        // writes or not.
                         if self
                             .log
                             .wake
@@ -899,6 +903,9 @@ impl Writer {
     /// only once the new one has room reserved: until then the old one goes
     /// on (past its size), so acknowledged writes always have room.
     fn roll(&mut self) {
+        if self.segment.is_none() {
+            return;
+        }
         if self.log.policy != FsyncPolicy::Always {
             if self.roll_retry_at.is_some_and(|at| Instant::now() < at) {
                 return;
@@ -911,6 +918,9 @@ impl Writer {
             }
             let vfs = Arc::clone(&self.config.vfs);
             let next = self.segment_no + 1;
+            // A try that found no room may have left the file behind: it never
+            // held a record.
+            let _ = vfs.remove(&self.dir.join(file_name(FileKind::Segment, next)));
             let mut file = match recovery::create_segment(&*vfs, &self.dir, next) {
                 Ok(file) => file,
                 Err(e) => {
@@ -948,6 +958,7 @@ impl Writer {
                 self.segment_len = format::HEADER_LEN as u64;
                 self.zeroed_to = self.segment_len;
                 self.log_bytes += format::HEADER_LEN as u64;
+                self.clear_error();
             }
             Err(e) => self.fail(&format!("cannot start a new log segment: {e}")),
         }
@@ -959,6 +970,9 @@ impl Writer {
     /// over the snapshot is correct because records are post-images, each
     /// newer (by LSN) than the snapshot's image of its key.
     fn maybe_compact(&mut self) {
+        if self.segment.is_none() {
+            return;
+        }
         let live = self.store.log_image_estimate();
         let threshold = (live as f64 * self.config.compact_ratio) as u64;
         if self.log_bytes < self.config.compact_min_bytes.max(threshold)

@@ -173,6 +173,8 @@ pub(crate) struct Replay<'a> {
     last: HashMap<(u32, [u8; 16]), u64>,
     /// The highest LSN seen.
     max_lsn: u64,
+    /// The snapshot's checkpoint: records below it are in its images.
+    floor: u64,
     applied: u64,
     skipped: u64,
 }
@@ -192,6 +194,7 @@ impl<'a> Replay<'a> {
             last_ns: None,
             last: HashMap::new(),
             max_lsn: 0,
+            floor: 0,
             applied: 0,
             skipped: 0,
         }
@@ -205,6 +208,10 @@ impl<'a> Replay<'a> {
             return true;
         }
         self.max_lsn = self.max_lsn.max(lsn);
+        if lsn < self.floor {
+            self.skipped += 1;
+            return false;
+        }
         // Consecutive records are mostly of one namespace.
         let ns = match &self.last_ns {
             Some((name, ns)) if name == namespace => *ns,
@@ -269,8 +276,12 @@ impl<'a> Replay<'a> {
                 until,
             } => {
                 // An alias is laid once, with its id's delete, and never
-                // changed: it only needs the LSN's high-water mark.
+                // changed: it only needs the LSN's high-water mark (and to
+                // be newer than a snapshot that already holds it).
                 self.max_lsn = self.max_lsn.max(lsn);
+                if lsn != 0 && lsn < self.floor {
+                    return;
+                }
                 self.store
                     .restore_alias(&namespace, id, to, until, self.now);
             }
@@ -279,6 +290,11 @@ impl<'a> Replay<'a> {
                 for r in records {
                     self.apply(r);
                 }
+            }
+            LogRecord::Checkpoint { lsn } => {
+                self.applied -= 1;
+                self.floor = self.floor.max(lsn);
+                self.max_lsn = self.max_lsn.max(lsn);
             }
         }
     }
@@ -320,7 +336,20 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
             remove(vfs, &dir.join(file_name(FileKind::Snapshot, *old)))?;
         }
     }
-    let live: Vec<u64> = segments.iter().copied().filter(|n| *n >= base).collect();
+    let mut live: Vec<u64> = segments.iter().copied().filter(|n| *n >= base).collect();
+    // Segments whose creation never finished hold no record: the one before
+    // them is the newest, the only one that may end torn.
+    while let Some(&n) = live.last() {
+        let path = dir.join(file_name(FileKind::Segment, n));
+        let bytes = vfs.read(&path).map_err(io_err("read", &path))?;
+        if format::scan(&bytes, FileKind::Segment, true).tail != Tail::Empty {
+            break;
+        }
+        warn!(file = %path.display(), bytes = bytes.len(), "removing a segment that holds no record (its creation never finished)");
+        remove(vfs, &path)?;
+        sync_dir(vfs, dir)?;
+        live.pop();
+    }
     for old in segments.iter().filter(|n| **n < base) {
         // Left behind by a compaction that crashed after its snapshot landed.
         remove(vfs, &dir.join(file_name(FileKind::Segment, *old)))?;
@@ -374,6 +403,15 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
         }
     }
     store.restore_lsn(replay.max_lsn + 1);
+    // The newest segment may hold records a crash left unsynced (in the page
+    // cache): they are synced before a newer segment exists, since only the
+    // newest may end torn.
+    if let Some(&n) = live.last() {
+        let path = dir.join(file_name(FileKind::Segment, n));
+        vfs.open_write(&path)
+            .and_then(|mut f| f.sync_all())
+            .map_err(io_err("sync", &path))?;
+    }
     let next = live.last().map_or(base.max(1), |n| n + 1);
     let segment = create_segment(vfs, dir, next).map_err(|e| {
         warn!(error = %e, "cannot start a new log segment: serving reads only until it can");
@@ -438,8 +476,11 @@ pub(crate) fn write_snapshot(
             buf.clear();
         }
     };
-    // Snapshot images carry LSN 0: every record of the segments from `upto`
-    // on is newer and applies over them.
+    // The checkpoint first (see the ordering rule in `format`), read before
+    // the walk; the images carry LSN 0.
+    let checkpoint = LogRecord::Checkpoint { lsn: store.lsn() };
+    let encoded = format::encode_record(&checkpoint, &mut buf);
+    emit(&mut buf, encoded);
     store.for_each_record(|ns, id, rec| {
         let encoded = format::encode_record(&PutRef::of(0, ns, id, rec), &mut buf);
         emit(&mut buf, encoded);

@@ -323,14 +323,15 @@ struct SimState {
 }
 
 impl SimState {
+    /// Bytes held by the files as they are now (a truncation or a removal
+    /// frees its blocks at once, synced or not, as on ext4).
     fn used(&self) -> u64 {
         self.names
             .values()
-            .chain(self.synced_names.values())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .filter_map(|i| self.inodes.get(i))
-            .map(|n| n.data.len().max(n.synced.len()) as u64)
+            .map(|n| n.data.len() as u64)
             .sum()
     }
 

@@ -300,7 +300,13 @@ impl Store {
     pub(super) fn log_touch(&self, key: &Key, rec: &mut Record) {
         let Some(idle) = rec.idle_ttl() else { return };
         let moved = rec.expires_at().saturating_sub(rec.logged_expires());
-        if moved as f64 > idle.get() as f64 * self.config.touch_log_fraction {
+        // A touch is not a write the client waits for: while the log refuses
+        // writes (a full disk, its reserved space used up) it is not logged
+        // either, so it can neither eat the room kept for acknowledged writes
+        // nor pile up in memory. The next one logged carries it.
+        if moved as f64 > idle.get() as f64 * self.config.touch_log_fraction
+            && self.writable().is_ok()
+        {
             self.log_put(key, rec, Sink::Direct);
         }
     }
