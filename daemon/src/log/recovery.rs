@@ -338,11 +338,14 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
     }
     let mut live: Vec<u64> = segments.iter().copied().filter(|n| *n >= base).collect();
     // Segments whose creation never finished hold no record: the one before
-    // them is the newest, the only one that may end torn.
+    // them is the newest, the only one that may end torn. The newest one's
+    // bytes, read here, are not read again below.
+    let mut newest_bytes = None;
     while let Some(&n) = live.last() {
         let path = dir.join(file_name(FileKind::Segment, n));
         let bytes = vfs.read(&path).map_err(io_err("read", &path))?;
         if format::scan(&bytes, FileKind::Segment, true).tail != Tail::Empty {
+            newest_bytes = Some(bytes);
             break;
         }
         warn!(file = %path.display(), bytes = bytes.len(), "removing a segment that holds no record (its creation never finished)");
@@ -367,9 +370,13 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
     );
     for (i, n) in live.iter().enumerate() {
         let path = dir.join(file_name(FileKind::Segment, *n));
-        let bytes = vfs.read(&path).map_err(io_err("read", &path))?;
-        bytes_read += bytes.len() as u64;
         let newest = i + 1 == live.len();
+        let stashed = if newest { newest_bytes.take() } else { None };
+        let bytes = match stashed {
+            Some(bytes) => bytes,
+            None => vfs.read(&path).map_err(io_err("read", &path))?,
+        };
+        bytes_read += bytes.len() as u64;
         let s = format::scan(&bytes, FileKind::Segment, newest);
         match &s.tail {
             Tail::Clean => {}

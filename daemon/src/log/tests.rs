@@ -777,6 +777,17 @@ fn sim_config(disk: &vfs::SimDisk, fsync: FsyncPolicy) -> LogConfig {
     }
 }
 
+/// A store and its log on an empty simulated disk.
+fn sim_log(fsync: FsyncPolicy) -> (vfs::SimDisk, ManualClock, Arc<Store>, Arc<Log>) {
+    use vfs::Vfs;
+    let disk = vfs::SimDisk::new();
+    disk.create_dir_all(std::path::Path::new("/data")).unwrap();
+    let clock = ManualClock::new(NOW);
+    let s = store(&clock);
+    let log = Log::open(&sim_config(&disk, fsync), &s).unwrap();
+    (disk, clock, s, log)
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !f() {
@@ -790,12 +801,7 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 /// behind to fail later starts.
 #[test]
 fn disk_full_at_start_serves_reads_then_takes_writes_when_space_returns() {
-    use vfs::Vfs;
-    let disk = vfs::SimDisk::new();
-    disk.create_dir_all(std::path::Path::new("/data")).unwrap();
-    let clock = ManualClock::new(NOW);
-    let s = store(&clock);
-    let log = Log::open(&sim_config(&disk, FsyncPolicy::Always), &s).unwrap();
+    let (disk, clock, s, log) = sim_log(FsyncPolicy::Always);
     let kept = s.create(create("app", None)).unwrap();
     log.wait_durable_blocking(log.last_seq(), std::time::Duration::from_secs(5))
         .unwrap();
@@ -842,12 +848,7 @@ fn disk_full_at_start_serves_reads_then_takes_writes_when_space_returns() {
 /// ones are refused until the log can reserve more.
 #[test]
 fn disk_full_under_everysec_acknowledges_only_into_reserved_space() {
-    use vfs::Vfs;
-    let disk = vfs::SimDisk::new();
-    disk.create_dir_all(std::path::Path::new("/data")).unwrap();
-    let clock = ManualClock::new(NOW);
-    let s = store(&clock);
-    let log = Log::open(&sim_config(&disk, FsyncPolicy::EverySec), &s).unwrap();
+    let (disk, clock, s, log) = sim_log(FsyncPolicy::EverySec);
     s.create(create("app", None)).unwrap();
     // No room beyond what the log has reserved.
     disk.set_capacity(Some(disk.used()));
@@ -893,12 +894,7 @@ fn disk_full_under_everysec_acknowledges_only_into_reserved_space() {
 /// less room than a chunk it writes without, to the last byte there is.
 #[test]
 fn disk_full_under_always_keeps_no_headroom_of_its_own() {
-    use vfs::Vfs;
-    let disk = vfs::SimDisk::new();
-    disk.create_dir_all(std::path::Path::new("/data")).unwrap();
-    let clock = ManualClock::new(NOW);
-    let s = store(&clock);
-    let log = Log::open(&sim_config(&disk, FsyncPolicy::Always), &s).unwrap();
+    let (disk, _clock, s, log) = sim_log(FsyncPolicy::Always);
     // 64 KiB free: far less than a prefill chunk.
     disk.set_capacity(Some(disk.used() + 64 * 1024));
     let mut n = 0;

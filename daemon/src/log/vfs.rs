@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -235,9 +235,7 @@ impl Vfs for RealFs {
         Ok(out)
     }
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        File::open(path)?.read_to_end(&mut out)?;
-        Ok(out)
+        std::fs::read(path)
     }
     fn len(&self, path: &Path) -> std::io::Result<u64> {
         Ok(std::fs::metadata(path)?.len())
@@ -559,6 +557,15 @@ impl SimDisk {
         }
     }
 
+    /// An open handle on `inode`, its cursor at 0.
+    fn handle(&self, inode: u64) -> Box<dyn VfsFile> {
+        Box::new(SimFile {
+            state: Arc::clone(&self.state),
+            inode,
+            cursor: 0,
+        })
+    }
+
     fn live(&self) -> std::io::Result<parking_lot::MutexGuard<'_, SimState>> {
         let s = self.state.lock();
         if s.dead {
@@ -675,11 +682,7 @@ impl Vfs for SimDisk {
             ));
         }
         let inode = s.create_name(path)?;
-        Ok(Box::new(SimFile {
-            state: Arc::clone(&self.state),
-            inode,
-            cursor: 0,
-        }))
+        Ok(self.handle(inode))
     }
     fn create(&self, path: &Path) -> std::io::Result<Box<dyn VfsFile>> {
         let mut s = self.live()?;
@@ -690,20 +693,12 @@ impl Vfs for SimDisk {
             }
             None => s.create_name(path)?,
         };
-        Ok(Box::new(SimFile {
-            state: Arc::clone(&self.state),
-            inode,
-            cursor: 0,
-        }))
+        Ok(self.handle(inode))
     }
     fn open_write(&self, path: &Path) -> std::io::Result<Box<dyn VfsFile>> {
         let s = self.live()?;
         let inode = *s.names.get(path).ok_or_else(|| not_found(path))?;
-        Ok(Box::new(SimFile {
-            state: Arc::clone(&self.state),
-            inode,
-            cursor: 0,
-        }))
+        Ok(self.handle(inode))
     }
     fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
         let mut s = self.live()?;
