@@ -31,7 +31,8 @@ use crate::{
     about = "Command-line client of the sessiond session store"
 )]
 pub struct Cli {
-    /// Daemon address.
+    /// Daemon address; for a replicated group, several comma-separated
+    /// (requests follow the leader).
     #[arg(
         long,
         env = "SESSIOND_ADDR",
@@ -114,6 +115,29 @@ pub enum Command {
     },
     /// Show the daemon's counters.
     Stats,
+    /// A replicated group's membership.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `sessionctl cluster` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Each member's id, address and role, and the leader (as the member
+    /// connected to sees them).
+    Status,
+    /// Add a member: it catches up as a learner, then votes.
+    AddNode {
+        /// The new member's id.
+        id: u64,
+        /// Its inter-node address (HOST:PORT, as in its --cluster entry).
+        addr: String,
+    },
+    /// Remove a member from the group.
+    RemoveNode {
+        /// The member's id.
+        id: u64,
+    },
 }
 
 /// Arguments of `sessionctl create`.
@@ -309,8 +333,64 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_stats(&stats);
             }
         }
+        Command::Cluster(c) => {
+            let status = match c {
+                ClusterCommand::Status => client.cluster_status().await?,
+                ClusterCommand::AddNode { id, addr } => client.cluster_add_node(id, &addr).await?,
+                ClusterCommand::RemoveNode { id } => client.cluster_remove_node(id).await?,
+            };
+            print_cluster(&status, json);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_cluster(c: &sessiond_protocol::ClusterStatusReply, json: bool) {
+    if json {
+        let members: Vec<_> = c
+            .members
+            .iter()
+            .map(|m| {
+                json!({
+                    "id": m.node_id,
+                    "addr": m.addr,
+                    "client_addr": m.client_addr,
+                    "role": m.role,
+                    "voter": m.voter,
+                    "matched_index": m.matched_index,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "node_id": c.node_id,
+                "leader": c.leader_id,
+                "term": c.term,
+                "commit_index": c.commit_index,
+                "applied_index": c.applied_index,
+                "members": members,
+            })
+        );
+        return;
+    }
+    println!(
+        "member {} (term {}, commit {}, applied {}), leader: {}",
+        c.node_id,
+        c.term,
+        c.commit_index,
+        c.applied_index,
+        c.leader_id.map_or("none".into(), |l| l.to_string())
+    );
+    for m in &c.members {
+        println!(
+            "  {:>3}  {:<9}  {}  client {}",
+            m.node_id,
+            m.role,
+            m.addr,
+            m.client_addr.as_deref().unwrap_or("?")
+        );
+    }
 }
 
 fn parse_id(s: &str) -> anyhow::Result<SessionId> {

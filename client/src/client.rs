@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use sessiond_protocol::{
-    Attrs, Create, Delete, DeleteByOwner, Get, Incr, IncrReply, LimitPolicy, ListByOwner,
+    Attrs, ClusterAddNode, ClusterRemoveNode, ClusterStatusReply, Create, Delete, DeleteByOwner, Get, Incr, IncrReply, LimitPolicy, ListByOwner,
     ListCursor, Op, OwnerLimit, RateWindow, Reply, Rotate, Session, SessionId, SessionPage,
     StatsReply, Touch, TouchReply, Ttl, Update, UpdateReply, Upsert, Value,
 };
@@ -54,6 +54,30 @@ struct Inner {
     waiting: AtomicUsize,
     /// Why the last reconnect attempt failed, for requests that give up.
     last_error: parking_lot::Mutex<Option<Error>>,
+    /// The addresses given (several for a replicated group).
+    seeds: Vec<String>,
+    /// Where connections go: the leader, as far as this client knows.
+    target: RwLock<String>,
+}
+
+impl Inner {
+    fn target(&self) -> String {
+        self.target.read().clone()
+    }
+
+    /// After a failed connect to `tried`: the next seed (if nobody moved the
+    /// target meanwhile).
+    fn advance_target(&self, tried: &str) {
+        if self.seeds.len() < 2 {
+            return;
+        }
+        let mut t = self.target.write();
+        if *t == tried {
+            let at = self.seeds.iter().position(|s| s == tried);
+            let next = at.map_or(0, |i| (i + 1) % self.seeds.len());
+            *t = self.seeds[next].clone();
+        }
+    }
 }
 
 /// A slot's reconnect loop: one attempt per round, capped exponential backoff
@@ -64,20 +88,22 @@ async fn reconnect_loop(inner: Weak<Inner>, index: usize) {
         let Some(strong) = inner.upgrade() else {
             return;
         };
-        debug!(addr = %strong.config.address, attempt, "reconnecting a pool connection");
-        match Connection::open(&strong.config).await {
+        let addr = strong.target();
+        debug!(%addr, attempt, "reconnecting a pool connection");
+        match Connection::open(&strong.config, &addr).await {
             Ok(conn) => {
                 let slot = &strong.slots[index];
                 *slot.conn.write() = Some(Arc::new(conn));
                 slot.reconnecting.store(false, Ordering::Release);
                 *strong.last_error.lock() = None;
                 strong.reconnected.notify_waiters();
-                debug!(addr = %strong.config.address, "reconnected");
+                debug!(%addr, "reconnected");
                 return;
             }
             Err(e) => {
-                debug!(addr = %strong.config.address, error = %e, "reconnect failed");
+                debug!(%addr, error = %e, "reconnect failed");
                 *strong.last_error.lock() = Some(e);
+                strong.advance_target(&addr);
                 let delay = backoff(&strong.config, attempt);
                 attempt = attempt.saturating_add(1);
                 // Not holding the client while asleep: dropping every handle ends the loop.
@@ -137,6 +163,7 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("address", &self.inner.config.address)
+            .field("target", &*self.inner.target.read())
             .field("connections", &self.inner.slots.len())
             .finish_non_exhaustive()
     }
@@ -158,11 +185,27 @@ impl Client {
     /// # Errors
     /// As [`Client::connect`].
     pub async fn connect_with(config: ClientConfig) -> Result<Self> {
-        let mut slots = Vec::with_capacity(config.connections);
-        for _ in 0..config.connections {
-            slots.push(Slot::new(Some(Connection::open(&config).await?)));
+        let seeds = config.seeds();
+        let mut last = None;
+        // The first seed that answers; with several (a replicated group),
+        // requests then follow its NotLeader answers to the leader.
+        for addr in &seeds {
+            match Connection::open(&config, addr).await {
+                Ok(first) => {
+                    let mut slots = Vec::with_capacity(config.connections);
+                    slots.push(Slot::new(Some(first)));
+                    for _ in 1..config.connections {
+                        slots.push(Slot::new(Some(Connection::open(&config, addr).await?)));
+                    }
+                    let client = Self::with_slots(config, slots);
+                    *client.inner.target.write() = addr.clone();
+                    return Ok(client);
+                }
+                Err(e @ Error::Server(_)) => return Err(e),
+                Err(e) => last = Some(e),
+            }
         }
-        Ok(Self::with_slots(config, slots))
+        Err(last.unwrap_or(Error::ConnectionClosed))
     }
 
     /// A client that connects in the background: it returns at once, even if
@@ -181,8 +224,12 @@ impl Client {
     }
 
     fn with_slots(config: ClientConfig, slots: Vec<Slot>) -> Self {
+        let seeds = config.seeds();
+        let target = RwLock::new(seeds[0].clone());
         Self {
             inner: Arc::new(Inner {
+                seeds,
+                target,
                 config,
                 slots: slots.into_boxed_slice(),
                 next: AtomicUsize::new(0),
@@ -274,8 +321,21 @@ impl Client {
             0
         };
         let mut attempt = 0;
+        let mut redirects = 0;
         loop {
             match self.call_once(&op).await {
+                // Not the leader: nothing was done, so any request (a write
+                // too) goes again, to the leader it named or the next member.
+                Ok(Reply::NotLeader(nl)) => {
+                    if redirects >= MAX_REDIRECTS {
+                        return Err(Error::Server(sessiond_protocol::WireError::new(
+                            sessiond_protocol::ErrorCode::Unavailable,
+                            format!("no leader found after {redirects} redirects"),
+                        )));
+                    }
+                    redirects += 1;
+                    self.follow(nl.leader_addr.as_deref(), redirects).await;
+                }
                 // A dropped connection or a daemon briefly unable to serve: a
                 // read can safely go again (a timeout is not retried: the time
                 // the caller allowed is spent).
@@ -290,6 +350,42 @@ impl Client {
                 other => return other,
             }
         }
+    }
+
+    /// Points the pool at `leader` (or, unknown, the next seed): the slots'
+    /// connections are replaced (requests in flight on them finish there).
+    async fn follow(&self, leader: Option<&str>, redirects: u32) {
+        let current = self.inner.target();
+        let next = match leader {
+            Some(l) => l.to_owned(),
+            None => {
+                // An election is under way: give it a moment.
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(redirects.min(10)))).await;
+                let at = self.inner.seeds.iter().position(|s| *s == current);
+                let next = at.map_or(0, |i| (i + 1) % self.inner.seeds.len());
+                self.inner.seeds[next].clone()
+            }
+        };
+        let target = {
+            let mut t = self.inner.target.write();
+            if *t == current && *t != next {
+                debug!(from = %current, to = %next, "following the leader");
+                t.clone_from(&next);
+            }
+            t.clone()
+        };
+        // Connections elsewhere are replaced (requests in flight on them
+        // finish there).
+        for (index, slot) in self.inner.slots.iter().enumerate() {
+            let elsewhere = slot.conn.read().as_ref().is_some_and(|c| c.addr() != target);
+            if elsewhere {
+                *slot.conn.write() = None;
+                self.heal(index);
+            }
+        }
+        // Wait for a connection to the new target (within the request timeout).
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let _ = self.connection(deadline).await;
     }
 
     async fn call_once(&self, op: &Op) -> Result<Reply> {
@@ -785,13 +881,56 @@ impl Client {
             other => Err(unexpected("stats", &other)),
         }
     }
+
+    /// The replicated group as the member this client is connected to sees
+    /// it: every member's id, address and role, and the leader.
+    ///
+    /// # Errors
+    /// `InvalidRequest` from a standalone daemon; a transport error.
+    pub async fn cluster_status(&self) -> Result<ClusterStatusReply> {
+        match self.call(Op::ClusterStatus).await? {
+            Reply::Cluster(c) => Ok(c),
+            other => Err(unexpected("cluster status", &other)),
+        }
+    }
+
+    /// Adds member `node_id` at inter-node address `addr` (it catches up as
+    /// a learner, then votes). Sent to the leader.
+    ///
+    /// # Errors
+    /// A membership change already in progress, a transport error.
+    pub async fn cluster_add_node(&self, node_id: u64, addr: &str) -> Result<ClusterStatusReply> {
+        let op = Op::ClusterAddNode(ClusterAddNode {
+            node_id,
+            addr: addr.to_owned(),
+        });
+        match self.call(op).await? {
+            Reply::Cluster(c) => Ok(c),
+            other => Err(unexpected("cluster add-node", &other)),
+        }
+    }
+
+    /// Removes member `node_id` from the voters. Sent to the leader.
+    ///
+    /// # Errors
+    /// As [`Client::cluster_add_node`].
+    pub async fn cluster_remove_node(&self, node_id: u64) -> Result<ClusterStatusReply> {
+        let op = Op::ClusterRemoveNode(ClusterRemoveNode { node_id });
+        match self.call(op).await? {
+            Reply::Cluster(c) => Ok(c),
+            other => Err(unexpected("cluster remove-node", &other)),
+        }
+    }
 }
+
+/// How many `NotLeader` answers a request follows before it gives up.
+const MAX_REDIRECTS: u32 = 20;
 
 /// Operations that may be repeated without changing the outcome.
 fn is_idempotent(op: &Op) -> bool {
     matches!(
         op,
-        Op::Ping | Op::Get(_) | Op::Touch(_) | Op::ListByOwner(_) | Op::Stats
+        Op::Ping | Op::Get(_) | Op::Touch(_) | Op::ListByOwner(_) | Op::Stats | Op::ClusterStatus
     )
 }
 

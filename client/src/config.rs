@@ -161,7 +161,26 @@ impl ClientConfig {
         }
     }
 
-    /// The daemon's address.
+    /// The daemon addresses to try: `address` split at commas (the members
+    /// of a replicated group; a request goes to the leader, found by asking).
+    #[must_use]
+    pub fn seeds(&self) -> Vec<String> {
+        let seeds: Vec<String> = self
+            .address
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if seeds.is_empty() {
+            vec![self.address.clone()]
+        } else {
+            seeds
+        }
+    }
+
+    /// The daemon's address (as given: several, comma-separated, for a
+    /// replicated group).
     #[must_use]
     pub fn address(&self) -> &str {
         &self.address

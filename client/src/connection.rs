@@ -185,6 +185,8 @@ pub(crate) struct Connection {
     server: HelloReply,
     reader: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    /// The address it was opened to.
+    addr: String,
 }
 
 impl Drop for Connection {
@@ -199,16 +201,14 @@ impl Drop for Connection {
 
 impl Connection {
     /// Connects and completes the handshake within the connect timeout.
-    pub(crate) async fn open(config: &ClientConfig) -> Result<Self> {
+    pub(crate) async fn open(config: &ClientConfig, addr: &str) -> Result<Self> {
         let connect_error = |source| Error::Connect {
-            addr: config.address.clone(),
+            addr: addr.to_owned(),
             source,
         };
         let opened = tokio::time::timeout(config.connect_timeout, async {
             type Opened = (ReadHalf, WriteHalf, HelloReply, BytesMut);
-            let stream = TcpStream::connect(&config.address)
-                .await
-                .map_err(connect_error)?;
+            let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
             stream.set_nodelay(true).map_err(connect_error)?;
             let Some(tls) = &config.tls else {
                 let (stream, hello, left) = handshake(stream, config).await?;
@@ -223,7 +223,7 @@ impl Connection {
             let host = tls
                 .server_name
                 .clone()
-                .unwrap_or_else(|| host_of(&config.address));
+                .unwrap_or_else(|| host_of(addr));
             let name = ServerName::try_from(host).map_err(|e| {
                 connect_error(std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
@@ -280,7 +280,13 @@ impl Connection {
             server,
             reader,
             sweeper,
+            addr: addr.to_owned(),
         })
+    }
+
+    /// The address it was opened to.
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// Whether the socket has failed.
@@ -686,5 +692,7 @@ pub(crate) fn reply_name(reply: &Reply) -> &'static str {
         Reply::Page(_) => "page",
         Reply::Count(_) => "count",
         Reply::Stats(_) => "stats",
+        Reply::Cluster(_) => "cluster",
+        Reply::NotLeader(_) => "not_leader",
     }
 }

@@ -159,7 +159,8 @@ impl AuthTable {
 fn needs(op: &Op) -> (Option<&str>, Rights) {
     match op {
         Op::Hello(_) | Op::Ping => (None, Rights::Read),
-        Op::Stats => (None, Rights::Admin),
+        Op::Stats | Op::ClusterAddNode(_) | Op::ClusterRemoveNode(_) => (None, Rights::Admin),
+        Op::ClusterStatus => (None, Rights::Read),
         Op::Get(g) if !g.touch => (Some(&g.namespace), Rights::Read),
         Op::Get(g) => (Some(&g.namespace), Rights::Write),
         Op::ListByOwner(l) => (Some(&l.namespace), Rights::Read),
@@ -174,6 +175,12 @@ fn needs(op: &Op) -> (Option<&str>, Rights) {
 }
 
 impl Grant {
+    /// Whether the token has admin rights (members present one to each other).
+    #[must_use]
+    pub fn is_admin(&self) -> bool {
+        self.rights >= Rights::Admin
+    }
+
     /// Whether this grant allows `op`; the error says why not.
     ///
     /// # Errors

@@ -53,3 +53,60 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+thread_local! {
+    /// While a replicated command is applied on this thread: its `now`.
+    static APPLY_NOW: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with [`ReplicaClock`] reading `now_ms` on this thread (and the
+/// store's admission checks off): applying a replicated command decides
+/// everything by the time its leader fixed, so every member decides alike.
+pub fn with_apply_now<T>(now_ms: u64, f: impl FnOnce() -> T) -> T {
+    struct Reset(Option<u64>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            APPLY_NOW.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(APPLY_NOW.with(|c| c.replace(Some(now_ms))));
+    f()
+}
+
+/// Whether a replicated command is being applied on this thread.
+#[must_use]
+pub fn applying() -> bool {
+    APPLY_NOW.with(std::cell::Cell::get).is_some()
+}
+
+/// The clock of a replicated group's member. While a command is applied it
+/// reads the command's time (see [`with_apply_now`]); otherwise the later of
+/// the wall clock and the newest applied command's time, so a member whose
+/// clock lags the leader's still judges expiry at least as late as the log
+/// has come.
+#[derive(Debug, Default)]
+pub struct ReplicaClock {
+    floor: AtomicU64,
+}
+
+impl ReplicaClock {
+    /// A clock with no command applied yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Notes that a command of time `now_ms` was applied.
+    pub fn observe(&self, now_ms: u64) {
+        self.floor.fetch_max(now_ms, Ordering::AcqRel);
+    }
+}
+
+impl Clock for ReplicaClock {
+    fn now_ms(&self) -> u64 {
+        if let Some(now) = APPLY_NOW.with(std::cell::Cell::get) {
+            return now;
+        }
+        SystemClock.now_ms().max(self.floor.load(Ordering::Acquire))
+    }
+}

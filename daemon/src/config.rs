@@ -108,6 +108,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// TLS for the native protocol (`None`: plain TCP).
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Membership of a replicated group (`None`: a standalone daemon).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Config {
@@ -159,6 +161,7 @@ impl Default for Config {
             auth: None,
             metrics_listen: None,
             tls: None,
+            cluster: None,
         }
     }
 }
@@ -299,6 +302,30 @@ pub struct ServerArgs {
     #[arg(long, env = "SESSIOND_INSECURE_NO_AUTH")]
     #[serde(default)]
     pub insecure_no_auth: bool,
+    /// This member's id in a replicated group (with --cluster).
+    #[arg(long, env = "SESSIOND_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// The replicated group's members: ID=HOST:PORT,... (PORT: the
+    /// inter-node port; this member listens on its own entry).
+    #[arg(long, env = "SESSIOND_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Join a running group (added with `sessionctl cluster add-node`)
+    /// instead of initializing a new one.
+    #[arg(long, env = "SESSIOND_CLUSTER_JOIN")]
+    #[serde(default)]
+    pub cluster_join: bool,
+    /// Token this member presents to the others (an admin token of their
+    /// auth file, when they have one).
+    #[arg(long, env = "SESSIOND_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
+    /// The client address other members give out for this one in NotLeader
+    /// answers (default: the --listen address).
+    #[arg(long, env = "SESSIOND_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Time a replicated write waits for a majority before it is answered
+    /// Indeterminate (default 5s).
+    #[arg(long, env = "SESSIOND_CLUSTER_WRITE_TIMEOUT")]
+    pub cluster_write_timeout: Option<String>,
 }
 
 impl ServerArgs {
@@ -333,7 +360,58 @@ impl ServerArgs {
             tls_key: self.tls_key.or(file.tls_key),
             memory_policy: self.memory_policy.or(file.memory_policy),
             insecure_no_auth: self.insecure_no_auth || file.insecure_no_auth,
+            node_id: self.node_id.or(file.node_id),
+            cluster: self.cluster.or(file.cluster),
+            cluster_join: self.cluster_join || file.cluster_join,
+            cluster_token: self.cluster_token.or(file.cluster_token),
+            advertise: self.advertise.or(file.advertise),
+            cluster_write_timeout: self.cluster_write_timeout.or(file.cluster_write_timeout),
         }
+    }
+
+    /// The replicated group's settings, if `--cluster` is given.
+    fn cluster_config(&self) -> Result<Option<crate::cluster::ClusterConfig>, ConfigError> {
+        let Some(spec) = &self.cluster else {
+            if self.node_id.is_some() {
+                return Err(ConfigError::Invalid {
+                    name: "node_id",
+                    message: "--node-id needs --cluster".into(),
+                });
+            }
+            return Ok(None);
+        };
+        let members = crate::cluster::ClusterConfig::parse_members(spec)
+            .map_err(|message| ConfigError::Invalid { name: "cluster", message })?;
+        let Some(node_id) = self.node_id else {
+            return Err(ConfigError::Invalid {
+                name: "node_id",
+                message: "--cluster needs --node-id (this member's id in the list)".into(),
+            });
+        };
+        if !members.contains_key(&node_id) {
+            return Err(ConfigError::Invalid {
+                name: "node_id",
+                message: format!("member {node_id} is not in --cluster"),
+            });
+        }
+        let write_timeout = match &self.cluster_write_timeout {
+            None => crate::cluster::DEFAULT_WRITE_TIMEOUT,
+            Some(s) => parse_duration(s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "cluster_write_timeout",
+                    message: format!("{s:?} is not a duration such as 5s"),
+                })?,
+        };
+        Ok(Some(crate::cluster::ClusterConfig {
+            node_id,
+            members,
+            join: self.cluster_join,
+            token: self.cluster_token.clone(),
+            advertise: self.advertise.clone(),
+            write_timeout,
+        }))
     }
 
     /// Reads the config file (if named), merges it under these flags, and
@@ -353,6 +431,7 @@ impl ServerArgs {
     }
 
     fn validate(self) -> Result<Config, ConfigError> {
+        let cluster = self.cluster_config()?;
         let d = Config::default();
         let listen = match self.listen {
             Some(s) => s.parse().map_err(|e| ConfigError::Invalid {
@@ -473,7 +552,23 @@ impl ServerArgs {
                 })
             }
         };
+        if cluster.is_some() && self.in_memory {
+            return Err(ConfigError::Invalid {
+                name: "cluster",
+                message: "a replicated member keeps its Raft log on disk; --in-memory does not apply"
+                    .into(),
+            });
+        }
+        if cluster.is_some() && self.memory_policy.as_deref() == Some("volatile-ttl") {
+            return Err(ConfigError::Invalid {
+                name: "memory_policy",
+                message: "a replicated group refuses writes at the memory limit (noeviction); \
+                          volatile-ttl eviction would differ between members"
+                    .into(),
+            });
+        }
         Ok(Config {
+            cluster,
             tls,
             metrics_listen,
             auth,

@@ -7,6 +7,7 @@
 //! - [`server`]: the TCP server: connection tasks, framing, dispatch.
 //! - [`config`]: flags, `SESSIOND_*` environment variables and the TOML file.
 //! - [`clock`]: the injectable time source.
+//! - [`cluster`]: replicated groups on openraft (`--node-id`, `--cluster`).
 //! - [`auth`]: the auth file: hashed tokens scoped to namespaces and rights.
 //! - [`cli`]: the `sessiond` command (ready line, signals).
 //!
@@ -24,6 +25,7 @@
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod expiry;
 pub mod log;

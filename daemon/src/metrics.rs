@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 use crate::server::Shared;
 
 /// Operation names, in `Op` tag order.
-pub const OPS: [&str; 12] = [
+pub const OPS: [&str; 15] = [
     "hello",
     "ping",
     "create",
@@ -33,10 +33,13 @@ pub const OPS: [&str; 12] = [
     "delete_by_owner",
     "rotate",
     "stats",
+    "cluster_status",
+    "cluster_add_node",
+    "cluster_remove_node",
 ];
 
-/// Outcomes: `ok`, then the error codes 1..=14 by name.
-const OUTCOMES: usize = 15;
+/// Outcomes: `ok`, then the error codes 1..=15 by name.
+const OUTCOMES: usize = 16;
 /// Latency bucket upper bounds in microseconds.
 const BUCKETS_US: [u64; 12] = [
     5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 10_000, 100_000, 1_000_000,
@@ -182,6 +185,9 @@ impl Metrics {
             let _ = writeln!(out, "# HELP sessiond_log_bytes_total Bytes appended to the log.\n# TYPE sessiond_log_bytes_total counter\nsessiond_log_bytes_total {}", st.bytes_written.load(Ordering::Relaxed));
             let _ = writeln!(out, "# HELP sessiond_log_fsync_seconds Time spent in fsync.\n# TYPE sessiond_log_fsync_seconds summary\nsessiond_log_fsync_seconds_sum {fsync_s}\nsessiond_log_fsync_seconds_count {fsyncs}");
             let _ = writeln!(out, "# HELP sessiond_log_compactions_total Compactions finished.\n# TYPE sessiond_log_compactions_total counter\nsessiond_log_compactions_total {}", st.compactions.load(Ordering::Relaxed));
+        }
+        if let Some(cluster) = &shared.cluster {
+            cluster.render_metrics(&mut out);
         }
         out
     }

@@ -41,6 +41,10 @@ pub enum ErrorCode {
     UnknownOperation,
     /// A bug on the server side; the request may or may not have been applied.
     Internal,
+    /// A replicated write was proposed but its outcome is unknown (the leader
+    /// lost its leadership or the group its majority before it committed): it
+    /// may or may not have been applied. Read before retrying.
+    Indeterminate,
     /// A code this build does not know (sent by a newer peer).
     Other(u16),
 }
@@ -64,6 +68,7 @@ impl ErrorCode {
             Self::UnsupportedVersion => 12,
             Self::UnknownOperation => 13,
             Self::Internal => 14,
+            Self::Indeterminate => 15,
             Self::Other(n) => n,
         }
     }
@@ -86,6 +91,7 @@ impl ErrorCode {
             12 => Self::UnsupportedVersion,
             13 => Self::UnknownOperation,
             14 => Self::Internal,
+            15 => Self::Indeterminate,
             n => Self::Other(n),
         }
     }

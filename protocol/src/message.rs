@@ -49,11 +49,19 @@ pub enum Op {
     Rotate(Rotate),
     /// Server statistics; answered with [`Reply::Stats`].
     Stats,
+    /// The replication group's members, roles and leader; answered with
+    /// [`Reply::Cluster`]. A standalone daemon answers `InvalidRequest`.
+    ClusterStatus,
+    /// Adds a member (first as a learner that catches up, then as a voter);
+    /// answered with [`Reply::Cluster`]. Only the leader does it.
+    ClusterAddNode(ClusterAddNode),
+    /// Removes a member from the voters; answered with [`Reply::Cluster`].
+    ClusterRemoveNode(ClusterRemoveNode),
 }
 
 impl Op {
     /// Number of operations this build knows; tags from here on are unknown.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 15;
 
     /// A short name for logs and metrics.
     #[must_use]
@@ -71,6 +79,9 @@ impl Op {
             Self::DeleteByOwner(_) => "delete_by_owner",
             Self::Rotate(_) => "rotate",
             Self::Stats => "stats",
+            Self::ClusterStatus => "cluster_status",
+            Self::ClusterAddNode(_) => "cluster_add_node",
+            Self::ClusterRemoveNode(_) => "cluster_remove_node",
         }
     }
 }
@@ -294,6 +305,70 @@ pub enum Reply {
     Count(u64),
     /// Server statistics (`Stats`).
     Stats(StatsReply),
+    /// The replication group (`ClusterStatus`, `ClusterAddNode`, `ClusterRemoveNode`).
+    Cluster(ClusterStatusReply),
+    /// This member is not the leader: nothing was done. Send the request to
+    /// the leader (its client address, when one is known).
+    NotLeader(NotLeader),
+}
+
+/// Add a member to the replication group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterAddNode {
+    /// The new member's id (unique in the group, not 0).
+    pub node_id: u64,
+    /// Its inter-node address (`HOST:PORT`, as in `--cluster`).
+    pub addr: String,
+}
+
+/// Remove a member from the replication group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRemoveNode {
+    /// The member's id.
+    pub node_id: u64,
+}
+
+/// The answer of a member that is not the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotLeader {
+    /// The leader's id, if this member knows one.
+    pub leader_id: Option<u64>,
+    /// The leader's client address (`HOST:PORT` of its `--listen`), if known.
+    pub leader_addr: Option<String>,
+}
+
+/// One member of the replication group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMember {
+    /// Its id.
+    pub node_id: u64,
+    /// Its inter-node address.
+    pub addr: String,
+    /// Its client address, if known to the member answering.
+    pub client_addr: Option<String>,
+    /// `leader`, `follower`, `learner` or `candidate` (as the answering member knows).
+    pub role: String,
+    /// Whether it votes (a learner does not).
+    pub voter: bool,
+    /// Log entries the leader has replicated to it, if the answering member is the leader.
+    pub matched_index: Option<u64>,
+}
+
+/// The state of the replication group, as one member sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatusReply {
+    /// The answering member.
+    pub node_id: u64,
+    /// The leader, if one is known.
+    pub leader_id: Option<u64>,
+    /// The current term.
+    pub term: u64,
+    /// The last log index known committed.
+    pub commit_index: u64,
+    /// The last log index applied to the store.
+    pub applied_index: u64,
+    /// Every member.
+    pub members: Vec<ClusterMember>,
 }
 
 /// The server's answer to `Hello`.

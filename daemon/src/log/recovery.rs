@@ -483,36 +483,7 @@ pub(crate) fn write_snapshot(
             buf.clear();
         }
     };
-    // The checkpoint first (see the ordering rule in `format`), read before
-    // the walk; the images carry LSN 0.
-    let checkpoint = LogRecord::Checkpoint { lsn: store.lsn() };
-    let encoded = format::encode_record(&checkpoint, &mut buf);
-    emit(&mut buf, encoded);
-    store.for_each_record(|ns, id, rec| {
-        let encoded = format::encode_record(&PutRef::of(0, ns, id, rec), &mut buf);
-        emit(&mut buf, encoded);
-    });
-    store.for_each_tombstone(|ns, id, until| {
-        let record = LogRecord::Delete {
-            lsn: 0,
-            namespace: ns.to_owned(),
-            id: id.0,
-            tombstone_until: until,
-        };
-        let encoded = format::encode_record(&record, &mut buf);
-        emit(&mut buf, encoded);
-    });
-    store.for_each_alias(|ns, id, to, until| {
-        let record = LogRecord::Alias {
-            lsn: 0,
-            namespace: ns.to_owned(),
-            id: id.0,
-            to: to.0,
-            until,
-        };
-        let encoded = format::encode_record(&record, &mut buf);
-        emit(&mut buf, encoded);
-    });
+    encode_snapshot(store, &mut buf, &mut emit);
     if failed.is_none() {
         size += buf.len() as u64;
         failed = file.write_all(&buf).err();
@@ -542,6 +513,69 @@ pub(crate) fn write_snapshot(
     }
     sync_dir(vfs, dir)?;
     Ok(size)
+}
+
+/// Encodes what a snapshot holds of `store` into `buf`: its checkpoint, then
+/// every record, tombstone and rotation alias, calling `emit` after each
+/// frame (with the frame's encoding result) so the caller can write the
+/// buffer out as it fills.
+pub(crate) fn encode_snapshot(
+    store: &Store,
+    buf: &mut Vec<u8>,
+    emit: &mut impl FnMut(&mut Vec<u8>, Result<(), String>),
+) {
+    // The checkpoint first (see the ordering rule in `format`), read before
+    // the walk; the images carry LSN 0.
+    let checkpoint = LogRecord::Checkpoint { lsn: store.lsn() };
+    let encoded = format::encode_record(&checkpoint, buf);
+    emit(buf, encoded);
+    store.for_each_record(|ns, id, rec| {
+        let encoded = format::encode_record(&PutRef::of(0, ns, id, rec), buf);
+        emit(buf, encoded);
+    });
+    store.for_each_tombstone(|ns, id, until| {
+        let record = LogRecord::Delete {
+            lsn: 0,
+            namespace: ns.to_owned(),
+            id: id.0,
+            tombstone_until: until,
+        };
+        let encoded = format::encode_record(&record, buf);
+        emit(buf, encoded);
+    });
+    store.for_each_alias(|ns, id, to, until| {
+        let record = LogRecord::Alias {
+            lsn: 0,
+            namespace: ns.to_owned(),
+            id: id.0,
+            to: to.0,
+            until,
+        };
+        let encoded = format::encode_record(&record, buf);
+        emit(buf, encoded);
+    });
+}
+
+/// Loads a snapshot held in memory (the bytes [`encode_snapshot`] wrote
+/// after a snapshot file's header) into `store`, which should be empty.
+///
+/// # Errors
+/// A message naming the damage if a frame is damaged.
+pub(crate) fn load_snapshot(store: &Store, body: &[u8]) -> Result<usize, String> {
+    let mut file = Vec::with_capacity(format::HEADER_LEN + body.len());
+    file.extend_from_slice(&format::header(FileKind::Snapshot));
+    file.extend_from_slice(body);
+    let scan = format::scan(&file, FileKind::Snapshot, false);
+    if let format::Tail::Corrupt { offset, reason } = &scan.tail {
+        return Err(format!("snapshot damaged at byte {offset}: {reason}"));
+    }
+    let mut replay = Replay::new(store);
+    let n = scan.records.len();
+    for r in scan.records {
+        replay.apply(r);
+    }
+    store.restore_lsn(replay.max_lsn + 1);
+    Ok(n)
 }
 
 /// What `check-log` found in one file.

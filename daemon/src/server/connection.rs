@@ -237,7 +237,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 }
             };
             *consumed += total;
-            if let Some(close) = self.handle_payload(payload) {
+            if let Some(close) = self.handle_payload(payload).await {
                 return Ok(Some(close));
             }
             in_flight += 1;
@@ -255,7 +255,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
     }
 
     /// Decodes and executes one request, queueing its answer.
-    fn handle_payload(&mut self, payload: &[u8]) -> Option<Close> {
+    async fn handle_payload(&mut self, payload: &[u8]) -> Option<Close> {
         let request = match decode_request(payload) {
             Ok(r) => r,
             Err(e) => {
@@ -286,12 +286,24 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             }
         }
         let write = self.durable.is_some() && dispatch::is_write(&op);
-        let answer = dispatch::execute(self.shared, op);
+        let answer = match &self.shared.cluster {
+            None => dispatch::execute(self.shared, op),
+            Some(cluster) => {
+                let shared = self.shared;
+                shared.counters.ops_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let tag = dispatch::op_index(&op);
+                let started = std::time::Instant::now();
+                let answer = cluster.execute(shared, op).await;
+                shared.metrics.record(tag, answer.error(), started.elapsed());
+                answer
+            }
+        };
         let applied = answer.error().is_none();
         let start = self.wbuf.len();
         match answer {
             Answer::Reply(reply) => self.push(id, reply),
             Answer::Session { maybe, raw } => self.push_session(id, maybe, raw),
+            Answer::Encoded { maybe, head, attrs } => self.push_encoded(id, maybe, head, &attrs),
         }
         if write && applied {
             self.writes.push((id, start, self.wbuf.len()));
@@ -361,10 +373,15 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
 
     /// Queues a session answer, its attributes spliced in as stored.
     fn push_session(&mut self, id: u64, maybe: bool, raw: RawSession) {
+        let RawSession { head, attrs } = raw;
+        self.push_encoded(id, maybe, head, &attrs);
+    }
+
+    /// Queues a session answer with its attributes already encoded.
+    fn push_encoded(&mut self, id: u64, maybe: bool, head: sessiond_protocol::Session, attrs: &[u8]) {
         let max = self.shared.config.max_frame_len as usize;
         let start = self.wbuf.len();
-        let RawSession { head, attrs } = raw;
-        match encode_session_response(id, maybe, head, &attrs, &mut self.wbuf) {
+        match encode_session_response(id, maybe, head, attrs, &mut self.wbuf) {
             Ok(()) if self.wbuf.len() - start - HEADER_LEN <= max => {}
             Ok(()) => {
                 self.wbuf.truncate(start);

@@ -7,7 +7,7 @@ use sessiond_protocol::{ErrorCode, NamespaceStats, Op, Reply, StatsReply, WireEr
 
 use super::connection::SERVER_VERSION;
 use super::Shared;
-use crate::store::{RawSession, StoreError};
+use crate::store::{RawSession, Store, StoreError};
 
 /// Whether `op` changes data that must be durable before it is acknowledged
 /// (touches are not: losing one only shortens a session).
@@ -35,6 +35,16 @@ pub(crate) enum Answer {
         /// The session and its encoded attributes.
         raw: RawSession,
     },
+    /// As `Session`, with the attributes in a buffer of their own (a
+    /// replicated group's answer, which crossed the state machine).
+    Encoded {
+        /// `MaybeSession` rather than `Session`.
+        maybe: bool,
+        /// The session without attributes.
+        head: sessiond_protocol::Session,
+        /// The encoded attributes.
+        attrs: Vec<u8>,
+    },
 }
 
 impl Answer {
@@ -60,7 +70,7 @@ pub(crate) fn execute(shared: &Shared, op: Op) -> Answer {
 }
 
 /// The operation's tag (its index in `Op`, as on the wire).
-fn op_index(op: &Op) -> usize {
+pub(crate) fn op_index(op: &Op) -> usize {
     match op {
         Op::Hello(_) => 0,
         Op::Ping => 1,
@@ -74,11 +84,34 @@ fn op_index(op: &Op) -> usize {
         Op::DeleteByOwner(_) => 9,
         Op::Rotate(_) => 10,
         Op::Stats => 11,
+        Op::ClusterStatus => 12,
+        Op::ClusterAddNode(_) => 13,
+        Op::ClusterRemoveNode(_) => 14,
     }
 }
 
-fn run(shared: &Shared, op: Op) -> Answer {
-    let store = &shared.store;
+pub(crate) fn run(shared: &Shared, op: Op) -> Answer {
+    match op {
+        Op::Hello(_) => Answer::Reply(error(
+            ErrorCode::InvalidRequest,
+            "hello was already done on this connection".into(),
+        )),
+        Op::Ping => Answer::Reply(Reply::Pong),
+        Op::Stats => Answer::Reply(Reply::Stats(stats(shared))),
+        Op::ClusterStatus | Op::ClusterAddNode(_) | Op::ClusterRemoveNode(_) => {
+            Answer::Reply(error(
+                ErrorCode::InvalidRequest,
+                "this daemon is standalone (started without --cluster)".into(),
+            ))
+        }
+        op => apply(&shared.store, op),
+    }
+}
+
+/// Executes a data operation against `store` (what a replicated group's
+/// members do when they apply a command, and what a standalone daemon does
+/// for each request).
+pub(crate) fn apply(store: &Store, op: Op) -> Answer {
     let result = match op {
         // The hot paths answer with the stored attributes as they are.
         Op::Create(c) => {
@@ -94,13 +127,6 @@ fn run(shared: &Shared, op: Op) -> Answer {
                 Err(e) => Answer::Reply(store_error(&e)),
             }
         }
-        Op::Hello(_) => {
-            return Answer::Reply(error(
-                ErrorCode::InvalidRequest,
-                "hello was already done on this connection".into(),
-            ))
-        }
-        Op::Ping => Ok(Reply::Pong),
         Op::Touch(t) => store.touch(&t.namespace, t.id).map(Reply::Touched),
         Op::Update(u) => store.update(u).map(Reply::Updated),
         Op::Incr(i) => store.incr(i).map(Reply::Incr),
@@ -108,20 +134,23 @@ fn run(shared: &Shared, op: Op) -> Answer {
         Op::ListByOwner(l) => store.list_by_owner(&l).map(Reply::Page),
         Op::DeleteByOwner(d) => store.delete_by_owner(&d).map(Reply::Count),
         Op::Rotate(r) => store.rotate(&r).map(Reply::Session),
-        Op::Stats => Ok(Reply::Stats(stats(shared))),
+        other => Ok(error(
+            ErrorCode::InvalidRequest,
+            format!("{} is not a data operation", other.name()),
+        )),
     };
     Answer::Reply(result.unwrap_or_else(|e| store_error(&e)))
 }
 
-fn store_error(e: &StoreError) -> Reply {
+pub(crate) fn store_error(e: &StoreError) -> Reply {
     error(e.code(), e.to_string())
 }
 
-fn error(code: ErrorCode, message: String) -> Reply {
+pub(crate) fn error(code: ErrorCode, message: String) -> Reply {
     Reply::Error(WireError::new(code, message))
 }
 
-fn stats(shared: &Shared) -> StatsReply {
+pub(crate) fn stats(shared: &Shared) -> StatsReply {
     let s = shared.store.stats();
     let c = &shared.counters;
     StatsReply {

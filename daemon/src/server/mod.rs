@@ -8,7 +8,7 @@
 //! hand and write its answers, stop the expiry task, return.
 
 mod connection;
-mod dispatch;
+pub(crate) mod dispatch;
 #[cfg(test)]
 mod tests;
 
@@ -50,6 +50,9 @@ pub enum Error {
     /// The data dir could not be opened or recovered.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The replicated group's member could not start.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Counters the server keeps for `Stats`.
@@ -72,6 +75,8 @@ pub struct Shared {
     pub(crate) log: Option<Arc<Log>>,
     /// Operation counters and latencies.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// The replicated group this daemon is a member of (`None`: standalone).
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// A running daemon. Dropping it does not stop it; call [`Daemon::shutdown`].
@@ -93,6 +98,9 @@ impl Daemon {
     /// [`Error::Log`] if the data dir is locked or damaged, [`Error::Bind`] if
     /// the address cannot be bound.
     pub async fn start(config: Config) -> Result<Self, Error> {
+        if config.cluster.is_some() {
+            return Self::start_member(config).await;
+        }
         let store = Arc::new(Store::new(config.store.clone(), Arc::new(SystemClock)));
         let log = if config.in_memory {
             info!("in memory only: nothing is logged, a restart loses every session");
@@ -133,7 +141,53 @@ impl Daemon {
             },
             None => None,
         };
-        let daemon = Self::launch(listener, config, store, log)?;
+        let daemon = Self::launch(listener, config, store, log, None)?;
+        daemon.serve_metrics(metrics)
+    }
+
+    /// Starts a member of a replicated group: no standalone log; the
+    /// store is the state machine of the group's Raft log.
+    async fn start_member(config: Config) -> Result<Self, Error> {
+        let Some(cc) = config.cluster.clone() else {
+            return Err(Error::Io(std::io::Error::other("not a cluster configuration")));
+        };
+        let clock = Arc::new(crate::clock::ReplicaClock::new());
+        let store = Arc::new(Store::new(config.store.clone(), Arc::clone(&clock) as Arc<dyn Clock>));
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(
+                crate::metrics::bind(addr)
+                    .await
+                    .map_err(|source| Error::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let client_addr = listener.local_addr()?.to_string();
+        let cluster = crate::cluster::Cluster::start(
+            &cc,
+            &config.data_dir,
+            config.fsync,
+            config.auth.clone(),
+            Arc::clone(&store),
+            clock,
+            client_addr,
+            shutdown.clone(),
+            tracker.clone(),
+        )
+        .await?;
+        let daemon = Self::launch_with(listener, config, store, None, Some(cluster), shutdown, tracker)?;
+        daemon.serve_metrics(metrics)
+    }
+
+    fn serve_metrics(self, metrics: Option<TcpListener>) -> Result<Self, Error> {
+        let daemon = self;
         if let Some(l) = metrics {
             let addr = l.local_addr()?;
             info!(%addr, "metrics on http://{addr}/metrics");
@@ -167,7 +221,7 @@ impl Daemon {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
         let store = Arc::new(Store::new(config.store.clone(), clock));
-        Self::launch(listener, config, store, None)
+        Self::launch(listener, config, store, None, None)
     }
 
     fn launch(
@@ -175,6 +229,27 @@ impl Daemon {
         config: Config,
         store: Arc<Store>,
         log: Option<Arc<Log>>,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Result<Self, Error> {
+        Self::launch_with(
+            listener,
+            config,
+            store,
+            log,
+            cluster,
+            CancellationToken::new(),
+            TaskTracker::new(),
+        )
+    }
+
+    fn launch_with(
+        listener: TcpListener,
+        config: Config,
+        store: Arc<Store>,
+        log: Option<Arc<Log>>,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
     ) -> Result<Self, Error> {
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -184,15 +259,17 @@ impl Daemon {
             started: Instant::now(),
             log,
             metrics: crate::metrics::Metrics::default(),
+            cluster,
         });
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        tracker.spawn(expiry::run(
-            store,
-            shared.config.expiry_tick,
-            shared.config.expiry_batch,
-            shutdown.clone(),
-        ));
+        if shared.cluster.is_none() {
+            // A member's expiry is proposed by its group's leader.
+            tracker.spawn(expiry::run(
+                store,
+                shared.config.expiry_tick,
+                shared.config.expiry_batch,
+                shutdown.clone(),
+            ));
+        }
         tracker.spawn(accept_loop(
             listener,
             Arc::clone(&shared),
@@ -241,6 +318,9 @@ impl Daemon {
                 timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                 "shutdown timed out; abandoning remaining connections"
             );
+        }
+        if let Some(cluster) = self.shared.cluster.clone() {
+            cluster.shutdown().await;
         }
         if let Some(log) = self.shared.log.clone() {
             // The writer flushes and syncs everything appended, then exits.

@@ -765,6 +765,35 @@ impl Store {
         })
     }
 
+    /// Whether touching the session now would move its deadline by more than
+    /// `--touch-log-fraction` of its idle ttl: a replicated group proposes
+    /// only such touches (smaller ones change nothing anywhere, so every
+    /// member keeps the same deadline). `None`: no live session.
+    ///
+    /// # Errors
+    /// `Invalid` for a malformed namespace.
+    pub fn touch_due(&self, namespace: &str, id: SessionId) -> Result<Option<bool>> {
+        let Some(ns) = self.ns_for_read(namespace)? else {
+            return Ok(None);
+        };
+        let now = self.now_ms();
+        let key = self.target(Key { ns, id }, now);
+        let Some(r) = self.records.get(&key) else {
+            return Ok(None);
+        };
+        if !r.is_live(now) {
+            return Ok(None);
+        }
+        let Some(idle) = r.idle_ttl() else {
+            return Ok(Some(false));
+        };
+        let next = Record::deadline(r.created_at(), now.max(r.last_active()), r.ttl());
+        let moved = next.saturating_sub(r.expires_at());
+        Ok(Some(
+            moved as f64 > idle.get() as f64 * self.config.touch_log_fraction,
+        ))
+    }
+
     /// Applies an update: removals, then sets, then the ttl; bumps the version.
     ///
     /// # Errors
@@ -1143,6 +1172,15 @@ impl Store {
     /// `NotFound`, `Invalid`, or `Conflict` if the record kept changing under the
     /// rotation (it retries several times first).
     pub fn rotate(&self, r: &Rotate) -> Result<Session> {
+        self.rotate_to(r, None)
+    }
+
+    /// [`Store::rotate`] to `new_id` when given (a replicated group's leader
+    /// draws it before proposing, so every member gives the same id).
+    ///
+    /// # Errors
+    /// As [`Store::rotate`]; `AlreadyExists` if `new_id` is taken.
+    pub fn rotate_to(&self, r: &Rotate, new_id: Option<SessionId>) -> Result<Session> {
         self.writable()?;
         let ns = self
             .ns_for_read(&r.namespace)?
@@ -1176,7 +1214,7 @@ impl Store {
             }
             let new = Key {
                 ns,
-                id: SessionId::new_v4(),
+                id: new_id.unwrap_or_else(SessionId::new_v4),
             };
             let rec = Record::new(
                 record::Fields {

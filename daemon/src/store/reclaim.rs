@@ -25,6 +25,11 @@ impl Store {
         let Some(max) = self.config.max_memory else {
             return Ok(());
         };
+        if crate::clock::applying() {
+            // A replicated command was admitted by its leader before it was
+            // proposed; every member applies it alike.
+            return Ok(());
+        }
         let used = || u64::try_from(self.memory.load(Ordering::Relaxed)).unwrap_or(0);
         if used() < max {
             return Ok(());
@@ -121,6 +126,24 @@ impl Store {
             }
         }
         handled
+    }
+
+    /// Whether the memory limit is reached (a replicated group's leader
+    /// refuses writes that add data then, before proposing them).
+    #[must_use]
+    pub fn memory_full(&self) -> bool {
+        self.config.max_memory.is_some_and(|max| {
+            u64::try_from(self.memory.load(Ordering::Relaxed)).unwrap_or(0) >= max
+        })
+    }
+
+    /// Whether any timer (a deadline, a tombstone's or a grace period's end)
+    /// may be due at `now`.
+    #[must_use]
+    pub fn has_due(&self, now: u64) -> bool {
+        self.wheels
+            .iter()
+            .any(|w| w.lock().next_expiration_hint().is_some_and(|at| at <= now))
     }
 
     pub(super) fn fire(&self, deadline: u64, timer: Timer, now: u64) {

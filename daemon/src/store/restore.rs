@@ -55,6 +55,21 @@ impl Store {
         }
     }
 
+    /// Takes away every record, tombstone and alias (a replicated group's
+    /// member installing a snapshot starts from nothing).
+    pub fn clear(&self) {
+        let keys: Vec<Key> = self.records.iter().map(|e| *e.key()).collect();
+        for key in &keys {
+            self.restore_clear(key);
+        }
+        let tombstones = self.tombstones.len();
+        self.tombstones.clear();
+        self.tombstone_count.store(0, Ordering::Relaxed);
+        self.add_mem(-(TOMBSTONE_BYTES * i64::try_from(tombstones).unwrap_or(0)));
+        self.aliases.clear();
+        self.alias_count.store(0, Ordering::Relaxed);
+    }
+
     /// Puts back a record read from the log, replacing whatever is at its key;
     /// dropped if it has expired by `now`. A put wins over an earlier
     /// tombstone of the same id.
