@@ -169,6 +169,12 @@ impl DaemonProcess {
         Self::start_in(&self.bin, dir, extra, &[])
     }
 
+    /// Takes the data dir out (after [`DaemonProcess::kill`]), so it outlives
+    /// this handle: a cluster member is restarted on it with other flags.
+    pub fn take_data_dir(&mut self) -> Option<tempfile::TempDir> {
+        self.data_dir.take()
+    }
+
     /// Everything the daemon wrote to stderr so far (its logs).
     #[must_use]
     pub fn logs(&self) -> String {
