@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use sessiond_protocol::{
-    Attrs, ClusterAddNode, ClusterRemoveNode, ClusterStatusReply, Create, Delete, DeleteByOwner, Get, Incr, IncrReply, LimitPolicy, ListByOwner,
-    ListCursor, Op, OwnerLimit, RateWindow, Reply, Rotate, Session, SessionId, SessionPage,
-    StatsReply, Touch, TouchReply, Ttl, Update, UpdateReply, Upsert, Value,
+    Attrs, ClusterAddNode, ClusterRemoveNode, ClusterStatusReply, Create, Delete, DeleteByOwner,
+    Get, Incr, IncrReply, LimitPolicy, ListByOwner, ListCursor, Op, OwnerLimit, RateWindow, Reply,
+    Rotate, Session, SessionId, SessionPage, StatsReply, Touch, TouchReply, Ttl, Update,
+    UpdateReply, Upsert, Value,
 };
 use tokio::sync::Notify;
 use tracing::debug;
@@ -377,7 +378,11 @@ impl Client {
         // Connections elsewhere are replaced (requests in flight on them
         // finish there).
         for (index, slot) in self.inner.slots.iter().enumerate() {
-            let elsewhere = slot.conn.read().as_ref().is_some_and(|c| c.addr() != target);
+            let elsewhere = slot
+                .conn
+                .read()
+                .as_ref()
+                .is_some_and(|c| c.addr() != target);
             if elsewhere {
                 *slot.conn.write() = None;
                 self.heal(index);

@@ -220,10 +220,7 @@ impl Connection {
                     left,
                 ));
             };
-            let host = tls
-                .server_name
-                .clone()
-                .unwrap_or_else(|| host_of(addr));
+            let host = tls.server_name.clone().unwrap_or_else(|| host_of(addr));
             let name = ServerName::try_from(host).map_err(|e| {
                 connect_error(std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,

@@ -380,8 +380,12 @@ impl ServerArgs {
             }
             return Ok(None);
         };
-        let members = crate::cluster::ClusterConfig::parse_members(spec)
-            .map_err(|message| ConfigError::Invalid { name: "cluster", message })?;
+        let members = crate::cluster::ClusterConfig::parse_members(spec).map_err(|message| {
+            ConfigError::Invalid {
+                name: "cluster",
+                message,
+            }
+        })?;
         let Some(node_id) = self.node_id else {
             return Err(ConfigError::Invalid {
                 name: "node_id",
@@ -555,8 +559,9 @@ impl ServerArgs {
         if cluster.is_some() && self.in_memory {
             return Err(ConfigError::Invalid {
                 name: "cluster",
-                message: "a replicated member keeps its Raft log on disk; --in-memory does not apply"
-                    .into(),
+                message:
+                    "a replicated member keeps its Raft log on disk; --in-memory does not apply"
+                        .into(),
             });
         }
         if cluster.is_some() && self.memory_policy.as_deref() == Some("volatile-ttl") {

@@ -253,7 +253,10 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
             if last > killed_at {
                 break last - killed_at;
             }
-            assert!(Instant::now() < deadline, "round {round}: no write acknowledged 20 s after the kill");
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no write acknowledged 20 s after the kill"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         failovers.push(took);
@@ -285,7 +288,11 @@ async fn a_leader_without_its_majority_acknowledges_nothing_and_serves_no_read()
         .map(|i| group.members[i].process.as_ref().unwrap().pid())
         .collect();
     for pid in &followers {
-        assert!(std::process::Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap().success());
+        assert!(std::process::Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
     }
     let alone = Client::connect_with(
         ClientConfig::new(group.members[leader].client.clone())
@@ -297,12 +304,23 @@ async fn a_leader_without_its_majority_acknowledges_nothing_and_serves_no_read()
     let write = alone.incr("app", id, "n", 1).await;
     let read = alone.get("app", id).await;
     for pid in &followers {
-        std::process::Command::new("kill").args(["-CONT", &pid.to_string()]).status().unwrap();
+        std::process::Command::new("kill")
+            .args(["-CONT", &pid.to_string()])
+            .status()
+            .unwrap();
     }
     let err = write.expect_err("a write acknowledged without a majority");
-    assert_eq!(err.code(), Some(sessiond_client::ErrorCode::Indeterminate), "{err}");
+    assert_eq!(
+        err.code(),
+        Some(sessiond_client::ErrorCode::Indeterminate),
+        "{err}"
+    );
     let err = read.expect_err("a read served without a majority");
-    assert_eq!(err.code(), Some(sessiond_client::ErrorCode::Unavailable), "{err}");
+    assert_eq!(
+        err.code(),
+        Some(sessiond_client::ErrorCode::Unavailable),
+        "{err}"
+    );
     // Healed: the group serves again, and the indeterminate increment was
     // either applied once or not at all.
     let s = client.get("app", id).await.unwrap().unwrap();
@@ -362,14 +380,23 @@ async fn members_added_and_removed_under_load_lose_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let raft4 = group.members[3].raft.clone();
     let status = client.cluster_add_node(4, &raft4).await.unwrap();
-    assert!(status.members.iter().any(|m| m.node_id == 4 && m.voter), "{status:?}");
+    assert!(
+        status.members.iter().any(|m| m.node_id == 4 && m.voter),
+        "{status:?}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Remove a member that is not the leader, then stop it.
     let leader = group.leader().await;
     let gone = (0..3).find(|i| *i != leader).unwrap();
     let gone_id = group.members[gone].id;
     let status = client.cluster_remove_node(gone_id).await.unwrap();
-    assert!(!status.members.iter().any(|m| m.node_id == gone_id && m.voter), "{status:?}");
+    assert!(
+        !status
+            .members
+            .iter()
+            .any(|m| m.node_id == gone_id && m.voter),
+        "{status:?}"
+    );
     group.kill(gone);
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);

@@ -174,7 +174,11 @@ impl Debug for LogStore {
 }
 
 fn io_error(verb: ErrorVerb, e: &std::io::Error) -> StorageError {
-    StorageError::from_io_error(ErrorSubject::Logs, verb, std::io::Error::new(e.kind(), e.to_string()))
+    StorageError::from_io_error(
+        ErrorSubject::Logs,
+        verb,
+        std::io::Error::new(e.kind(), e.to_string()),
+    )
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

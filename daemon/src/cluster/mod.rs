@@ -109,7 +109,10 @@ impl ClusterConfig {
                 return Err("member ids start at 1".into());
             }
             let addr = addr.trim();
-            if addr.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+            if addr
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
                 return Err(format!("{addr:?} is not HOST:PORT"));
             }
             if out.insert(id, addr.to_owned()).is_some() {
@@ -482,7 +485,13 @@ impl Cluster {
                     return a;
                 }
                 match self.store.touch_due(&t.namespace, t.id) {
-                    Ok(Some(true)) => self.propose(Command::Write { now_ms, op: Op::Touch(t) }).await,
+                    Ok(Some(true)) => {
+                        self.propose(Command::Write {
+                            now_ms,
+                            op: Op::Touch(t),
+                        })
+                        .await
+                    }
                     Ok(Some(false)) => {
                         // Too small to replicate: the deadline stays as it is.
                         let expires = self
@@ -513,7 +522,11 @@ impl Cluster {
                 if c.id.is_none() {
                     c.id = Some(SessionId::new_v4());
                 }
-                self.propose(Command::Write { now_ms, op: Op::Create(c) }).await
+                self.propose(Command::Write {
+                    now_ms,
+                    op: Op::Create(c),
+                })
+                .await
             }
             Op::Update(_) | Op::Incr(_) => {
                 if self.store.memory_full() {
@@ -540,7 +553,10 @@ impl Cluster {
 
     async fn add_node(&self, id: NodeId, addr: String) -> Answer {
         if id == 0 {
-            return Answer::Reply(error(ErrorCode::InvalidRequest, "member ids start at 1".into()));
+            return Answer::Reply(error(
+                ErrorCode::InvalidRequest,
+                "member ids start at 1".into(),
+            ));
         }
         if !self.is_leader() {
             return self.not_leader(self.leader()).await;
@@ -643,19 +659,56 @@ impl Cluster {
         };
         let _ = writeln!(out, "# HELP sessiond_cluster_role This member's Raft role (1 for the current one).\n# TYPE sessiond_cluster_role gauge");
         for r in ["leader", "follower", "candidate", "learner", "shutdown"] {
-            let _ = writeln!(out, "sessiond_cluster_role{{role=\"{r}\"}} {}", u8::from(r == role));
+            let _ = writeln!(
+                out,
+                "sessiond_cluster_role{{role=\"{r}\"}} {}",
+                u8::from(r == role)
+            );
         }
         let last_log = m.last_log_index.unwrap_or(0);
         let rows = [
-            ("sessiond_cluster_term", "gauge", "The current Raft term.", m.current_term),
-            ("sessiond_cluster_commit_index", "gauge", "The last log index known committed.", self.committed.load(Ordering::Relaxed)),
-            ("sessiond_cluster_applied_index", "gauge", "The last log index applied to the store.", m.last_applied.map_or(0, |l| l.index)),
-            ("sessiond_cluster_last_log_index", "gauge", "The last log index this member holds.", last_log),
-            ("sessiond_cluster_elections_total", "counter", "Elections this member saw begin as a candidate.", self.elections.load(Ordering::Relaxed)),
-            ("sessiond_cluster_leader_id", "gauge", "The leader's id (0: none known).", m.current_leader.unwrap_or(0)),
+            (
+                "sessiond_cluster_term",
+                "gauge",
+                "The current Raft term.",
+                m.current_term,
+            ),
+            (
+                "sessiond_cluster_commit_index",
+                "gauge",
+                "The last log index known committed.",
+                self.committed.load(Ordering::Relaxed),
+            ),
+            (
+                "sessiond_cluster_applied_index",
+                "gauge",
+                "The last log index applied to the store.",
+                m.last_applied.map_or(0, |l| l.index),
+            ),
+            (
+                "sessiond_cluster_last_log_index",
+                "gauge",
+                "The last log index this member holds.",
+                last_log,
+            ),
+            (
+                "sessiond_cluster_elections_total",
+                "counter",
+                "Elections this member saw begin as a candidate.",
+                self.elections.load(Ordering::Relaxed),
+            ),
+            (
+                "sessiond_cluster_leader_id",
+                "gauge",
+                "The leader's id (0: none known).",
+                m.current_leader.unwrap_or(0),
+            ),
         ];
         for (name, kind, help, v) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         }
         if let Some(repl) = &m.replication {
             let _ = writeln!(out, "# HELP sessiond_cluster_replication_lag Entries a follower is behind the leader's log.\n# TYPE sessiond_cluster_replication_lag gauge");
@@ -664,7 +717,10 @@ impl Cluster {
                     continue;
                 }
                 let lag = last_log.saturating_sub(matched.map_or(0, |l| l.index));
-                let _ = writeln!(out, "sessiond_cluster_replication_lag{{node=\"{id}\"}} {lag}");
+                let _ = writeln!(
+                    out,
+                    "sessiond_cluster_replication_lag{{node=\"{id}\"}} {lag}"
+                );
             }
         }
     }

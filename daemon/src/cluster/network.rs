@@ -121,7 +121,8 @@ async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream, max: u32) -> st
         payload.extend_from_slice(&chunk[..n]);
         left -= n;
     }
-    decode_value(&payload).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+    decode_value(&payload)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
 }
 
 /// Makes a connection per target for Raft.
@@ -180,7 +181,9 @@ impl PeerClient {
     async fn connect(&mut self) -> std::io::Result<TcpStream> {
         let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
         stream.set_nodelay(true)?;
         write_frame(
             &mut stream,
@@ -207,7 +210,9 @@ impl PeerClient {
                 Some(s) => s,
                 None => self.connect().await.map_err(CallError::Unreachable)?,
             };
-            write_frame(&mut stream, req).await.map_err(CallError::Network)?;
+            write_frame(&mut stream, req)
+                .await
+                .map_err(CallError::Network)?;
             let resp = read_frame::<PeerResponse>(&mut stream, PEER_MAX_FRAME)
                 .await
                 .map_err(CallError::Network)?;
@@ -247,12 +252,22 @@ fn remote<E: std::error::Error>(why: String) -> RPCError<NodeId, BasicNode, E> {
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    /// A member that could not be reached is tried again soon: a restarted
+    /// one must hear its leader before its election timeout runs out, or it
+    /// stands for election and unseats a healthy leader.
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(50)))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        match self.call(&PeerRequest::Append(rpc), option.hard_ttl()).await {
+        match self
+            .call(&PeerRequest::Append(rpc), option.hard_ttl())
+            .await
+        {
             Ok(PeerResponse::Append(Ok(r))) => Ok(r),
             Ok(PeerResponse::Append(Err(why))) => Err(remote(why)),
             Ok(_) => Err(remote("unexpected answer".into())),
@@ -268,7 +283,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        match self.call(&PeerRequest::Snapshot(rpc), option.hard_ttl()).await {
+        match self
+            .call(&PeerRequest::Snapshot(rpc), option.hard_ttl())
+            .await
+        {
             Ok(PeerResponse::Snapshot(Ok(r))) => Ok(r),
             Ok(PeerResponse::Snapshot(Err(SnapshotRefusal::Mismatch(m)))) => {
                 Err(RPCError::RemoteError(RemoteError::new(
@@ -309,7 +327,12 @@ pub struct PeerServer {
 
 impl PeerServer {
     /// Serves members on `listener` until `shutdown`.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken, tracker: TaskTracker) {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) {
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -340,9 +363,12 @@ impl PeerServer {
 
     async fn connection(&self, mut stream: TcpStream) -> std::io::Result<()> {
         stream.set_nodelay(true)?;
-        let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame::<PeerRequest>(&mut stream, HELLO_MAX))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no hello in time"))??;
+        let hello = tokio::time::timeout(
+            HELLO_TIMEOUT,
+            read_frame::<PeerRequest>(&mut stream, HELLO_MAX),
+        )
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no hello in time"))??;
         let PeerRequest::Hello { token, from } = hello else {
             return Err(std::io::Error::other("the first request was not hello"));
         };
@@ -355,7 +381,9 @@ impl PeerServer {
                 info!(from, "a member's hello was refused: no admin token");
                 write_frame(
                     &mut stream,
-                    &PeerResponse::Hello(Err("the cluster token is not an admin token of this member".into())),
+                    &PeerResponse::Hello(Err(
+                        "the cluster token is not an admin token of this member".into(),
+                    )),
                 )
                 .await?;
                 return Ok(());
@@ -363,15 +391,20 @@ impl PeerServer {
         }
         write_frame(&mut stream, &PeerResponse::Hello(Ok(()))).await?;
         loop {
-            let req = match tokio::time::timeout(PEER_IDLE, read_frame::<PeerRequest>(&mut stream, PEER_MAX_FRAME)).await {
+            let req = match tokio::time::timeout(
+                PEER_IDLE,
+                read_frame::<PeerRequest>(&mut stream, PEER_MAX_FRAME),
+            )
+            .await
+            {
                 Ok(r) => r?,
                 Err(_) => return Ok(()),
             };
             let resp = match req {
                 PeerRequest::Hello { .. } => PeerResponse::Hello(Ok(())),
-                PeerRequest::Append(r) => {
-                    PeerResponse::Append(self.raft.append_entries(r).await.map_err(|e| e.to_string()))
-                }
+                PeerRequest::Append(r) => PeerResponse::Append(
+                    self.raft.append_entries(r).await.map_err(|e| e.to_string()),
+                ),
                 PeerRequest::Vote(r) => {
                     PeerResponse::Vote(self.raft.vote(r).await.map_err(|e| e.to_string()))
                 }

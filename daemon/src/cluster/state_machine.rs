@@ -277,7 +277,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let loaded = self.load(&bytes).map_err(|e| sm_error(ErrorVerb::Read, e))?;
+        let loaded = self
+            .load(&bytes)
+            .map_err(|e| sm_error(ErrorVerb::Read, e))?;
         if loaded.last_log_id != meta.last_log_id {
             return Err(sm_error(
                 ErrorVerb::Read,

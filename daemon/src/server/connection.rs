@@ -290,11 +290,16 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             None => dispatch::execute(self.shared, op),
             Some(cluster) => {
                 let shared = self.shared;
-                shared.counters.ops_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared
+                    .counters
+                    .ops_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let tag = dispatch::op_index(&op);
                 let started = std::time::Instant::now();
                 let answer = cluster.execute(shared, op).await;
-                shared.metrics.record(tag, answer.error(), started.elapsed());
+                shared
+                    .metrics
+                    .record(tag, answer.error(), started.elapsed());
                 answer
             }
         };
@@ -378,7 +383,13 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
     }
 
     /// Queues a session answer with its attributes already encoded.
-    fn push_encoded(&mut self, id: u64, maybe: bool, head: sessiond_protocol::Session, attrs: &[u8]) {
+    fn push_encoded(
+        &mut self,
+        id: u64,
+        maybe: bool,
+        head: sessiond_protocol::Session,
+        attrs: &[u8],
+    ) {
         let max = self.shared.config.max_frame_len as usize;
         let start = self.wbuf.len();
         match encode_session_response(id, maybe, head, attrs, &mut self.wbuf) {

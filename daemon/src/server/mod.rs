@@ -149,10 +149,15 @@ impl Daemon {
     /// store is the state machine of the group's Raft log.
     async fn start_member(config: Config) -> Result<Self, Error> {
         let Some(cc) = config.cluster.clone() else {
-            return Err(Error::Io(std::io::Error::other("not a cluster configuration")));
+            return Err(Error::Io(std::io::Error::other(
+                "not a cluster configuration",
+            )));
         };
         let clock = Arc::new(crate::clock::ReplicaClock::new());
-        let store = Arc::new(Store::new(config.store.clone(), Arc::clone(&clock) as Arc<dyn Clock>));
+        let store = Arc::new(Store::new(
+            config.store.clone(),
+            Arc::clone(&clock) as Arc<dyn Clock>,
+        ));
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -182,7 +187,15 @@ impl Daemon {
             tracker.clone(),
         )
         .await?;
-        let daemon = Self::launch_with(listener, config, store, None, Some(cluster), shutdown, tracker)?;
+        let daemon = Self::launch_with(
+            listener,
+            config,
+            store,
+            None,
+            Some(cluster),
+            shutdown,
+            tracker,
+        )?;
         daemon.serve_metrics(metrics)
     }
 

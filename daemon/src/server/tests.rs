@@ -33,7 +33,14 @@ async fn daemon(dir: &std::path::Path) -> (Daemon, Arc<Log>) {
     )
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let d = Daemon::launch(listener, Config::default(), store, Some(Arc::clone(&log))).unwrap();
+    let d = Daemon::launch(
+        listener,
+        Config::default(),
+        store,
+        Some(Arc::clone(&log)),
+        None,
+    )
+    .unwrap();
     (d, log)
 }
 
