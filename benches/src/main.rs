@@ -101,6 +101,10 @@ pub struct Load {
     /// Redis: also keep an owner set per user (SADD), as sessiond indexes owners.
     #[arg(long)]
     pub indexed: bool,
+    /// Redis: send `WAIT N 0` after each write (N replicas must have it),
+    /// Redis's nearest equivalent of a majority acknowledgement.
+    #[arg(long, value_name = "N")]
+    pub redis_wait: Option<u32>,
 }
 
 impl Load {
@@ -110,6 +114,7 @@ impl Load {
             value_size: self.value_size,
             ttl: Duration::from_secs(3600),
             indexed: self.indexed,
+            redis_wait: self.redis_wait,
         }
     }
 }

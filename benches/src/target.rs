@@ -54,6 +54,8 @@ pub enum Target {
         next: Arc<AtomicUsize>,
         /// Also maintain an owner set (SADD), as sessiond's owner index does.
         indexed: bool,
+        /// `WAIT N 0` after each write.
+        wait: Option<u32>,
         /// Preloaded key count.
         keyspace: usize,
     },
@@ -77,6 +79,8 @@ pub struct Shape {
     pub ttl: Duration,
     /// Redis: maintain owner sets.
     pub indexed: bool,
+    /// Redis: `WAIT N 0` after each write.
+    pub redis_wait: Option<u32>,
 }
 
 impl Target {
@@ -115,6 +119,7 @@ impl Target {
                 conns: Arc::new(conns),
                 next: Arc::new(AtomicUsize::new(0)),
                 indexed: shape.indexed,
+                wait: shape.redis_wait,
                 keyspace: 0,
             });
         }
@@ -308,7 +313,10 @@ impl Target {
                 })
             }
             Self::Redis {
-                keyspace, indexed, ..
+                keyspace,
+                indexed,
+                wait,
+                ..
             } => {
                 let mut con = self.conn().context("no redis connection")?;
                 let ttl = shape.ttl.as_secs().max(1);
@@ -348,6 +356,15 @@ impl Target {
                                 .arg("XX")
                                 .arg("KEEPTTL");
                         }
+                    }
+                    if let (Some(n), true) = (
+                        wait,
+                        matches!(
+                            req,
+                            Request::Create | Request::CreateDelete | Request::Update
+                        ),
+                    ) {
+                        push_cmd(&mut cmds, "WAIT").arg(*n).arg(0);
                     }
                 }
                 // A single command is sent as one, as sessiond's single op is

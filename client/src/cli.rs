@@ -124,7 +124,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Each member's id, address and role, and the leader (as the member
-    /// connected to sees them).
+    /// connected to sees them); exit status 1 if no leader is known.
     Status,
     /// Add a member: it catches up as a learner, then votes.
     AddNode {
@@ -340,6 +340,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ClusterCommand::RemoveNode { id } => client.cluster_remove_node(id).await?,
             };
             print_cluster(&status, json);
+            if status.leader_id.is_none() {
+                // Scripts and readiness probes: no leader known is not ready.
+                eprintln!("no leader known");
+                return Ok(ExitCode::from(1));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

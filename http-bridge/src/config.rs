@@ -21,7 +21,9 @@ pub struct Config {
     /// HTTP address to serve on.
     #[arg(long, env = "SESSIOND_HTTP_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
-    /// Use this sessiond (HOST:PORT) instead of starting one in-process.
+    /// Use this sessiond (HOST:PORT; for a replicated group, every member,
+    /// comma-separated: requests follow the leader) instead of starting one
+    /// in-process.
     #[arg(long, env = "SESSIOND_HTTP_DAEMON")]
     pub daemon: Option<String>,
     /// Token for a `--daemon` that requires auth (see `sessiond hash-token`).

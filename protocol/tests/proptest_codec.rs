@@ -152,6 +152,10 @@ fn op() -> impl Strategy<Value = Op> {
             }
         )),
         Just(Op::Stats),
+        Just(Op::ClusterStatus),
+        (any::<u64>(), text())
+            .prop_map(|(node_id, addr)| Op::ClusterAddNode(ClusterAddNode { node_id, addr })),
+        any::<u64>().prop_map(|node_id| Op::ClusterRemoveNode(ClusterRemoveNode { node_id })),
     ]
 }
 
@@ -262,6 +266,40 @@ fn reply() -> impl Strategy<Value = Reply> {
                 })
             }
         ),
+        (option::of(any::<u64>()), option::of(text())).prop_map(|(leader_id, leader_addr)| {
+            Reply::NotLeader(NotLeader {
+                leader_id,
+                leader_addr,
+            })
+        }),
+        (
+            any::<[u64; 4]>(),
+            option::of(any::<u64>()),
+            vec(
+                (any::<u64>(), text(), option::of(text()), any::<bool>()),
+                0..4
+            )
+        )
+            .prop_map(|(n, leader_id, members)| {
+                Reply::Cluster(ClusterStatusReply {
+                    node_id: n[0],
+                    leader_id,
+                    term: n[1],
+                    commit_index: n[2],
+                    applied_index: n[3],
+                    members: members
+                        .into_iter()
+                        .map(|(node_id, addr, client_addr, voter)| ClusterMember {
+                            node_id,
+                            addr,
+                            client_addr,
+                            role: "follower".into(),
+                            voter,
+                            matched_index: None,
+                        })
+                        .collect(),
+                })
+            }),
     ]
 }
 

@@ -544,3 +544,99 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| io_error(ErrorVerb::Write, &e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn file(records: &[RaftRecord]) -> Vec<u8> {
+        let mut out = header(KIND_RAFT_LOG).to_vec();
+        for r in records {
+            frame(r, &mut out).unwrap();
+        }
+        out
+    }
+
+    fn replayed(bytes: &[u8]) -> State {
+        let (payloads, _) = frames(bytes, KIND_RAFT_LOG).unwrap();
+        let mut s = State::default();
+        for p in payloads {
+            s.replay(decode_value(p).unwrap(), p.len() as u64 + 8);
+        }
+        s
+    }
+
+    #[test]
+    fn truncation_and_purge_replay_in_order() {
+        let bytes = file(&[
+            RaftRecord::Entry(entry(1, 1)),
+            RaftRecord::Entry(entry(1, 2)),
+            RaftRecord::Entry(entry(1, 3)),
+            RaftRecord::Truncate(2),
+            RaftRecord::Entry(entry(2, 2)),
+            RaftRecord::Purge(*entry(1, 1).get_log_id()),
+        ]);
+        let s = replayed(&bytes);
+        let kept: Vec<_> = s.entries.values().map(|e| *e.get_log_id()).collect();
+        assert_eq!(kept, vec![*entry(2, 2).get_log_id()]);
+        assert_eq!(s.purged, Some(*entry(1, 1).get_log_id()));
+        assert_eq!(s.live_len, s.sizes.values().sum::<u64>());
+    }
+
+    #[test]
+    fn a_torn_tail_ends_the_log_and_damage_before_the_end_is_refused() {
+        let bytes = file(&[
+            RaftRecord::Entry(entry(1, 1)),
+            RaftRecord::Entry(entry(1, 2)),
+        ]);
+        let cut = &bytes[..bytes.len() - 3];
+        let (payloads, valid) = frames(cut, KIND_RAFT_LOG).unwrap();
+        assert_eq!(payloads.len(), 1);
+        assert!(valid < cut.len());
+        let mut damaged = bytes.clone();
+        damaged[16 + 9] ^= 0xff; // inside the first record's payload
+        assert!(frames(&damaged, KIND_RAFT_LOG).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_reopened_log_has_what_was_appended_and_voted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut log = LogStore::open(dir.path(), FsyncPolicy::Always).unwrap();
+            log.save_vote(&Vote::new(3, 1)).await.unwrap();
+            log.record(&RaftRecord::Entry(entry(3, 1))).unwrap();
+            log.sync_now().await.unwrap();
+            log.close();
+        }
+        let mut log = LogStore::open(dir.path(), FsyncPolicy::Always).unwrap();
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(*entry(3, 1).get_log_id()));
+        log.close();
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_reader(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut file = header(KIND_RAFT_LOG).to_vec();
+            file.extend_from_slice(&bytes);
+            if let Ok((payloads, _)) = frames(&file, KIND_RAFT_LOG) {
+                for p in payloads {
+                    let _ = decode_value::<RaftRecord>(p);
+                }
+            }
+        }
+    }
+}

@@ -297,16 +297,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(meta) = self.inner.current.lock().clone() else {
+        if self.inner.current.lock().is_none() {
             return Ok(None);
-        };
+        }
         let path = self.inner.dir.join(SNAPSHOT_FILE);
         let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
             .await
             .map_err(|e| sm_error(ErrorVerb::Read, e))?
             .map_err(|e| sm_error(ErrorVerb::Read, e))?;
+        // The meta comes from the file itself: a newer snapshot may have
+        // replaced the one `current` named while it was read.
+        let (payloads, _) =
+            frames(&bytes, KIND_RAFT_SNAPSHOT).map_err(|e| sm_error(ErrorVerb::Read, e))?;
+        let Some(first) = payloads.first() else {
+            return Err(sm_error(ErrorVerb::Read, "empty snapshot"));
+        };
+        let head: Head = decode_value(first).map_err(|e| sm_error(ErrorVerb::Read, e))?;
         Ok(Some(Snapshot {
-            meta,
+            meta: head.meta,
             snapshot: Box::new(Cursor::new(bytes)),
         }))
     }
