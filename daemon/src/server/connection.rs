@@ -70,6 +70,8 @@ pub(crate) struct Connection<'a, S> {
     marks: std::collections::VecDeque<(usize, u64)>,
     /// What the connection's token allows (`None`: auth is off).
     grant: Option<Grant>,
+    /// A replicated member's requests decoded and not yet executed.
+    deferred: Vec<(u64, Op)>,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
@@ -89,6 +91,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             writes: Vec::new(),
             marks: std::collections::VecDeque::new(),
             grant: None,
+            deferred: Vec::new(),
         }
     }
 
@@ -228,26 +231,36 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             let rest = buf.get(*consumed..).unwrap_or_default();
             let (payload, total) = match split_frame(rest, max_len) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return Ok(None),
+                Ok(None) => {
+                    self.run_deferred().await;
+                    return Ok(None);
+                }
                 Err(e) => {
                     warn!(error = %e, "bad frame header; closing");
                     let error = WireError::new(ErrorCode::TooLarge, e.to_string());
+                    self.run_deferred().await;
                     self.push(0, Reply::Error(error));
                     return Ok(Some(Close::Protocol));
                 }
             };
             *consumed += total;
             if let Some(close) = self.handle_payload(payload).await {
+                self.run_deferred().await;
                 return Ok(Some(close));
+            }
+            if self.deferred.len() >= max_in_flight {
+                self.run_deferred().await;
             }
             in_flight += 1;
             if self.wbuf.len() >= WRITE_HIGH_WATER {
                 // The hard bound: everything out, durable or not yet.
+                self.run_deferred().await;
                 self.flush().await?;
                 in_flight = 0;
             } else if in_flight >= max_in_flight {
                 // Send what may leave now, so a deep pipeline gets its first
                 // answers while the rest is executed.
+                self.run_deferred().await;
                 self.write_durable().await?;
                 in_flight = 0;
             }
@@ -314,6 +327,44 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             self.writes.push((id, start, self.wbuf.len()));
         }
         None
+    }
+
+    /// A member's requests read so far, executed together.
+    async fn run_deferred(&mut self) {
+        let Some(cluster) = self.shared.cluster.clone() else {
+            return;
+        };
+        if self.deferred.is_empty() {
+            return;
+        }
+        let shared = self.shared;
+        let batch = std::mem::take(&mut self.deferred);
+        let answers = futures_util::future::join_all(batch.into_iter().map(|(id, op)| {
+            let cluster = &cluster;
+            async move {
+                shared
+                    .counters
+                    .ops_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let tag = dispatch::op_index(&op);
+                let started = std::time::Instant::now();
+                let answer = cluster.execute(shared, op).await;
+                shared
+                    .metrics
+                    .record(tag, answer.error(), started.elapsed());
+                (id, answer)
+            }
+        }))
+        .await;
+        for (id, answer) in answers {
+            match answer {
+                Answer::Reply(reply) => self.push(id, reply),
+                Answer::Session { maybe, raw } => self.push_session(id, maybe, raw),
+                Answer::Encoded { maybe, head, attrs } => {
+                    self.push_encoded(id, maybe, head, &attrs);
+                }
+            }
+        }
     }
 
     fn hello(&mut self, id: u64, op: Op) -> Option<Close> {
