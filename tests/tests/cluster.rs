@@ -4,6 +4,10 @@
 //! off from its majority acknowledges nothing; a whole-group restart keeps
 //! everything; membership changes under load lose nothing.
 //!
+//! The leader-kill test records every increment and read with its
+//! invocation and completion times and checks the history for
+//! linearizability (`check_linearizable`).
+//!
 //! `SESSIOND_CLUSTER_ROUNDS` sets the number of leader kills (default 20).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -159,6 +163,93 @@ impl Group {
 /// was acknowledged with.
 type Acked = Arc<Mutex<HashMap<SessionId, i64>>>;
 
+/// One operation of the recorded history.
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    key: SessionId,
+    /// `true`: an increment by 1 answered with the new value; `false`: a read.
+    incr: bool,
+    invoked: Instant,
+    /// `None`: no answer (refused, timed out, indeterminate).
+    done: Option<(Instant, i64)>,
+}
+
+type History = Arc<Mutex<Vec<Event>>>;
+
+/// Checks a history of increments and reads on counters for
+/// linearizability. Increments by 1 that answer the new value pin their own
+/// place in any linearization, so the check is exact and linear-time rather
+/// than a search (WGL): per key, the acknowledged increments' values are
+/// distinct; one that finished before another began has the smaller value; a
+/// read sees at least every increment acknowledged before it began and at
+/// most every increment begun before it ended (unanswered ones may or may not
+/// have taken effect).
+fn check_linearizable(history: &[Event]) {
+    let mut by_key: HashMap<SessionId, Vec<Event>> = HashMap::new();
+    for e in history {
+        by_key.entry(e.key).or_default().push(*e);
+    }
+    for (key, events) in by_key {
+        let mut incrs: Vec<(Instant, Instant, i64)> = events
+            .iter()
+            .filter(|e| e.incr)
+            .filter_map(|e| e.done.map(|(t, v)| (e.invoked, t, v)))
+            .collect();
+        let mut values: Vec<i64> = incrs.iter().map(|i| i.2).collect();
+        values.sort_unstable();
+        let before = values.len();
+        values.dedup();
+        assert_eq!(
+            before,
+            values.len(),
+            "{key}: two increments answered the same value"
+        );
+        incrs.sort_by_key(|i| i.1);
+        // Real-time order: an increment that finished before another began
+        // has the smaller value (checked against the largest value finished
+        // before each one began).
+        let mut by_start = incrs.clone();
+        by_start.sort_by_key(|i| i.0);
+        let mut finished = 0;
+        let mut max_done = i64::MIN;
+        for (start, _, value) in &by_start {
+            while finished < incrs.len() && incrs[finished].1 < *start {
+                max_done = max_done.max(incrs[finished].2);
+                finished += 1;
+            }
+            assert!(
+                *value > max_done,
+                "{key}: increment answered {value} after one answered {max_done} had finished"
+            );
+        }
+        let invoked: Vec<Instant> = {
+            let mut v: Vec<Instant> = events
+                .iter()
+                .filter(|e| e.incr)
+                .map(|e| e.invoked)
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        for read in events.iter().filter(|e| !e.incr) {
+            let Some((end, seen)) = read.done else {
+                continue;
+            };
+            let floor = incrs
+                .iter()
+                .filter(|i| i.1 < read.invoked)
+                .map(|i| i.2)
+                .max()
+                .unwrap_or(0);
+            let ceiling = i64::try_from(invoked.partition_point(|t| *t < end)).unwrap();
+            assert!(
+                seen >= floor && seen <= ceiling,
+                "{key}: a read saw {seen}, outside [{floor}, {ceiling}]"
+            );
+        }
+    }
+}
+
 /// Tasks that increment counters until `stop`; acknowledged values go in
 /// `acked`, and the time of each acknowledgement in `last_ack`.
 fn load(
@@ -169,6 +260,20 @@ fn load(
     last_ack: &Arc<Mutex<Instant>>,
     stop: &Arc<AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    load_recorded(client, ids, tasks, acked, last_ack, stop, None)
+}
+
+/// As [`load`]; with `history`, every third task reads instead, and every
+/// operation is recorded.
+fn load_recorded(
+    client: &Client,
+    ids: &[SessionId],
+    tasks: usize,
+    acked: &Acked,
+    last_ack: &Arc<Mutex<Instant>>,
+    stop: &Arc<AtomicBool>,
+    history: Option<&History>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..tasks)
         .map(|t| {
             let (c, acked, last_ack, stop) = (
@@ -177,13 +282,51 @@ fn load(
                 Arc::clone(last_ack),
                 Arc::clone(stop),
             );
+            let history = history.map(Arc::clone);
             let ids = ids.to_vec();
             tokio::spawn(async move {
                 let mut n = t;
                 while !stop.load(Ordering::Relaxed) {
                     let id = ids[n % ids.len()];
                     n += 1;
-                    match c.incr("app", id, "n", 1).await {
+                    if let Some(h) = &history {
+                        if t % 3 == 2 {
+                            let invoked = Instant::now();
+                            let got = c.get("app", id).await;
+                            let done = match got {
+                                Ok(Some(s)) => Some((
+                                    Instant::now(),
+                                    match s.attr("n") {
+                                        Some(sessiond_client::Value::Int(v)) => *v,
+                                        _ => 0,
+                                    },
+                                )),
+                                _ => None,
+                            };
+                            h.lock().unwrap().push(Event {
+                                key: id,
+                                incr: false,
+                                invoked,
+                                done,
+                            });
+                            if done.is_none() {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            continue;
+                        }
+                    }
+                    let invoked = Instant::now();
+                    let result = c.incr("app", id, "n", 1).await;
+                    if let Some(h) = &history {
+                        let done = result.as_ref().ok().map(|r| (Instant::now(), r.value));
+                        h.lock().unwrap().push(Event {
+                            key: id,
+                            incr: true,
+                            invoked,
+                            done,
+                        });
+                    }
+                    match result {
                         Ok(r) => {
                             let mut a = acked.lock().unwrap();
                             let e = a.entry(id).or_insert(0);
@@ -239,7 +382,8 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     let acked: Acked = Arc::default();
     let last_ack = Arc::new(Mutex::new(Instant::now()));
     let stop = Arc::new(AtomicBool::new(false));
-    let workers = load(&client, &ids, 16, &acked, &last_ack, &stop);
+    let history: History = Arc::default();
+    let workers = load_recorded(&client, &ids, 18, &acked, &last_ack, &stop, Some(&history));
     let mut failovers = Vec::new();
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -267,12 +411,15 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
         w.await.unwrap();
     }
     check_acked(&client, &acked).await;
+    let history = history.lock().unwrap().clone();
+    check_linearizable(&history);
     failovers.sort();
     let total: i64 = acked.lock().unwrap().values().sum();
     eprintln!(
-        "{rounds} leader kills: failover (kill to first acknowledged write) median {:?}, max {:?}; {total} acknowledged increments checked",
+        "{rounds} leader kills: failover (kill to first acknowledged write) median {:?}, max {:?}; {total} acknowledged increments checked; {} operations checked for linearizability",
         failovers[failovers.len() / 2],
-        failovers[failovers.len() - 1]
+        failovers[failovers.len() - 1],
+        history.len()
     );
 }
 
@@ -409,4 +556,44 @@ async fn members_added_and_removed_under_load_lose_nothing() {
     group.kill(leader);
     group.leader().await;
     check_acked(&client, &acked).await;
+}
+
+#[test]
+fn the_history_checker_finds_what_is_not_linearizable() {
+    let key = SessionId::new_v4();
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let incr = |a, b, v| Event {
+        key,
+        incr: true,
+        invoked: at(a),
+        done: Some((at(b), v)),
+    };
+    let read = |a, b, v| Event {
+        key,
+        incr: false,
+        invoked: at(a),
+        done: Some((at(b), v)),
+    };
+    let ok = vec![
+        incr(0, 10, 1),
+        incr(5, 20, 2),
+        read(21, 22, 2),
+        incr(30, 40, 3),
+    ];
+    check_linearizable(&ok);
+    let bad = [
+        // Two increments answered the same value (one was lost).
+        vec![incr(0, 10, 1), incr(20, 30, 1)],
+        // A later increment answered a smaller value.
+        vec![incr(0, 10, 2), incr(20, 30, 1)],
+        // A read missed an increment acknowledged before it began.
+        vec![incr(0, 10, 1), read(20, 30, 0)],
+        // A read saw an increment not yet begun.
+        vec![read(0, 10, 1), incr(20, 30, 1)],
+    ];
+    for history in bad {
+        let caught = std::panic::catch_unwind(|| check_linearizable(&history));
+        assert!(caught.is_err(), "not caught: {history:?}");
+    }
 }

@@ -1,7 +1,7 @@
 //! The Raft log on disk: one append-only file of framed records in the
 //! log's byte layout (see `log::format`: a 16-byte header, then frames of
 //! `u32` length, `u32` CRC32C of the payload, payload), the payload here a
-//! [`RaftRecord`] encoded with the protocol's bincode configuration.
+//! `RaftRecord` encoded with the protocol's bincode configuration.
 //!
 //! Entries, truncations, purges, the vote and the commit index are records;
 //! replaying the file in order rebuilds the log. The entries not yet purged
