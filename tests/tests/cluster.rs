@@ -250,21 +250,42 @@ fn check_linearizable(history: &[Event]) {
     }
 }
 
-/// Tasks that increment counters until `stop`; acknowledged values go in
-/// `acked`, and the time of each acknowledgement in `last_ack`.
-fn load(
-    client: &Client,
-    ids: &[SessionId],
-    tasks: usize,
-    acked: &Acked,
-    last_ack: &Arc<Mutex<Instant>>,
-    stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    load_recorded(client, ids, tasks, acked, last_ack, stop, None)
+/// Writer (and, with a history, reader) tasks under way.
+struct Writers {
+    acked: Acked,
+    last_ack: Arc<Mutex<Instant>>,
+    stop: Arc<AtomicBool>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// As [`load`]; with `history`, every third task reads instead, and every
-/// operation is recorded.
+impl Writers {
+    fn start(client: &Client, ids: &[SessionId], tasks: usize, history: Option<&History>) -> Self {
+        let acked: Acked = Arc::default();
+        let last_ack = Arc::new(Mutex::new(Instant::now()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = load_recorded(client, ids, tasks, &acked, &last_ack, &stop, history);
+        Self {
+            acked,
+            last_ack,
+            stop,
+            handles,
+        }
+    }
+
+    /// Stops the tasks; returns what was acknowledged.
+    async fn stop(self) -> Acked {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            h.await.unwrap();
+        }
+        self.acked
+    }
+}
+
+/// Tasks that increment counters until `stop`; acknowledged values go in
+/// `acked`, and the time of each acknowledgement in `last_ack`. With
+/// `history`, every third task reads instead, and every operation is
+/// recorded.
 fn load_recorded(
     client: &Client,
     ids: &[SessionId],
@@ -379,11 +400,9 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     let mut group = Group::new(3);
     let client = group.client().await;
     let ids = sessions(&client, 16).await;
-    let acked: Acked = Arc::default();
-    let last_ack = Arc::new(Mutex::new(Instant::now()));
-    let stop = Arc::new(AtomicBool::new(false));
     let history: History = Arc::default();
-    let workers = load_recorded(&client, &ids, 18, &acked, &last_ack, &stop, Some(&history));
+    let writers = Writers::start(&client, &ids, 18, Some(&history));
+    let last_ack = Arc::clone(&writers.last_ack);
     let mut failovers = Vec::new();
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -406,10 +425,7 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
         failovers.push(took);
         group.start(leader, false);
     }
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let acked = writers.stop().await;
     check_acked(&client, &acked).await;
     let history = history.lock().unwrap().clone();
     check_linearizable(&history);
@@ -484,19 +500,13 @@ async fn a_whole_group_restart_keeps_every_acknowledged_write() {
     let mut group = Group::new(3);
     let client = group.client().await;
     let ids = sessions(&client, 8).await;
-    let acked: Acked = Arc::default();
-    let last_ack = Arc::new(Mutex::new(Instant::now()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers = load(&client, &ids, 8, &acked, &last_ack, &stop);
+    let writers = Writers::start(&client, &ids, 8, None);
     tokio::time::sleep(Duration::from_secs(1)).await;
     // All three die at once, mid-load.
     for i in 0..3 {
         group.kill(i);
     }
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let acked = writers.stop().await;
     for i in 0..3 {
         group.start(i, false);
     }
@@ -520,10 +530,7 @@ async fn members_added_and_removed_under_load_lose_nothing() {
     group.start(3, true);
     let client = group.client().await;
     let ids = sessions(&client, 8).await;
-    let acked: Acked = Arc::default();
-    let last_ack = Arc::new(Mutex::new(Instant::now()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers = load(&client, &ids, 8, &acked, &last_ack, &stop);
+    let writers = Writers::start(&client, &ids, 8, None);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let raft4 = group.members[3].raft.clone();
     let status = client.cluster_add_node(4, &raft4).await.unwrap();
@@ -546,10 +553,7 @@ async fn members_added_and_removed_under_load_lose_nothing() {
     );
     group.kill(gone);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let acked = writers.stop().await;
     check_acked(&client, &acked).await;
     // The new member holds the data: with the old leader gone it can lead.
     let leader = group.leader().await;
@@ -596,4 +600,28 @@ fn the_history_checker_finds_what_is_not_linearizable() {
         let caught = std::panic::catch_unwind(|| check_linearizable(&history));
         assert!(caught.is_err(), "not caught: {history:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_on_the_inter_node_port_is_cut_off_and_the_group_serves_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let group = Group::new(3);
+    let client = group.client().await;
+    let raft = group.members[0].raft.clone();
+    // A length far over the hello limit: closed without reading it.
+    let mut s = tokio::net::TcpStream::connect(&raft).await.unwrap();
+    s.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{n:?}");
+    // A request before hello: closed too.
+    let mut s = tokio::net::TcpStream::connect(&raft).await.unwrap();
+    s.write_all(&[1, 0, 0, 0, 4]).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{n:?}");
+    // A connection that stays silent holds nothing for long, and meanwhile
+    // the group goes on.
+    let _silent = tokio::net::TcpStream::connect(&raft).await.unwrap();
+    let s = client.create("app", CreateOptions::new()).await.unwrap();
+    assert!(client.get("app", s.id).await.unwrap().is_some());
 }

@@ -34,7 +34,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogId, RaftLogReader};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use sessiond_protocol::frame::{decode_value, encode_value_into};
+use sessiond_protocol::frame::decode_value;
 use tracing::{error, warn};
 
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
@@ -44,8 +44,9 @@ use crate::log::FsyncPolicy;
 pub(crate) const LOG_FILE: &str = "raft-log";
 /// File kind byte of a Raft log (the log's segments are 1, snapshots 2).
 pub(crate) const KIND_RAFT_LOG: u8 = 3;
-/// Largest record payload read back (an entry holds one request at most).
-const MAX_RECORD: u32 = 256 * 1024 * 1024;
+/// Largest record payload read back: the log's limit (an entry holds one
+/// request, at most a frame).
+const MAX_RECORD: u32 = crate::log::format::MAX_RECORD_LEN;
 /// Rewrite the file once it exceeds this many bytes and twice what is live.
 const REWRITE_MIN_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -72,22 +73,10 @@ pub(crate) fn header(kind: u8) -> [u8; 16] {
     h
 }
 
-/// Appends one frame holding `value` to `out`.
+/// Appends one frame holding `value` to `out` (the log's framing,
+/// [`crate::log::format::encode_record`]).
 pub(crate) fn frame<T: Serialize>(value: &T, out: &mut Vec<u8>) -> std::io::Result<()> {
-    let start = out.len();
-    out.extend_from_slice(&[0; 8]);
-    encode_value_into(value, out).map_err(|e| {
-        out.truncate(start);
-        std::io::Error::other(e.to_string())
-    })?;
-    let len = u32::try_from(out.len() - start - 8)
-        .ok()
-        .filter(|l| *l <= MAX_RECORD)
-        .ok_or_else(|| std::io::Error::other("raft record too large"))?;
-    let crc = crc32c::crc32c(&out[start + 8..]);
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    Ok(())
+    crate::log::format::encode_record(value, out).map_err(std::io::Error::other)
 }
 
 /// The frames of `bytes` after a header of `kind`: the payloads, and where

@@ -392,9 +392,6 @@ impl Cluster {
 
     /// Proposes `cmd` and answers what applying it answered.
     async fn propose(&self, cmd: Command) -> Answer {
-        if !self.is_leader() {
-            return self.not_leader(self.leader()).await;
-        }
         match tokio::time::timeout(self.write_timeout, self.raft.client_write(cmd)).await {
             Ok(Ok(resp)) => into_answer(resp.data),
             // Refused before it entered the log, or removed from the log
@@ -418,9 +415,6 @@ impl Cluster {
 
     /// Waits until a read here is linearizable (read index).
     async fn linearize(&self) -> Result<(), Answer> {
-        if !self.is_leader() {
-            return Err(self.not_leader(self.leader()).await);
-        }
         match tokio::time::timeout(self.write_timeout, self.raft.ensure_linearizable()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
@@ -468,7 +462,12 @@ impl Cluster {
                 if let Err(a) = self.linearize().await {
                     return a;
                 }
-                if g.touch && matches!(self.store.touch_due(&g.namespace, g.id), Ok(Some(true))) {
+                if g.touch
+                    && matches!(
+                        self.store.touch_due(&g.namespace, g.id),
+                        Ok(Some((true, _)))
+                    )
+                {
                     self.touch_behind(&g.namespace, g.id);
                 }
                 let read = sessiond_protocol::Get { touch: false, ..g };
@@ -485,26 +484,18 @@ impl Cluster {
                     return a;
                 }
                 match self.store.touch_due(&t.namespace, t.id) {
-                    Ok(Some(true)) => {
+                    Ok(Some((true, _))) => {
                         self.propose(Command::Write {
                             now_ms,
                             op: Op::Touch(t),
                         })
                         .await
                     }
-                    Ok(Some(false)) => {
-                        // Too small to replicate: the deadline stays as it is.
-                        let expires = self
-                            .store
-                            .get_raw(&t.namespace, t.id, false)
-                            .ok()
-                            .flatten()
-                            .and_then(|s| s.head.expires_at_ms);
-                        Answer::Reply(Reply::Touched(TouchReply {
-                            found: true,
-                            expires_at_ms: expires,
-                        }))
-                    }
+                    // Too small to replicate: the deadline stays as it is.
+                    Ok(Some((false, expires_at_ms))) => Answer::Reply(Reply::Touched(TouchReply {
+                        found: true,
+                        expires_at_ms,
+                    })),
                     Ok(None) => Answer::Reply(Reply::Touched(TouchReply {
                         found: false,
                         expires_at_ms: None,
@@ -512,13 +503,15 @@ impl Cluster {
                     Err(e) => Answer::Reply(dispatch::store_error(&e)),
                 }
             }
+            // Writes that may add data are admitted here, by the leader,
+            // before they are proposed (members apply without the check).
+            Op::Create(_) | Op::Update(_) | Op::Incr(_) if self.store.memory_full() => {
+                Answer::Reply(error(
+                    ErrorCode::OutOfMemory,
+                    "the memory limit is reached".into(),
+                ))
+            }
             Op::Create(mut c) => {
-                if self.store.memory_full() {
-                    return Answer::Reply(error(
-                        ErrorCode::OutOfMemory,
-                        "the memory limit is reached".into(),
-                    ));
-                }
                 if c.id.is_none() {
                     c.id = Some(SessionId::new_v4());
                 }
@@ -528,15 +521,7 @@ impl Cluster {
                 })
                 .await
             }
-            Op::Update(_) | Op::Incr(_) => {
-                if self.store.memory_full() {
-                    return Answer::Reply(error(
-                        ErrorCode::OutOfMemory,
-                        "the memory limit is reached".into(),
-                    ));
-                }
-                self.propose(Command::Write { now_ms, op }).await
-            }
+            Op::Update(_) | Op::Incr(_) => self.propose(Command::Write { now_ms, op }).await,
             Op::Delete(_) | Op::DeleteByOwner(_) => {
                 self.propose(Command::Write { now_ms, op }).await
             }

@@ -298,31 +298,17 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 return None;
             }
         }
+        if self.shared.cluster.is_some() {
+            // A member: the requests read together run together (their
+            // proposals share Raft's batches), answered by id.
+            self.deferred.push((id, op));
+            return None;
+        }
         let write = self.durable.is_some() && dispatch::is_write(&op);
-        let answer = match &self.shared.cluster {
-            None => dispatch::execute(self.shared, op),
-            Some(cluster) => {
-                let shared = self.shared;
-                shared
-                    .counters
-                    .ops_total
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let tag = dispatch::op_index(&op);
-                let started = std::time::Instant::now();
-                let answer = cluster.execute(shared, op).await;
-                shared
-                    .metrics
-                    .record(tag, answer.error(), started.elapsed());
-                answer
-            }
-        };
+        let answer = dispatch::execute(self.shared, op);
         let applied = answer.error().is_none();
         let start = self.wbuf.len();
-        match answer {
-            Answer::Reply(reply) => self.push(id, reply),
-            Answer::Session { maybe, raw } => self.push_session(id, maybe, raw),
-            Answer::Encoded { maybe, head, attrs } => self.push_encoded(id, maybe, head, &attrs),
-        }
+        self.push_answer(id, answer);
         if write && applied {
             self.writes.push((id, start, self.wbuf.len()));
         }
@@ -357,13 +343,16 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         }))
         .await;
         for (id, answer) in answers {
-            match answer {
-                Answer::Reply(reply) => self.push(id, reply),
-                Answer::Session { maybe, raw } => self.push_session(id, maybe, raw),
-                Answer::Encoded { maybe, head, attrs } => {
-                    self.push_encoded(id, maybe, head, &attrs);
-                }
-            }
+            self.push_answer(id, answer);
+        }
+    }
+
+    /// Queues an operation's answer.
+    fn push_answer(&mut self, id: u64, answer: Answer) {
+        match answer {
+            Answer::Reply(reply) => self.push(id, reply),
+            Answer::Session { maybe, raw } => self.push_session(id, maybe, raw),
+            Answer::Encoded { maybe, head, attrs } => self.push_encoded(id, maybe, head, &attrs),
         }
     }
 

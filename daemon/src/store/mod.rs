@@ -768,11 +768,12 @@ impl Store {
     /// Whether touching the session now would move its deadline by more than
     /// `--touch-log-fraction` of its idle ttl: a replicated group proposes
     /// only such touches (smaller ones change nothing anywhere, so every
-    /// member keeps the same deadline). `None`: no live session.
+    /// member keeps the same deadline), with the session's deadline as it
+    /// is. `None`: no live session.
     ///
     /// # Errors
     /// `Invalid` for a malformed namespace.
-    pub fn touch_due(&self, namespace: &str, id: SessionId) -> Result<Option<bool>> {
+    pub fn touch_due(&self, namespace: &str, id: SessionId) -> Result<Option<(bool, Option<u64>)>> {
         let Some(ns) = self.ns_for_read(namespace)? else {
             return Ok(None);
         };
@@ -784,14 +785,14 @@ impl Store {
         if !r.is_live(now) {
             return Ok(None);
         }
+        let expires_at = finite(r.expires_at());
         let Some(idle) = r.idle_ttl() else {
-            return Ok(Some(false));
+            return Ok(Some((false, expires_at)));
         };
         let next = Record::deadline(r.created_at(), now.max(r.last_active()), r.ttl());
         let moved = next.saturating_sub(r.expires_at());
-        Ok(Some(
-            moved as f64 > idle.get() as f64 * self.config.touch_log_fraction,
-        ))
+        let due = moved as f64 > idle.get() as f64 * self.config.touch_log_fraction;
+        Ok(Some((due, expires_at)))
     }
 
     /// Applies an update: removals, then sets, then the ttl; bumps the version.
