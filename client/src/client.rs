@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use sessiond_protocol::{
     Attrs, ClusterAddNode, ClusterRemoveNode, ClusterStatusReply, Create, Delete, DeleteByOwner,
-    Get, Incr, IncrReply, LimitPolicy, ListByOwner, ListCursor, Op, OwnerLimit, RateWindow, Reply,
-    Rotate, Session, SessionId, SessionPage, StatsReply, Touch, TouchReply, Ttl, Update,
-    UpdateReply, Upsert, Value,
+    Get, GetStale, Incr, IncrReply, LimitPolicy, ListByOwner, ListCursor, Op, OwnerLimit,
+    RateWindow, Reply, Rotate, Session, SessionId, SessionPage, StaleRead, StatsReply, Touch,
+    TouchReply, Ttl, Update, UpdateReply, Upsert, Value,
 };
 use tokio::sync::Notify;
 use tracing::debug;
@@ -583,6 +583,42 @@ impl Client {
         self.get_inner(namespace, id, false).await
     }
 
+    /// Reads a live session from the member this client is connected to,
+    /// accepting a copy up to `max_staleness` behind the replicated group's
+    /// committed state (a follower read: no round to the leader's majority).
+    /// Answers the session (`None` if absent or expired there) and how stale
+    /// the answer may be at most. A member that cannot promise the bound
+    /// sends the client on to the leader, which answers; a standalone daemon
+    /// answers with a staleness of zero.
+    ///
+    /// # Errors
+    /// As [`Client::get`].
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, id: SessionId) -> Result<()> {
+    /// let read = client.get_stale("app", id, Duration::from_secs(1)).await?;
+    /// println!("at most {} ms old: {:?}", read.staleness_ms, read.session.is_some());
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_stale(
+        &self,
+        namespace: &str,
+        id: SessionId,
+        max_staleness: Duration,
+    ) -> Result<StaleRead> {
+        let op = Op::GetStale(GetStale {
+            namespace: namespace.to_owned(),
+            id,
+            max_staleness_ms: u64::try_from(max_staleness.as_millis()).unwrap_or(u64::MAX),
+        });
+        match self.call(op).await? {
+            Reply::StaleSession(r) => Ok(r),
+            other => Err(unexpected("get_stale", &other)),
+        }
+    }
+
     /// Reads a live session and slides its idle deadline.
     ///
     /// # Errors
@@ -935,7 +971,13 @@ const MAX_REDIRECTS: u32 = 20;
 fn is_idempotent(op: &Op) -> bool {
     matches!(
         op,
-        Op::Ping | Op::Get(_) | Op::Touch(_) | Op::ListByOwner(_) | Op::Stats | Op::ClusterStatus
+        Op::Ping
+            | Op::Get(_)
+            | Op::GetStale(_)
+            | Op::Touch(_)
+            | Op::ListByOwner(_)
+            | Op::Stats
+            | Op::ClusterStatus
     )
 }
 

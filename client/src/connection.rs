@@ -691,5 +691,6 @@ pub(crate) fn reply_name(reply: &Reply) -> &'static str {
         Reply::Stats(_) => "stats",
         Reply::Cluster(_) => "cluster",
         Reply::NotLeader(_) => "not_leader",
+        Reply::StaleSession(_) => "stale_session",
     }
 }

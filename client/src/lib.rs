@@ -55,8 +55,8 @@ pub use error::{Error, Result};
 pub use sessiond_protocol as protocol;
 pub use sessiond_protocol::{
     Attrs, AuthToken, DecodeError, EncodeError, ErrorCode, FrameError, IncrReply, LimitPolicy,
-    ListCursor, NamespaceStats, Op, Reply, Session, SessionId, SessionPage, StatsReply, TouchReply,
-    Ttl, UpdateReply, Value, WireError,
+    ListCursor, NamespaceStats, Op, Reply, Session, SessionId, SessionPage, StaleRead, StatsReply,
+    TouchReply, Ttl, UpdateReply, Value, WireError,
 };
 
 /// The README's examples, compiled as doctests so they stay true.

@@ -180,7 +180,10 @@ async fn every_typed_method_maps_its_reply() {
                 memory_bytes: 0,
             }),
             Op::Hello(_) => unreachable!("the fake answers hello itself"),
-            Op::ClusterStatus | Op::ClusterAddNode(_) | Op::ClusterRemoveNode(_) => {
+            Op::ClusterStatus
+            | Op::ClusterAddNode(_)
+            | Op::ClusterRemoveNode(_)
+            | Op::GetStale(_) => {
                 unreachable!("not sent by this test")
             }
         })

@@ -162,6 +162,7 @@ fn needs(op: &Op) -> (Option<&str>, Rights) {
         Op::Stats | Op::ClusterAddNode(_) | Op::ClusterRemoveNode(_) => (None, Rights::Admin),
         Op::ClusterStatus => (None, Rights::Read),
         Op::Get(g) if !g.touch => (Some(&g.namespace), Rights::Read),
+        Op::GetStale(g) => (Some(&g.namespace), Rights::Read),
         Op::Get(g) => (Some(&g.namespace), Rights::Write),
         Op::ListByOwner(l) => (Some(&l.namespace), Rights::Read),
         Op::Create(c) => (Some(&c.namespace), Rights::Write),

@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 use crate::server::Shared;
 
 /// Operation names, in `Op` tag order.
-pub const OPS: [&str; 15] = [
+pub const OPS: [&str; 16] = [
     "hello",
     "ping",
     "create",
@@ -36,6 +36,7 @@ pub const OPS: [&str; 15] = [
     "cluster_status",
     "cluster_add_node",
     "cluster_remove_node",
+    "get_stale",
 ];
 
 /// Outcomes: `ok`, then the error codes 1..=15 by name.

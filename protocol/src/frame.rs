@@ -318,7 +318,11 @@ mod tests {
     fn header_peek_sees_the_last_known_and_an_unknown_tag() {
         let last = frame_of(&Request {
             id: 9,
-            op: Op::ClusterRemoveNode(crate::ClusterRemoveNode { node_id: 2 }),
+            op: Op::GetStale(crate::GetStale {
+                namespace: "app".into(),
+                id: crate::SessionId([1; 16]),
+                max_staleness_ms: 500,
+            }),
         });
         assert_eq!(peek_request_header(&last[4..]), Some((9, Op::COUNT - 1)));
         // id 9, tag 200 (a future operation), then bytes this build cannot read.

@@ -57,11 +57,16 @@ pub enum Op {
     ClusterAddNode(ClusterAddNode),
     /// Removes a member from the voters; answered with [`Reply::Cluster`].
     ClusterRemoveNode(ClusterRemoveNode),
+    /// Read a session from the member asked, accepting a copy up to a bound
+    /// out of date (a follower read); answered with [`Reply::StaleSession`],
+    /// or `NotLeader` when this member cannot promise the bound. A
+    /// standalone daemon and a leader answer from the current state.
+    GetStale(GetStale),
 }
 
 impl Op {
     /// Number of operations this build knows; tags from here on are unknown.
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
 
     /// A short name for logs and metrics.
     #[must_use]
@@ -82,6 +87,7 @@ impl Op {
             Self::ClusterStatus => "cluster_status",
             Self::ClusterAddNode(_) => "cluster_add_node",
             Self::ClusterRemoveNode(_) => "cluster_remove_node",
+            Self::GetStale(_) => "get_stale",
         }
     }
 }
@@ -151,6 +157,31 @@ pub struct Get {
     pub id: SessionId,
     /// Also extend the sliding deadline, as [`Touch`] does.
     pub touch: bool,
+}
+
+/// Read a session without touching it, from any member of a replicated
+/// group that can promise its copy is at most `max_staleness_ms` behind the
+/// group's committed state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetStale {
+    /// The namespace.
+    pub namespace: String,
+    /// The session.
+    pub id: SessionId,
+    /// How far behind the committed state the answer may be, in ms.
+    pub max_staleness_ms: u64,
+}
+
+/// The answer to [`GetStale`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StaleRead {
+    /// At most this many ms behind the committed state: every write
+    /// acknowledged this long before the answer was made is in it (0 from a
+    /// standalone daemon).
+    pub staleness_ms: u64,
+    /// The session, or `None` if the answering member has no live session
+    /// with that id.
+    pub session: Option<Session>,
 }
 
 /// Extend a sliding session's deadline (never past its maximum lifetime).
@@ -310,6 +341,8 @@ pub enum Reply {
     /// This member is not the leader: nothing was done. Send the request to
     /// the leader (its client address, when one is known).
     NotLeader(NotLeader),
+    /// A session read with a staleness bound (`GetStale`).
+    StaleSession(StaleRead),
 }
 
 /// Add a member to the replication group.

@@ -156,6 +156,13 @@ fn op() -> impl Strategy<Value = Op> {
         (any::<u64>(), text())
             .prop_map(|(node_id, addr)| Op::ClusterAddNode(ClusterAddNode { node_id, addr })),
         any::<u64>().prop_map(|node_id| Op::ClusterRemoveNode(ClusterRemoveNode { node_id })),
+        (text(), id(), any::<u64>()).prop_map(|(namespace, id, max_staleness_ms)| Op::GetStale(
+            GetStale {
+                namespace,
+                id,
+                max_staleness_ms
+            }
+        )),
     ]
 }
 
@@ -300,6 +307,12 @@ fn reply() -> impl Strategy<Value = Reply> {
                         .collect(),
                 })
             }),
+        (any::<u64>(), option::of(session())).prop_map(|(staleness_ms, session)| {
+            Reply::StaleSession(StaleRead {
+                staleness_ms,
+                session,
+            })
+        }),
     ]
 }
 

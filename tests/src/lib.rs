@@ -232,3 +232,68 @@ impl Drop for DaemonProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A bare protocol connection: one request at a time, every answer as sent
+/// (a `NotLeader` is returned, not followed), for tests that must see
+/// exactly what one member answers.
+#[derive(Debug)]
+pub struct RawConn {
+    stream: tokio::net::TcpStream,
+    next_id: u64,
+}
+
+impl RawConn {
+    /// Connects to `addr` and says hello (no token).
+    ///
+    /// # Errors
+    /// A connection or protocol failure, or a refused hello.
+    pub async fn connect(addr: &str) -> std::io::Result<Self> {
+        let stream =
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| std::io::Error::other("connect timed out"))??;
+        let mut conn = Self { stream, next_id: 1 };
+        let hello = sessiond_protocol::Op::Hello(sessiond_protocol::Hello {
+            protocol_version: sessiond_protocol::PROTOCOL_VERSION,
+            auth_token: None,
+            client_name: Some("raw-test".into()),
+        });
+        match conn.call(hello).await? {
+            sessiond_protocol::Reply::Hello(_) => Ok(conn),
+            other => Err(std::io::Error::other(format!("hello refused: {other:?}"))),
+        }
+    }
+
+    /// Sends `op` and reads its answer (within 10 s).
+    ///
+    /// # Errors
+    /// A connection or protocol failure, or no answer in time.
+    pub async fn call(
+        &mut self,
+        op: sessiond_protocol::Op,
+    ) -> std::io::Result<sessiond_protocol::Reply> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut buf = bytes::BytesMut::new();
+        sessiond_protocol::frame::encode_request_parts(id, &op, &mut buf)
+            .map_err(std::io::Error::other)?;
+        let exchange = async {
+            self.stream.write_all(&buf).await?;
+            let len = self.stream.read_u32().await? as usize;
+            let mut payload = vec![0u8; len];
+            self.stream.read_exact(&mut payload).await?;
+            sessiond_protocol::frame::decode_response(&payload).map_err(std::io::Error::other)
+        };
+        let resp = tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .map_err(|_| std::io::Error::other("no answer in 10 s"))??;
+        if resp.id != id {
+            return Err(std::io::Error::other(format!(
+                "answer to request {} for request {id}",
+                resp.id
+            )));
+        }
+        Ok(resp.reply)
+    }
+}

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sessiond_client::{Client, ClientConfig, CreateOptions, SessionId};
-use sessiond_e2e::{daemon_bin, DaemonProcess};
+use sessiond_client::{protocol, Client, ClientConfig, CreateOptions, Op, Reply, SessionId};
+use sessiond_e2e::{daemon_bin, DaemonProcess, RawConn};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -624,4 +624,113 @@ async fn a_stranger_on_the_inter_node_port_is_cut_off_and_the_group_serves_on() 
     let _silent = tokio::net::TcpStream::connect(&raft).await.unwrap();
     let s = client.create("app", CreateOptions::new()).await.unwrap();
     assert!(client.get("app", s.id).await.unwrap().is_some());
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+fn get_stale(id: SessionId, max_staleness_ms: u64) -> Op {
+    Op::GetStale(protocol::GetStale {
+        namespace: "app".into(),
+        id,
+        max_staleness_ms,
+    })
+}
+
+/// A follower read is answered by the follower with a bound it can keep (an
+/// acknowledged write older than the bound is in the answer); a follower
+/// that hears from no leader sees its bound grow and refuses a read that
+/// asks for less; a linearizable read is never served by a follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_reads_answer_with_a_staleness_bound_they_keep() {
+    let group = Group::new(3);
+    let client = group.client().await;
+    let id = client.create("app", CreateOptions::new()).await.unwrap().id;
+    client.incr("app", id, "n", 1).await.unwrap();
+    let acked = Instant::now();
+    let leader = group.leader().await;
+    let follower = (leader + 1) % 3;
+    let mut raw = RawConn::connect(&group.members[follower].client)
+        .await
+        .unwrap();
+    // Until the group has settled (an election may follow the first), the
+    // follower may know no leader and refuse.
+    let settled = Instant::now() + Duration::from_secs(10);
+    while !matches!(
+        raw.call(get_stale(id, 1000)).await.unwrap(),
+        Reply::StaleSession(_)
+    ) {
+        assert!(Instant::now() < settled, "the follower never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut served = 0;
+    for _ in 0..20 {
+        let asked = Instant::now();
+        // A follower's bound is the leader's last majority acknowledgement
+        // (up to a heartbeat period, 150 ms) plus the time since it heard
+        // the leader (up to another).
+        match raw.call(get_stale(id, 1000)).await.unwrap() {
+            Reply::StaleSession(r) => {
+                served += 1;
+                assert!(r.staleness_ms <= 1000, "{r:?}");
+                let s = r.session.expect("the session is there");
+                // Every write acknowledged more than the bound before the
+                // answer is in it.
+                if u128::from(r.staleness_ms) < (asked - acked).as_millis() {
+                    assert_eq!(s.attr("n"), Some(&sessiond_client::Value::Int(1)));
+                }
+            }
+            // The follower may briefly lack a fresh enough heartbeat.
+            Reply::NotLeader(_) => {}
+            other => panic!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert!(served >= 15, "the follower served {served} of 20 reads");
+    // A linearizable read is not the follower's to answer.
+    let get = Op::Get(protocol::Get {
+        namespace: "app".into(),
+        id,
+        touch: false,
+    });
+    assert!(
+        matches!(raw.call(get).await.unwrap(), Reply::NotLeader(_)),
+        "a follower answered a linearizable read"
+    );
+    // Freeze the other two: the follower hears from no one.
+    let others: Vec<u32> = (0..3)
+        .filter(|i| *i != follower)
+        .map(|i| group.members[i].process.as_ref().unwrap().pid())
+        .collect();
+    for pid in &others {
+        signal(*pid, "-STOP");
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let loose = raw.call(get_stale(id, 60_000)).await;
+    let tight = raw.call(get_stale(id, 500)).await;
+    for pid in &others {
+        signal(*pid, "-CONT");
+    }
+    match loose.unwrap() {
+        Reply::StaleSession(r) => {
+            assert!(r.staleness_ms >= 1200, "{r:?}");
+            assert!(r.session.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(tight.unwrap(), Reply::NotLeader(_)),
+        "a follower cut off for 1.2 s promised 500 ms"
+    );
+    // Healed: the client API reads through whichever member it can.
+    let r = client
+        .get_stale("app", id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(r.session.is_some());
 }

@@ -21,6 +21,7 @@
 //!   they would move the deadline by more than `--touch-log-fraction` of the
 //!   idle ttl; smaller ones change nothing, on any member.
 
+pub mod freshness;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
@@ -36,7 +37,8 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
 use parking_lot::Mutex;
 use sessiond_protocol::{
-    ClusterMember, ClusterStatusReply, ErrorCode, NotLeader, Op, Reply, SessionId, TouchReply,
+    ClusterMember, ClusterStatusReply, ErrorCode, GetStale, NotLeader, Op, Reply, SessionId,
+    StaleRead, TouchReply,
 };
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -44,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use self::freshness::{Freshness, Lease};
 use self::log_store::LogStore;
 use self::network::{Network, PeerClient, PeerServer};
 use self::state_machine::StateMachine;
@@ -170,6 +173,10 @@ pub struct Cluster {
     elections: AtomicU64,
     /// The commit index, refreshed in the background for metrics.
     committed: AtomicU64,
+    /// This member's lease while it leads (follower reads).
+    lease: Arc<Lease>,
+    /// What it last heard from a leader (follower reads).
+    freshness: Arc<Freshness>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -242,9 +249,12 @@ impl Cluster {
                 addr: my_addr.clone(),
                 source,
             })?;
+        let lease = Arc::new(Lease::default());
+        let freshness = Arc::new(Freshness::default());
         let network = Network {
             node_id: cc.node_id,
             token: cc.token.clone(),
+            lease: Arc::clone(&lease),
         };
         let raft = Raft::new(
             cc.node_id,
@@ -261,6 +271,7 @@ impl Cluster {
                 raft: raft.clone(),
                 auth,
                 client_addr: client_addr.clone(),
+                freshness: Arc::clone(&freshness),
             }
             .serve(listener, shutdown.clone(), tracker.clone()),
         );
@@ -276,6 +287,8 @@ impl Cluster {
             write_timeout: cc.write_timeout,
             elections: AtomicU64::new(0),
             committed: AtomicU64::new(0),
+            lease,
+            freshness,
         });
         let initialized = raft
             .is_initialized()
@@ -320,6 +333,11 @@ impl Cluster {
                         return;
                     }
                     let m = metrics.borrow_and_update();
+                    let leading = m.state == ServerState::Leader;
+                    self.lease.observe(if leading { m.millis_since_quorum_ack } else { None });
+                    if leading {
+                        self.freshness.forget();
+                    }
                     if m.current_term > term {
                         if term != 0 && m.state == ServerState::Candidate {
                             self.elections.fetch_add(1, Ordering::Relaxed);
@@ -431,6 +449,55 @@ impl Cluster {
         }
     }
 
+    /// A follower read: answered here if this member can promise its copy is
+    /// within the bound asked for (see `freshness`), else `NotLeader` (the
+    /// client asks the leader). A leader whose lease is too old confirms its
+    /// leadership first and answers from the current state.
+    async fn stale_read(&self, g: GetStale) -> Answer {
+        let staleness_ms = if let Some(ms) = self.lease.ms().filter(|_| self.is_leader()) {
+            if ms <= g.max_staleness_ms {
+                ms
+            } else {
+                if let Err(a) = self.linearize().await {
+                    return a;
+                }
+                0
+            }
+        } else {
+            let Some(heard) = self.freshness.last() else {
+                return self.not_leader(self.leader()).await;
+            };
+            if heard.staleness_ms() > g.max_staleness_ms {
+                return self.not_leader(self.leader()).await;
+            }
+            // What the leader had committed when it sent that message must be
+            // applied here first: wait for it within the bound asked for.
+            if let Some(commit) = heard.leader_commit {
+                let budget = g.max_staleness_ms.saturating_sub(heard.staleness_ms());
+                let waited = self
+                    .raft
+                    .wait(Some(Duration::from_millis(budget)))
+                    .applied_index_at_least(Some(commit), "follower read")
+                    .await;
+                if waited.is_err() {
+                    return self.not_leader(self.leader()).await;
+                }
+            }
+            let ms = heard.staleness_ms();
+            if ms > g.max_staleness_ms {
+                return self.not_leader(self.leader()).await;
+            }
+            ms
+        };
+        match self.store.get(&g.namespace, g.id, false) {
+            Ok(session) => Answer::Reply(Reply::StaleSession(StaleRead {
+                staleness_ms,
+                session,
+            })),
+            Err(e) => Answer::Reply(dispatch::store_error(&e)),
+        }
+    }
+
     /// Proposes a sliding touch without waiting for it (bounded).
     fn touch_behind(self: &Arc<Self>, namespace: &str, id: SessionId) {
         let Ok(permit) = Arc::clone(&self.touches).try_acquire_owned() else {
@@ -473,6 +540,7 @@ impl Cluster {
                 let read = sessiond_protocol::Get { touch: false, ..g };
                 dispatch::apply(&self.store, Op::Get(read))
             }
+            Op::GetStale(g) => self.stale_read(g).await,
             Op::ListByOwner(l) => {
                 if let Err(a) = self.linearize().await {
                     return a;

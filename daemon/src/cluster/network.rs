@@ -10,6 +10,7 @@
 //! after it, frames are bounded by [`PEER_MAX_FRAME`] and a silent
 //! connection is closed after [`PEER_IDLE`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use super::freshness::{Freshness, Lease};
 use super::types::{NodeId, Raft, TypeConfig};
 use crate::auth::AuthTable;
 
@@ -56,8 +58,14 @@ pub enum PeerRequest {
         /// Who asks.
         from: NodeId,
     },
-    /// Raft: replicate entries (or heartbeat).
-    Append(AppendEntriesRequest<TypeConfig>),
+    /// Raft: replicate entries (or heartbeat), with the leader's lease
+    /// (ms since a majority last acknowledged it; see `freshness`).
+    Append {
+        /// The request.
+        rpc: AppendEntriesRequest<TypeConfig>,
+        /// The sender's lease, if it has one.
+        lease_ms: Option<u64>,
+    },
     /// Raft: ask for a vote.
     Vote(VoteRequest<NodeId>),
     /// Raft: a snapshot chunk.
@@ -132,6 +140,8 @@ pub struct Network {
     pub node_id: NodeId,
     /// The token presented to other members.
     pub token: Option<String>,
+    /// This member's lease as leader, sent with every `AppendEntries`.
+    pub lease: Arc<Lease>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -144,6 +154,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             from: self.node_id,
             token: self.token.clone(),
             conn: None,
+            lease: Some(Arc::clone(&self.lease)),
         }
     }
 }
@@ -156,6 +167,7 @@ pub struct PeerClient {
     from: NodeId,
     token: Option<String>,
     conn: Option<TcpStream>,
+    lease: Option<Arc<Lease>>,
 }
 
 /// Why a call to a member failed.
@@ -175,6 +187,7 @@ impl PeerClient {
             from,
             token,
             conn: None,
+            lease: None,
         }
     }
 
@@ -265,7 +278,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         match self
-            .call(&PeerRequest::Append(rpc), option.hard_ttl())
+            .call(
+                &PeerRequest::Append {
+                    rpc,
+                    lease_ms: self.lease.as_ref().and_then(|l| l.ms()),
+                },
+                option.hard_ttl(),
+            )
             .await
         {
             Ok(PeerResponse::Append(Ok(r))) => Ok(r),
@@ -323,6 +342,8 @@ pub struct PeerServer {
     pub auth: Option<AuthTable>,
     /// This member's client address.
     pub client_addr: String,
+    /// What this member last heard from a leader.
+    pub freshness: Arc<Freshness>,
 }
 
 impl PeerServer {
@@ -402,9 +423,14 @@ impl PeerServer {
             };
             let resp = match req {
                 PeerRequest::Hello { .. } => PeerResponse::Hello(Ok(())),
-                PeerRequest::Append(r) => PeerResponse::Append(
-                    self.raft.append_entries(r).await.map_err(|e| e.to_string()),
-                ),
+                PeerRequest::Append { rpc, lease_ms } => {
+                    let leader_commit = rpc.leader_commit.map(|l| l.index);
+                    let answer = self.raft.append_entries(rpc).await;
+                    if matches!(answer, Ok(AppendEntriesResponse::Success)) {
+                        self.freshness.heard(leader_commit, lease_ms);
+                    }
+                    PeerResponse::Append(answer.map_err(|e| e.to_string()))
+                }
                 PeerRequest::Vote(r) => {
                     PeerResponse::Vote(self.raft.vote(r).await.map_err(|e| e.to_string()))
                 }

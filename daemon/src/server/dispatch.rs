@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use sessiond_protocol::{ErrorCode, NamespaceStats, Op, Reply, StatsReply, WireError};
+use sessiond_protocol::{ErrorCode, NamespaceStats, Op, Reply, StaleRead, StatsReply, WireError};
 
 use super::connection::SERVER_VERSION;
 use super::Shared;
@@ -87,6 +87,7 @@ pub(crate) fn op_index(op: &Op) -> usize {
         Op::ClusterStatus => 12,
         Op::ClusterAddNode(_) => 13,
         Op::ClusterRemoveNode(_) => 14,
+        Op::GetStale(_) => 15,
     }
 }
 
@@ -134,6 +135,13 @@ pub(crate) fn apply(store: &Store, op: Op) -> Answer {
         Op::ListByOwner(l) => store.list_by_owner(&l).map(Reply::Page),
         Op::DeleteByOwner(d) => store.delete_by_owner(&d).map(Reply::Count),
         Op::Rotate(r) => store.rotate(&r).map(Reply::Session),
+        // Standalone, the store is the committed state.
+        Op::GetStale(g) => store.get(&g.namespace, g.id, false).map(|session| {
+            Reply::StaleSession(StaleRead {
+                staleness_ms: 0,
+                session,
+            })
+        }),
         other => Ok(error(
             ErrorCode::InvalidRequest,
             format!("{} is not a data operation", other.name()),
