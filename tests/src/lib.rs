@@ -67,7 +67,30 @@ impl DaemonProcess {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> std::io::Result<Self> {
-        let mut command = Command::new(bin);
+        Self::start_wrapped(&[], bin, data_dir, extra, env)
+    }
+
+    /// As [`DaemonProcess::start_in`], run through `wrapper` (a command
+    /// that execs its arguments, such as `ip netns exec NS`, so the process
+    /// is the daemon itself).
+    ///
+    /// # Errors
+    /// As [`DaemonProcess::start`].
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        bin: &str,
+        data_dir: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> std::io::Result<Self> {
+        let mut command = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         if !extra.contains(&"--listen") {
             command.arg("--listen").arg("127.0.0.1:0");
         }
