@@ -326,6 +326,13 @@ pub struct ServerArgs {
     /// Indeterminate (default 5s).
     #[arg(long, env = "SESSIOND_CLUSTER_WRITE_TIMEOUT")]
     pub cluster_write_timeout: Option<String>,
+    /// PEM CA certificates that members' certificates are checked against.
+    /// With --tls-cert/--tls-key a member also serves its inter-node port
+    /// over TLS with that certificate and connects to the others over TLS,
+    /// checking theirs (the host of each --cluster address must be in the
+    /// member's certificate).
+    #[arg(long, env = "SESSIOND_CLUSTER_CA")]
+    pub cluster_ca: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -366,6 +373,7 @@ impl ServerArgs {
             cluster_token: self.cluster_token.or(file.cluster_token),
             advertise: self.advertise.or(file.advertise),
             cluster_write_timeout: self.cluster_write_timeout.or(file.cluster_write_timeout),
+            cluster_ca: self.cluster_ca.or(file.cluster_ca),
         }
     }
 
@@ -415,6 +423,7 @@ impl ServerArgs {
             token: self.cluster_token.clone(),
             advertise: self.advertise.clone(),
             write_timeout,
+            tls: None,
         }))
     }
 
@@ -435,7 +444,7 @@ impl ServerArgs {
     }
 
     fn validate(self) -> Result<Config, ConfigError> {
-        let cluster = self.cluster_config()?;
+        let mut cluster = self.cluster_config()?;
         let d = Config::default();
         let listen = match self.listen {
             Some(s) => s.parse().map_err(|e| ConfigError::Invalid {
@@ -556,6 +565,37 @@ impl ServerArgs {
                 })
             }
         };
+        match (&mut cluster, &tls, &self.cluster_ca) {
+            (Some(cc), Some(server), Some(ca)) => {
+                cc.tls = Some(crate::cluster::PeerTls {
+                    server: Arc::clone(server),
+                    client: load_roots(ca)?,
+                });
+            }
+            (Some(_), Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    name: "cluster_ca",
+                    message: "with TLS (--tls-cert) a member needs --cluster-ca: the CA \
+                              certificates the other members' certificates are checked against"
+                        .into(),
+                })
+            }
+            (_, None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    name: "cluster_ca",
+                    message: "--cluster-ca needs --tls-cert and --tls-key (the certificate \
+                              this member serves its inter-node port with)"
+                        .into(),
+                })
+            }
+            (None, Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    name: "cluster_ca",
+                    message: "--cluster-ca needs --cluster".into(),
+                })
+            }
+            _ => {}
+        }
         if cluster.is_some() && self.in_memory {
             return Err(ConfigError::Invalid {
                 name: "cluster",
@@ -659,6 +699,34 @@ fn load_tls(
         .with_single_cert(certs, key)
         .map_err(|e| invalid("tls_cert", e.to_string()))?;
     Ok(Arc::new(config))
+}
+
+/// Reads PEM CA certificates into a TLS client configuration (members
+/// connecting to each other).
+fn load_roots(path: &Path) -> Result<Arc<tokio_rustls::rustls::ClientConfig>, ConfigError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let invalid = |message: String| ConfigError::Invalid {
+        name: "cluster_ca",
+        message,
+    };
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(invalid(format!("{}: no certificate", path.display())));
+    }
+    Ok(Arc::new(
+        tokio_rustls::rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
 }
 
 /// A byte size: a number with an optional kb/mb/gb (powers of 1024) suffix.
@@ -824,6 +892,22 @@ mod tests {
     }
 
     #[test]
+    fn cluster_ca_needs_tls_and_a_cluster() {
+        let err = parse(&[
+            "--node-id",
+            "1",
+            "--cluster",
+            "1=127.0.0.1:7380",
+            "--cluster-ca",
+            "/nonexistent/ca.pem",
+        ])
+        .server
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("--tls-cert"), "{err}");
+    }
+
+    #[test]
     fn the_deployment_example_config_parses_with_every_setting() {
         let text = include_str!("../../deploy/sessiond.toml");
         let file: ServerArgs = toml::from_str(text).unwrap();
@@ -857,6 +941,15 @@ mod tests {
             "memory_policy",
             "metrics_listen",
             "insecure_no_auth",
+            "tls_cert",
+            "tls_key",
+            "node_id",
+            "cluster",
+            "cluster_join",
+            "cluster_token",
+            "advertise",
+            "cluster_write_timeout",
+            "cluster_ca",
         ] {
             assert!(
                 text.contains(&format!("{key} =")),

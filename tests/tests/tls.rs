@@ -85,3 +85,115 @@ async fn tls_with_the_right_ca_works_and_anything_else_fails() {
 
     assert!(TlsConfig::with_ca_file(dir.path().join("missing.pem")).is_err());
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Three members on loopback, TLS on both ports with `cert`/`key`, checking
+/// each other against `ca`; returns them and their client addresses.
+fn tls_group(cert: &str, key: &str, ca: &str) -> (Vec<DaemonProcess>, Vec<String>, Vec<String>) {
+    let clients: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let rafts: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let spec = rafts
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("{}={r}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let members = (0..3)
+        .map(|i| {
+            let id = (i + 1).to_string();
+            DaemonProcess::start(
+                daemon_bin!(),
+                &[
+                    "--listen",
+                    &clients[i],
+                    "--node-id",
+                    &id,
+                    "--cluster",
+                    &spec,
+                    "--tls-cert",
+                    cert,
+                    "--tls-key",
+                    key,
+                    "--cluster-ca",
+                    ca,
+                ],
+            )
+            .unwrap()
+        })
+        .collect();
+    (members, clients, rafts)
+}
+
+/// Members talk TLS to each other with the client port's certificate,
+/// checking it against `--cluster-ca`: a group whose members cannot check
+/// each other's certificates elects no leader; with the right CA it serves,
+/// and a plaintext stranger on the inter-node port gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_talk_tls_and_check_each_others_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_pki(dir.path(), "good");
+    let (other_ca, _, _) = make_pki(dir.path(), "other");
+
+    // Wrong CA everywhere: no member can reach another, so no leader.
+    let (members, clients, _) = tls_group(&cert, &key, &other_ca);
+    let client = Client::connect_with(
+        ClientConfig::new(clients.join(","))
+            .connections(1)
+            .request_timeout(Duration::from_secs(2))
+            .tls(TlsConfig::with_ca_file(&ca).unwrap()),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = client.cluster_status().await.unwrap();
+    assert_eq!(status.leader_id, None, "{status:?}");
+    let logs = members[0].logs().to_lowercase();
+    assert!(
+        logs.contains("certificate") || logs.contains("unknownissuer"),
+        "no certificate error logged:\n{logs}"
+    );
+    drop(members);
+
+    // The right CA: the group elects a leader and replicates over TLS.
+    let (_members, clients, rafts) = tls_group(&cert, &key, &ca);
+    let client = Client::connect_with(
+        ClientConfig::new(clients.join(","))
+            .connections(1)
+            .request_timeout(Duration::from_secs(5))
+            .tls(TlsConfig::with_ca_file(&ca).unwrap()),
+    )
+    .await
+    .unwrap();
+    let s = client
+        .create("app", CreateOptions::new().owner("alice"))
+        .await
+        .unwrap();
+    assert_eq!(client.incr("app", s.id, "n", 1).await.unwrap().value, 1);
+    assert!(client.get("app", s.id).await.unwrap().is_some());
+
+    // A plaintext hello on the inter-node port is not understood.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut plain = tokio::net::TcpStream::connect(&rafts[0]).await.unwrap();
+    plain.write_all(&[0, 0, 0, 4, 0, 0, 0, 0]).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(6), plain.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert!(
+        n == 0 || buf[0] == 0x15,
+        "a plaintext peer got {n} bytes that are not a TLS alert"
+    );
+    assert!(client.get("app", s.id).await.unwrap().is_some());
+}

@@ -91,6 +91,24 @@ pub struct ClusterConfig {
     pub advertise: Option<String>,
     /// Time a write waits for a majority.
     pub write_timeout: Duration,
+    /// TLS between members (`--tls-cert`/`--tls-key` with `--cluster-ca`).
+    pub tls: Option<PeerTls>,
+}
+
+/// TLS on the inter-node port: the certificate this member serves, and the
+/// roots it checks the others' against.
+#[derive(Clone)]
+pub struct PeerTls {
+    /// This member's side (the client port's certificate).
+    pub server: Arc<tokio_rustls::rustls::ServerConfig>,
+    /// Connecting to the others.
+    pub client: Arc<tokio_rustls::rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerTls")
+    }
 }
 
 impl ClusterConfig {
@@ -177,6 +195,8 @@ pub struct Cluster {
     lease: Arc<Lease>,
     /// What it last heard from a leader (follower reads).
     freshness: Arc<Freshness>,
+    /// TLS to the other members, if on.
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -251,10 +271,15 @@ impl Cluster {
             })?;
         let lease = Arc::new(Lease::default());
         let freshness = Arc::new(Freshness::default());
+        let connector = cc
+            .tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsConnector::from(Arc::clone(&t.client)));
         let network = Network {
             node_id: cc.node_id,
             token: cc.token.clone(),
             lease: Arc::clone(&lease),
+            tls: connector.clone(),
         };
         let raft = Raft::new(
             cc.node_id,
@@ -272,6 +297,10 @@ impl Cluster {
                 auth,
                 client_addr: client_addr.clone(),
                 freshness: Arc::clone(&freshness),
+                tls: cc
+                    .tls
+                    .as_ref()
+                    .map(|t| tokio_rustls::TlsAcceptor::from(Arc::clone(&t.server))),
             }
             .serve(listener, shutdown.clone(), tracker.clone()),
         );
@@ -289,6 +318,7 @@ impl Cluster {
             committed: AtomicU64::new(0),
             lease,
             freshness,
+            tls: connector,
         });
         let initialized = raft
             .is_initialized()
@@ -390,7 +420,8 @@ impl Cluster {
             return Some(a);
         }
         let addr = self.member_addr(id)?;
-        let mut peer = PeerClient::new(id, addr, self.node_id, self.token.clone());
+        let mut peer =
+            PeerClient::new(id, addr, self.node_id, self.token.clone(), self.tls.clone());
         let found = peer.client_addr().await?;
         self.client_addrs.lock().insert(id, found.clone());
         Some(found)

@@ -26,8 +26,9 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sessiond_protocol::frame::{decode_value, encode_value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -101,7 +102,15 @@ pub enum PeerResponse {
     },
 }
 
-async fn write_frame<T: Serialize>(stream: &mut TcpStream, msg: &T) -> std::io::Result<()> {
+/// A connection between members: TCP, or TLS over it.
+pub trait PeerIo: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> PeerIo for T {}
+type PeerStream = Box<dyn PeerIo>;
+
+async fn write_frame<S: AsyncWrite + Unpin + ?Sized, T: Serialize>(
+    stream: &mut S,
+    msg: &T,
+) -> std::io::Result<()> {
     let payload = encode_value(msg).map_err(|e| std::io::Error::other(e.to_string()))?;
     let len = u32::try_from(payload.len()).map_err(std::io::Error::other)?;
     let mut buf = Vec::with_capacity(4 + payload.len());
@@ -110,7 +119,10 @@ async fn write_frame<T: Serialize>(stream: &mut TcpStream, msg: &T) -> std::io::
     stream.write_all(&buf).await
 }
 
-async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream, max: u32) -> std::io::Result<T> {
+async fn read_frame<S: AsyncRead + Unpin + ?Sized, T: DeserializeOwned>(
+    stream: &mut S,
+    max: u32,
+) -> std::io::Result<T> {
     let len = stream.read_u32_le().await?;
     if len > max {
         return Err(std::io::Error::new(
@@ -134,7 +146,7 @@ async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream, max: u32) -> st
 }
 
 /// Makes a connection per target for Raft.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Network {
     /// This member.
     pub node_id: NodeId,
@@ -142,6 +154,17 @@ pub struct Network {
     pub token: Option<String>,
     /// This member's lease as leader, sent with every `AppendEntries`.
     pub lease: Arc<Lease>,
+    /// TLS to the other members, if on.
+    pub tls: Option<TlsConnector>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("node_id", &self.node_id)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -155,19 +178,30 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             token: self.token.clone(),
             conn: None,
             lease: Some(Arc::clone(&self.lease)),
+            tls: self.tls.clone(),
         }
     }
 }
 
 /// One member's connection to another.
-#[derive(Debug)]
 pub struct PeerClient {
     target: NodeId,
     addr: String,
     from: NodeId,
     token: Option<String>,
-    conn: Option<TcpStream>,
+    conn: Option<PeerStream>,
     lease: Option<Arc<Lease>>,
+    tls: Option<TlsConnector>,
+}
+
+impl std::fmt::Debug for PeerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerClient")
+            .field("target", &self.target)
+            .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a call to a member failed.
@@ -180,7 +214,13 @@ enum CallError {
 
 impl PeerClient {
     /// A client for asking `addr` outside Raft (its client address).
-    pub fn new(target: NodeId, addr: String, from: NodeId, token: Option<String>) -> Self {
+    pub fn new(
+        target: NodeId,
+        addr: String,
+        from: NodeId,
+        token: Option<String>,
+        tls: Option<TlsConnector>,
+    ) -> Self {
         Self {
             target,
             addr,
@@ -188,16 +228,34 @@ impl PeerClient {
             token,
             conn: None,
             lease: None,
+            tls,
         }
     }
 
-    async fn connect(&mut self) -> std::io::Result<TcpStream> {
-        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+    async fn connect(&mut self) -> std::io::Result<PeerStream> {
+        let timed_out = |_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
             .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
-        stream.set_nodelay(true)?;
+            .map_err(timed_out)??;
+        tcp.set_nodelay(true)?;
+        let mut stream: PeerStream = match &self.tls {
+            Some(tls) => {
+                let host = host_of(&self.addr);
+                let name =
+                    rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            format!("{host:?} is not a name TLS can check: {e}"),
+                        )
+                    })?;
+                Box::new(
+                    tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, tcp))
+                        .await
+                        .map_err(timed_out)??,
+                )
+            }
+            None => Box::new(tcp),
+        };
         write_frame(
             &mut stream,
             &PeerRequest::Hello {
@@ -206,7 +264,7 @@ impl PeerClient {
             },
         )
         .await?;
-        match read_frame::<PeerResponse>(&mut stream, PEER_MAX_FRAME).await? {
+        match read_frame::<_, PeerResponse>(&mut stream, PEER_MAX_FRAME).await? {
             PeerResponse::Hello(Ok(())) => Ok(stream),
             PeerResponse::Hello(Err(why)) => Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
@@ -226,7 +284,7 @@ impl PeerClient {
             write_frame(&mut stream, req)
                 .await
                 .map_err(CallError::Network)?;
-            let resp = read_frame::<PeerResponse>(&mut stream, PEER_MAX_FRAME)
+            let resp = read_frame::<_, PeerResponse>(&mut stream, PEER_MAX_FRAME)
                 .await
                 .map_err(CallError::Network)?;
             self.conn = Some(stream);
@@ -251,6 +309,15 @@ impl PeerClient {
             _ => None,
         }
     }
+}
+
+/// The host of `HOST:PORT` (`[v6]:PORT` too), for checking a member's
+/// certificate.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 fn rpc_error<E: std::error::Error>(e: CallError) -> RPCError<NodeId, BasicNode, E> {
@@ -344,6 +411,8 @@ pub struct PeerServer {
     pub client_addr: String,
     /// What this member last heard from a leader.
     pub freshness: Arc<Freshness>,
+    /// TLS on this port, if on.
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl PeerServer {
@@ -372,7 +441,7 @@ impl PeerServer {
             tracker.spawn(async move {
                 tokio::select! {
                     () = stop.cancelled() => {}
-                    r = this.connection(stream) => {
+                    r = this.accept(stream) => {
                         if let Err(e) = r {
                             debug!(%peer, error = %e, "inter-node connection ended");
                         }
@@ -382,11 +451,30 @@ impl PeerServer {
         }
     }
 
-    async fn connection(&self, mut stream: TcpStream) -> std::io::Result<()> {
-        stream.set_nodelay(true)?;
+    /// Completes the TLS handshake (if on) within the hello's time, then
+    /// serves the connection.
+    async fn accept(&self, tcp: TcpStream) -> std::io::Result<()> {
+        tcp.set_nodelay(true)?;
+        let stream: PeerStream = match &self.tls {
+            Some(tls) => Box::new(
+                tokio::time::timeout(HELLO_TIMEOUT, tls.accept(tcp))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no TLS handshake in time",
+                        )
+                    })??,
+            ),
+            None => Box::new(tcp),
+        };
+        self.connection(stream).await
+    }
+
+    async fn connection(&self, mut stream: PeerStream) -> std::io::Result<()> {
         let hello = tokio::time::timeout(
             HELLO_TIMEOUT,
-            read_frame::<PeerRequest>(&mut stream, HELLO_MAX),
+            read_frame::<_, PeerRequest>(&mut stream, HELLO_MAX),
         )
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no hello in time"))??;
@@ -414,7 +502,7 @@ impl PeerServer {
         loop {
             let req = match tokio::time::timeout(
                 PEER_IDLE,
-                read_frame::<PeerRequest>(&mut stream, PEER_MAX_FRAME),
+                read_frame::<_, PeerRequest>(&mut stream, PEER_MAX_FRAME),
             )
             .await
             {
