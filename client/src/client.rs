@@ -323,15 +323,22 @@ impl Client {
         };
         let mut attempt = 0;
         let mut redirects = 0;
+        let started = Instant::now();
         loop {
             match self.call_once(&op).await {
                 // Not the leader: nothing was done, so any request (a write
-                // too) goes again, to the leader it named or the next member.
+                // too) goes again, to the leader it named or, during an
+                // election, to the same member a moment later (the next
+                // member now and then), for up to the request timeout.
                 Ok(Reply::NotLeader(nl)) => {
-                    if redirects >= MAX_REDIRECTS {
+                    let budget = self.inner.config.request_timeout;
+                    if redirects >= MAX_REDIRECTS || started.elapsed() >= budget {
                         return Err(Error::Server(sessiond_protocol::WireError::new(
                             sessiond_protocol::ErrorCode::Unavailable,
-                            format!("no leader found after {redirects} redirects"),
+                            format!(
+                                "no leader found in {} ms ({redirects} redirects)",
+                                started.elapsed().as_millis()
+                            ),
                         )));
                     }
                     redirects += 1;
@@ -353,15 +360,20 @@ impl Client {
         }
     }
 
-    /// Points the pool at `leader` (or, unknown, the next seed): the slots'
-    /// connections are replaced (requests in flight on them finish there).
+    /// Points the pool at `leader`; unknown (an election is under way), asks
+    /// the same member again after a pause, and every
+    /// [`ASK_AGAIN`]th time the next seed instead (the member may be cut
+    /// off from the majority). The slots' connections are replaced when the
+    /// target changes (requests in flight on them finish there).
     async fn follow(&self, leader: Option<&str>, redirects: u32) {
         let current = self.inner.target();
         let next = match leader {
             Some(l) => l.to_owned(),
             None => {
-                // An election is under way: give it a moment.
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(redirects.min(10)))).await;
+                tokio::time::sleep(ELECTION_PAUSE).await;
+                if redirects % ASK_AGAIN != 0 {
+                    return;
+                }
                 let at = self.inner.seeds.iter().position(|s| *s == current);
                 let next = at.map_or(0, |i| (i + 1) % self.inner.seeds.len());
                 self.inner.seeds[next].clone()
@@ -964,8 +976,14 @@ impl Client {
     }
 }
 
-/// How many `NotLeader` answers a request follows before it gives up.
-const MAX_REDIRECTS: u32 = 20;
+/// How many `NotLeader` answers a request follows at most (within its
+/// request timeout) before it gives up.
+const MAX_REDIRECTS: u32 = 200;
+/// The pause before asking again when no leader is known.
+const ELECTION_PAUSE: Duration = Duration::from_millis(50);
+/// Asking a member that knows no leader this many times in a row, a request
+/// moves on to the next seed.
+const ASK_AGAIN: u32 = 8;
 
 /// Operations that may be repeated without changing the outcome.
 fn is_idempotent(op: &Op) -> bool {

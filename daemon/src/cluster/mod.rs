@@ -59,13 +59,14 @@ use crate::store::Store;
 /// Default time a write waits for a majority before it is answered
 /// `Indeterminate`.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Raft heartbeat interval.
-pub const HEARTBEAT_MS: u64 = 100;
+/// Raft heartbeat interval (openraft checks its timers every 1.5 of it).
+pub const HEARTBEAT_MS: u64 = 50;
 /// Election timeout range: a follower that hears no leader for this long
-/// stands for election.
-pub const ELECTION_MIN_MS: u64 = 400;
+/// past its leader's lease (openraft: the range's maximum) stands for
+/// election; so a leader's death is acted on after 0.75-1 s.
+pub const ELECTION_MIN_MS: u64 = 250;
 /// See [`ELECTION_MIN_MS`].
-pub const ELECTION_MAX_MS: u64 = 800;
+pub const ELECTION_MAX_MS: u64 = 500;
 /// A snapshot is taken every this many applied entries (the log before it is
 /// then purged).
 pub const SNAPSHOT_EVERY: u64 = 50_000;
