@@ -371,7 +371,7 @@ impl Client {
             Some(l) => l.to_owned(),
             None => {
                 tokio::time::sleep(ELECTION_PAUSE).await;
-                if redirects % ASK_AGAIN != 0 {
+                if !redirects.is_multiple_of(ASK_AGAIN) {
                     return;
                 }
                 let at = self.inner.seeds.iter().position(|s| *s == current);
