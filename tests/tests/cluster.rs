@@ -682,7 +682,7 @@ async fn follower_reads_answer_with_a_staleness_bound_they_keep() {
     for _ in 0..20 {
         let asked = Instant::now();
         // A follower's bound is the leader's last majority acknowledgement
-        // (up to a heartbeat period, 150 ms) plus the time since it heard
+        // (up to one of openraft's heartbeat rounds) plus the time since it heard
         // the leader (up to another).
         match raw.call(get_stale(id, 1000)).await.unwrap() {
             Reply::StaleSession(r) => {

@@ -319,16 +319,22 @@ async fn until_caught_up(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_isolated_leader_acknowledges_nothing_and_catches_up_when_healed() {
-    let Some(net) = Net::create(1, 3) else {
-        return;
-    };
-    let group = Group::start(net);
-    let all = [0, 1, 2];
-    let client = group.client(&all).await;
+/// A group on net `tag` with one session whose counter `n` is at 1, and a
+/// client of all members; `None` where namespaces cannot be made.
+async fn group_with_a_session(tag: u8) -> Option<(Group, Client, SessionId)> {
+    let group = Group::start(Net::create(tag, 3)?);
+    let client = group.client(&[0, 1, 2]).await;
     let id = client.create("app", CreateOptions::new()).await.unwrap().id;
     assert_eq!(client.incr("app", id, "n", 1).await.unwrap().value, 1);
+    Some((group, client, id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_acknowledges_nothing_and_catches_up_when_healed() {
+    let Some((group, client, id)) = group_with_a_session(1).await else {
+        return;
+    };
+    let all = [0, 1, 2];
     let old = group.leader(&all, None).await;
     let mut to_old = group.raw(old).await;
     group.net.cut(old + 1);
@@ -365,7 +371,6 @@ async fn an_isolated_leader_acknowledges_nothing_and_catches_up_when_healed() {
     group.net.heal(old + 1);
     until_caught_up(&group, old, id, |s| s.is_some_and(|s| counter(s) == 2)).await;
     until_caught_up(&group, old, later, |s| s.is_some()).await;
-    let client = group.client(&all).await;
     let s = client.get("app", id).await.unwrap().unwrap();
     assert_eq!(
         counter(&s),
@@ -385,14 +390,10 @@ async fn an_isolated_leader_acknowledges_nothing_and_catches_up_when_healed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_follower_serves_no_linearizable_read_and_catches_up() {
-    let Some(net) = Net::create(2, 3) else {
+    let Some((group, client, id)) = group_with_a_session(2).await else {
         return;
     };
-    let group = Group::start(net);
     let all = [0, 1, 2];
-    let client = group.client(&all).await;
-    let id = client.create("app", CreateOptions::new()).await.unwrap().id;
-    client.incr("app", id, "n", 1).await.unwrap();
     let leader = group.leader(&all, None).await;
     let follower = (leader + 1) % 3;
     let mut raw = group.raw(follower).await;

@@ -135,6 +135,18 @@ fn tls_group(cert: &str, key: &str, ca: &str) -> (Vec<DaemonProcess>, Vec<String
     (members, clients, rafts)
 }
 
+/// A TLS client of the group's members, trusting `ca`.
+async fn group_client(clients: &[String], ca: &str, timeout: Duration) -> Client {
+    Client::connect_with(
+        ClientConfig::new(clients.join(","))
+            .connections(1)
+            .request_timeout(timeout)
+            .tls(TlsConfig::with_ca_file(ca).unwrap()),
+    )
+    .await
+    .unwrap()
+}
+
 /// Members talk TLS to each other with the client port's certificate,
 /// checking it against `--cluster-ca`: a group whose members cannot check
 /// each other's certificates elects no leader; with the right CA it serves,
@@ -147,14 +159,7 @@ async fn members_talk_tls_and_check_each_others_certificates() {
 
     // Wrong CA everywhere: no member can reach another, so no leader.
     let (members, clients, _) = tls_group(&cert, &key, &other_ca);
-    let client = Client::connect_with(
-        ClientConfig::new(clients.join(","))
-            .connections(1)
-            .request_timeout(Duration::from_secs(2))
-            .tls(TlsConfig::with_ca_file(&ca).unwrap()),
-    )
-    .await
-    .unwrap();
+    let client = group_client(&clients, &ca, Duration::from_secs(2)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let status = client.cluster_status().await.unwrap();
     assert_eq!(status.leader_id, None, "{status:?}");
@@ -167,14 +172,7 @@ async fn members_talk_tls_and_check_each_others_certificates() {
 
     // The right CA: the group elects a leader and replicates over TLS.
     let (_members, clients, rafts) = tls_group(&cert, &key, &ca);
-    let client = Client::connect_with(
-        ClientConfig::new(clients.join(","))
-            .connections(1)
-            .request_timeout(Duration::from_secs(5))
-            .tls(TlsConfig::with_ca_file(&ca).unwrap()),
-    )
-    .await
-    .unwrap();
+    let client = group_client(&clients, &ca, Duration::from_secs(5)).await;
     let s = client
         .create("app", CreateOptions::new().owner("alice"))
         .await

@@ -499,11 +499,9 @@ impl Cluster {
             let Some(heard) = self.freshness.last() else {
                 return self.not_leader(self.leader()).await;
             };
-            if heard.staleness_ms() > g.max_staleness_ms {
-                return self.not_leader(self.leader()).await;
-            }
             // What the leader had committed when it sent that message must be
-            // applied here first: wait for it within the bound asked for.
+            // applied here first: wait for it within what is left of the bound
+            // (nothing, when the bound is already past: refused below).
             if let Some(commit) = heard.leader_commit {
                 let budget = g.max_staleness_ms.saturating_sub(heard.staleness_ms());
                 let waited = self
