@@ -60,6 +60,48 @@ pub enum Command {
         /// The leader's time.
         now_ms: u64,
     },
+    /// Commands proposed together (see `cluster::batch`), applied in order,
+    /// each at its own time, each answered. Never nested: a nested batch
+    /// does not decode (so no log record can make decoding recurse deeply).
+    Batch(#[serde(deserialize_with = "flat_commands")] Vec<Command>),
+}
+
+/// A command of a batch as decoded: the variants of [`Command`] but
+/// `Batch`, with the same indices.
+#[derive(Deserialize)]
+enum Flat {
+    Write {
+        now_ms: u64,
+        op: Op,
+    },
+    Rotate {
+        now_ms: u64,
+        rotate: Rotate,
+        new_id: SessionId,
+    },
+    Expire {
+        now_ms: u64,
+    },
+}
+
+fn flat_commands<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Command>, D::Error> {
+    let flat = Vec::<Flat>::deserialize(d)?;
+    Ok(flat
+        .into_iter()
+        .map(|f| match f {
+            Flat::Write { now_ms, op } => Command::Write { now_ms, op },
+            Flat::Rotate {
+                now_ms,
+                rotate,
+                new_id,
+            } => Command::Rotate {
+                now_ms,
+                rotate,
+                new_id,
+            },
+            Flat::Expire { now_ms } => Command::Expire { now_ms },
+        })
+        .collect())
 }
 
 impl Command {
@@ -70,6 +112,7 @@ impl Command {
             Self::Write { now_ms, .. } | Self::Rotate { now_ms, .. } | Self::Expire { now_ms } => {
                 *now_ms
             }
+            Self::Batch(cmds) => cmds.iter().map(Self::now_ms).max().unwrap_or(0),
         }
     }
 }
@@ -91,4 +134,32 @@ pub enum Applied {
         /// The encoded attributes.
         attrs: Vec<u8>,
     },
+    /// A batch's answers, one per command, in order.
+    Batch(Vec<Applied>),
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use sessiond_protocol::frame::{decode_value, encode_value};
+
+    use super::*;
+
+    #[test]
+    fn a_batch_round_trips_and_a_nested_one_does_not_decode() {
+        let one = Command::Expire { now_ms: 7 };
+        let batch = Command::Batch(vec![
+            one.clone(),
+            Command::Write {
+                now_ms: 8,
+                op: Op::Ping,
+            },
+        ]);
+        let back: Command = decode_value(&encode_value(&batch).unwrap()).unwrap();
+        assert_eq!(back, batch);
+        assert_eq!(back.now_ms(), 8);
+        let nested = Command::Batch(vec![Command::Batch(vec![one])]);
+        assert!(decode_value::<Command>(&encode_value(&nested).unwrap()).is_err());
+    }
 }

@@ -15,6 +15,8 @@
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use sessiond_protocol::frame::{
     decode_request, encode_response, encode_session_response, peek_request_header, split_frame,
     HEADER_LEN,
@@ -70,8 +72,10 @@ pub(crate) struct Connection<'a, S> {
     marks: std::collections::VecDeque<(usize, u64)>,
     /// What the connection's token allows (`None`: auth is off).
     grant: Option<Grant>,
-    /// A replicated member's requests decoded and not yet executed.
-    deferred: Vec<(u64, Op)>,
+    /// A replicated member's requests under way (at most `max_in_flight`):
+    /// they wait for Raft, and the connection goes on reading meanwhile so
+    /// that what arrives joins the next proposal.
+    running: FuturesUnordered<BoxFuture<'a, (u64, Answer)>>,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
@@ -91,13 +95,15 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             writes: Vec::new(),
             marks: std::collections::VecDeque::new(),
             grant: None,
-            deferred: Vec::new(),
+            running: FuturesUnordered::new(),
         }
     }
 
     pub(crate) async fn run(mut self) {
         debug!("connected");
         let outcome = self.serve().await;
+        // Requests already proposed get their answers.
+        self.run_deferred().await;
         // Answers of the last batch (including a final error frame) go out
         // before the socket closes, so the peer learns why.
         if let Err(e) = self.flush().await {
@@ -126,6 +132,12 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             let read = tokio::select! {
                 () = self.shutdown.cancelled() => return Ok(Close::Quiet),
                 r = read_with_idle(&mut self.stream, &mut self.rbuf, idle), if can_read => r?,
+                done = self.running.next(), if !self.running.is_empty() => {
+                    if let Some((id, answer)) = done {
+                        self.push_answer(id, answer);
+                    }
+                    continue;
+                }
                 moved = progress_changed(self.durable.as_mut()), if waiting => {
                     if !moved {
                         // The writer is gone: answer what can be answered.
@@ -231,10 +243,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             let rest = buf.get(*consumed..).unwrap_or_default();
             let (payload, total) = match split_frame(rest, max_len) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => {
-                    self.run_deferred().await;
-                    return Ok(None);
-                }
+                Ok(None) => return Ok(None),
                 Err(e) => {
                     warn!(error = %e, "bad frame header; closing");
                     let error = WireError::new(ErrorCode::TooLarge, e.to_string());
@@ -248,8 +257,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 self.run_deferred().await;
                 return Ok(Some(close));
             }
-            if self.deferred.len() >= max_in_flight {
-                self.run_deferred().await;
+            if self.running.len() >= max_in_flight {
+                if let Some((id, answer)) = self.running.next().await {
+                    self.push_answer(id, answer);
+                }
             }
             in_flight += 1;
             if self.wbuf.len() >= WRITE_HIGH_WATER {
@@ -260,7 +271,6 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             } else if in_flight >= max_in_flight {
                 // Send what may leave now, so a deep pipeline gets its first
                 // answers while the rest is executed.
-                self.run_deferred().await;
                 self.write_durable().await?;
                 in_flight = 0;
             }
@@ -298,10 +308,23 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 return None;
             }
         }
-        if self.shared.cluster.is_some() {
-            // A member: the requests read together run together (their
-            // proposals share Raft's batches), answered by id.
-            self.deferred.push((id, op));
+        if let Some(cluster) = self.shared.cluster.clone() {
+            // A member: requests run concurrently (their proposals share
+            // Raft rounds, see `cluster::batch`), answered by id as they end.
+            let shared = self.shared;
+            self.running.push(Box::pin(async move {
+                shared
+                    .counters
+                    .ops_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let tag = dispatch::op_index(&op);
+                let started = std::time::Instant::now();
+                let answer = cluster.execute(shared, op).await;
+                shared
+                    .metrics
+                    .record(tag, answer.error(), started.elapsed());
+                (id, answer)
+            }));
             return None;
         }
         let write = self.durable.is_some() && dispatch::is_write(&op);
@@ -315,34 +338,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         None
     }
 
-    /// A member's requests read so far, executed together.
+    /// Waits for every request under way and queues its answer.
     async fn run_deferred(&mut self) {
-        let Some(cluster) = self.shared.cluster.clone() else {
-            return;
-        };
-        if self.deferred.is_empty() {
-            return;
-        }
-        let shared = self.shared;
-        let batch = std::mem::take(&mut self.deferred);
-        let answers = futures_util::future::join_all(batch.into_iter().map(|(id, op)| {
-            let cluster = &cluster;
-            async move {
-                shared
-                    .counters
-                    .ops_total
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let tag = dispatch::op_index(&op);
-                let started = std::time::Instant::now();
-                let answer = cluster.execute(shared, op).await;
-                shared
-                    .metrics
-                    .record(tag, answer.error(), started.elapsed());
-                (id, answer)
-            }
-        }))
-        .await;
-        for (id, answer) in answers {
+        while let Some((id, answer)) = self.running.next().await {
             self.push_answer(id, answer);
         }
     }
