@@ -269,13 +269,13 @@ pub struct ServerArgs {
     #[arg(long, env = "SESSIOND_COMPACT_MIN_BYTES")]
     pub compact_min_bytes: Option<u64>,
     /// Start even if the log is damaged, cutting the damage (a copy is kept).
-    #[arg(long, env = "SESSIOND_REPAIR")]
+    #[arg(long, env = "SESSIOND_REPAIR", value_parser = clap::builder::BoolishValueParser::new())]
     #[serde(default)]
     pub repair: bool,
     /// Keep sessions in memory only: no log, the data dir is not used, and a
     /// restart loses every session (as Redis without persistence). The fsync,
     /// segment, compaction and repair settings then do nothing.
-    #[arg(long, env = "SESSIOND_IN_MEMORY")]
+    #[arg(long, env = "SESSIOND_IN_MEMORY", value_parser = clap::builder::BoolishValueParser::new())]
     #[serde(default)]
     pub in_memory: bool,
     /// Auth file of hashed tokens with their namespaces and rights (see `sessiond hash-token`).
@@ -299,7 +299,7 @@ pub struct ServerArgs {
     #[arg(long, env = "SESSIOND_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
     /// Allow listening beyond loopback without auth (protected mode is on by default).
-    #[arg(long, env = "SESSIOND_INSECURE_NO_AUTH")]
+    #[arg(long, env = "SESSIOND_INSECURE_NO_AUTH", value_parser = clap::builder::BoolishValueParser::new())]
     #[serde(default)]
     pub insecure_no_auth: bool,
     /// This member's id in a replicated group (with --cluster).
@@ -311,7 +311,7 @@ pub struct ServerArgs {
     pub cluster: Option<String>,
     /// Join a running group (added with `sessionctl cluster add-node`)
     /// instead of initializing a new one.
-    #[arg(long, env = "SESSIOND_CLUSTER_JOIN")]
+    #[arg(long, env = "SESSIOND_CLUSTER_JOIN", value_parser = clap::builder::BoolishValueParser::new())]
     #[serde(default)]
     pub cluster_join: bool,
     /// Token this member presents to the others (an admin token of their

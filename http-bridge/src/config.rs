@@ -43,7 +43,7 @@ pub struct Config {
     )]
     pub data_dir: PathBuf,
     /// Production mode: cookies are marked Secure (served behind HTTPS).
-    #[arg(long, env = "SESSIOND_HTTP_PRODUCTION")]
+    #[arg(long, env = "SESSIOND_HTTP_PRODUCTION", value_parser = clap::builder::BoolishValueParser::new())]
     pub production: bool,
     /// Largest request body in bytes; larger ones get 413.
     #[arg(long, env = "SESSIOND_HTTP_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
