@@ -32,6 +32,13 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 128;
 /// Default idle time after which a silent connection is closed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default time from accept to a complete `Hello` (TLS handshake included).
+pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a frame may take from its first byte to its last.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on what client connections' buffers hold beyond their
+/// first read chunk and first write chunk each.
+pub const DEFAULT_MAX_BUFFER_MEMORY: u64 = 256 * 1024 * 1024;
 /// Default time graceful shutdown waits for connections to finish.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -82,6 +89,17 @@ pub struct Config {
     pub max_frame_len: u32,
     /// A connection silent for this long is closed (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// A connection must complete its `Hello` this soon after accept.
+    pub hello_timeout: Duration,
+    /// A frame's bytes must all arrive within this of its first.
+    pub frame_timeout: Duration,
+    /// Connections kept for peers that completed `Hello`: those still
+    /// waiting for theirs hold at most `max_connections - reserved`, and a
+    /// newcomer beyond that closes the oldest of them.
+    pub reserved_connections: usize,
+    /// What connection buffers may hold in all beyond each connection's
+    /// first chunks; a frame that would take more is refused.
+    pub max_buffer_memory: u64,
     /// How long graceful shutdown waits for connections.
     pub shutdown_timeout: Duration,
     /// Interval between expiry rounds.
@@ -148,6 +166,10 @@ impl Default for Config {
             worker_threads: default_worker_threads(),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            hello_timeout: DEFAULT_HELLO_TIMEOUT,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            reserved_connections: DEFAULT_MAX_CONNECTIONS / 10,
+            max_buffer_memory: DEFAULT_MAX_BUFFER_MEMORY,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             expiry_tick: expiry::DEFAULT_TICK,
             expiry_batch: expiry::DEFAULT_BATCH,
@@ -233,6 +255,24 @@ pub struct ServerArgs {
     /// Close connections idle this long, e.g. 5m; 0 disables (default 5m).
     #[arg(long, env = "SESSIOND_IDLE_TIMEOUT")]
     pub idle_timeout: Option<String>,
+    /// Time from accept to a complete Hello, TLS handshake included; a peer
+    /// that takes longer is closed (default 5s).
+    #[arg(long, env = "SESSIOND_HELLO_TIMEOUT")]
+    pub hello_timeout: Option<String>,
+    /// Time a frame may take from its first byte to its last; a peer that
+    /// trickles longer is closed (default 10s).
+    #[arg(long, env = "SESSIOND_FRAME_TIMEOUT")]
+    pub frame_timeout: Option<String>,
+    /// Connections kept for peers that completed Hello (default a tenth of
+    /// --max-connections): the others hold at most the rest, and a newcomer
+    /// past that closes the oldest of them.
+    #[arg(long, env = "SESSIOND_RESERVED_CONNECTIONS")]
+    pub reserved_connections: Option<usize>,
+    /// What connection buffers may hold in all beyond each connection's
+    /// first 16 KiB read and write chunks, e.g. 256mb (default 256mb, at
+    /// most a quarter of --max-memory); counted in --max-memory.
+    #[arg(long, env = "SESSIOND_MAX_BUFFER_MEMORY")]
+    pub max_buffer_memory: Option<String>,
     /// How long shutdown waits for connections (default 10s).
     #[arg(long, env = "SESSIOND_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<String>,
@@ -347,6 +387,10 @@ impl ServerArgs {
             worker_threads: self.worker_threads.or(file.worker_threads),
             max_frame_len: self.max_frame_len.or(file.max_frame_len),
             idle_timeout: self.idle_timeout.or(file.idle_timeout),
+            hello_timeout: self.hello_timeout.or(file.hello_timeout),
+            frame_timeout: self.frame_timeout.or(file.frame_timeout),
+            reserved_connections: self.reserved_connections.or(file.reserved_connections),
+            max_buffer_memory: self.max_buffer_memory.or(file.max_buffer_memory),
             shutdown_timeout: self.shutdown_timeout.or(file.shutdown_timeout),
             expiry_tick: self.expiry_tick.or(file.expiry_tick),
             expiry_batch: self.expiry_batch.or(file.expiry_batch),
@@ -612,6 +656,37 @@ impl ServerArgs {
                     .into(),
             });
         }
+        let max_memory = self
+            .max_memory
+            .as_deref()
+            .map(|s| {
+                parse_size(s).map_err(|message| ConfigError::Invalid {
+                    name: "max_memory",
+                    message,
+                })
+            })
+            .transpose()?;
+        let max_connections = positive("max_connections", self.max_connections, d.max_connections)?;
+        let reserved_connections = match self.reserved_connections {
+            Some(r) if r >= max_connections => {
+                return Err(ConfigError::Invalid {
+                    name: "reserved_connections",
+                    message: format!(
+                        "must be below max_connections ({max_connections}): peers still \
+                         completing their Hello need room too"
+                    ),
+                })
+            }
+            Some(r) => r,
+            None => max_connections / 10,
+        };
+        let max_buffer_memory = match self.max_buffer_memory.as_deref() {
+            Some(s) => parse_size(s).map_err(|message| ConfigError::Invalid {
+                name: "max_buffer_memory",
+                message,
+            })?,
+            None => DEFAULT_MAX_BUFFER_MEMORY.min(max_memory.map_or(u64::MAX, |m| m / 4)),
+        };
         Ok(Config {
             cluster,
             tls,
@@ -625,7 +700,11 @@ impl ServerArgs {
             in_memory: self.in_memory,
             listen,
             data_dir: self.data_dir.unwrap_or(d.data_dir),
-            max_connections: positive("max_connections", self.max_connections, d.max_connections)?,
+            max_connections,
+            reserved_connections,
+            max_buffer_memory,
+            hello_timeout: nonzero_duration("hello_timeout", self.hello_timeout, d.hello_timeout)?,
+            frame_timeout: nonzero_duration("frame_timeout", self.frame_timeout, d.frame_timeout)?,
             max_in_flight: positive("max_in_flight", self.max_in_flight, d.max_in_flight)?,
             worker_threads: positive("worker_threads", self.worker_threads, d.worker_threads)?,
             max_frame_len,
@@ -650,16 +729,7 @@ impl ServerArgs {
                     DEFAULT_MAX_NAMESPACES,
                 )?,
                 touch_log_fraction,
-                max_memory: self
-                    .max_memory
-                    .as_deref()
-                    .map(|s| {
-                        parse_size(s).map_err(|message| ConfigError::Invalid {
-                            name: "max_memory",
-                            message,
-                        })
-                    })
-                    .transpose()?,
+                max_memory,
                 memory_policy: self
                     .memory_policy
                     .as_deref()
@@ -923,6 +993,10 @@ mod tests {
             "worker_threads",
             "max_frame_len",
             "idle_timeout",
+            "hello_timeout",
+            "frame_timeout",
+            "reserved_connections",
+            "max_buffer_memory",
             "shutdown_timeout",
             "expiry_tick",
             "expiry_batch",

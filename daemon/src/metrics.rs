@@ -172,6 +172,36 @@ impl Metrics {
                 "Connections accepted.",
                 c.connections_total.load(Ordering::Relaxed),
             ),
+            (
+                "sessiond_connections_awaiting_hello",
+                "gauge",
+                "Open connections that have not completed their hello.",
+                shared.admission.pending() as u64,
+            ),
+            (
+                "sessiond_connections_evicted_total",
+                "counter",
+                "Connections still waiting for their hello closed to make room for newer ones.",
+                shared.admission.evicted_total.load(Ordering::Relaxed),
+            ),
+            (
+                "sessiond_connection_buffer_bytes",
+                "gauge",
+                "Bytes held by connection buffers (counted with records against --max-memory).",
+                shared.store.connection_buffer_bytes(),
+            ),
+            (
+                "sessiond_connection_buffer_extra_bytes",
+                "gauge",
+                "Connection buffer bytes beyond each connection's first chunks (bounded by --max-buffer-memory).",
+                shared.admission.extra_bytes(),
+            ),
+            (
+                "sessiond_frames_refused_for_buffers_total",
+                "counter",
+                "Frames refused because connection buffers were at --max-buffer-memory.",
+                shared.admission.buffer_refusals_total.load(Ordering::Relaxed),
+            ),
         ];
         for (name, kind, help, v) in gauges {
             let _ = writeln!(

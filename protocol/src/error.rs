@@ -45,6 +45,10 @@ pub enum ErrorCode {
     /// lost its leadership or the group its majority before it committed): it
     /// may or may not have been applied. Read before retrying.
     Indeterminate,
+    /// The peer took too long: no complete `Hello` within the handshake
+    /// deadline, or a frame left unfinished past the frame deadline. The
+    /// connection is closed after it.
+    TimedOut,
     /// A code this build does not know (sent by a newer peer).
     Other(u16),
 }
@@ -69,6 +73,7 @@ impl ErrorCode {
             Self::UnknownOperation => 13,
             Self::Internal => 14,
             Self::Indeterminate => 15,
+            Self::TimedOut => 16,
             Self::Other(n) => n,
         }
     }
@@ -92,6 +97,7 @@ impl ErrorCode {
             13 => Self::UnknownOperation,
             14 => Self::Internal,
             15 => Self::Indeterminate,
+            16 => Self::TimedOut,
             n => Self::Other(n),
         }
     }

@@ -46,6 +46,10 @@ pub const DEFAULT_MAX_FRAME_LEN: u32 = 1024 * 1024;
 pub const ABSOLUTE_MAX_FRAME_LEN: u32 = 64 * 1024 * 1024;
 /// Bytes of the length prefix.
 pub const HEADER_LEN: usize = 4;
+/// Largest frame a daemon accepts before the connection's `Hello` succeeded:
+/// a `Hello` with a token and a client name fits many times over, and a
+/// stranger cannot make the daemon hold more than this for it.
+pub const MAX_HELLO_FRAME_LEN: u32 = 8 * 1024;
 
 fn config() -> impl bincode::config::Config {
     // The limit bounds what the decoder may allocate for any one claimed length,

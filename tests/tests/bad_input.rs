@@ -291,3 +291,217 @@ async fn sigterm_shuts_down_gracefully() {
     c.expect_closed().await;
     assert!(daemon.logs().contains("shutting down"));
 }
+
+/// Waits until the daemon closes `stream` (true) or `within` passes (false);
+/// whatever it sends before closing is read and dropped.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut sink = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn tricklers_are_closed_at_the_hello_deadline_and_cannot_keep_clients_out() {
+    // 20 connections, 2 kept for peers past hello: 18 for strangers.
+    let daemon = DaemonProcess::start(
+        daemon_bin!(),
+        &["--max-connections", "20", "--hello-timeout", "1s"],
+    )
+    .unwrap();
+    let mut bystander = Raw::hello(&daemon).await;
+    // 40 strangers trickle a hello's bytes, one every 200 ms: never a
+    // complete frame, never silent long enough for the idle timeout.
+    let mut hello = BytesMut::new();
+    encode_request(
+        &Request {
+            id: 1,
+            op: Op::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                auth_token: None,
+                client_name: Some("slowloris".into()),
+            }),
+        },
+        &mut hello,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut tricklers = Vec::new();
+    for _ in 0..40 {
+        let stream = TcpStream::connect(daemon.addr()).await.unwrap();
+        let hello = hello.clone();
+        tricklers.push(tokio::spawn(async move {
+            let mut stream = stream;
+            let connected = std::time::Instant::now();
+            for b in hello.iter().take(hello.len() - 1) {
+                if stream.write_all(&[*b]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            // Closed by the daemon (deadline or a newcomer's room), not
+            // by this trickler running out of bytes.
+            let closed = closed_within(&mut stream, Duration::from_secs(3)).await;
+            (closed, connected.elapsed())
+        }));
+    }
+    // During the attack, clients that say hello at once get in and are
+    // served, and the one connected before goes on being served.
+    for i in 0..10u64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut newcomer = Raw::hello(&daemon).await;
+        newcomer.ping(2).await;
+        bystander.ping(10 + i).await;
+    }
+    for t in tricklers {
+        let (closed, held) = t.await.unwrap();
+        assert!(closed, "a trickler was never closed");
+        assert!(
+            held < Duration::from_secs(3),
+            "a trickler held its connection {held:?} (hello deadline 1 s)"
+        );
+    }
+    bystander.ping(99).await;
+    eprintln!(
+        "40 tricklers closed within {:?} of the attack's start",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn before_hello_only_a_hello_sized_frame_is_accepted() {
+    let daemon = DaemonProcess::start(daemon_bin!(), &[]).unwrap();
+    let rss_before = daemon.rss_kib().unwrap();
+    // Announce a frame just under --max-frame-len (1 MiB) before hello, on
+    // many connections: each is refused from its header.
+    let mut refused = 0;
+    for _ in 0..200 {
+        let mut c = Raw::connect(&daemon).await;
+        c.send_raw(&((1u32 << 20) - 16).to_be_bytes()).await;
+        let _ = c.stream.write_all(&vec![0u8; 64 * 1024]).await;
+        match c.recv().await {
+            Some(Response {
+                reply: Reply::Error(e),
+                ..
+            }) if e.code == ErrorCode::TooLarge => refused += 1,
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        c.expect_closed().await;
+    }
+    assert_eq!(refused, 200);
+    let grown = daemon.rss_kib().unwrap().saturating_sub(rss_before);
+    assert!(grown < 32 * 1024, "RSS grew {grown} KiB");
+    let mut after = Raw::hello(&daemon).await;
+    after.ping(2).await;
+}
+
+#[tokio::test]
+async fn a_frame_trickled_past_its_deadline_is_closed_with_timed_out() {
+    let daemon = DaemonProcess::start(
+        daemon_bin!(),
+        &["--frame-timeout", "1s", "--idle-timeout", "1m"],
+    )
+    .unwrap();
+    let mut c = Raw::hello(&daemon).await;
+    let mut ping = BytesMut::new();
+    encode_request(
+        &Request {
+            id: 7,
+            op: Op::Ping,
+        },
+        &mut ping,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    // One byte every 300 ms: each resets an idle timer, none finishes the frame.
+    let mut closed_with = None;
+    for b in ping.iter().take(ping.len() - 1) {
+        if c.stream.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), c.stream.read_buf(&mut c.buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            closed_with = split_frame(&c.buf, ABSOLUTE_MAX_FRAME_LEN)
+                .unwrap()
+                .map(|(p, _)| decode_response(p).unwrap());
+            break;
+        }
+    }
+    let resp = match closed_with {
+        Some(r) => r,
+        None => c.recv().await.expect("an error before the close"),
+    };
+    match resp.reply {
+        Reply::Error(e) => assert_eq!(e.code, ErrorCode::TimedOut, "{}", e.message),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "closed after {took:?} (deadline 1 s)"
+    );
+    // Whole frames sent slowly are fine: the deadline is per frame.
+    let mut slow = Raw::hello(&daemon).await;
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        slow.ping(10 + i).await;
+    }
+}
+
+#[tokio::test]
+async fn connection_buffers_stay_within_their_budget() {
+    let daemon = DaemonProcess::start(
+        daemon_bin!(),
+        &["--max-buffer-memory", "8mb", "--max-connections", "1000"],
+    )
+    .unwrap();
+    let mut bystander = Raw::hello(&daemon).await;
+    let rss_before = daemon.rss_kib().unwrap();
+    // 150 connections past hello each start a frame of 1 MiB and send most
+    // of it: 150 MiB if all were held.
+    let mut conns = Vec::new();
+    let mut refused = 0;
+    let body = vec![0u8; (1 << 20) - 1024];
+    for _ in 0..150 {
+        let mut c = Raw::hello(&daemon).await;
+        c.send_raw(&((1u32 << 20) - 16).to_be_bytes()).await;
+        // The daemon refuses from the header when the budget is spent; the
+        // rest of the write may then fail.
+        let _ = tokio::time::timeout(Duration::from_millis(500), c.stream.write_all(&body)).await;
+        conns.push(c);
+    }
+    for c in &mut conns {
+        let answer = tokio::time::timeout(Duration::from_millis(300), c.recv()).await;
+        match answer {
+            Ok(Some(Response {
+                reply: Reply::Error(e),
+                ..
+            })) if e.code == ErrorCode::OutOfMemory => refused += 1,
+            // Held (within the budget) or closed, or held past the frame
+            // deadline on a slow machine.
+            Err(_) | Ok(None) => {}
+            Ok(Some(Response {
+                reply: Reply::Error(e),
+                ..
+            })) if e.code == ErrorCode::TimedOut => {}
+            Ok(Some(other)) => panic!("unexpected answer {other:?}"),
+        }
+    }
+    let grown = daemon.rss_kib().unwrap().saturating_sub(rss_before);
+    assert!(refused >= 130, "only {refused} of 150 frames refused");
+    assert!(
+        grown < 48 * 1024,
+        "RSS grew {grown} KiB with an 8 MiB buffer budget"
+    );
+    bystander.ping(2).await;
+    eprintln!("{refused} of 150 one-MiB frames refused; RSS grew {grown} KiB");
+}

@@ -12,14 +12,14 @@
 //! a length prefix over the maximum cannot be resynchronised, so it is answered
 //! with an error under request id 0 and the connection is closed.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use sessiond_protocol::frame::{
     decode_request, encode_response, encode_session_response, peek_request_header, split_frame,
-    HEADER_LEN,
+    HEADER_LEN, MAX_HELLO_FRAME_LEN,
 };
 use sessiond_protocol::{
     ErrorCode, HelloReply, Op, Reply, Request, Response, WireError, PROTOCOL_VERSION,
@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::admission::Ticket;
 use super::dispatch::{self, Answer};
 use super::Shared;
 use crate::auth::Grant;
@@ -40,6 +41,9 @@ use crate::store::RawSession;
 const READ_CHUNK: usize = 16 * 1024;
 /// Answers are written once this many bytes are waiting, even mid-batch.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
+/// Buffer bytes every connection holds outside the buffer budget: its first
+/// read chunk and its first write chunk.
+const BASE_BUFFERS: i64 = 2 * READ_CHUNK as i64;
 
 /// The daemon's version, sent in `Hello` and `Stats`.
 pub(crate) const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -76,6 +80,24 @@ pub(crate) struct Connection<'a, S> {
     /// they wait for Raft, and the connection goes on reading meanwhile so
     /// that what arrives joins the next proposal.
     running: FuturesUnordered<BoxFuture<'a, (u64, Answer)>>,
+    /// The connection's slot (see `admission`); `None` in unit tests.
+    ticket: Option<Ticket>,
+    /// When the connection was accepted: its `Hello` is due by
+    /// `accepted + hello_timeout`.
+    accepted: Instant,
+    /// When the unfinished frame in `rbuf` began to arrive.
+    frame_started: Option<Instant>,
+    /// Buffer bytes counted for this connection: (all, beyond the first
+    /// chunks).
+    accounted: (i64, i64),
+}
+
+/// Which deadline a read waits under.
+#[derive(Debug, Clone, Copy)]
+enum Deadline {
+    Idle,
+    Hello,
+    Frame,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
@@ -96,7 +118,18 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             marks: std::collections::VecDeque::new(),
             grant: None,
             running: FuturesUnordered::new(),
+            ticket: None,
+            accepted: Instant::now(),
+            frame_started: None,
+            accounted: (0, 0),
         }
+    }
+
+    /// The connection holds `ticket`'s slot, accepted at `accepted`.
+    pub(crate) fn admitted(mut self, ticket: Ticket, accepted: Instant) -> Self {
+        self.ticket = Some(ticket);
+        self.accepted = accepted;
+        self
     }
 
     pub(crate) async fn run(mut self) {
@@ -115,23 +148,96 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             Err(e) => debug!(error = %e, "connection error"),
         }
         let _ = self.stream.shutdown().await;
+        self.rbuf = BytesMut::new();
+        self.wbuf = BytesMut::new();
+        self.account();
+    }
+
+    /// Brings the buffer bytes counted for this connection (in the store's
+    /// memory estimate and the buffer budget) up to date.
+    fn account(&mut self) {
+        let all = i64::try_from(self.rbuf.capacity() + self.wbuf.capacity()).unwrap_or(i64::MAX);
+        let extra = (all - BASE_BUFFERS).max(0);
+        let (old_all, old_extra) = self.accounted;
+        if all != old_all {
+            self.shared.store.add_connection_buffers(all - old_all);
+        }
+        if extra != old_extra {
+            self.shared.admission.add_extra(extra - old_extra);
+        }
+        self.accounted = (all, extra);
+    }
+
+    /// The largest frame accepted now: a `Hello`'s size until one succeeded.
+    fn max_frame_len(&self) -> usize {
+        let max = if self.greeted {
+            self.shared.config.max_frame_len
+        } else {
+            MAX_HELLO_FRAME_LEN.min(self.shared.config.max_frame_len)
+        };
+        max as usize
+    }
+
+    /// How long the next read may wait, and under which deadline.
+    fn read_limit(&self, now: Instant) -> Option<(Duration, Deadline)> {
+        let config = &self.shared.config;
+        let mut limit = config.idle_timeout.map(|d| (d, Deadline::Idle));
+        let mut consider = |d: Duration, why: Deadline| {
+            if limit.is_none_or(|(l, _)| d < l) {
+                limit = Some((d, why));
+            }
+        };
+        if !self.greeted {
+            consider(
+                (self.accepted + config.hello_timeout).saturating_duration_since(now),
+                Deadline::Hello,
+            );
+        } else if let Some(started) = self.frame_started {
+            consider(
+                (started + config.frame_timeout).saturating_duration_since(now),
+                Deadline::Frame,
+            );
+        }
+        limit
     }
 
     async fn serve(&mut self) -> std::io::Result<Close> {
-        let idle = self.shared.config.idle_timeout;
         loop {
+            let before = self.rbuf.len();
             if let Some(close) = self.process_buffered().await? {
                 return Ok(close);
             }
+            // A frame's deadline runs from its first byte: a frame left
+            // unfinished by the read that completed the ones before it
+            // started in that read.
+            if self.rbuf.is_empty() {
+                self.frame_started = None;
+            } else if self.rbuf.len() < before || self.frame_started.is_none() {
+                self.frame_started = Some(Instant::now());
+            }
             self.write_durable().await?;
-            self.reserve_for_next_frame();
+            if let Some(error) = self.reserve_for_next_frame() {
+                self.push(0, Reply::Error(error));
+                return Ok(Close::Protocol);
+            }
+            self.account();
+            let limit = self.read_limit(Instant::now());
+            let evict = self.ticket.as_ref().map(|t| t.evict.clone());
             // While answers wait for a sync, keep reading (within the write
             // buffer's bound) and wake when the log moves.
             let waiting = !self.marks.is_empty();
             let can_read = self.wbuf.len() < WRITE_HIGH_WATER;
             let read = tokio::select! {
                 () = self.shutdown.cancelled() => return Ok(Close::Quiet),
-                r = read_with_idle(&mut self.stream, &mut self.rbuf, idle), if can_read => r?,
+                () = evicted(evict.as_ref()) => {
+                    info!("closed to make room: too many connections waiting for their hello");
+                    self.push(0, Reply::Error(WireError::new(
+                        ErrorCode::Unavailable,
+                        "closed to make room for a newer connection: this one had not completed its hello and was the oldest such",
+                    )));
+                    return Ok(Close::Protocol);
+                }
+                r = read_with_idle(&mut self.stream, &mut self.rbuf, limit.map(|l| l.0)), if can_read => r?,
                 done = self.running.next(), if !self.running.is_empty() => {
                     if let Some((id, answer)) = done {
                         self.push_answer(id, answer);
@@ -154,10 +260,42 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                     return Ok(Close::Quiet);
                 }
                 Some(_) => {}
-                None => {
-                    info!("idle timeout");
-                    return Ok(Close::Quiet);
-                }
+                None => match limit.map(|l| l.1) {
+                    Some(Deadline::Hello) => {
+                        info!("no complete hello in time; closing");
+                        let timeout = self.shared.config.hello_timeout;
+                        self.push(
+                            0,
+                            Reply::Error(WireError::new(
+                                ErrorCode::TimedOut,
+                                format!(
+                                    "no complete hello within {} ms of connecting",
+                                    timeout.as_millis()
+                                ),
+                            )),
+                        );
+                        return Ok(Close::Protocol);
+                    }
+                    Some(Deadline::Frame) => {
+                        info!("a frame was not completed in time; closing");
+                        let timeout = self.shared.config.frame_timeout;
+                        self.push(
+                            0,
+                            Reply::Error(WireError::new(
+                                ErrorCode::TimedOut,
+                                format!(
+                                    "a frame was not completed within {} ms of its first byte",
+                                    timeout.as_millis()
+                                ),
+                            )),
+                        );
+                        return Ok(Close::Protocol);
+                    }
+                    Some(Deadline::Idle) | None => {
+                        info!("idle timeout");
+                        return Ok(Close::Quiet);
+                    }
+                },
             }
         }
     }
@@ -236,10 +374,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         buf: &[u8],
         consumed: &mut usize,
     ) -> std::io::Result<Option<Close>> {
-        let max_len = self.shared.config.max_frame_len;
         let max_in_flight = self.shared.config.max_in_flight;
         let mut in_flight = 0;
         loop {
+            // Before `Hello` only a frame of a Hello's size is accepted.
+            let max_len = u32::try_from(self.max_frame_len()).unwrap_or(u32::MAX);
             let rest = buf.get(*consumed..).unwrap_or_default();
             let (payload, total) = match split_frame(rest, max_len) {
                 Ok(Some(frame)) => frame,
@@ -403,6 +542,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         let client_name: String = client_name.chars().take(64).collect();
         debug!(client_name, "hello");
         self.greeted = true;
+        if let Some(ticket) = &mut self.ticket {
+            ticket.greeted();
+        }
         self.push(
             id,
             Reply::Hello(HelloReply {
@@ -515,20 +657,53 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
 
     /// Makes room for the next read. When a frame header is in, room for the
     /// whole frame is reserved (its length was checked against the maximum by
-    /// `split_frame` already); otherwise one chunk.
-    fn reserve_for_next_frame(&mut self) {
+    /// `split_frame` already), if the connection buffer budget allows it;
+    /// otherwise one chunk. The error refuses a frame over the budget.
+    fn reserve_for_next_frame(&mut self) -> Option<WireError> {
         let need = if self.rbuf.len() >= HEADER_LEN {
             let mut len = [0u8; HEADER_LEN];
             len.copy_from_slice(&self.rbuf[..HEADER_LEN]);
-            let total = HEADER_LEN + u32::from_be_bytes(len) as usize;
-            total.saturating_sub(self.rbuf.len()).max(READ_CHUNK)
+            let len = (u32::from_be_bytes(len) as usize).min(self.max_frame_len());
+            (HEADER_LEN + len)
+                .saturating_sub(self.rbuf.len())
+                .max(READ_CHUNK)
         } else {
             READ_CHUNK
         };
         if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * WRITE_HIGH_WATER {
             self.rbuf = BytesMut::with_capacity(READ_CHUNK);
         }
+        let spare = self.rbuf.capacity() - self.rbuf.len();
+        if need > spare {
+            let after = self.rbuf.len() + need + self.wbuf.capacity();
+            let wanted = u64::try_from(after)
+                .unwrap_or(u64::MAX)
+                .saturating_sub(BASE_BUFFERS as u64);
+            let held = u64::try_from(self.accounted.1).unwrap_or(0);
+            if !self.shared.admission.reserve_extra(held, wanted) {
+                warn!(
+                    frame_bytes = need,
+                    "frame refused: connection buffers are at --max-buffer-memory"
+                );
+                return Some(WireError::new(
+                    ErrorCode::OutOfMemory,
+                    format!(
+                        "connection buffers are at their limit of {} bytes (--max-buffer-memory); send smaller frames or try again later",
+                        self.shared.config.max_buffer_memory
+                    ),
+                ));
+            }
+        }
         self.rbuf.reserve(need);
+        None
+    }
+}
+
+/// Waits until the connection is closed to make room (never, once greeted).
+async fn evicted(token: Option<&CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 

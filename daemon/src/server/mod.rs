@@ -2,11 +2,12 @@
 //! ([`Daemon`]) that owns every background task.
 //!
 //! Shape (after mini-redis): [`Daemon::start`] binds, [`Daemon::serve`] takes an
-//! already bound listener (tests bind port 0), a `Semaphore` caps connections,
+//! already bound listener (tests bind port 0), `admission` caps connections,
 //! a `CancellationToken` tells every task to stop and a `TaskTracker` waits for
 //! them. Shutdown order: stop accepting, let connections finish the batch in
 //! hand and write its answers, stop the expiry task, return.
 
+mod admission;
 mod connection;
 pub(crate) mod dispatch;
 #[cfg(test)]
@@ -18,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
@@ -77,6 +77,8 @@ pub struct Shared {
     pub(crate) metrics: crate::metrics::Metrics,
     /// The replicated group this daemon is a member of (`None`: standalone).
     pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Connection slots and the connection buffer budget.
+    pub(crate) admission: Arc<admission::Admission>,
 }
 
 /// A running daemon. Dropping it does not stop it; call [`Daemon::shutdown`].
@@ -267,6 +269,11 @@ impl Daemon {
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             store: Arc::clone(&store),
+            admission: admission::Admission::new(
+                config.max_connections,
+                config.reserved_connections,
+                config.max_buffer_memory,
+            ),
             config,
             counters: Counters::default(),
             started: Instant::now(),
@@ -348,15 +355,16 @@ impl Daemon {
     }
 }
 
-/// Accepts connections until shutdown. A connection over the cap is told so
-/// (an `Unavailable` error frame) and closed, rather than left waiting.
+/// Accepts connections until shutdown. Each gets a slot from
+/// [`admission::Admission`] (possibly closing the oldest connection still
+/// waiting for its `Hello`); one that gets none is told so (an `Unavailable`
+/// error frame) and closed, rather than left waiting.
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
     let mut next_conn_id: u64 = 0;
     loop {
         let accepted = tokio::select! {
@@ -373,60 +381,71 @@ async fn accept_loop(
                 continue;
             }
         };
+        let accepted_at = Instant::now();
         next_conn_id += 1;
         let conn_id = next_conn_id;
         let span = tracing::info_span!("conn", conn_id, %peer);
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            tracker
-                .spawn(connection::refuse(stream, shared.config.max_connections).instrument(span));
-            continue;
-        };
-        shared
-            .counters
-            .connections_total
-            .fetch_add(1, Ordering::Relaxed);
-        shared
-            .counters
-            .connections_current
-            .fetch_add(1, Ordering::Relaxed);
         let conn_shared = Arc::clone(&shared);
         let conn_shutdown = shutdown.clone();
         tracker.spawn(
             async move {
-                serve_connection(stream, &conn_shared, conn_shutdown).await;
+                let Some(ticket) = conn_shared.admission.admit(conn_id).await else {
+                    connection::refuse(stream, conn_shared.config.max_connections).await;
+                    return;
+                };
+                conn_shared
+                    .counters
+                    .connections_total
+                    .fetch_add(1, Ordering::Relaxed);
+                conn_shared
+                    .counters
+                    .connections_current
+                    .fetch_add(1, Ordering::Relaxed);
+                serve_connection(stream, &conn_shared, conn_shutdown, ticket, accepted_at).await;
                 conn_shared
                     .counters
                     .connections_current
                     .fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
             }
             .instrument(span),
         );
     }
 }
 
-async fn serve_connection(stream: TcpStream, shared: &Shared, shutdown: CancellationToken) {
+async fn serve_connection(
+    stream: TcpStream,
+    shared: &Shared,
+    shutdown: CancellationToken,
+    ticket: admission::Ticket,
+    accepted: Instant,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         warn!(error = %e, "cannot set TCP_NODELAY");
     }
     let Some(tls) = &shared.config.tls else {
         connection::Connection::new(stream, shared, shutdown)
+            .admitted(ticket, accepted)
             .run()
             .await;
         return;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
-    // A peer that never finishes the handshake must not hold a connection slot.
-    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls_stream)) => {
-            connection::Connection::new(tls_stream, shared, shutdown)
-                .run()
-                .await;
-        }
-        Ok(Err(e)) => info!(error = %e, "TLS handshake failed"),
-        Err(_) => info!("TLS handshake timed out"),
+    // A peer that never finishes the handshake must not hold a connection
+    // slot: the handshake counts against the Hello's deadline, and a
+    // newcomer may close this connection to make room meanwhile.
+    let handshake = tokio::time::timeout(shared.config.hello_timeout, acceptor.accept(stream));
+    let evict = ticket.evict.clone();
+    tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(tls_stream)) => {
+                connection::Connection::new(tls_stream, shared, shutdown)
+                    .admitted(ticket, accepted)
+                    .run()
+                    .await;
+            }
+            Ok(Err(e)) => info!(error = %e, "TLS handshake failed"),
+            Err(_) => info!("TLS handshake timed out"),
+        },
+        () = evict.cancelled() => info!("closed during its TLS handshake to make room for a newer connection"),
     }
 }
-
-/// Time allowed for a TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

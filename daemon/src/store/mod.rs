@@ -233,6 +233,9 @@ pub struct Store {
     expired_total: AtomicU64,
     evicted_total: AtomicU64,
     memory: AtomicI64,
+    /// Bytes held by client connections' buffers, counted with `memory`
+    /// against `max_memory` (see [`Store::add_connection_buffers`]).
+    connection_buffers: AtomicI64,
     journal: std::sync::OnceLock<Arc<dyn Journal>>,
     /// The next LSN (see `log::format`, "The ordering rule").
     lsn: AtomicU64,
@@ -299,6 +302,7 @@ impl Store {
             expired_total: AtomicU64::new(0),
             evicted_total: AtomicU64::new(0),
             memory: AtomicI64::new(0),
+            connection_buffers: AtomicI64::new(0),
             journal: std::sync::OnceLock::new(),
             lsn: AtomicU64::new(1),
             batches_in_flight: AtomicUsize::new(0),
@@ -1322,6 +1326,26 @@ impl Store {
             evicted_total: self.evicted_total.load(Ordering::Relaxed),
             memory_bytes: u64::try_from(self.memory.load(Ordering::Relaxed)).unwrap_or(0),
         }
+    }
+
+    /// Counts `delta` bytes more (or fewer) held by client connections'
+    /// buffers: the memory limit covers them too, so a write is refused when
+    /// sessions and buffers together reach it.
+    pub fn add_connection_buffers(&self, delta: i64) {
+        self.connection_buffers.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Bytes held by client connections' buffers.
+    #[must_use]
+    pub fn connection_buffer_bytes(&self) -> u64 {
+        u64::try_from(self.connection_buffers.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// The memory estimate the limit is checked against: sessions and
+    /// connection buffers.
+    pub(super) fn memory_used(&self) -> u64 {
+        u64::try_from(self.memory.load(Ordering::Relaxed)).unwrap_or(0)
+            + self.connection_buffer_bytes()
     }
 
     /// About how many bytes a snapshot of the store would take: the log size

@@ -30,7 +30,7 @@ impl Store {
             // proposed; every member applies it alike.
             return Ok(());
         }
-        let used = || u64::try_from(self.memory.load(Ordering::Relaxed)).unwrap_or(0);
+        let used = || self.memory_used();
         if used() < max {
             return Ok(());
         }
@@ -132,9 +132,9 @@ impl Store {
     /// refuses writes that add data then, before proposing them).
     #[must_use]
     pub fn memory_full(&self) -> bool {
-        self.config.max_memory.is_some_and(|max| {
-            u64::try_from(self.memory.load(Ordering::Relaxed)).unwrap_or(0) >= max
-        })
+        self.config
+            .max_memory
+            .is_some_and(|max| self.memory_used() >= max)
     }
 
     /// Whether any timer (a deadline, a tombstone's or a grace period's end)
