@@ -14,6 +14,39 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DAEMON_LISTEN: &str = "127.0.0.1:7379";
 /// Default largest request body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Default time from a request's first byte to the end of its head.
+pub const DEFAULT_HEADER_TIMEOUT: &str = "10s";
+/// Default time to read a request's body.
+pub const DEFAULT_BODY_TIMEOUT: &str = "30s";
+/// Default time a keep-alive connection may sit idle between requests.
+pub const DEFAULT_IDLE_TIMEOUT: &str = "60s";
+/// Default anonymous creates a second per client address.
+pub const DEFAULT_CREATE_RATE: f64 = 20.0;
+/// Default anonymous creates a client address may make at once.
+pub const DEFAULT_CREATE_BURST: u32 = 100;
+
+fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    sessiond_client::protocol::duration::parse_duration(s)
+        .map_err(|e| e.to_string())
+        .and_then(|d| {
+            if d.is_zero() {
+                Err("must be longer than 0".into())
+            } else {
+                Ok(d)
+            }
+        })
+}
+
+/// The default connection cap: 4096, or less when the process may open
+/// fewer descriptors (64 are kept for the daemon, the log and the rest),
+/// so that connections are refused with an answer before `accept` fails.
+#[must_use]
+pub fn default_max_connections() -> usize {
+    let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| {
+        usize::try_from(soft).unwrap_or(usize::MAX)
+    });
+    soft.saturating_sub(64).clamp(16, 4096)
+}
 
 /// The validated bridge configuration.
 #[derive(Debug, Clone, Args)]
@@ -45,9 +78,53 @@ pub struct Config {
     /// Production mode: cookies are marked Secure (served behind HTTPS).
     #[arg(long, env = "SESSIOND_HTTP_PRODUCTION", value_parser = clap::builder::BoolishValueParser::new())]
     pub production: bool,
-    /// Largest request body in bytes; larger ones get 413.
+    /// Largest request body in bytes; larger ones get 413 (from the
+    /// Content-Length header when there is one, before the body is read).
     #[arg(long, env = "SESSIOND_HTTP_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// Most open HTTP connections; one more is answered 503 and closed
+    /// (default 4096, or the descriptor limit less 64 when that is lower).
+    #[arg(long, env = "SESSIOND_HTTP_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Time from a request's first byte to the end of its head (request
+    /// line and headers); past it 408 and the connection is closed. A new
+    /// connection that sends nothing is closed after it too.
+    #[arg(long, env = "SESSIOND_HTTP_HEADER_TIMEOUT", default_value = DEFAULT_HEADER_TIMEOUT, value_parser = duration_arg)]
+    pub header_timeout: std::time::Duration,
+    /// Time to read a request's body once its head is in; past it 408.
+    #[arg(long, env = "SESSIOND_HTTP_BODY_TIMEOUT", default_value = DEFAULT_BODY_TIMEOUT, value_parser = duration_arg)]
+    pub body_timeout: std::time::Duration,
+    /// A keep-alive connection idle this long between requests is closed.
+    #[arg(long, env = "SESSIOND_HTTP_IDLE_TIMEOUT", default_value = DEFAULT_IDLE_TIMEOUT, value_parser = duration_arg)]
+    pub idle_timeout: std::time::Duration,
+    /// Sessions a client address may create per second without credentials
+    /// (the anonymous API's POST /api/session and /api/session/sync, the
+    /// cache API's POST /create; IPv6 counted by /64); past it 429 with
+    /// Retry-After. 0 turns the limit off.
+    #[arg(long, env = "SESSIOND_HTTP_CREATE_RATE", default_value_t = DEFAULT_CREATE_RATE)]
+    pub create_rate: f64,
+    /// Such creates a client address may make at once before the rate applies.
+    #[arg(long, env = "SESSIOND_HTTP_CREATE_BURST", default_value_t = DEFAULT_CREATE_BURST)]
+    pub create_burst: u32,
+    /// Embedded daemon: memory limit for sessions and connection buffers,
+    /// e.g. 2gb (default none). At it, writes answer 507.
+    #[arg(long, env = "SESSIOND_HTTP_MAX_MEMORY")]
+    pub max_memory: Option<String>,
+    /// Embedded daemon: what happens at --max-memory: reject (default) or
+    /// volatile-ttl (evict the sessions closest to expiry).
+    #[arg(long, env = "SESSIOND_HTTP_MEMORY_POLICY")]
+    pub memory_policy: Option<String>,
+    /// Embedded daemon: when its log syncs: always, everysec (default) or no.
+    #[arg(long, env = "SESSIOND_HTTP_FSYNC")]
+    pub fsync: Option<String>,
+    /// Embedded daemon: most native-protocol connections (default 10000).
+    #[arg(long, env = "SESSIOND_HTTP_DAEMON_MAX_CONNECTIONS")]
+    pub daemon_max_connections: Option<usize>,
+    /// Embedded daemon: a sessiond TOML config file for every other daemon
+    /// setting (flags above and the bridge's listen address and data dir
+    /// take precedence).
+    #[arg(long, env = "SESSIOND_HTTP_DAEMON_CONFIG")]
+    pub daemon_config: Option<PathBuf>,
     /// HS256 secret for the JWTs of the scheduled-sessions API.
     #[arg(long, env = "SESSIOND_HTTP_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

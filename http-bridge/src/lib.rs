@@ -7,6 +7,10 @@
 //! - [`state`]: what every handler shares (the client, the settings, metrics).
 //! - [`apis`]: one module per reference document.
 //! - [`ops`]: `/healthz`, `/metrics`, `/openapi.json`.
+//! - [`serve`]: the HTTP/1.1 server loop (connection cap, head and idle
+//!   timeouts).
+//! - [`guard`]: what every request passes first (one `Host`, body size and
+//!   time, the anonymous-create rate limit).
 //! - [`users`]: the user directory (kept in sessiond), argon2id passwords.
 //! - [`auth`]: bearer access tokens shared by the APIs.
 //!
@@ -17,7 +21,9 @@
 pub mod apis;
 pub mod auth;
 pub mod config;
+pub mod guard;
 pub mod ops;
+pub mod serve;
 pub mod state;
 pub mod users;
 
@@ -39,13 +45,40 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(apis::routes())
         .merge(ops::routes())
+        // Every body is bounded in size and time, read before any handler
+        // runs (see `guard`); the extractors' own limit stays as a second line.
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ops::track,
         ))
-        // Every body is bounded; a larger one gets 413 before any handler runs.
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// The embedded daemon's settings: sessiond's defaults (or
+/// `--daemon-config`), then the limits passed through.
+fn embedded_daemon_config(config: &Config) -> Result<sessiond::Config, Error> {
+    let args = sessiond::config::ServerArgs {
+        config: config.daemon_config.clone(),
+        listen: Some(config.daemon_listen.to_string()),
+        data_dir: Some(config.data_dir.clone()),
+        max_memory: config.max_memory.clone(),
+        memory_policy: config.memory_policy.clone(),
+        fsync: config.fsync.clone(),
+        max_connections: config.daemon_max_connections,
+        ..Default::default()
+    };
+    let mut dc = args
+        .resolve()
+        .map_err(|e| Error::Config(format!("embedded daemon: {e}")))?;
+    if config.daemon_config.is_none() {
+        dc.store.tombstone_ttl_ms = 10 * 60 * 1000;
+    }
+    Ok(dc)
 }
 
 /// A running bridge (and its embedded daemon, if any).
@@ -55,7 +88,7 @@ pub struct Bridge {
     /// Where the daemon's native protocol is.
     pub daemon_addr: String,
     shutdown: CancellationToken,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: tokio::task::JoinHandle<()>,
     daemon: Option<sessiond::Daemon>,
 }
 
@@ -95,15 +128,27 @@ impl Bridge {
     /// # Errors
     /// [`Error`] if the daemon, the listener or the settings fail.
     pub async fn start(config: Config) -> Result<Self, Error> {
+        let embedded_only = [
+            ("--max-memory", config.max_memory.is_some()),
+            ("--memory-policy", config.memory_policy.is_some()),
+            ("--fsync", config.fsync.is_some()),
+            (
+                "--daemon-max-connections",
+                config.daemon_max_connections.is_some(),
+            ),
+            ("--daemon-config", config.daemon_config.is_some()),
+        ];
+        if config.daemon.is_some() {
+            if let Some((flag, _)) = embedded_only.iter().find(|(_, set)| *set) {
+                return Err(Error::Config(format!(
+                    "{flag} sets the embedded daemon; with --daemon, set it on that daemon"
+                )));
+            }
+        }
         let (daemon, daemon_addr) = match &config.daemon {
             Some(addr) => (None, addr.clone()),
             None => {
-                let mut dc = sessiond::Config {
-                    listen: config.daemon_listen,
-                    data_dir: config.data_dir.clone(),
-                    ..sessiond::Config::default()
-                };
-                dc.store.tombstone_ttl_ms = 10 * 60 * 1000;
+                let dc = embedded_daemon_config(&config)?;
                 let d = sessiond::Daemon::start(dc).await?;
                 let addr = d.local_addr().to_string();
                 info!(addr = %addr, "embedded daemon started");
@@ -138,13 +183,23 @@ impl Bridge {
             source,
         })?;
         let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
+        let limits = serve::Limits {
+            max_connections: config
+                .max_connections
+                .unwrap_or_else(config::default_max_connections)
+                .max(1),
+            header_timeout: config.header_timeout,
+            idle_timeout: config.idle_timeout,
+        };
+        let serve_metrics = std::sync::Arc::clone(&state.serve_metrics);
         let app = router(state);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        });
+        let server = tokio::spawn(serve::serve(
+            listener,
+            app,
+            limits,
+            serve_metrics,
+            shutdown.clone(),
+        ));
         info!(%http_addr, "http bridge listening");
         Ok(Self {
             http_addr,

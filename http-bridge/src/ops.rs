@@ -23,6 +23,8 @@ type RequestKey = (String, String, u16);
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<RequestKey, (u64, f64)>>,
+    /// Requests refused by the anonymous-create rate limit.
+    pub rate_limited_total: std::sync::atomic::AtomicU64,
 }
 
 /// Counts a request under its route template (never its concrete path: ids
@@ -35,6 +37,9 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let started = Instant::now();
     let response = next.run(req).await;
+    if response.status() == StatusCode::INSUFFICIENT_STORAGE {
+        state.mark_store_full();
+    }
     let secs = started.elapsed().as_secs_f64();
     let mut m = state.metrics.requests.lock();
     let e = m
@@ -53,11 +58,21 @@ pub fn routes() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
 }
 
+/// `200` while the daemon answers: `"status": "ok"`, or `"degraded"` with
+/// `"store": "full"` while writes are refused for memory (reads still work,
+/// and another bridge over the same store would not do better); `503` when
+/// the daemon does not answer.
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.client.ping().await {
         Ok(rtt) => {
-            Json(json!({"status": "ok", "daemon": "up", "daemon_rtt_us": rtt.as_micros() as u64}))
-                .into_response()
+            let full = state.store_full();
+            Json(json!({
+                "status": if full { "degraded" } else { "ok" },
+                "daemon": "up",
+                "store": if full { "full" } else { "ok" },
+                "daemon_rtt_us": rtt.as_micros() as u64,
+            }))
+            .into_response()
         }
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -85,6 +100,47 @@ async fn metrics(State(state): State<AppState>) -> Response {
             out,
             "sessiond_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
         );
+    }
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sm = &state.serve_metrics;
+        for (name, kind, help, v) in [
+            (
+                "sessiond_http_connections",
+                "gauge",
+                "Open HTTP connections.",
+                sm.connections.load(Relaxed),
+            ),
+            (
+                "sessiond_http_connections_refused_total",
+                "counter",
+                "Connections refused at --max-connections.",
+                sm.refused_total.load(Relaxed),
+            ),
+            (
+                "sessiond_http_header_timeouts_total",
+                "counter",
+                "Requests answered 408 because their head was not complete in time.",
+                sm.header_timeouts_total.load(Relaxed),
+            ),
+            (
+                "sessiond_http_idle_closed_total",
+                "counter",
+                "Connections closed idle.",
+                sm.idle_closed_total.load(Relaxed),
+            ),
+            (
+                "sessiond_http_rate_limited_total",
+                "counter",
+                "Anonymous creates refused by the per-address rate limit.",
+                state.metrics.rate_limited_total.load(Relaxed),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
     }
     out.push_str("# HELP sessiond_http_request_seconds_sum Time spent serving requests.\n");
     out.push_str("# TYPE sessiond_http_request_seconds_sum counter\n");
@@ -162,6 +218,7 @@ pub fn openapi_document() -> Value {
             schemas.extend(s);
         }
     }
+    add_guard_responses(&mut paths);
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -179,6 +236,55 @@ pub fn openapi_document() -> Value {
             }
         }
     })
+}
+
+/// The answers any operation may get before its handler runs (see
+/// `guard` and `serve`), added where an API's description does not already
+/// give them: 408 (head or body too slow), 413 (body over the limit), 503
+/// (connection cap), 507 (store full, on the APIs' routes), 429 on the
+/// rate-limited anonymous creates.
+fn add_guard_responses(paths: &mut serde_json::Map<String, Value>) {
+    let generic = |description: &str| {
+        json!({"description": description,
+               "content": {"application/json": {"schema": {"type": "object"}}}})
+    };
+    for (path, item) in paths.iter_mut() {
+        let Value::Object(item) = item else { continue };
+        let api_route = !matches!(path.as_str(), "/healthz" | "/metrics" | "/openapi.json");
+        for (method, op) in item.iter_mut() {
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let mut add = |code: &str, description: &str| {
+                responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| generic(description));
+            };
+            add("408", "the request's head or body did not arrive in time");
+            add("413", "the request body is over the limit");
+            add(
+                "503",
+                "the bridge is at its connection limit or the store is unreachable",
+            );
+            if api_route {
+                add(
+                    "507",
+                    "the session store is full (its memory limit is reached)",
+                );
+            }
+            let anonymous_create = method == "post"
+                && matches!(
+                    path.as_str(),
+                    "/api/session" | "/api/session/" | "/api/session/sync" | "/create"
+                );
+            if anonymous_create {
+                add(
+                    "429",
+                    "too many sessions created from this address (Retry-After)",
+                );
+            }
+        }
+    }
 }
 
 fn ops_openapi() -> (Value, Value) {

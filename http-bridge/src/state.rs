@@ -17,6 +17,13 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Request counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The rate limit of the routes that create sessions without credentials.
+    pub create_limiter: Arc<crate::guard::RateLimiter>,
+    /// The server loop's counters.
+    pub serve_metrics: Arc<crate::serve::ServeMetrics>,
+    /// Until when (ms since the epoch) the store is known full: a write was
+    /// refused for memory then (see [`AppState::mark_store_full`]).
+    pub store_full_until_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -36,9 +43,31 @@ impl AppState {
         }
         Ok(Self {
             client,
+            create_limiter: Arc::new(crate::guard::RateLimiter::new(
+                config.create_rate,
+                config.create_burst,
+            )),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
+            serve_metrics: Arc::default(),
+            store_full_until_ms: Arc::default(),
         })
+    }
+
+    /// Whether the store refused a write for memory in the last few seconds.
+    #[must_use]
+    pub fn store_full(&self) -> bool {
+        now_ms()
+            < self
+                .store_full_until_ms
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notes that a write was refused for memory: the store counts as full
+    /// for the next 10 s (`/healthz` reports it).
+    pub fn mark_store_full(&self) {
+        self.store_full_until_ms
+            .store(now_ms() + 10_000, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Creates the configured first administrator if absent. A daemon that is
@@ -65,4 +94,10 @@ impl AppState {
             Err(e) => warn!(error = %e, "cannot check the administrator account"),
         }
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

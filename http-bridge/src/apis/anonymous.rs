@@ -140,7 +140,7 @@ impl Operation {
 }
 
 /// The document's error body.
-fn error(status: StatusCode, code: &str, detail: &str) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, detail: &str) -> Response {
     let body = json!({"detail": detail, "status_code": status.as_u16(), "error_code": code});
     (status, Json(body)).into_response()
 }
@@ -181,6 +181,13 @@ fn session_gone(state: &AppState) -> Response {
 }
 
 fn store_error(e: &ClientError) -> Response {
+    if crate::apis::store_full(e) {
+        return error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "store_full",
+            "Session store is full",
+        );
+    }
     if !daemon_unavailable(e) {
         warn!(error = %e, "anonymous session store error");
     }

@@ -40,7 +40,7 @@ pub const NS: &str = "cache-sessions";
 /// Longest ttl accepted (a year).
 const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
 
-fn reply(status: StatusCode, success: bool, message: Json_) -> Response {
+pub(crate) fn reply(status: StatusCode, success: bool, message: Json_) -> Response {
     (
         status,
         Json(json!({ "success": success, "message": message })),
@@ -57,6 +57,13 @@ fn bad(message: impl Into<String>) -> Response {
 }
 
 fn store_error(e: &sessiond_client::Error) -> Response {
+    if crate::apis::store_full(e) {
+        return reply(
+            StatusCode::INSUFFICIENT_STORAGE,
+            false,
+            json!("session store full"),
+        );
+    }
     if daemon_unavailable(e) {
         reply(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -71,7 +71,7 @@ pub const MAX_LOGINS_PER_USER: u32 = 100;
 /// The response header carrying the refresh token.
 pub const REFRESH_HEADER: &str = "refresh";
 
-fn fail(status: StatusCode, message: &str) -> Response {
+pub(crate) fn fail(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"success": false, "message": message}))).into_response()
 }
 
@@ -80,6 +80,12 @@ fn unauthorized(message: &str) -> Response {
 }
 
 fn store_error(e: &ClientError) -> Response {
+    if crate::apis::store_full(e) {
+        return fail(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "the session store is full; try again later",
+        );
+    }
     if !daemon_unavailable(e) {
         warn!(error = %e, "login store error");
     }

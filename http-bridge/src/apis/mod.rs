@@ -42,9 +42,60 @@ pub fn openapi_parts() -> Vec<(Value, Value)> {
     ]
 }
 
+/// An error answered before any handler ran (by the guard), in the
+/// envelope of the API `method path` belongs to; outside them
+/// `{"error": code, "message": message}`.
+#[must_use]
+pub fn error_for_path(
+    method: &axum::http::Method,
+    path: &str,
+    status: axum::http::StatusCode,
+    code: &str,
+    message: &str,
+) -> axum::response::Response {
+    use axum::http::Method;
+    use axum::response::IntoResponse;
+    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    if under("/api/session") {
+        anonymous::error(status, code, message)
+    } else if under("/api/v1") {
+        // This API's errors are short phrases.
+        let phrase = match status.as_u16() {
+            413 => "Payload too large",
+            429 => "Too many requests",
+            _ => message,
+        };
+        session_auth::error(status, phrase)
+    } else if under("/sessions") || under("/timelines") {
+        scheduled::ApiError::new(status, message).into_response()
+    } else if path == "/verify"
+        || path == "/create"
+        || (path == "/session" && method == Method::GET)
+    {
+        cache::reply(status, false, serde_json::json!(message))
+    } else if under("/session") {
+        login::fail(status, message)
+    } else {
+        (
+            status,
+            axum::Json(serde_json::json!({"error": code, "message": message})),
+        )
+            .into_response()
+    }
+}
+
 /// Whether a client error means the daemon is unreachable or busy: such
-/// failures answer 503, never 500.
+/// failures answer 503, never 500 (a full store answers 507 instead, see
+/// [`store_full`]).
 #[must_use]
 pub fn daemon_unavailable(e: &sessiond_client::Error) -> bool {
     e.is_retryable()
+}
+
+/// Whether the store refused a write because it is at its memory limit:
+/// answered `507 Insufficient Storage`, not 503 (the daemon is up and reads
+/// work; it is full).
+#[must_use]
+pub fn store_full(e: &sessiond_client::Error) -> bool {
+    e.code() == Some(sessiond_client::ErrorCode::OutOfMemory)
 }

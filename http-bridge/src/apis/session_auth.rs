@@ -79,7 +79,7 @@ pub const MAX_SESSIONS_PER_USER: u32 = 100;
 /// Longest first or last name, in characters.
 const MAX_NAME_CHARS: usize = 256;
 
-fn error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
@@ -108,6 +108,9 @@ fn too_large() -> Response {
 }
 
 fn store_error(e: &ClientError) -> Response {
+    if crate::apis::store_full(e) {
+        return error(StatusCode::INSUFFICIENT_STORAGE, "Session store full");
+    }
     if !daemon_unavailable(e) {
         warn!(error = %e, "session auth store error");
     }

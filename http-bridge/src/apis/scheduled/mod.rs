@@ -93,7 +93,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: Value::String(message.into()),
@@ -123,6 +123,12 @@ impl ApiError {
     }
 
     fn store(e: &sessiond_client::Error) -> Self {
+        if crate::apis::store_full(e) {
+            return Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "The session store is full, retry later",
+            );
+        }
         if !daemon_unavailable(e) {
             tracing::warn!(error = %e, "scheduled sessions: store error");
         }
