@@ -106,8 +106,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             stream,
             shared,
             shutdown,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
-            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            // Grown on first use: a stranger's connection holds a hello's
+            // worth, not two chunks.
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
             greeted: false,
             durable: shared
                 .log
@@ -667,8 +669,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             (HEADER_LEN + len)
                 .saturating_sub(self.rbuf.len())
                 .max(READ_CHUNK)
-        } else {
+        } else if self.greeted {
             READ_CHUNK
+        } else {
+            HEADER_LEN + MAX_HELLO_FRAME_LEN as usize
         };
         if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * WRITE_HIGH_WATER {
             self.rbuf = BytesMut::with_capacity(READ_CHUNK);
