@@ -73,6 +73,9 @@ impl AppState {
     /// Creates the configured first administrator if absent. A daemon that is
     /// not up yet only delays this: it is logged and the bridge starts anyway.
     pub async fn bootstrap(&self) {
+        if let Err(e) = crate::users::ensure_decoy(&self.client).await {
+            warn!(error = %e, "cannot create the login decoy record (unknown-email logins read a missing record until it exists)");
+        }
         let (Some(email), Some(password)) = (&self.config.admin_email, &self.config.admin_password)
         else {
             return;

@@ -154,6 +154,46 @@ fn verify(password: &str, hash: &str) -> bool {
     })
 }
 
+/// The id of the decoy: a record shaped like a user's (same fields, a hash
+/// of a random password) that no email points to and no listing shows. A
+/// login for an unknown email reads it where a known email reads its user.
+fn decoy_id() -> SessionId {
+    SessionId(
+        *uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            b"sessiond-http login decoy user",
+        )
+        .as_bytes(),
+    )
+}
+
+/// Creates the decoy record if it is missing (at start; see [`decoy_id`]).
+///
+/// # Errors
+/// A store error.
+pub async fn ensure_decoy(client: &Client) -> Result<(), UserError> {
+    if client.get(USERS_NS, decoy_id()).await?.is_some() {
+        return Ok(());
+    }
+    let hash = tokio::task::spawn_blocking(|| hash_password(&SessionId::new_v4().to_string()))
+        .await
+        .map_err(|e| UserError::Invalid(e.to_string()))??;
+    let stamp = now();
+    // Not owned by ALL_USERS: no listing shows it.
+    let opts = CreateOptions::new()
+        .id(decoy_id())
+        .attr("email", "decoy-user@sessiond.invalid")
+        .attr("password_hash", hash)
+        .attr("is_admin", false)
+        .attr("created_at", stamp.as_str())
+        .attr("updated_at", stamp.as_str());
+    match client.create(USERS_NS, opts).await {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.code(), Some(ErrorCode::AlreadyExists)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Fields of a new user. Its `Debug` never shows the password.
 #[derive(Clone, Default)]
 pub struct NewUser {
@@ -327,9 +367,10 @@ pub async fn check_password(
             None => None,
         },
         None => {
-            // The same two reads as for a known email, so that the store's
-            // answer time tells nothing either.
-            let _ = client.get(USERS_NS, SessionId::new_v4()).await?;
+            // The same two reads as for a known email, the second a hit on a
+            // record of a user's shape (the decoy), so that neither the
+            // store's answer nor decoding it tells anything.
+            let _ = client.get(USERS_NS, decoy_id()).await?;
             None
         }
     };
