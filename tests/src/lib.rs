@@ -320,3 +320,36 @@ impl RawConn {
         Ok(resp.reply)
     }
 }
+
+/// A loopback port free now, for a daemon that must be told its address
+/// before it starts (a group member's inter-node port is in every member's
+/// `--cluster`). Drawn below the kernel's ephemeral range (32768 and up on
+/// Linux), so the outgoing connections of this and other tests never take
+/// it between now and the daemon's bind, and never handed out twice by this
+/// process (a killed member keeps its port for its restart).
+#[must_use]
+pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
+    // Spread the start by process so parallel test binaries rarely meet.
+    let mut candidate = 20_000 + (std::process::id() % 12_000) as u16;
+    loop {
+        candidate = if candidate >= 32_000 {
+            20_000
+        } else {
+            candidate + 1
+        };
+        let mut set = given
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if set.contains(&candidate) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            set.insert(candidate);
+            return candidate;
+        }
+    }
+}

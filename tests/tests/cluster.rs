@@ -12,21 +12,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sessiond_client::{protocol, Client, ClientConfig, CreateOptions, Op, Reply, SessionId};
-use sessiond_e2e::{daemon_bin, DaemonProcess, RawConn};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use sessiond_e2e::{daemon_bin, free_port, DaemonProcess, RawConn};
 
 /// One member: fixed ports (a restarted member keeps its addresses) and
 /// its own data dir.

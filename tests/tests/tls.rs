@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use sessiond_client::{Client, ClientConfig, CreateOptions, Error, TlsConfig};
-use sessiond_e2e::{daemon_bin, DaemonProcess};
+use sessiond_e2e::{daemon_bin, free_port, DaemonProcess};
 
 /// Writes a CA and a server certificate for 127.0.0.1/localhost signed by it;
 /// returns the CA's PEM path.
@@ -84,14 +84,6 @@ async fn tls_with_the_right_ca_works_and_anything_else_fails() {
     );
 
     assert!(TlsConfig::with_ca_file(dir.path().join("missing.pem")).is_err());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Three members on loopback, TLS on both ports with `cert`/`key`, checking
