@@ -167,7 +167,8 @@ fn decoy_id() -> SessionId {
     )
 }
 
-/// Creates the decoy record if it is missing (at start; see [`decoy_id`]).
+/// Creates the decoy record if it is missing (at start): a record shaped
+/// like a user's that unknown-email logins read (see `check_password`).
 ///
 /// # Errors
 /// A store error.
