@@ -216,15 +216,19 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         args.rounds
     );
     println!(
-        "| workload | sessiond ops/s | redis ops/s | ratio | sessiond p99 us | redis p99 us |"
+        "| workload | sessiond ops/s | redis ops/s | ratio | sessiond p99 us | redis p99 us | generator cores (s / r) | server cores (s / r) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let on = |server: &Server| Load {
+        server_pid: Some(server.child.id()),
+        ..args.load.clone()
+    };
     for &w in &args.workloads {
         let (mut s, mut r) = (Vec::new(), Vec::new());
         for _ in 0..args.rounds.max(1) {
-            s.push(run(&sessiond.url, w, &args.load, false).await?);
+            s.push(run(&sessiond.url, w, &on(&sessiond), false).await?);
             if let Some(redis) = &redis {
-                r.push(run(&redis.url, w, &args.load, false).await?);
+                r.push(run(&redis.url, w, &on(redis), false).await?);
             }
         }
         let (Some(bs), br) = (best(&s), best(&r)) else {
@@ -233,12 +237,19 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         let ratio = br.map_or("-".to_string(), |br| {
             format!("{:.2}x", bs.rate() / br.rate())
         });
+        let cores = |o: Option<&Outcome>, f: fn(&Outcome) -> Option<f64>| {
+            o.and_then(f).map_or_else(|| "-".to_owned(), |c| format!("{c:.2}"))
+        };
         println!(
-            "| {w:?} | {:.0} | {} | {ratio} | {} | {} |",
+            "| {w:?} | {:.0} | {} | {ratio} | {} | {} | {} / {} | {} / {} |",
             bs.rate(),
             br.map_or("-".into(), |b| format!("{:.0}", b.rate())),
             bs.us(0.99),
             br.map_or("-".into(), |b| b.us(0.99).to_string()),
+            cores(Some(bs), Outcome::generator_cores),
+            cores(br, Outcome::generator_cores),
+            cores(Some(bs), Outcome::server_cores),
+            cores(br, Outcome::server_cores),
         );
     }
     drop(sessiond);
@@ -249,7 +260,9 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads `n` sessions into fresh servers and reports bytes per session.
+/// Loads `n` sessions into fresh servers and reports bytes per session,
+/// like for like: sessiond with and without owners beside Redis with and
+/// without owner sets.
 async fn memory(args: &CompareArgs, n: usize) -> anyhow::Result<()> {
     let load = Load {
         requests: Some(n as u64),
@@ -263,23 +276,35 @@ async fn memory(args: &CompareArgs, n: usize) -> anyhow::Result<()> {
         args.load.value_size
     );
     println!("|---|---:|---:|");
-    let s = start_sessiond(args)?;
-    let before = s.rss_kib().unwrap_or(0);
-    run(&s.url, Workload::Preload, &load, false).await?;
-    let after = s.rss_kib().unwrap_or(0);
-    println!(
-        "| sessiond | {:.0} | - |",
-        (after.saturating_sub(before) * 1024) as f64 / n as f64
-    );
-    drop(s);
-    if let Some(r) = start_redis(args)? {
+    for (label, owner) in [("sessiond, each with an owner (indexed)", true), ("sessiond, no owner", false)] {
+        let s = start_sessiond(args)?;
+        let before = s.rss_kib().unwrap_or(0);
+        let l = Load {
+            no_owner: !owner,
+            ..load.clone()
+        };
+        run(&s.url, Workload::Preload, &l, false).await?;
+        let after = s.rss_kib().unwrap_or(0);
+        println!(
+            "| {label} | {:.0} | - |",
+            (after.saturating_sub(before) * 1024) as f64 / n as f64
+        );
+    }
+    for (label, indexed) in [("redis, with owner sets (SADD)", true), ("redis, no owner sets", false)] {
+        let Some(r) = start_redis(args)? else {
+            break;
+        };
+        let l = Load {
+            indexed,
+            ..load.clone()
+        };
         let before = r.rss_kib().unwrap_or(0);
         let used_before = redis_used_memory(&r.url).await.unwrap_or(0);
-        run(&r.url, Workload::Preload, &load, false).await?;
+        run(&r.url, Workload::Preload, &l, false).await?;
         let after = r.rss_kib().unwrap_or(0);
         let used_after = redis_used_memory(&r.url).await.unwrap_or(0);
         println!(
-            "| redis | {:.0} | {:.0} |",
+            "| {label} | {:.0} | {:.0} |",
             (after.saturating_sub(before) * 1024) as f64 / n as f64,
             used_after.saturating_sub(used_before) as f64 / n as f64
         );

@@ -101,6 +101,14 @@ pub struct Load {
     /// Redis: also keep an owner set per user (SADD), as sessiond indexes owners.
     #[arg(long)]
     pub indexed: bool,
+    /// sessiond: create sessions without an owner (nothing to index), the
+    /// like of Redis without `--indexed`.
+    #[arg(long)]
+    pub no_owner: bool,
+    /// The server's process id, when known: its CPU time over the timed
+    /// phase is reported beside the generator's.
+    #[arg(skip)]
+    pub server_pid: Option<u32>,
     /// Redis: send `WAIT N 0` after each write (N replicas must have it),
     /// Redis's nearest equivalent of a majority acknowledgement.
     #[arg(long, value_name = "N")]
@@ -115,6 +123,7 @@ impl Load {
             ttl: Duration::from_secs(3600),
             indexed: self.indexed,
             redis_wait: self.redis_wait,
+            owner: !self.no_owner,
         }
     }
 }
@@ -167,6 +176,25 @@ pub struct Outcome {
     pub seconds: f64,
     /// Latency histogram in microseconds.
     pub hist: Histogram<u64>,
+    /// CPU seconds the load generator used over the timed phase.
+    pub generator_cpu: Option<f64>,
+    /// CPU seconds the server used over the timed phase (when its pid is known).
+    pub server_cpu: Option<f64>,
+}
+
+/// CPU seconds (user and system) process `pid` (this one for `None`) has
+/// used, from `/proc` (Linux; clock ticks of 1/100 s, the kernel's USER_HZ).
+#[must_use]
+pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |p| format!("/proc/{p}/stat"));
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name may hold spaces: fields count from after its ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 impl Outcome {
@@ -182,6 +210,18 @@ impl Outcome {
         self.hist.value_at_quantile(q)
     }
 
+    /// Cores the load generator kept busy on average.
+    #[must_use]
+    pub fn generator_cores(&self) -> Option<f64> {
+        self.generator_cpu.map(|c| c / self.seconds.max(1e-9))
+    }
+
+    /// Cores the server kept busy on average.
+    #[must_use]
+    pub fn server_cores(&self) -> Option<f64> {
+        self.server_cpu.map(|c| c / self.seconds.max(1e-9))
+    }
+
     fn json(&self, label: &str, load: &Load, workload: Workload) -> serde_json::Value {
         json!({
             "target": label,
@@ -191,12 +231,14 @@ impl Outcome {
             "ops": self.ops, "errors": self.errors, "seconds": self.seconds,
             "ops_per_sec": self.rate(),
             "latency_us": {"p50": self.us(0.5), "p90": self.us(0.9), "p99": self.us(0.99), "p999": self.us(0.999), "max": self.hist.max()},
+            "generator_cpu_cores": self.generator_cores(),
+            "server_cpu_cores": self.server_cores(),
         })
     }
 
     fn line(&self, label: &str, workload: Workload, load: &Load) -> String {
         format!(
-            "{label} {workload:?} c={} p={}: {} ops in {:.2}s = {:.0} ops/s, errors {}; latency us p50 {} p90 {} p99 {} p99.9 {} max {}",
+            "{label} {workload:?} c={} p={}: {} ops in {:.2}s = {:.0} ops/s, errors {}; latency us p50 {} p90 {} p99 {} p99.9 {} max {}; generator CPU {} cores",
             load.concurrency,
             load.pipeline,
             self.ops,
@@ -207,7 +249,9 @@ impl Outcome {
             self.us(0.9),
             self.us(0.99),
             self.us(0.999),
-            self.hist.max()
+            self.hist.max(),
+            self.generator_cores()
+                .map_or_else(|| "?".to_owned(), |c| format!("{c:.2}"))
         )
     }
 }
@@ -258,6 +302,8 @@ pub async fn run(
         })
     });
     let started = Instant::now();
+    let generator_before = cpu_seconds(None);
+    let server_before = load.server_pid.and_then(|p| cpu_seconds(Some(p)));
     let mut tasks = Vec::new();
     for t in 0..load.concurrency.max(1) {
         let (target, issued, done, shape) = (
@@ -297,6 +343,10 @@ pub async fn run(
         hist.add(h)?;
         errors += e;
     }
+    let seconds = started.elapsed().as_secs_f64();
+    let since = |before: Option<f64>, now: Option<f64>| Some(now? - before?);
+    let generator_cpu = since(generator_before, cpu_seconds(None));
+    let server_cpu = since(server_before, load.server_pid.and_then(|p| cpu_seconds(Some(p))));
     if let Some(t) = ticker {
         t.abort();
         eprintln!();
@@ -304,8 +354,10 @@ pub async fn run(
     Ok(Outcome {
         ops: hist.len(),
         errors,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
         hist,
+        generator_cpu,
+        server_cpu,
     })
 }
 

@@ -81,6 +81,8 @@ pub struct Shape {
     pub indexed: bool,
     /// Redis: `WAIT N 0` after each write.
     pub redis_wait: Option<u32>,
+    /// sessiond: give each session an owner (one of 10,000).
+    pub owner: bool,
 }
 
 impl Target {
@@ -414,13 +416,17 @@ impl Target {
     }
 }
 
-/// What every sessiond create of the harness sends: an owner (one of 10,000),
-/// the idle ttl and one attribute.
+/// What every sessiond create of the harness sends: an owner (one of 10,000;
+/// none with `--no-owner`), the idle ttl and one attribute.
 fn create_options(i: usize, shape: &Shape, value: String) -> CreateOptions {
-    CreateOptions::new()
-        .owner(format!("user{}", i % 10_000))
+    let opts = CreateOptions::new()
         .idle_ttl(shape.ttl)
-        .attr("data", Value::Str(value))
+        .attr("data", Value::Str(value));
+    if shape.owner {
+        opts.owner(format!("user{}", i % 10_000))
+    } else {
+        opts
+    }
 }
 
 /// Appends the Redis command `name` to `cmds`, for its arguments.
