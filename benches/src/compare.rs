@@ -238,7 +238,8 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
             format!("{:.2}x", bs.rate() / br.rate())
         });
         let cores = |o: Option<&Outcome>, f: fn(&Outcome) -> Option<f64>| {
-            o.and_then(f).map_or_else(|| "-".to_owned(), |c| format!("{c:.2}"))
+            o.and_then(f)
+                .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}"))
         };
         println!(
             "| {w:?} | {:.0} | {} | {ratio} | {} | {} | {} / {} | {} / {} |",
@@ -276,7 +277,10 @@ async fn memory(args: &CompareArgs, n: usize) -> anyhow::Result<()> {
         args.load.value_size
     );
     println!("|---|---:|---:|");
-    for (label, owner) in [("sessiond, each with an owner (indexed)", true), ("sessiond, no owner", false)] {
+    for (label, owner) in [
+        ("sessiond, each with an owner (indexed)", true),
+        ("sessiond, no owner", false),
+    ] {
         let s = start_sessiond(args)?;
         let before = s.rss_kib().unwrap_or(0);
         let l = Load {
@@ -290,7 +294,10 @@ async fn memory(args: &CompareArgs, n: usize) -> anyhow::Result<()> {
             (after.saturating_sub(before) * 1024) as f64 / n as f64
         );
     }
-    for (label, indexed) in [("redis, with owner sets (SADD)", true), ("redis, no owner sets", false)] {
+    for (label, indexed) in [
+        ("redis, with owner sets (SADD)", true),
+        ("redis, no owner sets", false),
+    ] {
         let Some(r) = start_redis(args)? else {
             break;
         };

@@ -186,7 +186,10 @@ pub struct Outcome {
 /// used, from `/proc` (Linux; clock ticks of 1/100 s, the kernel's USER_HZ).
 #[must_use]
 pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
-    let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |p| format!("/proc/{p}/stat"));
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_owned(),
+        |p| format!("/proc/{p}/stat"),
+    );
     let stat = std::fs::read_to_string(path).ok()?;
     // The command name may hold spaces: fields count from after its ')'.
     let rest = stat.rsplit_once(')')?.1;
@@ -346,7 +349,10 @@ pub async fn run(
     let seconds = started.elapsed().as_secs_f64();
     let since = |before: Option<f64>, now: Option<f64>| Some(now? - before?);
     let generator_cpu = since(generator_before, cpu_seconds(None));
-    let server_cpu = since(server_before, load.server_pid.and_then(|p| cpu_seconds(Some(p))));
+    let server_cpu = since(
+        server_before,
+        load.server_pid.and_then(|p| cpu_seconds(Some(p))),
+    );
     if let Some(t) = ticker {
         t.abort();
         eprintln!();
