@@ -10,6 +10,7 @@
 //! [`http`] for how each workload maps onto it).
 
 mod compare;
+mod multi;
 mod http;
 mod target;
 
@@ -109,6 +110,10 @@ pub struct Load {
     /// phase is reported beside the generator's.
     #[arg(skip)]
     pub server_pid: Option<u32>,
+    /// Run as one of `--processes`: say READY after preloading, start on a
+    /// line from stdin, print the histogram with the result.
+    #[arg(long, hide = true)]
+    pub child: bool,
     /// Redis: send `WAIT N 0` after each write (N replicas must have it),
     /// Redis's nearest equivalent of a majority acknowledgement.
     #[arg(long, value_name = "N")]
@@ -151,6 +156,13 @@ struct Cli {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Load-generator processes (default 1): each runs `--concurrency` tasks
+    /// on its own connections against its own share of `--keyspace` (and of
+    /// `--requests`); all start their timed phase together and their
+    /// results are merged. Use it when one process cannot offer more than
+    /// the server takes (compare the generator's CPU with the cores it has).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
     /// Worker threads of the load generator (default: one per core). On a
     /// machine shared with the server under test, 1 leaves it the most CPU
     /// and spares the generator cross-thread wake-ups; it applies to every
@@ -235,6 +247,7 @@ impl Outcome {
             "ops_per_sec": self.rate(),
             "latency_us": {"p50": self.us(0.5), "p90": self.us(0.9), "p99": self.us(0.99), "p999": self.us(0.999), "max": self.hist.max()},
             "generator_cpu_cores": self.generator_cores(),
+            "generator_cpu_seconds": self.generator_cpu,
             "server_cpu_cores": self.server_cores(),
         })
     }
@@ -304,6 +317,16 @@ pub async fn run(
             }
         })
     });
+    if load.child {
+        // Preloaded: wait for the word to start, with the other processes.
+        println!("READY");
+        std::io::Write::flush(&mut std::io::stdout())?;
+        tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)
+        })
+        .await??;
+    }
     let started = Instant::now();
     let generator_before = cpu_seconds(None);
     let server_before = load.server_pid.and_then(|p| cpu_seconds(Some(p)));
@@ -378,13 +401,28 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Some(Command::Compare(args)) => compare::compare(args).await,
             None => {
-                let progress = !cli.json && std::io::stderr().is_terminal();
-                let outcome = run(&cli.target, cli.workload, &cli.load, progress).await?;
-                let label = cli.target.split("://").next().unwrap_or("target");
-                if cli.json {
-                    println!("{}", outcome.json(label, &cli.load, cli.workload));
+                let progress = !cli.json && !cli.load.child && std::io::stderr().is_terminal();
+                let outcome = if cli.processes > 1 {
+                    multi::run(cli.processes, &cli.load).await?
                 } else {
-                    println!("{}", outcome.line(label, cli.workload, &cli.load));
+                    run(&cli.target, cli.workload, &cli.load, progress).await?
+                };
+                let label = cli.target.split("://").next().unwrap_or("target");
+                if cli.load.child {
+                    let mut v = outcome.json(label, &cli.load, cli.workload);
+                    v["histogram"] = multi::histogram_pairs(&outcome.hist);
+                    println!("{v}");
+                } else if cli.json {
+                    let mut v = outcome.json(label, &cli.load, cli.workload);
+                    v["processes"] = cli.processes.into();
+                    println!("{v}");
+                } else {
+                    let line = outcome.line(label, cli.workload, &cli.load);
+                    if cli.processes > 1 {
+                        println!("{line} ({} processes)", cli.processes);
+                    } else {
+                        println!("{line}");
+                    }
                 }
                 Ok(())
             }
