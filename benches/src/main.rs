@@ -10,8 +10,8 @@
 //! [`http`] for how each workload maps onto it).
 
 mod compare;
-mod multi;
 mod http;
+mod multi;
 mod target;
 
 use std::io::IsTerminal;
