@@ -45,6 +45,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(apis::routes())
         .merge(ops::routes())
+        // An unknown path or method is answered in JSON too, in the envelope
+        // of the API the path belongs to.
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
         // Every body is bounded in size and time, read before any handler
         // runs (see `guard`); the extractors' own limit stays as a second line.
         .layer(DefaultBodyLimit::max(limit))
@@ -57,6 +61,26 @@ pub fn router(state: AppState) -> Router {
             ops::track,
         ))
         .with_state(state)
+}
+
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> axum::response::Response {
+    apis::error_for_path(
+        &method,
+        uri.path(),
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route",
+    )
+}
+
+async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> axum::response::Response {
+    apis::error_for_path(
+        &method,
+        uri.path(),
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 /// The embedded daemon's settings: sessiond's defaults (or

@@ -272,3 +272,23 @@ async fn a_full_store_answers_507_and_health_says_so() {
     assert_eq!(health["store"], "full", "{health}");
     assert_eq!(health["status"], "degraded", "{health}");
 }
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_answered_in_json() {
+    let b = common::start().await;
+    let http = reqwest::Client::new();
+    let r = http.get(b.url("/no/such/route")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "not_found", "{v}");
+    // Under an API's prefix, in that API's envelope.
+    let r = http.get(b.url("/api/session/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status_code"], 404, "{v}");
+    let r = http.put(b.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.headers().contains_key("allow"), "{:?}", r.headers());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "method_not_allowed", "{v}");
+}

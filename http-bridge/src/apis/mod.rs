@@ -61,6 +61,8 @@ pub fn error_for_path(
     } else if under("/api/v1") {
         // This API's errors are short phrases.
         let phrase = match status.as_u16() {
+            404 => "Not found",
+            405 => "Method not allowed",
             413 => "Payload too large",
             429 => "Too many requests",
             _ => message,
