@@ -19,7 +19,7 @@ pub struct Namespace {
 /// The intern table. Lookups take a read lock; only a namespace's first use writes.
 #[derive(Debug)]
 pub struct Namespaces {
-    by_name: RwLock<HashMap<Arc<str>, u32>>,
+    by_name: RwLock<HashMap<Arc<str>, u32, ahash::RandomState>>,
     by_id: RwLock<Vec<Arc<Namespace>>>,
     max: usize,
 }
@@ -29,7 +29,7 @@ impl Namespaces {
     #[must_use]
     pub fn new(max: usize) -> Self {
         Self {
-            by_name: RwLock::new(HashMap::new()),
+            by_name: RwLock::new(HashMap::with_hasher(ahash::RandomState::new())),
             by_id: RwLock::new(Vec::new()),
             max,
         }
