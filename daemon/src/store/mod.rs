@@ -189,7 +189,9 @@ impl Snapshot {
             head: Session {
                 namespace: namespace.to_owned(),
                 id: self.id,
-                owner: self.owner.map(|o| o.to_string()),
+                // A plain copy: `to_string` on `Arc<str>` goes through `Display`
+                // (3.8% of a get's instructions under callgrind).
+                owner: self.owner.map(|o| String::from(&*o)),
                 created_at_ms: self.created_at,
                 last_active_ms: self.last_active,
                 expires_at_ms: finite(self.expires_at),
