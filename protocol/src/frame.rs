@@ -66,6 +66,16 @@ impl bincode::enc::write::Writer for BufWriter<'_> {
     }
 }
 
+/// Counts the bytes an encoding would take, writing none.
+struct CountWriter(usize);
+
+impl bincode::enc::write::Writer for CountWriter {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0 += bytes.len();
+        Ok(())
+    }
+}
+
 /// Appends one frame holding `msg` to `buf`.
 ///
 /// # Errors
@@ -236,6 +246,20 @@ pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
     })
 }
 
+/// The length of [`encode_value`]'s encoding of `value`, without allocating it.
+///
+/// # Errors
+/// [`EncodeError::Codec`] if the codec refuses the value.
+pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, EncodeError> {
+    let mut count = CountWriter(0);
+    bincode::serde::encode_into_writer(value, &mut count, config()).map_err(|e| {
+        EncodeError::Codec {
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(count.0)
+}
+
 /// Appends the encoding of `value` (as [`encode_value`] makes it) to `out`.
 /// On error `out` is left as it was.
 ///
@@ -305,6 +329,21 @@ mod tests {
         let mut buf = BytesMut::new();
         encode_frame(msg, &mut buf).unwrap();
         buf.to_vec()
+    }
+
+    #[test]
+    fn encoded_len_is_the_length_of_the_encoding() {
+        let values = [
+            Op::Ping,
+            Op::Hello(Hello {
+                protocol_version: 1,
+                auth_token: None,
+                client_name: Some("x".repeat(300)),
+            }),
+        ];
+        for v in &values {
+            assert_eq!(encoded_len(v).unwrap(), encode_value(v).unwrap().len());
+        }
     }
 
     #[test]

@@ -79,8 +79,8 @@ impl Proposer {
     /// Proposes `cmd` (in a batch with whatever else waits) and answers how
     /// it ended. The caller bounds the wait.
     pub async fn propose(&self, cmd: Command) -> Proposed {
-        let size =
-            sessiond_protocol::frame::encode_value(&cmd).map_or(MAX_BATCH_BYTES, |b| b.len());
+        // Counted, not encoded: the log encodes the entry once, later.
+        let size = sessiond_protocol::frame::encoded_len(&cmd).unwrap_or(MAX_BATCH_BYTES);
         let (done, rx) = oneshot::channel();
         if self.tx.send(Pending { cmd, size, done }).await.is_err() {
             return Proposed::NotLeader(None);

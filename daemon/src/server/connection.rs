@@ -263,39 +263,29 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 }
                 Some(_) => {}
                 None => match limit.map(|l| l.1) {
-                    Some(Deadline::Hello) => {
-                        info!("no complete hello in time; closing");
-                        let timeout = self.shared.config.hello_timeout;
-                        self.push(
-                            0,
-                            Reply::Error(WireError::new(
-                                ErrorCode::TimedOut,
-                                format!(
-                                    "no complete hello within {} ms of connecting",
-                                    timeout.as_millis()
-                                ),
-                            )),
-                        );
-                        return Ok(Close::Protocol);
-                    }
-                    Some(Deadline::Frame) => {
-                        info!("a frame was not completed in time; closing");
-                        let timeout = self.shared.config.frame_timeout;
-                        self.push(
-                            0,
-                            Reply::Error(WireError::new(
-                                ErrorCode::TimedOut,
-                                format!(
-                                    "a frame was not completed within {} ms of its first byte",
-                                    timeout.as_millis()
-                                ),
-                            )),
-                        );
-                        return Ok(Close::Protocol);
-                    }
                     Some(Deadline::Idle) | None => {
                         info!("idle timeout");
                         return Ok(Close::Quiet);
+                    }
+                    Some(deadline) => {
+                        let config = &self.shared.config;
+                        let message = if matches!(deadline, Deadline::Hello) {
+                            format!(
+                                "no complete hello within {} ms of connecting",
+                                config.hello_timeout.as_millis()
+                            )
+                        } else {
+                            format!(
+                                "a frame was not completed within {} ms of its first byte",
+                                config.frame_timeout.as_millis()
+                            )
+                        };
+                        info!(%message, "closing");
+                        self.push(
+                            0,
+                            Reply::Error(WireError::new(ErrorCode::TimedOut, message)),
+                        );
+                        return Ok(Close::Protocol);
                     }
                 },
             }
