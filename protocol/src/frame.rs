@@ -284,6 +284,30 @@ pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError>
     decode_exact(bytes)
 }
 
+/// Decodes any protocol value in place: `&str` and `&[u8]` fields borrow
+/// from `bytes` instead of being copied. The whole of `bytes` must be one
+/// value.
+///
+/// # Errors
+/// [`DecodeError`] if the bytes are not exactly one valid `T`.
+pub fn decode_value_in_place<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+) -> Result<T, DecodeError> {
+    let (msg, used) =
+        bincode::serde::borrow_decode_from_slice::<T, _>(bytes, config()).map_err(|e| {
+            DecodeError::Malformed {
+                reason: e.to_string(),
+            }
+        })?;
+    if used != bytes.len() {
+        return Err(DecodeError::TrailingBytes {
+            used,
+            len: bytes.len(),
+        });
+    }
+    Ok(msg)
+}
+
 /// Decodes a request from a frame payload (as returned by [`split_frame`]).
 ///
 /// # Errors

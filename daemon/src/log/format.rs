@@ -66,7 +66,7 @@
 //! is, and is removed.
 
 use serde::{Deserialize, Serialize};
-use sessiond_protocol::frame::{decode_value, encode_value_into};
+use sessiond_protocol::frame::{decode_value_in_place, encode_value_into};
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"SESSIOND";
@@ -336,77 +336,342 @@ pub fn batch_record(changes: &[crate::store::Change]) -> Option<LogRecord> {
     }
 }
 
-/// Format version 1 (no LSNs, no aliases), read for files written by older
-/// builds.
+/// Format version 1 (no LSNs, no aliases), read in place for files written
+/// by older builds; a batch inside a batch does not decode.
 mod v1 {
     use serde::Deserialize;
 
+    use super::{NestedBatch, PutView, RecordRef};
+
     #[derive(Deserialize)]
-    pub(super) struct PutImage {
-        namespace: String,
+    pub(super) struct PutImage<'a> {
+        namespace: &'a str,
         id: [u8; 16],
-        owner: Option<String>,
+        #[serde(borrow)]
+        owner: Option<&'a str>,
         created_at: u64,
         last_active: u64,
         idle_ttl: Option<u64>,
         max_lifetime: Option<u64>,
         version: u64,
-        #[serde(with = "sessiond_protocol::blob")]
-        attrs: Vec<u8>,
+        attrs: &'a [u8],
     }
 
     #[derive(Deserialize)]
-    pub(super) enum LogRecord {
-        Put(PutImage),
+    pub(super) enum LogRecord<'a> {
+        Put(#[serde(borrow)] PutImage<'a>),
         Delete {
-            namespace: String,
+            namespace: &'a str,
             id: [u8; 16],
             tombstone_until: u64,
         },
-        Batch(Vec<LogRecord>),
+        Batch(#[serde(borrow)] Vec<Flat<'a>>),
     }
 
-    impl From<LogRecord> for super::LogRecord {
-        fn from(r: LogRecord) -> Self {
+    #[derive(Deserialize)]
+    pub(super) enum Flat<'a> {
+        Put(#[serde(borrow)] PutImage<'a>),
+        Delete {
+            namespace: &'a str,
+            id: [u8; 16],
+            tombstone_until: u64,
+        },
+        Batch(NestedBatch),
+    }
+
+    fn put(p: PutImage<'_>) -> RecordRef<'_> {
+        RecordRef::Put(PutView {
+            lsn: 0,
+            namespace: p.namespace,
+            id: p.id,
+            owner: p.owner,
+            created_at: p.created_at,
+            last_active: p.last_active,
+            idle_ttl: p.idle_ttl,
+            max_lifetime: p.max_lifetime,
+            version: p.version,
+            attrs: p.attrs,
+        })
+    }
+
+    fn delete<'a>(namespace: &'a str, id: [u8; 16], tombstone_until: u64) -> RecordRef<'a> {
+        RecordRef::Delete {
+            lsn: 0,
+            namespace,
+            id,
+            tombstone_until,
+        }
+    }
+
+    impl<'a> From<LogRecord<'a>> for RecordRef<'a> {
+        fn from(r: LogRecord<'a>) -> Self {
             match r {
-                LogRecord::Put(p) => Self::Put(super::PutImage {
-                    lsn: 0,
-                    namespace: p.namespace,
-                    id: p.id,
-                    owner: p.owner,
-                    created_at: p.created_at,
-                    last_active: p.last_active,
-                    idle_ttl: p.idle_ttl,
-                    max_lifetime: p.max_lifetime,
-                    version: p.version,
-                    attrs: p.attrs,
-                }),
+                LogRecord::Put(p) => put(p),
                 LogRecord::Delete {
                     namespace,
                     id,
                     tombstone_until,
-                } => Self::Delete {
-                    lsn: 0,
-                    namespace,
-                    id,
-                    tombstone_until,
-                },
-                LogRecord::Batch(records) => {
-                    Self::Batch(records.into_iter().map(Into::into).collect())
-                }
+                } => delete(namespace, id, tombstone_until),
+                LogRecord::Batch(records) => Self::Batch(
+                    records
+                        .into_iter()
+                        .map(|f| match f {
+                            Flat::Put(p) => put(p),
+                            Flat::Delete {
+                                namespace,
+                                id,
+                                tombstone_until,
+                            } => delete(namespace, id, tombstone_until),
+                            Flat::Batch(NestedBatch) => {
+                                unreachable!("a nested batch never decodes")
+                            }
+                        })
+                        .collect(),
+                ),
             }
         }
     }
 }
 
-/// Decodes one payload of a file in format `version`.
-fn decode_record(payload: &[u8], version: u16) -> Result<LogRecord, String> {
+/// A [`LogRecord`] read in place: strings and attributes borrowed from the
+/// file's bytes (replay allocates nothing per field). Same variants, same
+/// fields, same order: the same bytes decode as either. A batch inside a
+/// batch does not decode (no file can make decoding recurse deeply).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub enum RecordRef<'a> {
+    /// [`LogRecord::Put`].
+    Put(#[serde(borrow)] PutView<'a>),
+    /// [`LogRecord::Delete`].
+    Delete {
+        /// Order among the key's changes.
+        lsn: u64,
+        /// Namespace name.
+        namespace: &'a str,
+        /// Session id.
+        id: [u8; 16],
+        /// End of the tombstone.
+        tombstone_until: u64,
+    },
+    /// [`LogRecord::Batch`], never nested.
+    Batch(#[serde(borrow, deserialize_with = "flat_refs")] Vec<RecordRef<'a>>),
+    /// [`LogRecord::Alias`].
+    Alias {
+        /// Order among the changes to `id`.
+        lsn: u64,
+        /// Namespace name.
+        namespace: &'a str,
+        /// The old id.
+        id: [u8; 16],
+        /// The id it was rotated to.
+        to: [u8; 16],
+        /// End of the grace period.
+        until: u64,
+    },
+    /// [`LogRecord::Checkpoint`].
+    Checkpoint {
+        /// The next LSN when the snapshot's walk began.
+        lsn: u64,
+    },
+}
+
+/// [`PutImage`] read in place.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PutView<'a> {
+    /// Order among the key's changes.
+    pub lsn: u64,
+    /// Namespace name.
+    pub namespace: &'a str,
+    /// Session id.
+    pub id: [u8; 16],
+    /// Owner.
+    #[serde(borrow)]
+    pub owner: Option<&'a str>,
+    /// Creation time (ms).
+    pub created_at: u64,
+    /// Last activity (ms).
+    pub last_active: u64,
+    /// Sliding ttl (ms).
+    pub idle_ttl: Option<u64>,
+    /// Absolute lifetime (ms).
+    pub max_lifetime: Option<u64>,
+    /// Version.
+    pub version: u64,
+    /// Encoded attribute map.
+    pub attrs: &'a [u8],
+}
+
+/// A record of a batch as decoded: [`RecordRef`]'s variants with a batch
+/// refused in its place (variant indices are positions).
+#[derive(Deserialize)]
+enum FlatRef<'a> {
+    Put(#[serde(borrow)] PutView<'a>),
+    Delete {
+        lsn: u64,
+        namespace: &'a str,
+        id: [u8; 16],
+        tombstone_until: u64,
+    },
+    Batch(NestedBatch),
+    Alias {
+        lsn: u64,
+        namespace: &'a str,
+        id: [u8; 16],
+        to: [u8; 16],
+        until: u64,
+    },
+    Checkpoint {
+        lsn: u64,
+    },
+}
+
+/// Never decodes: a batch inside a batch.
+struct NestedBatch;
+
+impl<'de> Deserialize<'de> for NestedBatch {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("a batch inside a batch"))
+    }
+}
+
+fn flat_refs<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<RecordRef<'a>>, D::Error> {
+    let flat = Vec::<FlatRef<'a>>::deserialize(d)?;
+    flat.into_iter()
+        .map(|f| match f {
+            FlatRef::Put(p) => Ok(RecordRef::Put(p)),
+            FlatRef::Delete {
+                lsn,
+                namespace,
+                id,
+                tombstone_until,
+            } => Ok(RecordRef::Delete {
+                lsn,
+                namespace,
+                id,
+                tombstone_until,
+            }),
+            FlatRef::Batch(NestedBatch) => Err(serde::de::Error::custom("a batch inside a batch")),
+            FlatRef::Alias {
+                lsn,
+                namespace,
+                id,
+                to,
+                until,
+            } => Ok(RecordRef::Alias {
+                lsn,
+                namespace,
+                id,
+                to,
+                until,
+            }),
+            FlatRef::Checkpoint { lsn } => Ok(RecordRef::Checkpoint { lsn }),
+        })
+        .collect()
+}
+
+impl RecordRef<'_> {
+    /// An owned copy.
+    #[must_use]
+    pub fn to_owned(&self) -> LogRecord {
+        match self {
+            Self::Put(p) => LogRecord::Put(PutImage {
+                lsn: p.lsn,
+                namespace: p.namespace.to_owned(),
+                id: p.id,
+                owner: p.owner.map(str::to_owned),
+                created_at: p.created_at,
+                last_active: p.last_active,
+                idle_ttl: p.idle_ttl,
+                max_lifetime: p.max_lifetime,
+                version: p.version,
+                attrs: p.attrs.to_vec(),
+            }),
+            Self::Delete {
+                lsn,
+                namespace,
+                id,
+                tombstone_until,
+            } => LogRecord::Delete {
+                lsn: *lsn,
+                namespace: (*namespace).to_owned(),
+                id: *id,
+                tombstone_until: *tombstone_until,
+            },
+            Self::Batch(records) => LogRecord::Batch(records.iter().map(Self::to_owned).collect()),
+            Self::Alias {
+                lsn,
+                namespace,
+                id,
+                to,
+                until,
+            } => LogRecord::Alias {
+                lsn: *lsn,
+                namespace: (*namespace).to_owned(),
+                id: *id,
+                to: *to,
+                until: *until,
+            },
+            Self::Checkpoint { lsn } => LogRecord::Checkpoint { lsn: *lsn },
+        }
+    }
+}
+
+impl LogRecord {
+    /// This record as a [`RecordRef`] borrowing from it.
+    #[must_use]
+    pub fn as_ref(&self) -> RecordRef<'_> {
+        match self {
+            Self::Put(p) => RecordRef::Put(PutView {
+                lsn: p.lsn,
+                namespace: &p.namespace,
+                id: p.id,
+                owner: p.owner.as_deref(),
+                created_at: p.created_at,
+                last_active: p.last_active,
+                idle_ttl: p.idle_ttl,
+                max_lifetime: p.max_lifetime,
+                version: p.version,
+                attrs: &p.attrs,
+            }),
+            Self::Delete {
+                lsn,
+                namespace,
+                id,
+                tombstone_until,
+            } => RecordRef::Delete {
+                lsn: *lsn,
+                namespace,
+                id: *id,
+                tombstone_until: *tombstone_until,
+            },
+            Self::Batch(records) => RecordRef::Batch(records.iter().map(Self::as_ref).collect()),
+            Self::Alias {
+                lsn,
+                namespace,
+                id,
+                to,
+                until,
+            } => RecordRef::Alias {
+                lsn: *lsn,
+                namespace,
+                id: *id,
+                to: *to,
+                until: *until,
+            },
+            Self::Checkpoint { lsn } => RecordRef::Checkpoint { lsn: *lsn },
+        }
+    }
+}
+
+/// Decodes one payload of a file in format `version`, in place.
+fn decode_record(payload: &[u8], version: u16) -> Result<RecordRef<'_>, String> {
     if version == 1 {
-        decode_value::<v1::LogRecord>(payload)
+        decode_value_in_place::<v1::LogRecord<'_>>(payload)
             .map(Into::into)
             .map_err(|e| e.to_string())
     } else {
-        decode_value::<LogRecord>(payload).map_err(|e| e.to_string())
+        decode_value_in_place::<RecordRef<'_>>(payload).map_err(|e| e.to_string())
     }
 }
 
@@ -460,11 +725,12 @@ pub enum Tail {
     Empty,
 }
 
-/// The result of scanning one file.
+/// The result of scanning one file: its records owned ([`scan`]) or read in
+/// place ([`scan_in_place`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scan {
+pub struct Scan<R = LogRecord> {
     /// The valid records, in order.
-    pub records: Vec<LogRecord>,
+    pub records: Vec<R>,
     /// Bytes up to the end of the last valid record (header included).
     pub valid_len: u64,
     /// How the file ends.
@@ -507,6 +773,17 @@ fn lost_write(bytes: &[u8], from: usize, to: usize) -> bool {
 /// segment, the only place a crash can leave a torn tail.
 #[must_use]
 pub fn scan(bytes: &[u8], kind: FileKind, newest: bool) -> Scan {
+    let s = scan_in_place(bytes, kind, newest);
+    Scan {
+        records: s.records.iter().map(RecordRef::to_owned).collect(),
+        valid_len: s.valid_len,
+        tail: s.tail,
+    }
+}
+
+/// [`scan`], with the records borrowing from `bytes`.
+#[must_use]
+pub fn scan_in_place(bytes: &[u8], kind: FileKind, newest: bool) -> Scan<RecordRef<'_>> {
     let mut records = Vec::new();
     let corrupt = |offset: usize, reason: String, records| Scan {
         records,

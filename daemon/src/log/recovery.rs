@@ -16,12 +16,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sessiond_protocol::Ttl;
+use sessiond_protocol::{SessionId, Ttl};
 use tracing::{info, warn};
 
-use super::format::{self, FileKind, LogRecord, PutRef, Tail};
+use super::format::{self, FileKind, LogRecord, PutRef, RecordRef, Tail};
 use super::vfs::{DirLock, LockError, Vfs, VfsFile};
 use super::{file_name, io_err, parse_name, LogConfig, LogError};
+use crate::store::record::Key;
 use crate::store::{Restored, Store};
 
 /// What [`open`] hands to the writer.
@@ -162,21 +163,36 @@ fn remove(vfs: &dyn Vfs, path: &Path) -> Result<(), LogError> {
 }
 
 /// Replays records into a store under the ordering rule.
+///
+/// A replay may take one part of the keys (`part` of `parts`, by a hash of
+/// the session id): the ordering rule is per key, so replays of disjoint
+/// parts of the same records can run on several threads at once, each
+/// reading every record in file order and applying those of its keys
+/// ([`replay_all`]).
 pub(crate) struct Replay<'a> {
     store: &'a Store,
     now: u64,
-    /// Namespaces by name, numbered locally (the keys of `last`).
-    namespaces: HashMap<String, u32>,
-    /// The namespace of the last record, and its number.
+    part: u64,
+    parts: u64,
+    /// The namespace of the last record, and its number in the store.
     last_ns: Option<(String, u32)>,
     /// The last LSN applied to each key.
-    last: HashMap<(u32, [u8; 16]), u64>,
+    last: HashMap<(u32, [u8; 16]), u64, ahash::RandomState>,
     /// The highest LSN seen.
     max_lsn: u64,
     /// The snapshot's checkpoint: records below it are in its images.
     floor: u64,
     applied: u64,
     skipped: u64,
+}
+
+/// The part of the keys a session id belongs to, of `parts`.
+fn part_of(id: &[u8; 16], parts: u64) -> u64 {
+    let (a, b) = id.split_at(8);
+    let a = u64::from_le_bytes(a.try_into().unwrap_or_default());
+    let b = u64::from_le_bytes(b.try_into().unwrap_or_default());
+    // Ids are random or time-ordered: mix both halves before taking a part.
+    ((a ^ b).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % parts
 }
 
 impl<'a> Replay<'a> {
@@ -186,13 +202,20 @@ impl<'a> Replay<'a> {
         self.last.reserve(records.saturating_sub(self.last.len()));
     }
 
+    #[cfg(test)]
     pub(crate) fn new(store: &'a Store) -> Self {
+        Self::part(store, 0, 1)
+    }
+
+    /// The replay of part `part` of `parts` of the keys.
+    fn part(store: &'a Store, part: u64, parts: u64) -> Self {
         Self {
             store,
             now: store.now_ms(),
-            namespaces: HashMap::new(),
+            part,
+            parts,
             last_ns: None,
-            last: HashMap::new(),
+            last: HashMap::default(),
             max_lsn: 0,
             floor: 0,
             applied: 0,
@@ -200,51 +223,71 @@ impl<'a> Replay<'a> {
         }
     }
 
-    /// Whether a record of LSN `lsn` on (`namespace`, `id`) is newer than
-    /// what was applied there (records of version 1 files, LSN 0, always
-    /// are: they apply in file order).
-    fn newer(&mut self, namespace: &str, id: [u8; 16], lsn: u64) -> bool {
-        if lsn == 0 {
-            return true;
-        }
-        self.max_lsn = self.max_lsn.max(lsn);
-        if lsn < self.floor {
-            self.skipped += 1;
-            return false;
-        }
+    /// Whether records of `id` are this replay's to apply.
+    fn mine(&self, id: &[u8; 16]) -> bool {
+        self.parts == 1 || part_of(id, self.parts) == self.part
+    }
+
+    /// The store's key of (`namespace`, `id`); `None` past the namespace
+    /// limit.
+    fn key(&mut self, namespace: &str, id: [u8; 16]) -> Option<Key> {
         // Consecutive records are mostly of one namespace.
         let ns = match &self.last_ns {
             Some((name, ns)) if name == namespace => *ns,
             _ => {
-                let ns = match self.namespaces.get(namespace) {
-                    Some(&ns) => ns,
-                    None => {
-                        let next = self.namespaces.len() as u32;
-                        self.namespaces.insert(namespace.to_owned(), next);
-                        next
-                    }
-                };
+                let ns = self.store.restore_namespace(namespace)?;
                 self.last_ns = Some((namespace.to_owned(), ns));
                 ns
             }
         };
-        let last = self.last.entry((ns, id)).or_insert(0);
+        Some(Key {
+            ns,
+            id: SessionId(id),
+        })
+    }
+
+    /// The key of a record of LSN `lsn` on (`namespace`, `id`) if it is newer
+    /// than what was applied there (records of version 1 files, LSN 0,
+    /// always are: they apply in file order).
+    fn newer(&mut self, namespace: &str, id: [u8; 16], lsn: u64) -> Option<Key> {
+        if lsn != 0 {
+            self.max_lsn = self.max_lsn.max(lsn);
+            if lsn < self.floor {
+                self.skipped += 1;
+                return None;
+            }
+        }
+        let key = self.key(namespace, id)?;
+        if lsn == 0 {
+            return Some(key);
+        }
+        let last = self.last.entry((key.ns, id)).or_insert(0);
         if lsn > *last {
             *last = lsn;
-            true
+            Some(key)
         } else {
             self.skipped += 1;
-            false
+            None
         }
     }
 
+    /// Applies an owned record.
+    #[cfg(test)]
     pub(crate) fn apply(&mut self, record: LogRecord) {
-        self.applied += 1;
+        self.apply_ref(&record.as_ref());
+    }
+
+    /// Applies a record read in place (if its key is in this replay's part).
+    pub(crate) fn apply_ref(&mut self, record: &RecordRef<'_>) {
         match record {
-            LogRecord::Put(p) => {
-                if self.newer(&p.namespace, p.id, p.lsn) {
+            RecordRef::Put(p) => {
+                if !self.mine(&p.id) {
+                    return;
+                }
+                self.applied += 1;
+                if let Some(key) = self.newer(p.namespace, p.id, p.lsn) {
                     let r = Restored {
-                        owner: p.owner.as_deref(),
+                        owner: p.owner,
                         created_at: p.created_at,
                         last_active: p.last_active,
                         ttl: Ttl {
@@ -252,52 +295,135 @@ impl<'a> Replay<'a> {
                             max_lifetime_ms: p.max_lifetime,
                         },
                         version: p.version,
-                        attrs: &p.attrs,
+                        attrs: p.attrs,
                     };
-                    self.store.restore_put(&p.namespace, p.id, r, self.now);
+                    self.store.restore_put(key, r, self.now);
                 }
             }
-            LogRecord::Delete {
+            RecordRef::Delete {
                 lsn,
                 namespace,
                 id,
                 tombstone_until,
             } => {
-                if self.newer(&namespace, id, lsn) {
-                    self.store
-                        .restore_delete(&namespace, id, tombstone_until, self.now);
+                if !self.mine(id) {
+                    return;
+                }
+                self.applied += 1;
+                if let Some(key) = self.newer(namespace, *id, *lsn) {
+                    self.store.restore_delete(key, *tombstone_until, self.now);
                 }
             }
-            LogRecord::Alias {
+            RecordRef::Alias {
                 lsn,
                 namespace,
                 id,
                 to,
                 until,
             } => {
+                if !self.mine(id) {
+                    return;
+                }
+                self.applied += 1;
                 // An alias is laid once, with its id's delete, and never
                 // changed: it only needs the LSN's high-water mark (and to
                 // be newer than a snapshot that already holds it).
-                self.max_lsn = self.max_lsn.max(lsn);
-                if lsn != 0 && lsn < self.floor {
+                self.max_lsn = self.max_lsn.max(*lsn);
+                if *lsn != 0 && *lsn < self.floor {
                     return;
                 }
-                self.store
-                    .restore_alias(&namespace, id, to, until, self.now);
-            }
-            LogRecord::Batch(records) => {
-                self.applied -= 1;
-                for r in records {
-                    self.apply(r);
+                if let Some(key) = self.key(namespace, *id) {
+                    self.store.restore_alias(key, *to, *until, self.now);
                 }
             }
-            LogRecord::Checkpoint { lsn } => {
-                self.applied -= 1;
-                self.floor = self.floor.max(lsn);
-                self.max_lsn = self.max_lsn.max(lsn);
+            RecordRef::Batch(records) => {
+                for r in records {
+                    self.apply_ref(r);
+                }
+            }
+            RecordRef::Checkpoint { lsn } => {
+                // Every part takes it.
+                self.floor = self.floor.max(*lsn);
+                self.max_lsn = self.max_lsn.max(*lsn);
             }
         }
     }
+}
+
+/// Replays in parts on threads of their own.
+pub(crate) struct Replays<'a> {
+    parts: Vec<Replay<'a>>,
+    /// Files of fewer records are replayed on the calling thread.
+    parallel_from: usize,
+}
+
+/// Below this many records a file is replayed on the calling thread.
+const PARALLEL_FROM: usize = 4096;
+
+impl<'a> Replays<'a> {
+    /// `threads` replays (at least one), each of its part of the keys.
+    pub(crate) fn new(store: &'a Store, threads: usize) -> Self {
+        let parts = threads.max(1) as u64;
+        Self {
+            parts: (0..parts).map(|p| Replay::part(store, p, parts)).collect(),
+            parallel_from: PARALLEL_FROM,
+        }
+    }
+
+    /// Threads even for the smallest file (tests).
+    #[cfg(test)]
+    pub(crate) fn always_threaded(mut self) -> Self {
+        self.parallel_from = 0;
+        self
+    }
+
+    /// Room for about `records` keys in all.
+    fn reserve(&mut self, records: usize) {
+        let each = records / self.parts.len();
+        for p in &mut self.parts {
+            p.reserve(each);
+        }
+    }
+
+    /// Applies `records` (in file order) under the ordering rule, each part
+    /// on its own thread.
+    pub(crate) fn apply_all(&mut self, records: &[RecordRef<'_>]) {
+        if self.parts.len() == 1 || records.len() < self.parallel_from {
+            // One thread: each part in turn (a part skips the others' keys).
+            for p in &mut self.parts {
+                for r in records {
+                    p.apply_ref(r);
+                }
+            }
+            return;
+        }
+        std::thread::scope(|s| {
+            for p in &mut self.parts {
+                s.spawn(move || {
+                    for r in records {
+                        p.apply_ref(r);
+                    }
+                });
+            }
+        });
+    }
+
+    fn max_lsn(&self) -> u64 {
+        self.parts.iter().map(|p| p.max_lsn).max().unwrap_or(0)
+    }
+
+    fn applied(&self) -> u64 {
+        self.parts.iter().map(|p| p.applied).sum()
+    }
+
+    fn skipped(&self) -> u64 {
+        self.parts.iter().map(|p| p.skipped).sum()
+    }
+}
+
+/// Threads for a replay: the cores this process may use, at most 16.
+fn replay_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
 }
 
 /// Replays the data dir into `store` and opens a fresh segment.
@@ -307,30 +433,30 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
     let lock = lock(vfs, dir)?;
     let started = std::time::Instant::now();
     let (segments, snapshots) = list(vfs, dir)?;
-    let mut replay = Replay::new(store);
+    let mut replay = Replays::new(store, replay_threads());
     let mut bytes_read = 0u64;
     let mut base = 0;
     if let Some(&n) = snapshots.last() {
         let path = dir.join(file_name(FileKind::Snapshot, n));
         let bytes = vfs.read(&path).map_err(io_err("read", &path))?;
         bytes_read += bytes.len() as u64;
-        let s = format::scan(&bytes, FileKind::Snapshot, false);
-        if let Tail::Corrupt { offset, reason } = s.tail {
+        // About one record per 300 bytes (a session's image).
+        store.reserve_records(bytes.len() / 300);
+        let s = format::scan_in_place(&bytes, FileKind::Snapshot, false);
+        if let Tail::Corrupt { offset, reason } = &s.tail {
             // A snapshot is complete before it is renamed into place, so any
             // damage is the disk's; repair keeps what precedes it.
             if !config.repair {
                 return Err(LogError::Corrupt {
                     file: path,
-                    offset,
-                    reason,
+                    offset: *offset,
+                    reason: reason.clone(),
                 });
             }
-            let copy = cut(vfs, &path, &bytes, offset)?;
+            let copy = cut(vfs, &path, &bytes, *offset)?;
             warn!(file = %path.display(), offset, reason, copy = %copy.display(), "repair: cut a damaged snapshot");
         }
-        for r in s.records {
-            replay.apply(r);
-        }
+        replay.apply_all(&s.records);
         base = n;
         for old in snapshots.iter().filter(|m| **m < n) {
             remove(vfs, &dir.join(file_name(FileKind::Snapshot, *old)))?;
@@ -344,7 +470,7 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
     while let Some(&n) = live.last() {
         let path = dir.join(file_name(FileKind::Segment, n));
         let bytes = vfs.read(&path).map_err(io_err("read", &path))?;
-        if format::scan(&bytes, FileKind::Segment, true).tail != Tail::Empty {
+        if format::scan_in_place(&bytes, FileKind::Segment, true).tail != Tail::Empty {
             newest_bytes = Some(bytes);
             break;
         }
@@ -363,53 +489,73 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
         .iter()
         .filter_map(|n| vfs_len(vfs, &dir.join(file_name(FileKind::Segment, *n))))
         .sum();
-    replay.reserve(
-        usize::try_from(segment_bytes / 300)
-            .unwrap_or(0)
-            .min(1 << 24),
-    );
-    for (i, n) in live.iter().enumerate() {
-        let path = dir.join(file_name(FileKind::Segment, *n));
-        let newest = i + 1 == live.len();
-        let stashed = if newest { newest_bytes.take() } else { None };
-        let bytes = match stashed {
-            Some(bytes) => bytes,
-            None => vfs.read(&path).map_err(io_err("read", &path))?,
-        };
-        bytes_read += bytes.len() as u64;
-        let s = format::scan(&bytes, FileKind::Segment, newest);
-        match &s.tail {
-            Tail::Clean => {}
-            Tail::Empty => {
-                // Its creation never finished (a crash, or a full disk): it
-                // holds no record.
-                warn!(file = %path.display(), bytes = bytes.len(), "removing a segment that holds no record (its creation never finished)");
-                remove(vfs, &path)?;
-                sync_dir(vfs, dir)?;
-                continue;
-            }
-            Tail::Torn { offset } => {
-                let copy = cut_torn(vfs, &path, &bytes, *offset)?;
-                warn!(file = %path.display(), offset, copy, "cut the end of the log that a crash left half written (it was never acknowledged; a copy is kept)");
-            }
-            Tail::Corrupt { offset, reason } => {
-                if !config.repair {
-                    return Err(LogError::Corrupt {
-                        file: path,
-                        offset: *offset,
-                        reason: reason.clone(),
-                    });
+    let expected = usize::try_from(segment_bytes / 300)
+        .unwrap_or(0)
+        .min(1 << 24);
+    replay.reserve(expected);
+    store.reserve_records(expected.saturating_sub(store.len()));
+    // Files are read one ahead of the replay, on a thread of their own, so
+    // that the disk and the replay overlap (at most two files are held).
+    let stashed_newest = newest_bytes.is_some();
+    let ahead: Vec<PathBuf> = live
+        .iter()
+        .take(live.len() - usize::from(stashed_newest))
+        .map(|n| dir.join(file_name(FileKind::Segment, *n)))
+        .collect();
+    std::thread::scope(|scope| -> Result<(), LogError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        scope.spawn(move || {
+            for path in ahead {
+                let read = vfs.read(&path).map_err(io_err("read", &path));
+                if tx.send(read).is_err() {
+                    break;
                 }
-                let copy = cut(vfs, &path, &bytes, *offset)?;
-                warn!(file = %path.display(), offset, reason, copy = %copy.display(), "repair: cut damaged log records");
             }
+        });
+        for (i, n) in live.iter().enumerate() {
+            let path = dir.join(file_name(FileKind::Segment, *n));
+            let newest = i + 1 == live.len();
+            let stashed = if newest { newest_bytes.take() } else { None };
+            let bytes = match stashed {
+                Some(bytes) => bytes,
+                None => rx.recv().map_err(|_| {
+                    io_err("read", &path)(std::io::Error::other("reader stopped"))
+                })??,
+            };
+            bytes_read += bytes.len() as u64;
+            let s = format::scan_in_place(&bytes, FileKind::Segment, newest);
+            match &s.tail {
+                Tail::Clean => {}
+                Tail::Empty => {
+                    // Its creation never finished (a crash, or a full disk): it
+                    // holds no record.
+                    warn!(file = %path.display(), bytes = bytes.len(), "removing a segment that holds no record (its creation never finished)");
+                    remove(vfs, &path)?;
+                    sync_dir(vfs, dir)?;
+                    continue;
+                }
+                Tail::Torn { offset } => {
+                    let copy = cut_torn(vfs, &path, &bytes, *offset)?;
+                    warn!(file = %path.display(), offset, copy, "cut the end of the log that a crash left half written (it was never acknowledged; a copy is kept)");
+                }
+                Tail::Corrupt { offset, reason } => {
+                    if !config.repair {
+                        return Err(LogError::Corrupt {
+                            file: path,
+                            offset: *offset,
+                            reason: reason.clone(),
+                        });
+                    }
+                    let copy = cut(vfs, &path, &bytes, *offset)?;
+                    warn!(file = %path.display(), offset, reason, copy = %copy.display(), "repair: cut damaged log records");
+                }
+            }
+            log_bytes += s.valid_len;
+            replay.apply_all(&s.records);
         }
-        log_bytes += s.valid_len;
-        for r in s.records {
-            replay.apply(r);
-        }
-    }
-    store.restore_lsn(replay.max_lsn + 1);
+        Ok(())
+    })?;
+    store.restore_lsn(replay.max_lsn() + 1);
     // The newest segment may hold records a crash left unsynced (in the page
     // cache): they are synced before a newer segment exists, since only the
     // newest may end torn.
@@ -427,8 +573,8 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
     let secs = started.elapsed().as_secs_f64();
     info!(
         dir = %dir.display(),
-        records = replay.applied,
-        superseded = replay.skipped,
+        records = replay.applied(),
+        superseded = replay.skipped(),
         live = store.len(),
         mb = bytes_read as f64 / 1e6,
         secs,
@@ -565,16 +711,14 @@ pub(crate) fn load_snapshot(store: &Store, body: &[u8]) -> Result<usize, String>
     let mut file = Vec::with_capacity(format::HEADER_LEN + body.len());
     file.extend_from_slice(&format::header(FileKind::Snapshot));
     file.extend_from_slice(body);
-    let scan = format::scan(&file, FileKind::Snapshot, false);
+    let scan = format::scan_in_place(&file, FileKind::Snapshot, false);
     if let format::Tail::Corrupt { offset, reason } = &scan.tail {
         return Err(format!("snapshot damaged at byte {offset}: {reason}"));
     }
-    let mut replay = Replay::new(store);
+    let mut replay = Replays::new(store, replay_threads());
     let n = scan.records.len();
-    for r in scan.records {
-        replay.apply(r);
-    }
-    store.restore_lsn(replay.max_lsn + 1);
+    replay.apply_all(&scan.records);
+    store.restore_lsn(replay.max_lsn() + 1);
     Ok(n)
 }
 
@@ -619,7 +763,7 @@ pub fn check_dir_on(vfs: &dyn Vfs, dir: &Path, repair: bool) -> Result<Vec<FileR
     for (kind, n) in files {
         let path = dir.join(file_name(kind, n));
         let bytes = vfs.read(&path).map_err(io_err("read", &path))?;
-        let s = format::scan(&bytes, kind, kind == FileKind::Segment && Some(n) == newest);
+        let s = format::scan_in_place(&bytes, kind, kind == FileKind::Segment && Some(n) == newest);
         let mut repaired = false;
         if repair {
             match s.tail {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sessiond_protocol::{SessionId, Ttl};
 
 use super::record::{self, Key, Record, NEVER};
-use super::{OwnerKey, Sink, Store, Timer, TOMBSTONE_BYTES};
+use super::{OwnerKey, Store, Timer, TOMBSTONE_BYTES};
 
 /// A record as read from the log, for [`Store::restore_put`].
 #[derive(Debug, Clone, Copy)]
@@ -29,20 +29,30 @@ pub struct Restored<'a> {
 }
 
 impl Store {
-    /// The key of (`namespace`, `id`), interning the namespace; `None` (with
+    /// The interned number of `namespace` for restored records; `None` (with
     /// a warning) past the namespace limit.
-    fn restore_key(&self, namespace: &str, id: [u8; 16]) -> Option<Key> {
-        let Some(ns) = self.namespaces.intern(namespace) else {
+    pub fn restore_namespace(&self, namespace: &str) -> Option<u32> {
+        let ns = self.namespaces.intern(namespace);
+        if ns.is_none() {
             tracing::warn!(
                 max = self.config.max_namespaces,
                 "log names more namespaces than allowed; record skipped"
             );
-            return None;
-        };
-        Some(Key {
-            ns,
-            id: SessionId(id),
-        })
+        }
+        ns
+    }
+
+    /// Makes room for about `records` more records up front (a replay that
+    /// knows how many are coming then never rehashes a growing table).
+    pub fn reserve_records(&self, records: usize) {
+        let shards = self.records.shards();
+        let each = records.div_ceil(shards.len());
+        let hasher = self.records.hasher();
+        for shard in shards {
+            shard
+                .write()
+                .reserve(each, |(k, _)| std::hash::BuildHasher::hash_one(hasher, k));
+        }
     }
 
     /// Takes away whatever record is at `key` (replay replaces, never merges).
@@ -70,19 +80,20 @@ impl Store {
         self.alias_count.store(0, Ordering::Relaxed);
     }
 
-    /// Puts back a record read from the log, replacing whatever is at its key;
-    /// dropped if it has expired by `now`. A put wins over an earlier
-    /// tombstone of the same id.
-    pub fn restore_put(&self, namespace: &str, id: [u8; 16], r: Restored<'_>, now: u64) {
-        let Some(key) = self.restore_key(namespace, id) else {
-            return;
-        };
-        self.restore_clear(&key);
+    /// Puts back a record read from the log at `key` (of
+    /// [`Store::restore_namespace`]), replacing whatever is there; dropped if
+    /// it has expired by `now`. A put wins over an earlier tombstone of the
+    /// same id. Records of one key must be restored from one thread in log
+    /// order; keys may be restored from several threads at once.
+    pub fn restore_put(&self, key: Key, r: Restored<'_>, now: u64) {
         let expires_at = Record::deadline(r.created_at, r.last_active, r.ttl);
         if expires_at <= now {
+            self.restore_clear(&key);
             return;
         }
-        if self.tombstones.remove(&key).is_some() {
+        if self.tombstone_count.load(Ordering::Relaxed) > 0
+            && self.tombstones.remove(&key).is_some()
+        {
             self.tombstone_count.fetch_sub(1, Ordering::Relaxed);
             self.add_mem(-TOMBSTONE_BYTES);
         }
@@ -108,9 +119,26 @@ impl Store {
             },
             r.attrs,
         );
-        // The key was emptied above, so this cannot collide; no journal is
-        // attached during recovery, so nothing is logged.
-        let _ = self.put_new(key, rec, now, Sink::Direct);
+        // One lookup whether or not a record was there (most keys appear
+        // once); no journal is attached during recovery, so nothing is
+        // logged.
+        let size = rec.mem_size() as i64;
+        let new_owner = rec.owner().cloned();
+        match self.records.insert(key, rec) {
+            None => self.namespaces.add_records(key.ns, 1),
+            Some(old) => {
+                self.add_mem(-(old.mem_size() as i64));
+                if let Some(owner) = old.owner() {
+                    // The same entry was indexed again above: leave it.
+                    let same = new_owner.as_ref().is_some_and(|n| **n == **owner)
+                        && old.created_at() == r.created_at;
+                    if !same {
+                        self.unindex_owner(key.ns, owner, old.created_at(), key.id);
+                    }
+                }
+            }
+        }
+        self.add_mem(size);
         if expires_at != NEVER {
             self.schedule(expires_at, Timer::Record(key));
         }
@@ -118,10 +146,7 @@ impl Store {
 
     /// Applies a delete read from the log: the record goes, and its tombstone
     /// (if it has not ended by `now`) comes back.
-    pub fn restore_delete(&self, namespace: &str, id: [u8; 16], tombstone_until: u64, now: u64) {
-        let Some(key) = self.restore_key(namespace, id) else {
-            return;
-        };
+    pub fn restore_delete(&self, key: Key, tombstone_until: u64, now: u64) {
         self.restore_clear(&key);
         if tombstone_until > now {
             self.add_tombstone(key, tombstone_until);
@@ -130,13 +155,10 @@ impl Store {
 
     /// Puts back a rotation's grace alias (`id` resolves to `to` until
     /// `until`), unless it has ended by `now`.
-    pub fn restore_alias(&self, namespace: &str, id: [u8; 16], to: [u8; 16], until: u64, now: u64) {
+    pub fn restore_alias(&self, key: Key, to: [u8; 16], until: u64, now: u64) {
         if until <= now {
             return;
         }
-        let Some(key) = self.restore_key(namespace, id) else {
-            return;
-        };
         if self.aliases.insert(key, (SessionId(to), until)).is_none() {
             self.alias_count.fetch_add(1, Ordering::Relaxed);
         }
