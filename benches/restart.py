@@ -14,10 +14,10 @@ times on the same files and prints each time and the median.
         --bench target/release/sessiond-bench --sessions 1000000 [--redis redis-server]
         [--compact] [--no-owner] [--rounds 3]
 
---compact: stop sessiond once with everything in segments, then also time a
-start after a compaction (a snapshot plus the segments after it): sessiond is
-started with --compact-ratio 1.0 so that the preload's segments are
-compacted as it goes.
+--compact: time a start after a compaction instead (a snapshot plus the
+segments after it): the N sessions are created and then each updated once
+(`--workload update --preload N --requests N`), with --compact-ratio 1.1, so
+the log outgrows the live data and is compacted while the updates run.
 """
 
 import argparse
@@ -87,10 +87,13 @@ def rss_mb(pid):
     return 0.0
 
 
-def preload(bench, url, args):
-    cmd = [bench, "--threads", "1", "--target", url, "--workload", "preload",
-           "--requests", str(args.sessions), "--concurrency", "64",
-           "--value-size", str(args.value_size)]
+def preload(bench, url, args, compact=False):
+    cmd = [bench, "--threads", "1", "--target", url, "--concurrency", "64",
+           "--value-size", str(args.value_size), "--requests", str(args.sessions)]
+    if compact:
+        cmd += ["--workload", "update", "--preload", str(args.sessions)]
+    else:
+        cmd += ["--workload", "preload"]
     if args.no_owner:
         cmd.append("--no-owner")
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -125,12 +128,12 @@ def run_sessiond(args, work):
     if args.compact:
         # Compactions while the preload runs: the restart reads a snapshot
         # and the segments after it.
-        extra = ["--compact-ratio", args.compact_ratio, "--compact-min-bytes", "1000000"]
+        extra = ["--compact-ratio", args.compact_ratio]
     port = free_port()
     p = subprocess.Popen(sessiond_cmd(args, port, data, extra),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_sessiond(port, p, time.monotonic() + 60)
-    preload(args.bench, f"sessiond://127.0.0.1:{port}", args)
+    preload(args.bench, f"sessiond://127.0.0.1:{port}", args, args.compact)
     p.send_signal(signal.SIGTERM)
     p.wait()
     files = sorted(os.listdir(data))
@@ -181,7 +184,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-owner", action="store_true")
     ap.add_argument("--compact", action="store_true")
-    ap.add_argument("--compact-ratio", default="1.0")
+    ap.add_argument("--compact-ratio", default="1.1")
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="restart-")

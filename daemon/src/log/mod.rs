@@ -213,6 +213,9 @@ pub struct Log {
     /// after the records of the current segment, which writes acknowledged
     /// before they reach the file are sure to fit in.
     headroom: AtomicU64,
+    /// The last reservation got less than it asked for: the disk is short
+    /// of room (as opposed to the writer being behind its reservations).
+    room_short: AtomicBool,
 }
 
 /// Counters of the log.
@@ -265,6 +268,7 @@ impl Log {
             fault: AtomicBool::new(false),
             sync_requested: AtomicBool::new(false),
             headroom: AtomicU64::new(0),
+            room_short: AtomicBool::new(false),
         });
         let (segment, start_error) = match opened.segment {
             Ok(f) => (Some(f), None),
@@ -491,15 +495,48 @@ impl Journal for Log {
         // Without `always`, a write is acknowledged before it reaches the
         // file: only while the space it goes to is reserved, so that a full
         // disk cannot leave an acknowledged write stuck in memory.
-        if self.policy != FsyncPolicy::Always
-            && self.headroom.load(Ordering::Relaxed) < backlog as u64 + RESERVE_MARGIN
-        {
+        if self.out_of_reserved_room() {
+            if self.room_short.load(Ordering::Relaxed) {
+                return Err(
+                    "writes are refused until the log can reserve disk space for them: the disk is full"
+                        .into(),
+                );
+            }
             return Err(
-                "writes are refused until the log can reserve disk space for them: the disk is full"
+                "the log is behind its reserved disk space (writes outran the disk); retry shortly"
                     .into(),
             );
         }
         Ok(())
+    }
+}
+
+impl Log {
+    /// Without `always`: whether the space reserved ahead of the records is
+    /// used up by what waits to be written (writes are refused meanwhile).
+    fn out_of_reserved_room(&self) -> bool {
+        self.policy != FsyncPolicy::Always
+            && self.headroom.load(Ordering::Relaxed)
+                < self.backlog.load(Ordering::Relaxed) as u64 + RESERVE_MARGIN
+    }
+
+    /// Whether a write would be refused only because the writer has not yet
+    /// reserved room for it (a burst, or a segment roll under way), not for
+    /// a full disk or a failing log: such a write is worth holding back
+    /// briefly instead of refusing it (see [`Log::wait_for_room`]).
+    #[must_use]
+    pub fn behind_reservations(&self) -> bool {
+        self.out_of_reserved_room()
+            && !self.room_short.load(Ordering::Relaxed)
+            && !self.failing.load(Ordering::Acquire)
+    }
+
+    /// Waits, up to `limit`, while [`Log::behind_reservations`] holds.
+    pub async fn wait_for_room(&self, limit: Duration) {
+        let until = tokio::time::Instant::now() + limit;
+        while self.behind_reservations() && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 }
 
@@ -877,9 +914,13 @@ impl Writer {
         if self.wants_reserve() {
             if let Some(seg) = self.segment.as_mut() {
                 let from = self.zeroed_to.max(self.segment_len);
-                if let Some(end) = fill_zeros(seg.as_mut(), from, self.config.prefill) {
+                let got = fill_zeros(seg.as_mut(), from, self.config.prefill);
+                if let Some(end) = got {
                     self.zeroed_to = end;
                 }
+                // Less than asked: the disk is short of room.
+                let short = got.is_none_or(|end| end < from + self.config.prefill);
+                self.log.room_short.store(short, Ordering::Relaxed);
             }
         }
         let headroom = self.zeroed_to.saturating_sub(self.segment_len);
@@ -929,7 +970,12 @@ impl Writer {
                 }
             };
             let from = format::HEADER_LEN as u64;
-            let Some(end) = fill_zeros(file.as_mut(), from, self.config.prefill) else {
+            let got = fill_zeros(file.as_mut(), from, self.config.prefill);
+            self.log.room_short.store(
+                got.is_none_or(|end| end < from + self.config.prefill),
+                Ordering::Relaxed,
+            );
+            let Some(end) = got else {
                 drop(file);
                 let path = self.dir.join(file_name(FileKind::Segment, next));
                 let _ = vfs.remove(&path);

@@ -936,6 +936,10 @@ fn disk_full_under_everysec_acknowledges_only_into_reserved_space() {
         c.attrs.insert("pad".into(), Value::Bytes(vec![1; 1000]));
         match s.create(c) {
             Ok(made) => taken.push(made.id),
+            // The writer has not yet found the disk full: a moment's wait.
+            Err(crate::store::StoreError::Unavailable(m)) if m.contains("behind") => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             Err(e) => break e,
         }
         assert!(taken.len() < 100_000, "never refused");
@@ -970,6 +974,52 @@ fn disk_full_under_everysec_acknowledges_only_into_reserved_space() {
 
 /// Under `always` the log zero-fills ahead in 8 MiB chunks; on a disk with
 /// less room than a chunk it writes without, to the last byte there is.
+/// Under `everysec`, a write that finds the reserved space used up by what
+/// waits to be written (a burst, a roll under way) on a disk with room is
+/// told the log is behind, not that the disk is full, and a connection
+/// holds it back until the writer has reserved more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_past_the_reservation_waits_for_the_writer_unless_the_disk_is_full() {
+    let (_disk, _clock, s, log) = sim_log(FsyncPolicy::EverySec);
+    s.create(create("app", None)).unwrap();
+    log.wait_durable_blocking(log.last_seq(), std::time::Duration::from_secs(5))
+        .unwrap();
+    let room = log.headroom.load(Ordering::Relaxed);
+    assert!(room > RESERVE_MARGIN, "{room}");
+    // The writer has not reserved ahead yet.
+    log.headroom.store(0, Ordering::Relaxed);
+    assert!(log.behind_reservations());
+    let refused = s.create(create("app", None)).unwrap_err();
+    assert!(
+        matches!(&refused, crate::store::StoreError::Unavailable(m) if m.contains("behind") && !m.contains("full")),
+        "{refused}"
+    );
+    // A connection's wait ends as soon as the writer catches up.
+    let writer = {
+        let log = Arc::clone(&log);
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            log.headroom.store(room, Ordering::Relaxed);
+        })
+    };
+    let started = std::time::Instant::now();
+    log.wait_for_room(std::time::Duration::from_secs(10)).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    writer.await.unwrap();
+    assert!(!log.behind_reservations());
+    s.create(create("app", None)).unwrap();
+    // A disk short of room is not waited for: it is full.
+    log.headroom.store(0, Ordering::Relaxed);
+    log.room_short.store(true, Ordering::Relaxed);
+    assert!(!log.behind_reservations());
+    let refused = s.create(create("app", None)).unwrap_err();
+    assert!(
+        matches!(&refused, crate::store::StoreError::Unavailable(m) if m.contains("disk is full")),
+        "{refused}"
+    );
+    log.shutdown();
+}
+
 #[test]
 fn disk_full_under_always_keeps_no_headroom_of_its_own() {
     let (disk, _clock, s, log) = sim_log(FsyncPolicy::Always);

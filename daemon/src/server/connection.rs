@@ -458,7 +458,16 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             }));
             return None;
         }
-        let write = self.durable.is_some() && dispatch::is_write(&op);
+        let is_write = dispatch::is_write(&op);
+        if is_write {
+            if let Some(log) = self.shared.log.as_ref().filter(|l| l.behind_reservations()) {
+                // A burst outran the log's reserved disk space (or a segment
+                // is being rolled): hold the write back a moment rather than
+                // refuse it; past the wait it is refused as before.
+                log.wait_for_room(ROOM_WAIT).await;
+            }
+        }
+        let write = self.durable.is_some() && is_write;
         let answer = dispatch::execute(self.shared, op);
         let applied = answer.error().is_none();
         let start = self.wbuf.len();
@@ -694,6 +703,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
 }
 
 /// Waits until the connection is closed to make room (never, once greeted).
+/// How long a write waits for the log to reserve disk space ahead of it
+/// before it is refused (a segment roll syncs the old segment first).
+const ROOM_WAIT: Duration = Duration::from_secs(2);
+
 async fn evicted(token: Option<&CancellationToken>) {
     match token {
         Some(t) => t.cancelled().await,
