@@ -571,6 +571,20 @@ fn flat_refs<'de: 'a, 'a, D: serde::Deserializer<'de>>(
 }
 
 impl RecordRef<'_> {
+    /// Whether this record, or one in its batch, carries no LSN (a version 1
+    /// file's record or a snapshot's image).
+    #[must_use]
+    pub fn unordered(&self) -> bool {
+        match self {
+            Self::Put(p) => p.lsn == 0,
+            Self::Delete { lsn, .. } | Self::Alias { lsn, .. } => *lsn == 0,
+            Self::Batch(records) => records.iter().any(Self::unordered),
+            Self::Checkpoint { .. } => false,
+        }
+    }
+}
+
+impl RecordRef<'_> {
     /// An owned copy.
     #[must_use]
     pub fn to_owned(&self) -> LogRecord {
@@ -767,6 +781,19 @@ fn lost_write(bytes: &[u8], from: usize, to: usize) -> bool {
         s += SECTOR;
     }
     false
+}
+
+/// The first record of a file whose header and first frame are sound (a
+/// snapshot's checkpoint, read before the rest of the snapshot is).
+#[must_use]
+pub fn first_record(bytes: &[u8], kind: FileKind) -> Option<RecordRef<'_>> {
+    let len = bytes.get(HEADER_LEN..HEADER_LEN + 4)?;
+    let len = u32::from_le_bytes(len.try_into().ok()?);
+    let end = HEADER_LEN + FRAME_HEADER_LEN + usize::try_from(len).ok()?;
+    scan_in_place(bytes.get(..end)?, kind, false)
+        .records
+        .into_iter()
+        .next()
 }
 
 /// Scans a whole file's bytes. `newest` says whether this is the newest

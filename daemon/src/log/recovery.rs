@@ -182,8 +182,33 @@ pub(crate) struct Replay<'a> {
     max_lsn: u64,
     /// The snapshot's checkpoint: records below it are in its images.
     floor: u64,
+    /// What a record without an LSN does in the pass under way.
+    unordered: Unordered,
     applied: u64,
     skipped: u64,
+}
+
+/// How a pass over a file's records goes (see [`Replays`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// In file order; a record without an LSN always applies.
+    Forward,
+    /// Newest file first (segments); within a file, records in file order
+    /// (the ordering rule makes the order free) unless some carry no LSN (a
+    /// version 1 file): then newest first, and a record without an LSN
+    /// applies only to a key no newer record decided, and then decides it.
+    Backward,
+    /// In file order, after every segment: a snapshot's images, each applied
+    /// only to a key no segment decided.
+    Images,
+}
+
+/// What a record without an LSN does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unordered {
+    Apply,
+    IfUndecidedThenDecide,
+    IfUndecided,
 }
 
 /// The part of the keys a session id belongs to, of `parts`.
@@ -218,6 +243,7 @@ impl<'a> Replay<'a> {
             last: HashMap::default(),
             max_lsn: 0,
             floor: 0,
+            unordered: Unordered::Apply,
             applied: 0,
             skipped: 0,
         }
@@ -246,9 +272,9 @@ impl<'a> Replay<'a> {
         })
     }
 
-    /// The key of a record of LSN `lsn` on (`namespace`, `id`) if it is newer
-    /// than what was applied there (records of version 1 files, LSN 0,
-    /// always are: they apply in file order).
+    /// The key of a record of LSN `lsn` on (`namespace`, `id`) if it is to
+    /// apply: newer than what was applied there; a record without an LSN (a
+    /// snapshot's image, a version 1 file) as the pass says.
     fn newer(&mut self, namespace: &str, id: [u8; 16], lsn: u64) -> Option<Key> {
         if lsn != 0 {
             self.max_lsn = self.max_lsn.max(lsn);
@@ -259,6 +285,21 @@ impl<'a> Replay<'a> {
         }
         let key = self.key(namespace, id)?;
         if lsn == 0 {
+            let decided = match self.unordered {
+                Unordered::Apply => false,
+                Unordered::IfUndecided => self.last.contains_key(&(key.ns, id)),
+                Unordered::IfUndecidedThenDecide => match self.last.entry((key.ns, id)) {
+                    std::collections::hash_map::Entry::Occupied(_) => true,
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(0);
+                        false
+                    }
+                },
+            };
+            if decided {
+                self.skipped += 1;
+                return None;
+            }
             return Some(key);
         }
         let last = self.last.entry((key.ns, id)).or_insert(0);
@@ -271,14 +312,36 @@ impl<'a> Replay<'a> {
         }
     }
 
+    /// Applies `records` as `pass` says.
+    fn apply_pass(&mut self, records: &[RecordRef<'_>], pass: Pass) {
+        self.unordered = match pass {
+            Pass::Forward => Unordered::Apply,
+            Pass::Backward => Unordered::IfUndecidedThenDecide,
+            Pass::Images => Unordered::IfUndecided,
+        };
+        // Within a file whose records all carry LSNs, the ordering rule makes
+        // the order free: file order then (owner sets grow at their end).
+        // Only records without one are taken newest first.
+        if pass == Pass::Backward && records.iter().any(RecordRef::unordered) {
+            for r in records.iter().rev() {
+                self.apply_ref(r, true);
+            }
+        } else {
+            for r in records {
+                self.apply_ref(r, false);
+            }
+        }
+    }
+
     /// Applies an owned record.
     #[cfg(test)]
     pub(crate) fn apply(&mut self, record: LogRecord) {
-        self.apply_ref(&record.as_ref());
+        self.apply_ref(&record.as_ref(), false);
     }
 
-    /// Applies a record read in place (if its key is in this replay's part).
-    pub(crate) fn apply_ref(&mut self, record: &RecordRef<'_>) {
+    /// Applies a record read in place (if its key is in this replay's part);
+    /// a batch's records newest first if `backward`.
+    pub(crate) fn apply_ref(&mut self, record: &RecordRef<'_>, backward: bool) {
         match record {
             RecordRef::Put(p) => {
                 if !self.mine(&p.id) {
@@ -337,8 +400,14 @@ impl<'a> Replay<'a> {
                 }
             }
             RecordRef::Batch(records) => {
-                for r in records {
-                    self.apply_ref(r);
+                if backward {
+                    for r in records.iter().rev() {
+                        self.apply_ref(r, true);
+                    }
+                } else {
+                    for r in records {
+                        self.apply_ref(r, false);
+                    }
                 }
             }
             RecordRef::Checkpoint { lsn } => {
@@ -388,24 +457,33 @@ impl<'a> Replays<'a> {
     /// Applies `records` (in file order) under the ordering rule, each part
     /// on its own thread.
     pub(crate) fn apply_all(&mut self, records: &[RecordRef<'_>]) {
+        self.apply(records, Pass::Forward);
+    }
+
+    /// Applies a file's `records` as `pass` says, each part on its own
+    /// thread.
+    pub(crate) fn apply(&mut self, records: &[RecordRef<'_>], pass: Pass) {
         if self.parts.len() == 1 || records.len() < self.parallel_from {
             // One thread: each part in turn (a part skips the others' keys).
             for p in &mut self.parts {
-                for r in records {
-                    p.apply_ref(r);
-                }
+                p.apply_pass(records, pass);
             }
             return;
         }
         std::thread::scope(|s| {
             for p in &mut self.parts {
-                s.spawn(move || {
-                    for r in records {
-                        p.apply_ref(r);
-                    }
-                });
+                s.spawn(move || p.apply_pass(records, pass));
             }
         });
+    }
+
+    /// Sets the snapshot's checkpoint before its images are applied (the
+    /// segments after it are replayed first).
+    fn set_floor(&mut self, lsn: u64) {
+        for p in &mut self.parts {
+            p.floor = p.floor.max(lsn);
+            p.max_lsn = p.max_lsn.max(lsn);
+        }
     }
 
     fn max_lsn(&self) -> u64 {
@@ -418,6 +496,15 @@ impl<'a> Replays<'a> {
 
     fn skipped(&self) -> u64 {
         self.parts.iter().map(|p| p.skipped).sum()
+    }
+}
+
+impl Drop for Replays<'_> {
+    /// The owner sets the replay filled are sorted once it is done.
+    fn drop(&mut self) {
+        if let Some(p) = self.parts.first() {
+            p.store.settle_owner_index();
+        }
     }
 }
 
@@ -436,27 +523,24 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
     let mut replay = Replays::new(store, replay_threads());
     let mut bytes_read = 0u64;
     let mut base = 0;
+    // The segments are replayed first, newest first, so that each key's
+    // newest record is the one materialised and older ones are skipped (by
+    // the ordering rule, the same state as in file order); the snapshot's
+    // images go last, each to a key no segment decided. Its checkpoint is
+    // needed first.
+    let mut snapshot = None;
     if let Some(&n) = snapshots.last() {
         let path = dir.join(file_name(FileKind::Snapshot, n));
         let bytes = vfs.read(&path).map_err(io_err("read", &path))?;
         bytes_read += bytes.len() as u64;
         // About one record per 300 bytes (a session's image).
         store.reserve_records(bytes.len() / 300);
-        let s = format::scan_in_place(&bytes, FileKind::Snapshot, false);
-        if let Tail::Corrupt { offset, reason } = &s.tail {
-            // A snapshot is complete before it is renamed into place, so any
-            // damage is the disk's; repair keeps what precedes it.
-            if !config.repair {
-                return Err(LogError::Corrupt {
-                    file: path,
-                    offset: *offset,
-                    reason: reason.clone(),
-                });
-            }
-            let copy = cut(vfs, &path, &bytes, *offset)?;
-            warn!(file = %path.display(), offset, reason, copy = %copy.display(), "repair: cut a damaged snapshot");
+        if let Some(RecordRef::Checkpoint { lsn }) =
+            format::first_record(&bytes, FileKind::Snapshot)
+        {
+            replay.set_floor(lsn);
         }
-        replay.apply_all(&s.records);
+        snapshot = Some((path, bytes));
         base = n;
         for old in snapshots.iter().filter(|m| **m < n) {
             remove(vfs, &dir.join(file_name(FileKind::Snapshot, *old)))?;
@@ -494,12 +578,14 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
         .min(1 << 24);
     replay.reserve(expected);
     store.reserve_records(expected.saturating_sub(store.len()));
-    // Files are read one ahead of the replay, on a thread of their own, so
-    // that the disk and the replay overlap (at most two files are held).
+    // Files are read one ahead of the replay (newest first), on a thread of
+    // their own, so that the disk and the replay overlap (at most two files
+    // are held besides the snapshot).
     let stashed_newest = newest_bytes.is_some();
     let ahead: Vec<PathBuf> = live
         .iter()
-        .take(live.len() - usize::from(stashed_newest))
+        .rev()
+        .skip(usize::from(stashed_newest))
         .map(|n| dir.join(file_name(FileKind::Segment, *n)))
         .collect();
     std::thread::scope(|scope| -> Result<(), LogError> {
@@ -512,7 +598,7 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
                 }
             }
         });
-        for (i, n) in live.iter().enumerate() {
+        for (i, n) in live.iter().enumerate().rev() {
             let path = dir.join(file_name(FileKind::Segment, *n));
             let newest = i + 1 == live.len();
             let stashed = if newest { newest_bytes.take() } else { None };
@@ -551,10 +637,27 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
                 }
             }
             log_bytes += s.valid_len;
-            replay.apply_all(&s.records);
+            replay.apply(&s.records, Pass::Backward);
         }
         Ok(())
     })?;
+    if let Some((path, bytes)) = snapshot {
+        let s = format::scan_in_place(&bytes, FileKind::Snapshot, false);
+        if let Tail::Corrupt { offset, reason } = &s.tail {
+            // A snapshot is complete before it is renamed into place, so any
+            // damage is the disk's; repair keeps what precedes it.
+            if !config.repair {
+                return Err(LogError::Corrupt {
+                    file: path,
+                    offset: *offset,
+                    reason: reason.clone(),
+                });
+            }
+            let copy = cut(vfs, &path, &bytes, *offset)?;
+            warn!(file = %path.display(), offset, reason, copy = %copy.display(), "repair: cut a damaged snapshot");
+        }
+        replay.apply(&s.records, Pass::Images);
+    }
     store.restore_lsn(replay.max_lsn() + 1);
     // The newest segment may hold records a crash left unsynced (in the page
     // cache): they are synced before a newer segment exists, since only the

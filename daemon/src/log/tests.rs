@@ -200,6 +200,7 @@ fn replay(bytes: &[u8], clock: &ManualClock) -> (Arc<Store>, Tail) {
     for r in scan.records {
         replay.apply(r);
     }
+    s.settle_owner_index();
     (s, scan.tail)
 }
 
@@ -232,12 +233,19 @@ proptest! {
     }
 }
 
-/// Replays `bytes` in `parts` parts of the keys, each on its own thread.
-fn replay_in_parts(bytes: &[u8], clock: &ManualClock, parts: usize) -> Arc<Store> {
+/// Replays `bytes` in `parts` parts of the keys, each on its own thread, in
+/// file order or newest record first.
+fn replay_in_parts(
+    bytes: &[u8],
+    clock: &ManualClock,
+    parts: usize,
+    pass: recovery::Pass,
+) -> Arc<Store> {
     let s = store(clock);
     let scan = format::scan_in_place(bytes, FileKind::Segment, true);
     let mut replay = recovery::Replays::new(&s, parts).always_threaded();
-    replay.apply_all(&scan.records);
+    replay.apply(&scan.records, pass);
+    drop(replay);
     s
 }
 
@@ -266,23 +274,26 @@ fn owner_index(s: &Store) -> BTreeMap<(String, String), Vec<[u8; 16]>> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// Replay split by key across threads builds the same store as one
-    /// replay: records, tombstones, rotation aliases and the owner index.
+    /// Replay split by key across threads, and replay newest record first,
+    /// build the same store as one replay in file order: records,
+    /// tombstones, rotation aliases and the owner index.
     #[test]
-    fn a_replay_in_parts_on_threads_builds_the_same_store(
+    fn a_replay_in_parts_or_newest_first_builds_the_same_store(
         ops in proptest::collection::vec(op(), 1..200),
         parts in 2..5usize,
     ) {
         let clock = ManualClock::new(NOW);
         let (bytes, states) = record(&ops, &clock);
-        let one = replay_in_parts(&bytes, &clock, 1);
-        let many = replay_in_parts(&bytes, &clock, parts);
+        let one = replay_in_parts(&bytes, &clock, 1, recovery::Pass::Forward);
         prop_assert_eq!(&dump(&one), &states.last().unwrap().1);
-        prop_assert_eq!(dump(&one), dump(&many));
-        prop_assert_eq!(tombstones(&one), tombstones(&many));
-        prop_assert_eq!(aliases(&one), aliases(&many));
-        prop_assert_eq!(owner_index(&one), owner_index(&many));
-        prop_assert_eq!(one.len(), many.len());
+        for pass in [recovery::Pass::Forward, recovery::Pass::Backward] {
+            let many = replay_in_parts(&bytes, &clock, parts, pass);
+            prop_assert_eq!(dump(&one), dump(&many), "{:?}", pass);
+            prop_assert_eq!(tombstones(&one), tombstones(&many), "{:?}", pass);
+            prop_assert_eq!(aliases(&one), aliases(&many), "{:?}", pass);
+            prop_assert_eq!(owner_index(&one), owner_index(&many), "{:?}", pass);
+            prop_assert_eq!(one.len(), many.len(), "{:?}", pass);
+        }
     }
 }
 

@@ -66,6 +66,47 @@ impl OwnerSet {
         }
     }
 
+    /// Adds `e` while a replay rebuilds the index: a small set takes it at
+    /// its end, sorted or not, until [`OwnerSet::settle`] (a replay that
+    /// reads the newest file first meets an owner's sessions newest first,
+    /// and would otherwise shift the set for each).
+    pub fn push_unsorted(&mut self, e: Entry) {
+        match self {
+            Self::Small(v) if v.len() < SMALL_MAX => v.push(e),
+            Self::Small(v) => {
+                let mut set: BTreeSet<Entry> = v.drain(..).collect();
+                set.insert(e);
+                *self = Self::Large(set);
+            }
+            Self::Large(s) => {
+                s.insert(e);
+            }
+        }
+    }
+
+    /// Removes one copy of `e` from a set, sorted or not (see
+    /// [`OwnerSet::push_unsorted`]); false if it was not there.
+    pub fn remove_unsorted(&mut self, e: &Entry) -> bool {
+        match self {
+            Self::Small(v) => match v.iter().position(|x| x == e) {
+                Some(i) => {
+                    v.remove(i);
+                    true
+                }
+                None => false,
+            },
+            Self::Large(s) => s.remove(e),
+        }
+    }
+
+    /// Sorts what [`OwnerSet::push_unsorted`] added (and drops copies).
+    pub fn settle(&mut self) {
+        if let Self::Small(v) = self {
+            v.sort_unstable();
+            v.dedup();
+        }
+    }
+
     /// Removes `e`; false if it was not there.
     pub fn remove(&mut self, e: &Entry) -> bool {
         match self {
@@ -200,6 +241,29 @@ mod tests {
                 prop_assert_eq!(set.len(), model.len());
                 prop_assert_eq!(set.is_empty(), model.is_empty());
             }
+        }
+    }
+
+    proptest! {
+        /// Pushed in any order, with removals, then settled: the same set
+        /// as one built in order.
+        #[test]
+        fn unsorted_then_settled_matches_a_btreeset(
+            steps in proptest::collection::vec((any::<bool>(), 0..700u64, 0..4u8), 1..1500),
+        ) {
+            let mut set = OwnerSet::default();
+            let mut model = BTreeSet::new();
+            for (add, t, i) in steps {
+                if add {
+                    if model.insert(entry(t, i)) {
+                        set.push_unsorted(entry(t, i));
+                    }
+                } else {
+                    prop_assert_eq!(set.remove_unsorted(&entry(t, i)), model.remove(&entry(t, i)));
+                }
+            }
+            set.settle();
+            prop_assert_eq!(set.after(None).collect::<Vec<_>>(), model.iter().copied().collect::<Vec<_>>());
         }
     }
 

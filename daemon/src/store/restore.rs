@@ -60,8 +60,35 @@ impl Store {
         if let Some((_, old)) = self.records.remove(key) {
             self.forget(key, &old);
             if let Some(owner) = &old.owner() {
-                self.unindex_owner(key.ns, owner, old.created_at(), key.id);
+                self.unindex_restored(key.ns, owner, old.created_at(), key.id);
             }
+        }
+    }
+
+    /// Removes an index entry of a set a replay may have left unsorted.
+    fn unindex_restored(&self, ns: u32, owner: &Arc<str>, created_at: u64, id: SessionId) {
+        let okey = OwnerKey {
+            ns,
+            owner: owner.clone(),
+        };
+        let now_empty = match self.owners.get_mut(&okey) {
+            Some(mut set) => {
+                set.remove_unsorted(&(created_at, id));
+                set.is_empty()
+            }
+            None => false,
+        };
+        if now_empty {
+            self.owners.remove_if(&okey, |_, s| s.is_empty());
+        }
+    }
+
+    /// Sorts the owner sets a replay filled (see
+    /// [`OwnerSet::push_unsorted`](super::owner_set::OwnerSet::push_unsorted));
+    /// a replay calls it when it is done.
+    pub fn settle_owner_index(&self) {
+        for mut set in self.owners.iter_mut() {
+            set.settle();
         }
     }
 
@@ -106,7 +133,7 @@ impl Store {
                     owner: Arc::from(o),
                 })
                 .or_default();
-            set.insert((r.created_at, key.id));
+            set.push_unsorted((r.created_at, key.id));
             Arc::clone(&set.key().owner)
         });
         let rec = Record::new(
@@ -123,18 +150,14 @@ impl Store {
         // once); no journal is attached during recovery, so nothing is
         // logged.
         let size = rec.mem_size() as i64;
-        let new_owner = rec.owner().cloned();
         match self.records.insert(key, rec) {
             None => self.namespaces.add_records(key.ns, 1),
             Some(old) => {
                 self.add_mem(-(old.mem_size() as i64));
                 if let Some(owner) = old.owner() {
-                    // The same entry was indexed again above: leave it.
-                    let same = new_owner.as_ref().is_some_and(|n| **n == **owner)
-                        && old.created_at() == r.created_at;
-                    if !same {
-                        self.unindex_owner(key.ns, owner, old.created_at(), key.id);
-                    }
+                    // One copy goes (if the new record has the same entry,
+                    // the copy pushed above stays).
+                    self.unindex_restored(key.ns, owner, old.created_at(), key.id);
                 }
             }
         }
