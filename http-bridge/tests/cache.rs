@@ -143,6 +143,59 @@ async fn bad_input_gets_400_in_the_envelope() {
     assert_eq!(r.status(), 413);
 }
 
+/// The document types `user_id` as a string: a number (or any other non-string)
+/// is refused with 400 in the envelope on both routes that take a body, and
+/// nothing is stored under its decimal text.
+#[tokio::test]
+async fn a_user_id_that_is_not_a_string_is_400() {
+    let b = common::start().await;
+    let http = common::http();
+    for user_id in [
+        json!(42),
+        json!(4.2),
+        json!(true),
+        json!(["42"]),
+        json!({"id": "42"}),
+    ] {
+        for route in ["/create", "/verify"] {
+            let r = http
+                .post(b.url(route))
+                .json(&json!({"user_id": user_id, "token": "t", "ttl": 60}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "{route} {user_id}");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(
+                v,
+                json!({"success": false, "message": "user_id must be a string"}),
+                "{route} {user_id}"
+            );
+        }
+    }
+    // Nothing was stored under "42".
+    let r = http.get(b.url("/session?user_id=42")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // The same id as a string is fine.
+    let r = http
+        .post(b.url("/create"))
+        .json(&json!({"user_id": "42", "token": "t", "ttl": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["message"]["user_id"], "42");
+    let r = http
+        .post(b.url("/verify"))
+        .json(&json!({"user_id": "42", "token": "t"}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v, json!({"success": true, "message": "true"}));
+}
+
 #[tokio::test]
 async fn a_dead_daemon_answers_503_and_the_bridge_recovers() {
     let mut d = common::ExternalDaemon::start().await;

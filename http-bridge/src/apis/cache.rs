@@ -8,6 +8,9 @@
 //! (`user_id`, `ttl`, `created_at`, `expired_at`; never the token); a user with
 //! no session answers 404 with `{"success":false,"message":"session not found"}`;
 //! bad input answers 400 and an unreachable daemon 503 in the same envelope.
+//! `user_id` must be a JSON string, as the document types it: `{"user_id": 42}`
+//! is 400 `{"success":false,"message":"user_id must be a string"}`, never
+//! stored as `"42"`.
 //! `ttl` is seconds (a number or a numeric string) or a duration such as
 //! `"30m"`; timestamps are RFC 3339 strings or Unix times (seconds, or
 //! milliseconds when larger than 10^12). A record disappears when the earlier
@@ -154,8 +157,12 @@ fn view(s: &Session) -> Json_ {
 fn user_id_of(v: Option<&Json_>) -> Result<String, &'static str> {
     match v {
         Some(Json_::String(s)) if !s.trim().is_empty() && s.len() <= 256 => Ok(s.clone()),
-        Some(Json_::Number(n)) => Ok(n.to_string()),
-        Some(_) => Err("user_id must be a non-empty string of at most 256 characters"),
+        // The document types it as a string: a number (or anything else) is
+        // refused rather than stored as its decimal text.
+        Some(Json_::String(_)) => {
+            Err("user_id must be a non-empty string of at most 256 characters")
+        }
+        Some(_) => Err("user_id must be a string"),
         None => Err("user_id is required"),
     }
 }
