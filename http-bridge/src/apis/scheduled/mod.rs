@@ -15,17 +15,32 @@
 //! reports them) and a string otherwise.
 //!
 //! Where the document is silent:
-//! - `startDateTime` and `endDateTime` are required on create (the response
-//!   always has them, and a session without times cannot be checked for
-//!   overlaps); `endDateTime` must be after `startDateTime`. Times are ISO 8601
-//!   (an offset-less time is UTC) and are returned as `...T09:00:00.000Z`.
+//! - `startDateTime` and `endDateTime` are optional on create, as the document
+//!   says (null is the same as absent); a PATCH sets or changes them, and
+//!   clears one with null. A session without one answers it as `null` (the
+//!   document lists them as strings, but null is the honest value when none was
+//!   given; the OpenAPI marks them nullable). When both are present
+//!   `endDateTime` must be after `startDateTime`. A session without both times
+//!   has no occurrence, so it overlaps nothing (it never gets or causes a 409).
+//!   Times are ISO 8601 (an offset-less time is UTC) and are returned as
+//!   `...T09:00:00.000Z`.
+//! - Overlaps (409) are checked against the other sessions of the same
+//!   timeline, and against the other sessions of the same user: the
+//!   authenticated subject that created the session (an administrator creating
+//!   a session on someone's timeline is its user), on whichever of their
+//!   timelines they are. Both are checked on create, and on a PATCH that
+//!   changes when the session happens (`startDateTime`, `endDateTime`, `type`,
+//!   `repeatCycleType`); the check against the user's sessions is made under
+//!   the user's lock (see [`store`]), so concurrent writes on two timelines of
+//!   one user cannot both overlap.
 //! - `repeatCycleType` is `DAILY` or `WEEKLY`, required for RECURRING and
 //!   refused for ONE_TIME. A recurring session repeats from its first
 //!   occurrence forever; an occurrence may last at most one period. A WEEKLY
 //!   session recurs on the UTC weekday of its `startDateTime`:
 //!   `recurringDayOfWeek` (`MONDAY`..`SUNDAY`) is derived from it, and one
-//!   given explicitly must agree. Overlaps are computed on these occurrences
-//!   (see [`schedule`]); back-to-back sessions do not overlap.
+//!   given explicitly must agree (without a `startDateTime` it is kept as
+//!   given). Overlaps are computed on these occurrences (see [`schedule`]);
+//!   back-to-back sessions do not overlap.
 //! - A timeline belongs to its creator. An unknown `timelineId` on create is
 //!   400 (the document's "invalid routine reference"), another user's is 403;
 //!   a session of another user's timeline is 404 (its existence is not
@@ -34,7 +49,8 @@
 //!   that makes a session ONE_TIME clears its recurrence fields.
 //! - A removed session is 404 for GET, PATCH and DELETE and is not listed.
 //! - `skip` defaults to 0, `take` to 10 (at most 100); the sort breaks ties by
-//!   creation time. POST answers 200, as the document says.
+//!   creation time. Sessions without a `startDateTime` come after all those
+//!   with one, in both orders. POST answers 200, as the document says.
 //! - An unreachable daemon is 503; a timeline kept busy by concurrent writers
 //!   for 5 s is 503 too.
 
@@ -196,8 +212,8 @@ fn session_view(s: &Sched) -> Value {
         "type": s.kind.as_str(),
         "timelineId": s.timeline_id.to_string(),
         "name": s.name,
-        "startDateTime": format_time(s.start),
-        "endDateTime": format_time(s.end),
+        "startDateTime": s.start.map(format_time),
+        "endDateTime": s.end.map(format_time),
         "repeatCycleType": s.cycle.map(Cycle::as_str),
         "recurringDayOfWeek": s.weekday.map(weekday_name),
         "description": s.description,
@@ -271,6 +287,19 @@ impl<T> Field<T> {
         match self {
             Self::Set(v) => v.clone(),
             Self::Absent | Self::Null => old,
+        }
+    }
+
+    /// An optional value after the request: set, cleared by null, or `old`
+    /// when absent.
+    fn or_old(&self, old: Option<T>) -> Option<T>
+    where
+        T: Clone,
+    {
+        match self {
+            Self::Set(v) => Some(v.clone()),
+            Self::Null => None,
+            Self::Absent => old,
         }
     }
 }
@@ -366,13 +395,11 @@ fn parse_input(map: &Map<String, Value>) -> (Input, Vec<String>) {
         }),
     };
     // Fields that may not be null (absent is fine for PATCH; create checks
-    // presence itself).
+    // presence itself). The times are optional: null means none.
     for (name, null) in [
         ("type", input.kind == Field::Null),
         ("timelineId", input.timeline_id == Field::Null),
         ("name", input.name == Field::Null),
-        ("startDateTime", input.start == Field::Null),
-        ("endDateTime", input.end == Field::Null),
     ] {
         if null {
             p.push(format!("{name} should not be null"));
@@ -386,14 +413,17 @@ fn parse_input(map: &Map<String, Value>) -> (Input, Vec<String>) {
 /// cross-field rules checked.
 fn settle(
     kind: Kind,
-    start: i64,
-    end: i64,
-    base_cycle: Option<Cycle>,
+    start: Option<i64>,
+    end: Option<i64>,
+    base: (Option<Cycle>, Option<chrono::Weekday>),
     input: &Input,
 ) -> Result<(Option<Cycle>, Option<chrono::Weekday>), ApiError> {
+    let (base_cycle, base_weekday) = base;
     let mut p = Vec::new();
-    if end <= start {
-        p.push("endDateTime must be after startDateTime".to_owned());
+    if let (Some(start), Some(end)) = (start, end) {
+        if end <= start {
+            p.push("endDateTime must be after startDateTime".to_owned());
+        }
     }
     let explicit_cycle = match &input.cycle {
         Field::Set(c) => Some(*c),
@@ -430,20 +460,24 @@ fn settle(
                     }
                     (Some(Cycle::Daily), None)
                 }
-                Some(Cycle::Weekly) => {
-                    let day = weekday_of(start);
-                    if explicit_day.is_some_and(|d| d != day) {
-                        p.push(format!(
-                            "recurringDayOfWeek must be the UTC weekday of startDateTime ({})",
-                            weekday_name(day)
-                        ));
+                Some(Cycle::Weekly) => match start {
+                    Some(start) => {
+                        let day = weekday_of(start);
+                        if explicit_day.is_some_and(|d| d != day) {
+                            p.push(format!(
+                                "recurringDayOfWeek must be the UTC weekday of startDateTime ({})",
+                                weekday_name(day)
+                            ));
+                        }
+                        (Some(Cycle::Weekly), Some(day))
                     }
-                    (Some(Cycle::Weekly), Some(day))
-                }
+                    // No start to derive it from: as given.
+                    None => (Some(Cycle::Weekly), input.weekday.or_old(base_weekday)),
+                },
             }
         }
     };
-    if let Some(c) = cycle {
+    if let (Some(c), Some(start), Some(end)) = (cycle, start, end) {
         if end - start > c.period_ms() {
             p.push(format!(
                 "a {} session may not last longer than its period",
@@ -513,15 +547,28 @@ async fn visible_session(
     }
 }
 
-/// Whether `new` may be written under a timeline lock that is `fresh`, among
-/// the timeline's `existing` sessions (itself excluded when it is one of them).
-fn admit(existing: &[Sched], new: &Sched, fresh: bool) -> Result<(), ApiError> {
-    if let Some(other) = existing
+/// The first of `others` (`new` itself excluded) that `new` overlaps.
+fn overlapped<'a>(others: &'a [Sched], new: &Sched) -> Option<&'a Sched> {
+    let slot = new.slot()?;
+    others
         .iter()
         .filter(|o| o.id != new.id)
-        .find(|o| schedule::overlaps(&o.slot(), &new.slot()))
-    {
-        return Err(conflict_with(other));
+        .find(|o| o.slot().is_some_and(|s| schedule::overlaps(&s, &slot)))
+}
+
+/// Whether `new` may be written under locks that are `fresh`, among the
+/// timeline's `existing` sessions and, when given, its user's sessions `mine`.
+fn admit(
+    existing: &[Sched],
+    mine: Option<&[Sched]>,
+    new: &Sched,
+    fresh: bool,
+) -> Result<(), ApiError> {
+    if let Some(other) = overlapped(existing, new) {
+        return Err(conflict_with(other, "timeline"));
+    }
+    if let Some(other) = mine.and_then(|m| overlapped(m, new)) {
+        return Err(conflict_with(other, "user"));
     }
     if !fresh {
         return Err(ApiError::from_store(&StoreError::Busy));
@@ -529,13 +576,10 @@ fn admit(existing: &[Sched], new: &Sched, fresh: bool) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn conflict_with(other: &Sched) -> ApiError {
+fn conflict_with(other: &Sched, of: &str) -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
-        format!(
-            "The session overlaps session {} of the same timeline",
-            other.id
-        ),
+        format!("The session overlaps session {} of the same {of}", other.id),
     )
 }
 
@@ -605,10 +649,13 @@ async fn list_sessions(
         );
     }
     all.sort_by(|a, b| {
-        let by_start = if descending {
-            b.start.cmp(&a.start)
-        } else {
-            a.start.cmp(&b.start)
+        // Sessions without a start come last, in both orders.
+        let by_start = match (a.start, b.start) {
+            (Some(x), Some(y)) if descending => y.cmp(&x),
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
         };
         by_start
             .then(a.created_at.cmp(&b.created_at))
@@ -630,28 +677,68 @@ async fn get_session(
     Ok(ok(session_view(&s)))
 }
 
-/// Runs `write` under the timeline's lock: `write` gets the timeline's live
-/// sessions and returns the answer and, if it wrote, how to undo it should
-/// the lease turn out to have lapsed.
-async fn under_lock<F, Fut>(state: &AppState, timeline: SessionId, write: F) -> ApiResult
+/// What a write under the locks answers, and how to undo it should a lease
+/// turn out to have lapsed.
+type Written = Result<(Response, Option<Undo>), ApiError>;
+
+/// Runs `write` under the timeline's lock, and first under `user`'s lock when
+/// given (in that order, always). `write` gets the timeline's live sessions,
+/// the user's live sessions (when `user` is given) and whether both leases
+/// are still fresh.
+async fn under_lock<F, Fut>(
+    state: &AppState,
+    user: Option<&str>,
+    timeline: SessionId,
+    write: F,
+) -> ApiResult
 where
-    F: FnOnce(Vec<Sched>, bool) -> Fut,
-    Fut: std::future::Future<Output = Result<(Response, Option<Undo>), ApiError>>,
+    F: FnOnce(Vec<Sched>, Option<Vec<Sched>>, bool) -> Fut,
+    Fut: std::future::Future<Output = Written>,
 {
     let client = &state.client;
-    let lock = match store::lock_timeline(client, timeline).await {
-        Ok(l) => l,
+    let user_lock = match user {
+        None => None,
+        Some(u) => Some(
+            store::lock_user(client, u)
+                .await
+                .map_err(|e| ApiError::from_store(&e))?,
+        ),
+    };
+    let result = match store::lock_timeline(client, timeline).await {
+        Ok(lock) => {
+            let read = async {
+                let sessions = store::timeline_sessions(client, timeline).await?;
+                let mine = match user {
+                    Some(u) => Some(store::user_sessions(client, u).await?),
+                    None => None,
+                };
+                Ok::<_, sessiond_client::Error>((sessions, mine))
+            };
+            let result = match read.await {
+                Ok((sessions, mine)) => {
+                    let fresh = lock.fresh() && user_lock.as_ref().is_none_or(store::Lock::fresh);
+                    write(sessions, mine, fresh).await
+                }
+                Err(e) => Err(ApiError::store(&e)),
+            };
+            release(state, lock, result).await
+        }
         // The timeline vanished (timelines are never deleted: only a race
         // with a store failure gets here).
-        Err(StoreError::NotFound) => return Err(ApiError::not_found()),
-        Err(e) => return Err(ApiError::from_store(&e)),
+        Err(StoreError::NotFound) => Err(ApiError::not_found()),
+        Err(e) => Err(ApiError::from_store(&e)),
     };
-    let result = match store::timeline_sessions(client, timeline).await {
-        Ok(sessions) => write(sessions, lock.fresh()).await,
-        Err(e) => Err(ApiError::store(&e)),
+    let result = match user_lock {
+        Some(lock) => release(state, lock, result).await,
+        None => result,
     };
-    match store::unlock_timeline(client, lock).await {
-        Ok(()) => result.map(|(r, _)| r),
+    result.map(|(r, _)| r)
+}
+
+/// Gives `lock` back once `result` is known.
+async fn release(state: &AppState, lock: store::Lock, result: Written) -> Written {
+    match store::unlock(&state.client, lock).await {
+        Ok(()) => result,
         Err(StoreError::Busy) => {
             // Our lease lapsed and another writer took the lock: what we
             // wrote was not checked against theirs. Take it back.
@@ -663,8 +750,8 @@ where
         Err(e) => {
             // The daemon failed after the write: the lease lapses by itself,
             // and the write was made while we held it.
-            tracing::warn!(error = %e, "cannot release a timeline lock");
-            result.map(|(r, _)| r)
+            tracing::warn!(error = %e, "cannot release a scheduled-sessions lock");
+            result
         }
     }
 }
@@ -711,8 +798,6 @@ async fn create_session(
         ("type", input.kind.given()),
         ("timelineId", input.timeline_id.given()),
         ("name", input.name.given()),
-        ("startDateTime", input.start.given()),
-        ("endDateTime", input.end.given()),
     ] {
         if !given && !missing.iter().any(|m| m.starts_with(&format!("{name} "))) {
             missing.push(format!("{name} is required"));
@@ -721,27 +806,17 @@ async fn create_session(
     if !missing.is_empty() {
         return Err(ApiError::fields(missing));
     }
-    let (
-        Field::Set(kind),
-        Field::Set(timeline_id),
-        Field::Set(name),
-        Field::Set(start),
-        Field::Set(end),
-    ) = (
-        &input.kind,
-        &input.timeline_id,
-        &input.name,
-        &input.start,
-        &input.end,
-    )
+    let (Field::Set(kind), Field::Set(timeline_id), Field::Set(name)) =
+        (&input.kind, &input.timeline_id, &input.name)
     else {
         // Not reached: absent and null fields were reported above.
         return Err(ApiError::fields(vec![
-            "type, timelineId, name, startDateTime and endDateTime are required".into(),
+            "type, timelineId and name are required".into(),
         ]));
     };
-    let (kind, timeline_id, name, start, end) = (*kind, *timeline_id, name.clone(), *start, *end);
-    let (cycle, weekday) = settle(kind, start, end, None, &input)?;
+    let (kind, timeline_id, name) = (*kind, *timeline_id, name.clone());
+    let (start, end) = (input.start.or_old(None), input.end.or_old(None));
+    let (cycle, weekday) = settle(kind, start, end, (None, None), &input)?;
     let timeline = match store::get_timeline(&state.client, timeline_id).await {
         Ok(Some(t)) => t,
         Ok(None) => {
@@ -763,6 +838,7 @@ async fn create_session(
         kind,
         timeline_id,
         user_id: timeline.user_id.clone(),
+        created_by: caller.user_id.clone(),
         name,
         start,
         end,
@@ -778,13 +854,26 @@ async fn create_session(
         version: 0,
     };
     let client = state.client.clone();
-    under_lock(&state, timeline_id, |existing, fresh| async move {
-        admit(&existing, &new, fresh)?;
-        let created = store::insert_session(&client, &new)
-            .await
-            .map_err(|e| ApiError::from_store(&e))?;
-        Ok((ok(session_view(&created)), Some(Undo::Insert(created.id))))
-    })
+    let creator = caller.user_id.clone();
+    let foreign = creator != timeline.user_id;
+    under_lock(
+        &state,
+        Some(&creator),
+        timeline_id,
+        |existing, mine, fresh| async move {
+            admit(&existing, mine.as_deref(), &new, fresh)?;
+            if foreign {
+                // So that the creator's later writes see this session.
+                store::note_user_timeline(&client, &new.created_by, timeline_id)
+                    .await
+                    .map_err(|e| ApiError::store(&e))?;
+            }
+            let created = store::insert_session(&client, &new)
+                .await
+                .map_err(|e| ApiError::from_store(&e))?;
+            Ok((ok(session_view(&created)), Some(Undo::Insert(created.id))))
+        },
+    )
     .await
 }
 
@@ -810,37 +899,49 @@ async fn update_session(
         }
     }
     let timeline = first.timeline_id;
+    // A change of when it happens is checked against its creator's sessions
+    // too (the creator never changes, so the first read names the lock).
+    let reschedules =
+        input.kind.given() || input.start.given() || input.end.given() || input.cycle.given();
+    let creator = reschedules.then(|| first.created_by.clone());
     let client = state.client.clone();
     let st = state.clone();
-    under_lock(&state, timeline, |existing, fresh| async move {
-        // Read again under the lock: it may have changed since.
-        let old = visible_session(&st, &caller, id).await?;
-        let kind = input.kind.or(old.kind);
-        let start = input.start.or(old.start);
-        let end = input.end.or(old.end);
-        let (cycle, weekday) = settle(kind, start, end, old.cycle, &input)?;
-        let new = Sched {
-            kind,
-            name: input.name.or(old.name.clone()),
-            start,
-            end,
-            cycle,
-            weekday,
-            description: match &input.description {
-                Field::Set(d) => Some(d.clone()),
-                Field::Null => None,
-                Field::Absent => old.description.clone(),
-            },
-            updated_at: store::now_ms().max(old.updated_at),
-            ..old.clone()
-        };
-        admit(&existing, &new, fresh)?;
-        let saved = store::replace_session(&client, &new)
-            .await
-            .map_err(|e| ApiError::from_store(&e))?;
-        let undo = Undo::Replace(Box::new(old), saved.version);
-        Ok((ok(session_view(&saved)), Some(undo)))
-    })
+    under_lock(
+        &state,
+        creator.as_deref(),
+        timeline,
+        |existing, mine, fresh| async move {
+            // Read again under the lock: it may have changed since.
+            let old = visible_session(&st, &caller, id).await?;
+            let kind = input.kind.or(old.kind);
+            let start = input.start.or_old(old.start);
+            let end = input.end.or_old(old.end);
+            let (cycle, weekday) = settle(kind, start, end, (old.cycle, old.weekday), &input)?;
+            let new = Sched {
+                kind,
+                name: input.name.or(old.name.clone()),
+                start,
+                end,
+                cycle,
+                weekday,
+                description: match &input.description {
+                    Field::Set(d) => Some(d.clone()),
+                    Field::Null => None,
+                    Field::Absent => old.description.clone(),
+                },
+                updated_at: store::now_ms().max(old.updated_at),
+                ..old.clone()
+            };
+            // The user's sessions matter only if it now happens at another time.
+            let mine = mine.filter(|_| new.slot() != old.slot());
+            admit(&existing, mine.as_deref(), &new, fresh)?;
+            let saved = store::replace_session(&client, &new)
+                .await
+                .map_err(|e| ApiError::from_store(&e))?;
+            let undo = Undo::Replace(Box::new(old), saved.version);
+            Ok((ok(session_view(&saved)), Some(undo)))
+        },
+    )
     .await
 }
 
@@ -856,7 +957,7 @@ async fn delete_session(
     let st = state.clone();
     // Under the lock too, so that it cannot interleave with an update of the
     // same session.
-    under_lock(&state, first.timeline_id, |_, _| async move {
+    under_lock(&state, None, first.timeline_id, |_, _, _| async move {
         let old = visible_session(&st, &caller, id).await?;
         let now = store::now_ms();
         let removed = Sched {

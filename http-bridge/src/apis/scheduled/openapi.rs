@@ -93,7 +93,7 @@ pub fn openapi() -> (Value, Value) {
                     "400": error("invalid fields, or an unknown timelineId"),
                     "401": unauthorized(),
                     "403": error("the timeline belongs to another user"),
-                    "409": error("the session overlaps another session of the timeline"),
+                    "409": error("the session overlaps another session of the timeline or of the same user"),
                     "413": error("the body is too large"),
                     "503": error("the session store is unavailable or the timeline busy")
                 }
@@ -124,7 +124,7 @@ pub fn openapi() -> (Value, Value) {
                     "400": error("invalid fields"),
                     "401": unauthorized(),
                     "404": error("no such session (or removed, or another user's)"),
-                    "409": error("the session would overlap another session of the timeline"),
+                    "409": error("the session would overlap another session of the timeline or of the same user"),
                     "413": error("the body is too large"),
                     "503": error("the session store is unavailable or the timeline busy")
                 }
@@ -174,6 +174,13 @@ pub fn openapi() -> (Value, Value) {
 
     let time = json!({"type": "string", "format": "date-time"});
     let nullable_time = json!({"type": "string", "format": "date-time", "nullable": true});
+    let start = json!({"type": "string", "format": "date-time", "nullable": true,
+                       "description": "start of the (first) occurrence; null when none was given"});
+    let end = json!({"type": "string", "format": "date-time", "nullable": true,
+                     "description": "end of the (first) occurrence; null when none was given. \
+                                     A session without both times overlaps nothing"});
+    let update_time = json!({"type": "string", "format": "date-time", "nullable": true,
+                             "description": "null clears it"});
     let kind = json!({"type": "string", "enum": ["ONE_TIME", "RECURRING"]});
     let cycle = json!({"type": "string", "enum": ["DAILY", "WEEKLY"], "nullable": true});
     let weekday = json!({"type": "string", "enum": WEEKDAYS, "nullable": true});
@@ -211,8 +218,8 @@ pub fn openapi() -> (Value, Value) {
                 "type": kind,
                 "timelineId": {"type": "string", "format": "uuid"},
                 "name": {"type": "string"},
-                "startDateTime": time,
-                "endDateTime": time,
+                "startDateTime": start,
+                "endDateTime": end,
                 "repeatCycleType": cycle,
                 "recurringDayOfWeek": weekday,
                 "description": {"type": "string", "nullable": true},
@@ -223,13 +230,13 @@ pub fn openapi() -> (Value, Value) {
         },
         "ScheduledSessionCreate": {
             "type": "object",
-            "required": ["type", "timelineId", "name", "startDateTime", "endDateTime"],
+            "required": ["type", "timelineId", "name"],
             "properties": {
                 "type": kind,
                 "timelineId": {"type": "string", "format": "uuid"},
                 "name": name,
-                "startDateTime": time,
-                "endDateTime": time,
+                "startDateTime": nullable_time,
+                "endDateTime": nullable_time,
                 "repeatCycleType": cycle,
                 "recurringDayOfWeek": weekday,
                 "description": description
@@ -242,8 +249,8 @@ pub fn openapi() -> (Value, Value) {
                 "timelineId": {"type": "string", "format": "uuid",
                                "description": "may only repeat the session's own timeline"},
                 "name": name,
-                "startDateTime": time,
-                "endDateTime": time,
+                "startDateTime": update_time,
+                "endDateTime": update_time,
                 "repeatCycleType": cycle,
                 "recurringDayOfWeek": weekday,
                 "description": description

@@ -8,6 +8,15 @@
 //!   [`ALL`], so an administrator can list every timeline.
 //! - [`SESSIONS_NS`]: one record per scheduled session (id = the session id),
 //!   owned by its timeline id, so ListByOwner lists a timeline's sessions.
+//!   It records its creator (`created_by`, the authenticated subject that
+//!   created it; records from before it was kept fall back to the timeline's
+//!   owner, who was then the only possible creator but for administrators).
+//! - [`USER_TIMELINES_NS`]: one record per (user, timeline) where the user
+//!   created a session on a timeline they do not own (an administrator), owned
+//!   by the user, so a user's sessions are found on their own timelines plus
+//!   these (see [`user_sessions`]).
+//! - [`USER_LOCKS_NS`]: one record per user who created sessions (id derived
+//!   from the user id), owned by the user, carrying the user's write lock.
 //!
 //! None of these expire, except soft-deleted sessions, which are kept for
 //! [`REMOVED_RETENTION`] after their removal and then reclaimed by the daemon.
@@ -20,6 +29,11 @@
 //! A holder that dies leaves a lease that lapses after [`LOCK_LEASE`]. A holder
 //! that outlived its lease (someone else took the lock meanwhile) finds its
 //! release refused and undoes its write.
+//!
+//! Writes that can make a session overlap its creator's other sessions (a
+//! create, a PATCH of its schedule) also hold the creator's lock, the same kind
+//! of lease on the user's [`USER_LOCKS_NS`] record, taken before the
+//! timeline's (always in that order, so two writers cannot wait on each other).
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +51,11 @@ pub const TIMELINES_NS: &str = "sched-timelines";
 pub const TIMELINE_INDEX_NS: &str = "sched-timeline-index";
 /// Namespace of scheduled sessions (owned by their timeline id).
 pub const SESSIONS_NS: &str = "sched-sessions";
+/// Namespace of the timelines a user created sessions on without owning them
+/// (owned by the user).
+pub const USER_TIMELINES_NS: &str = "sched-user-timelines";
+/// Namespace of the per-user write locks (owned by the user).
+pub const USER_LOCKS_NS: &str = "sched-user-locks";
 /// Owner of every record of [`TIMELINE_INDEX_NS`].
 pub const ALL: &str = "all";
 /// How long a timeline lock is held at most before others may take it.
@@ -117,12 +136,16 @@ pub struct Sched {
     pub timeline_id: SessionId,
     /// The timeline's owner (copied: timelines never change hands).
     pub user_id: String,
+    /// The authenticated subject that created it (the timeline's owner, or an
+    /// administrator); its overlaps with that user's other sessions are
+    /// refused.
+    pub created_by: String,
     /// Its name.
     pub name: String,
-    /// Start of the (first) occurrence, Unix ms.
-    pub start: i64,
-    /// End of the (first) occurrence, Unix ms.
-    pub end: i64,
+    /// Start of the (first) occurrence, Unix ms, if given.
+    pub start: Option<i64>,
+    /// End of the (first) occurrence, Unix ms, if given.
+    pub end: Option<i64>,
     /// Recurrence (RECURRING only).
     pub cycle: Option<Cycle>,
     /// Weekday (WEEKLY only).
@@ -140,14 +163,15 @@ pub struct Sched {
 }
 
 impl Sched {
-    /// When it happens.
+    /// When it happens; `None` unless it has both a start and an end (such a
+    /// session overlaps nothing).
     #[must_use]
-    pub fn slot(&self) -> Slot {
-        Slot {
-            start: self.start,
-            end: self.end,
+    pub fn slot(&self) -> Option<Slot> {
+        Some(Slot {
+            start: self.start?,
+            end: self.end?,
             cycle: self.cycle,
-        }
+        })
     }
 }
 
@@ -183,14 +207,16 @@ fn to_timeline(s: &Session) -> Timeline {
 }
 
 fn to_sched(s: &Session) -> Option<Sched> {
+    let user_id = text(s, "user_id").unwrap_or_default();
     Some(Sched {
         id: s.id,
         kind: Kind::parse(&text(s, "type")?)?,
         timeline_id: text(s, "timeline_id")?.parse().ok()?,
-        user_id: text(s, "user_id").unwrap_or_default(),
+        created_by: text(s, "created_by").unwrap_or_else(|| user_id.clone()),
+        user_id,
         name: text(s, "name").unwrap_or_default(),
-        start: int(s, "start")?,
-        end: int(s, "end")?,
+        start: int(s, "start"),
+        end: int(s, "end"),
         cycle: text(s, "repeat").and_then(|c| Cycle::parse(&c)),
         weekday: text(s, "weekday").and_then(|d| weekday_from(&d)),
         description: text(s, "description"),
@@ -318,11 +344,18 @@ fn set_fields(mut up: UpdateOptions, s: &Sched) -> UpdateOptions {
         .set("type", s.kind.as_str())
         .set("timeline_id", s.timeline_id.to_string())
         .set("user_id", s.user_id.as_str())
+        .set("created_by", s.created_by.as_str())
         .set("name", s.name.as_str())
-        .set("start", s.start)
-        .set("end", s.end)
         .set("created_at", s.created_at)
         .set("updated_at", s.updated_at);
+    up = match s.start {
+        Some(t) => up.set("start", t),
+        None => up.remove("start"),
+    };
+    up = match s.end {
+        Some(t) => up.set("end", t),
+        None => up.remove("end"),
+    };
     up = match s.cycle {
         Some(c) => up.set("repeat", c.as_str()),
         None => up.remove("repeat"),
@@ -352,11 +385,16 @@ pub async fn insert_session(client: &Client, s: &Sched) -> Result<Sched, StoreEr
         .attr("type", s.kind.as_str())
         .attr("timeline_id", s.timeline_id.to_string())
         .attr("user_id", s.user_id.as_str())
+        .attr("created_by", s.created_by.as_str())
         .attr("name", s.name.as_str())
-        .attr("start", s.start)
-        .attr("end", s.end)
         .attr("created_at", s.created_at)
         .attr("updated_at", s.updated_at);
+    if let Some(t) = s.start {
+        opts = opts.attr("start", t);
+    }
+    if let Some(t) = s.end {
+        opts = opts.attr("end", t);
+    }
     if let Some(c) = s.cycle {
         opts = opts.attr("repeat", c.as_str());
     }
@@ -392,15 +430,16 @@ pub async fn replace_session(client: &Client, s: &Sched) -> Result<Sched, StoreE
     }
 }
 
-/// A held timeline lock.
+/// A held lock (a timeline's or a user's).
 #[derive(Debug)]
-pub struct TimelineLock {
-    timeline: SessionId,
+pub struct Lock {
+    ns: &'static str,
+    id: SessionId,
     version: u64,
     taken: Instant,
 }
 
-impl TimelineLock {
+impl Lock {
     /// Whether the lease is still comfortably ours: a write is only started
     /// in the first half of the lease.
     #[must_use]
@@ -419,15 +458,56 @@ fn jitter() -> Duration {
 ///
 /// # Errors
 /// [`StoreError::NotFound`] (no such timeline), [`StoreError::Busy`], a store error.
-pub async fn lock_timeline(
+pub async fn lock_timeline(client: &Client, timeline: SessionId) -> Result<Lock, StoreError> {
+    lock_record(client, TIMELINES_NS, timeline, None).await
+}
+
+/// A record id derived from `parts` (UUID v5; each part length-prefixed, so
+/// that no two lists of parts give the same id).
+fn derived_id(parts: &[&str]) -> SessionId {
+    let mut name = String::new();
+    for p in parts {
+        name.push_str(&p.len().to_string());
+        name.push(':');
+        name.push_str(p);
+    }
+    SessionId(*uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).as_bytes())
+}
+
+/// Takes a user's lock (see the module docs), waiting up to [`LOCK_WAIT`].
+///
+/// # Errors
+/// [`StoreError::Busy`], a store error.
+pub async fn lock_user(client: &Client, user_id: &str) -> Result<Lock, StoreError> {
+    let id = derived_id(&["sched-user-lock", user_id]);
+    lock_record(client, USER_LOCKS_NS, id, Some(user_id)).await
+}
+
+/// Takes the lock carried by record `id` of `ns`, creating the record (owned
+/// by `create_for`) if it is missing and `create_for` is given.
+async fn lock_record(
     client: &Client,
-    timeline: SessionId,
-) -> Result<TimelineLock, StoreError> {
+    ns: &'static str,
+    id: SessionId,
+    create_for: Option<&str>,
+) -> Result<Lock, StoreError> {
     let started = Instant::now();
     let token = SessionId::new_v4().to_string();
     loop {
-        let Some(t) = client.get(TIMELINES_NS, timeline).await? else {
-            return Err(StoreError::NotFound);
+        let Some(t) = client.get(ns, id).await? else {
+            let Some(owner) = create_for else {
+                return Err(StoreError::NotFound);
+            };
+            match client
+                .create(ns, CreateOptions::new().id(id).owner(owner))
+                .await
+            {
+                // Made by us or by a competitor: look again.
+                Ok(_) => {}
+                Err(e) if e.code() == Some(ErrorCode::AlreadyExists) => {}
+                Err(e) => return Err(e.into()),
+            }
+            continue;
         };
         let now = now_ms();
         let held = text(&t, "lock_token").is_some()
@@ -438,10 +518,11 @@ pub async fn lock_timeline(
                 .set("lock_token", token.as_str())
                 .set("lock_until", now.saturating_add(lease))
                 .expected_version(t.version);
-            match client.update(TIMELINES_NS, timeline, up).await {
+            match client.update(ns, id, up).await {
                 Ok(r) => {
-                    return Ok(TimelineLock {
-                        timeline,
+                    return Ok(Lock {
+                        ns,
+                        id,
                         version: r.version,
                         taken: Instant::now(),
                     })
@@ -461,17 +542,17 @@ pub async fn lock_timeline(
     }
 }
 
-/// Gives a timeline's lock back.
+/// Gives a lock back.
 ///
 /// # Errors
 /// [`StoreError::Busy`] if the lease lapsed and someone else took the lock
 /// (the holder must undo its write); a store error.
-pub async fn unlock_timeline(client: &Client, lock: TimelineLock) -> Result<(), StoreError> {
+pub async fn unlock(client: &Client, lock: Lock) -> Result<(), StoreError> {
     let up = UpdateOptions::new()
         .remove("lock_token")
         .remove("lock_until")
         .expected_version(lock.version);
-    match client.update(TIMELINES_NS, lock.timeline, up).await {
+    match client.update(lock.ns, lock.id, up).await {
         Ok(_) => Ok(()),
         Err(e) if e.code() == Some(ErrorCode::Conflict) => Err(StoreError::Busy),
         Err(e) => Err(e.into()),
@@ -484,4 +565,56 @@ pub async fn unlock_timeline(client: &Client, lock: TimelineLock) -> Result<(), 
 /// A store error.
 pub async fn undo_insert(client: &Client, id: SessionId) -> Result<(), ClientError> {
     client.delete(SESSIONS_NS, id).await.map(|_| ())
+}
+
+/// Records that `user_id` created a session on `timeline`, a timeline they do
+/// not own (so [`user_sessions`] finds it).
+///
+/// # Errors
+/// A store error.
+pub async fn note_user_timeline(
+    client: &Client,
+    user_id: &str,
+    timeline: SessionId,
+) -> Result<(), ClientError> {
+    let id = derived_id(&["sched-user-timeline", user_id, &timeline.to_string()]);
+    let opts = CreateOptions::new()
+        .id(id)
+        .owner(user_id)
+        .attr("timeline_id", timeline.to_string());
+    match client.create(USER_TIMELINES_NS, opts).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(ErrorCode::AlreadyExists) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The sessions `user_id` created that are not removed, on every timeline:
+/// their own timelines and those noted by [`note_user_timeline`].
+///
+/// # Errors
+/// A store error.
+pub async fn user_sessions(client: &Client, user_id: &str) -> Result<Vec<Sched>, ClientError> {
+    let mut timelines: Vec<SessionId> = user_timelines(client, user_id)
+        .await?
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    for r in list_all(client, USER_TIMELINES_NS, user_id).await? {
+        if let Some(t) = text(&r, "timeline_id").and_then(|t| t.parse().ok()) {
+            if !timelines.contains(&t) {
+                timelines.push(t);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for t in timelines {
+        out.extend(
+            timeline_sessions(client, t)
+                .await?
+                .into_iter()
+                .filter(|s| s.created_by == user_id),
+        );
+    }
+    Ok(out)
 }
