@@ -12,7 +12,10 @@ times on the same files and prints each time and the median.
 
     python3 benches/restart.py --sessiond target/release/sessiond \
         --bench target/release/sessiond-bench --sessions 1000000 [--redis redis-server]
-        [--compact] [--no-owner] [--rounds 3]
+        [--compact] [--no-owner] [--repeated-values] [--rounds 3]
+
+Values are random letters (incompressible, as session tokens are) unless
+--repeated-values.
 
 --compact: time a start after a compaction instead (a snapshot plus the
 segments after it): the N sessions are created and then each updated once
@@ -96,6 +99,8 @@ def preload(bench, url, args, compact=False):
         cmd += ["--workload", "preload"]
     if args.no_owner:
         cmd.append("--no-owner")
+    if not args.repeated_values:
+        cmd.append("--random-values")
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
@@ -183,6 +188,8 @@ def main():
     ap.add_argument("--value-size", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-owner", action="store_true")
+    ap.add_argument("--repeated-values", action="store_true",
+                    help="values of one repeated letter (which Redis's RDB compresses to nothing) instead of random letters")
     ap.add_argument("--compact", action="store_true")
     ap.add_argument("--compact-ratio", default="1.1")
     ap.add_argument("--keep", action="store_true", help="keep the work dir")

@@ -106,6 +106,11 @@ pub struct Load {
     /// like of Redis without `--indexed`.
     #[arg(long)]
     pub no_owner: bool,
+    /// Fill attribute values with random letters instead of one repeated
+    /// letter (which Redis's RDB and any compressing store shrink to
+    /// nothing; session tokens do not compress).
+    #[arg(long)]
+    pub random_values: bool,
     /// The server's process id, when known: its CPU time over the timed
     /// phase is reported beside the generator's.
     #[arg(skip)]
@@ -129,6 +134,7 @@ impl Load {
             indexed: self.indexed,
             redis_wait: self.redis_wait,
             owner: !self.no_owner,
+            random_values: self.random_values,
         }
     }
 }

@@ -83,6 +83,30 @@ pub struct Shape {
     pub redis_wait: Option<u32>,
     /// sessiond: give each session an owner (one of 10,000).
     pub owner: bool,
+    /// Random letters in values instead of one repeated letter.
+    pub random_values: bool,
+}
+
+impl Shape {
+    /// The attribute value of request `i`: `fill` repeated, or random
+    /// letters (from `i`) with `--random-values`.
+    fn value(&self, i: usize, fill: char) -> String {
+        if !self.random_values {
+            return fill.to_string().repeat(self.value_size);
+        }
+        // xorshift64*, seeded from the request number: cheap and not
+        // compressible.
+        let mut x = (i as u64 ^ 0x9E37_79B9_7F4A_7C15) | 1;
+        (0..self.value_size)
+            .map(|_| {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 58;
+                char::from(b'a' + (r % 26) as u8)
+            })
+            .collect()
+    }
 }
 
 impl Target {
@@ -207,7 +231,7 @@ impl Target {
     }
 
     async fn create(&self, i: usize, shape: &Shape) -> anyhow::Result<Option<SessionId>> {
-        let value = "x".repeat(shape.value_size);
+        let value = shape.value(i, 'x');
         match self {
             Self::Sessiond { client, .. } => {
                 let s = client
@@ -279,19 +303,19 @@ impl Target {
                     let i = seed.wrapping_add(k.wrapping_mul(7919));
                     match req {
                         Request::Create => ops.push(
-                            create_options(i, shape, "x".repeat(shape.value_size)).into_op("bench"),
+                            create_options(i, shape, shape.value(i, 'x')).into_op("bench"),
                         ),
                         Request::Get => ops.push(get(i, false)),
                         Request::GetTouch => ops.push(get(i, true)),
                         Request::Update => ops.push(
                             UpdateOptions::new()
-                                .set("data", Value::Str("y".repeat(shape.value_size)))
+                                .set("data", Value::Str(shape.value(i, 'y')))
                                 .into_op("bench", id(i)),
                         ),
                         Request::CreateDelete => {
                             let new = SessionId::new_v4();
                             ops.push(
-                                create_options(i, shape, "x".repeat(shape.value_size))
+                                create_options(i, shape, shape.value(i, 'x'))
                                     .id(new)
                                     .into_op("bench"),
                             );
@@ -332,7 +356,7 @@ impl Target {
                             let owner = format!("owner:user{}", i % 10_000);
                             push_cmd(&mut cmds, "SET")
                                 .arg(&fresh)
-                                .arg("x".repeat(shape.value_size))
+                                .arg(shape.value(i, 'x'))
                                 .arg("EX")
                                 .arg(ttl);
                             if *indexed {
@@ -354,7 +378,7 @@ impl Target {
                         Request::Update => {
                             push_cmd(&mut cmds, "SET")
                                 .arg(&key)
-                                .arg("y".repeat(shape.value_size))
+                                .arg(shape.value(i, 'y'))
                                 .arg("XX")
                                 .arg("KEEPTTL");
                         }
