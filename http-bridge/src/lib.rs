@@ -60,7 +60,48 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             ops::track,
         ))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+/// Every answer at or above 400 is JSON: one that is not (a rejection of an
+/// extractor, a layer's own answer) is rewritten in the envelope of the API
+/// its path belongs to ([`apis::error_for_path`]), keeping its status and
+/// headers (`Allow`, `Retry-After`, ...). `serve` relies on this to tell
+/// hyper's own bare answers from the application's.
+pub async fn json_errors(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .is_some_and(|v| v == "application/json" || v.ends_with("+json"));
+    if status.as_u16() < 400 || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = std::str::from_utf8(&text).unwrap_or("").trim();
+    let reason = status.canonical_reason().unwrap_or("error");
+    let message = if text.is_empty() { reason } else { text };
+    let code = reason.to_ascii_lowercase().replace([' ', '-'], "_");
+    let mut out = apis::error_for_path(&method, &path, status, &code, message);
+    for name in parts.headers.keys() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().remove(name);
+            for value in parts.headers.get_all(name) {
+                out.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+    }
+    out
 }
 
 async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> axum::response::Response {

@@ -12,11 +12,24 @@
 //!   `--idle-timeout`.
 //! - Bodies are read within `--body-timeout` by [`crate::guard`], which
 //!   answers `408` itself.
-//! - Heads are bounded by hyper (at most 100 headers, `431` past its buffer).
+//! - Heads are bounded by hyper's parser: at most [`MAX_HEADERS`] headers
+//!   and [`MAX_HEAD_BYTES`] for the request line and headers together (`431`),
+//!   a request target of at most 65534 bytes (`414`, hyper's fixed limit);
+//!   a head that does not parse is `400`. Hyper answers these itself with an
+//!   empty body; [`Watched`] holds that answer back and the loop here sends
+//!   a JSON one instead, in the envelope of the API the request line's path
+//!   belongs to ([`crate::apis::error_for_path`]), then closes. Memory: a
+//!   connection's read buffer grows to about `MAX_HEAD_BYTES` (twice that
+//!   at worst while it grows), so heads hold at most about
+//!   `2 * MAX_HEAD_BYTES * max_connections` (768 MiB at the default cap of
+//!   4096 connections; hyper's own default buffer would allow four times that).
+//! - A handler that panics is answered `500` (JSON, in its API's envelope)
+//!   rather than dropping the connection unanswered.
 //!
 //! The head deadline is watched here rather than left to hyper's
-//! `header_read_timeout`, which closes without an answer and runs from the
-//! end of the previous response (so it would double as the idle timeout).
+//! `header_read_timeout` (turned off), which closes without an answer and
+//! runs from the end of the previous response (so it would double as the
+//! idle timeout).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -40,6 +53,19 @@ use tracing::{debug, info, warn};
 
 /// How often each connection's deadlines are checked.
 const TICK: Duration = Duration::from_millis(100);
+
+/// Most headers in a request; past it `431`.
+pub const MAX_HEADERS: usize = 100;
+
+/// Most bytes of a request's head (request line and headers) held while it
+/// is parsed; past it `431` (hyper's read buffer limit, which also caps what
+/// a connection buffers). Above hyper's fixed 65534-byte limit on the
+/// request target, so that a long target is told `414`.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024 + 64 * 1024;
+
+/// Bytes of a new request's first read kept to name its method and path in
+/// a `408` answered before the head is complete.
+const HEAD_CAPTURE: usize = 512;
 
 /// The server's bounds.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +102,12 @@ struct ConnState {
     idle_since: Instant,
     /// When bytes of a request not yet handed to the service arrived first.
     head_started: Option<Instant>,
+    /// The first bytes read since the last request was handed over (for the
+    /// envelope of a `408`; best effort: a pipelined head may start earlier).
+    head_bytes: Vec<u8>,
+    /// The status of hyper's own answer to a head it could not parse, held
+    /// back (not written) so that a JSON one is sent instead.
+    held_back: Option<u16>,
 }
 
 enum Verdict {
@@ -125,12 +157,50 @@ impl AsyncRead for Watched {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             let mut s = self.state.lock();
-            if s.in_flight == 0 && s.head_started.is_none() {
-                s.head_started = Some(Instant::now());
+            if s.in_flight == 0 {
+                if s.head_started.is_none() {
+                    s.head_started = Some(Instant::now());
+                }
+                let room = HEAD_CAPTURE.saturating_sub(s.head_bytes.len());
+                let new = &buf.filled()[before..];
+                s.head_bytes
+                    .extend_from_slice(&new[..new.len().min(room)]);
             }
         }
         r
     }
+}
+
+/// Where hyper's own answer to an unparsable head starts in `buf`, and its
+/// status: a head at the very end of `buf` with a status hyper gives parse
+/// errors (400, 414, 431) and no header but `content-length: 0`, `date` and
+/// `connection`. Every answer of the application at or above 400 carries a
+/// JSON `content-type` (see `crate::json_errors`), so such a head is hyper's.
+fn hyper_parse_error_answer(buf: &[u8]) -> Option<(usize, u16)> {
+    if !buf.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    // The head is short: look for its status line in the last bytes only.
+    let from = buf.len().saturating_sub(256);
+    let tail = &buf[from..];
+    let start = tail.windows(9).rposition(|w| w == b"HTTP/1.1 ")?;
+    let head = std::str::from_utf8(&tail[start..]).ok()?;
+    let mut lines = head.strip_suffix("\r\n\r\n")?.split("\r\n");
+    let status_line = lines.next()?;
+    let status: u16 = status_line.get(9..12)?.parse().ok()?;
+    if !matches!(status, 400 | 414 | 431) {
+        return None;
+    }
+    let mut length_zero = false;
+    for line in lines {
+        let (name, value) = line.split_once(':')?;
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" if value.trim() == "0" => length_zero = true,
+            "date" | "connection" => {}
+            _ => return None,
+        }
+    }
+    length_zero.then_some((from + start, status))
 }
 
 impl AsyncWrite for Watched {
@@ -139,7 +209,19 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        // Hyper's bare answer to a head it could not parse is the last thing
+        // it writes: what comes before it is sent, the answer itself held back.
+        let Some((at, status)) = hyper_parse_error_answer(buf) else {
+            return Pin::new(&mut self.inner).poll_write(cx, buf);
+        };
+        if at > 0 {
+            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &buf[..at]))?;
+            if n < at {
+                return Poll::Ready(Ok(n));
+            }
+        }
+        self.state.lock().held_back = Some(status);
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -150,17 +232,8 @@ impl AsyncWrite for Watched {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+    // Not vectored: hyper then hands each write as one buffer, in which its
+    // answer to an unparsable head can be recognised (see `poll_write`).
 }
 
 /// Marks a request ended when dropped (answered or abandoned).
@@ -183,6 +256,93 @@ fn raw_response(status: &str, code: &str, message: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+/// The method and path of the request line at the start of `head`, if it
+/// reads as one (`METHOD SP /path...`); the path may be cut short.
+fn request_line(head: &[u8]) -> Option<(axum::http::Method, String)> {
+    let sp = head.iter().take(32).position(|&b| b == b' ')?;
+    let method = axum::http::Method::from_bytes(&head[..sp]).ok()?;
+    let rest = &head[sp + 1..];
+    if rest.first() != Some(&b'/') {
+        return None;
+    }
+    let end = rest
+        .iter()
+        .position(|&b| matches!(b, b' ' | b'?' | b'#' | b'\r' | b'\n'))
+        .unwrap_or(rest.len());
+    let path = std::str::from_utf8(&rest[..end.min(1024)]).ok()?;
+    Some((method, path.to_owned()))
+}
+
+/// A JSON answer (in the envelope of the API the request line in `head`
+/// names, neutral if none) to a request that never reached the application;
+/// the connection is closed after it.
+async fn envelope_response(head: &[u8], status: axum::http::StatusCode, code: &str, message: &str) -> Vec<u8> {
+    use http_body_util::BodyExt;
+    let (method, path) = request_line(head).unwrap_or((axum::http::Method::GET, "/".to_owned()));
+    let response = crate::apis::error_for_path(&method, &path, status, code, message);
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    for (name, value) in &parts.headers {
+        if matches!(
+            name.as_str(),
+            "content-length" | "connection" | "transfer-encoding"
+        ) {
+            continue;
+        }
+        if let Ok(v) = value.to_str() {
+            out.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
+    out.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut out = out.into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// What hyper's parse error `status` is told, in JSON.
+fn parse_error_answer(status: u16) -> (axum::http::StatusCode, &'static str, String) {
+    use axum::http::StatusCode;
+    match status {
+        414 => (
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            "the request target is over the limit of 65534 bytes".to_owned(),
+        ),
+        431 => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_header_fields_too_large",
+            format!(
+                "the request head is over the limit of {MAX_HEADERS} headers or {MAX_HEAD_BYTES} bytes"
+            ),
+        ),
+        _ => (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request line or a header could not be parsed".to_owned(),
+        ),
+    }
+}
+
+/// Runs `fut`, turning a panic into `Err(())`.
+async fn catch_panic<F: std::future::Future>(fut: F) -> Result<F::Output, ()> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(p) => p.map(Ok),
+            Err(_) => Poll::Ready(Err(())),
+        }
+    })
+    .await
 }
 
 /// Serves `app` on `listener` until `shutdown`, then lets the requests in
@@ -266,6 +426,8 @@ async fn connection(
         requests: 0,
         idle_since: Instant::now(),
         head_started: None,
+        head_bytes: Vec::new(),
+        held_back: None,
     }));
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -278,35 +440,68 @@ async fn connection(
             s.in_flight += 1;
             s.requests += 1;
             s.head_started = None;
+            s.head_bytes.clear();
         }
         let guard = InFlight(Arc::clone(&svc_state));
         req.extensions_mut().insert(ConnectInfo(peer));
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
         let app = app.clone();
-        async move {
-            let r = app.oneshot(req).await;
+        Box::pin(async move {
+            let r = match catch_panic(app.oneshot(req)).await {
+                Ok(r) => r,
+                Err(()) => {
+                    warn!(%peer, %method, %path, "a handler panicked: 500");
+                    let mut r = crate::apis::error_for_path(
+                        &method,
+                        &path,
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal_error",
+                        "the request could not be completed",
+                    );
+                    r.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                    Ok(r)
+                }
+            };
             drop(guard);
             r
-        }
+        })
     });
-    let conn = hyper::server::conn::http1::Builder::new()
+    let mut conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
+        .header_read_timeout(None)
         .keep_alive(true)
-        .max_headers(100)
+        .writev(false)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(io, service);
-    tokio::pin!(conn);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = false;
     loop {
         tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
+            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+                if let Err(e) = &r {
                     debug!(error = %e, "http connection error");
                 }
+                let held_back = state.lock().held_back;
+                let parts = conn.into_parts();
+                let mut io = parts.io.into_inner().inner;
+                use tokio::io::AsyncWriteExt;
+                if let Some(status) = held_back {
+                    let (status, code, message) = parse_error_answer(status);
+                    info!(%peer, status = status.as_u16(), "request head refused");
+                    let answer = envelope_response(&parts.read_buf, status, code, &message).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), io.write_all(&answer)).await;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
                 return Ok(());
             }
             () = shutdown.cancelled(), if !closing => {
-                conn.as_mut().graceful_shutdown();
+                Pin::new(&mut conn).graceful_shutdown();
                 closing = true;
             }
             _ = tick.tick(), if !closing => {
@@ -315,20 +510,23 @@ async fn connection(
                     Verdict::Fine => {}
                     Verdict::Idle => {
                         metrics.idle_closed_total.fetch_add(1, Ordering::Relaxed);
-                        conn.as_mut().graceful_shutdown();
+                        Pin::new(&mut conn).graceful_shutdown();
                         closing = true;
                     }
                     Verdict::HeadTooSlow => {
                         metrics.header_timeouts_total.fetch_add(1, Ordering::Relaxed);
                         info!(%peer, "request head not complete in time: 408");
-                        let answer = raw_response(
-                            "408 Request Timeout",
+                        let head = std::mem::take(&mut state.lock().head_bytes);
+                        let answer = envelope_response(
+                            &head,
+                            axum::http::StatusCode::REQUEST_TIMEOUT,
                             "request_timeout",
                             &format!(
                                 "the request head was not complete within {} ms",
                                 limits.header_timeout.as_millis()
                             ),
-                        );
+                        )
+                        .await;
                         // Best effort on a non-blocking socket: an answer this
                         // small fits the send buffer of any live connection.
                         let mut side = side;
@@ -367,6 +565,8 @@ mod tests {
                 requests,
                 idle_since: now - Duration::from_millis(idle_for),
                 head_started: head_for.map(|ms| now - Duration::from_millis(ms)),
+                head_bytes: Vec::new(),
+                held_back: None,
             },
             now,
         )
