@@ -240,9 +240,11 @@ pub fn openapi_document() -> Value {
 
 /// The answers any operation may get before its handler runs (see
 /// `guard` and `serve`), added where an API's description does not already
-/// give them: 408 (head or body too slow), 413 (body over the limit), 503
+/// give them: 400 (a head that does not parse, two `Host` headers), 408
+/// (head or body too slow), 413 (body over the limit), 414 (request target
+/// over 65534 bytes), 431 (too many or too large headers), 500 (a handler failed), 503
 /// (connection cap), 507 (store full, on the APIs' routes), 429 on the
-/// rate-limited anonymous creates.
+/// rate-limited anonymous creates. All of them are JSON.
 fn add_guard_responses(paths: &mut serde_json::Map<String, Value>) {
     let generic = |description: &str| {
         json!({"description": description,
@@ -260,8 +262,15 @@ fn add_guard_responses(paths: &mut serde_json::Map<String, Value>) {
                     .entry(code.to_owned())
                     .or_insert_with(|| generic(description));
             };
+            add(
+                "400",
+                "the request line or a header could not be parsed, or more than one Host header",
+            );
             add("408", "the request's head or body did not arrive in time");
             add("413", "the request body is over the limit");
+            add("414", "the request target is over the limit");
+            add("431", "too many request headers, or too large a head");
+            add("500", "the request could not be completed");
             add(
                 "503",
                 "the bridge is at its connection limit or the store is unreachable",
