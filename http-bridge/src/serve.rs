@@ -163,8 +163,7 @@ impl AsyncRead for Watched {
                 }
                 let room = HEAD_CAPTURE.saturating_sub(s.head_bytes.len());
                 let new = &buf.filled()[before..];
-                s.head_bytes
-                    .extend_from_slice(&new[..new.len().min(room)]);
+                s.head_bytes.extend_from_slice(&new[..new.len().min(room)]);
             }
         }
         r
@@ -278,12 +277,21 @@ fn request_line(head: &[u8]) -> Option<(axum::http::Method, String)> {
 /// A JSON answer (in the envelope of the API the request line in `head`
 /// names, neutral if none) to a request that never reached the application;
 /// the connection is closed after it.
-async fn envelope_response(head: &[u8], status: axum::http::StatusCode, code: &str, message: &str) -> Vec<u8> {
+async fn envelope_response(
+    head: &[u8],
+    status: axum::http::StatusCode,
+    code: &str,
+    message: &str,
+) -> Vec<u8> {
     use http_body_util::BodyExt;
     let (method, path) = request_line(head).unwrap_or((axum::http::Method::GET, "/".to_owned()));
     let response = crate::apis::error_for_path(&method, &path, status, code, message);
     let (parts, body) = response.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let mut out = format!(
         "HTTP/1.1 {} {}\r\n",
         status.as_u16(),

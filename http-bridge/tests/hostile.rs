@@ -1,7 +1,9 @@
 //! A stranger's ways of holding the bridge's resources, over real sockets:
 //! trickled heads and bodies, idle and silent connections, a connection
 //! flood, huge declared bodies, duplicate `Host` headers, anonymous create
-//! floods, and a full store.
+//! floods, and a full store; huge request targets and heads, too many
+//! headers, heads that do not parse, bodies that are not JSON, and a handler
+//! that panics: every answer JSON in the envelope of the API of its path.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -432,7 +434,11 @@ async fn bodies_of_the_wrong_type_shape_or_size_are_answered_in_json() {
     assert_envelope(&answer, status, "/sessions", "");
     // Malformed JSON.
     for path in ["/create", "/api/v1/auth/login", "/session"] {
-        let answer = exchange(&b, post(path, "application/json", "{\"user_id\": ").as_bytes()).await;
+        let answer = exchange(
+            &b,
+            post(path, "application/json", "{\"user_id\": ").as_bytes(),
+        )
+        .await;
         let status = parse(&answer).0;
         assert!((400..500).contains(&status), "{answer}");
         assert_envelope(&answer, status, path, "");
