@@ -302,9 +302,9 @@ impl Target {
                 for k in 0..depth {
                     let i = seed.wrapping_add(k.wrapping_mul(7919));
                     match req {
-                        Request::Create => ops.push(
-                            create_options(i, shape, shape.value(i, 'x')).into_op("bench"),
-                        ),
+                        Request::Create => {
+                            ops.push(create_options(i, shape, shape.value(i, 'x')).into_op("bench"))
+                        }
                         Request::Get => ops.push(get(i, false)),
                         Request::GetTouch => ops.push(get(i, true)),
                         Request::Update => ops.push(
