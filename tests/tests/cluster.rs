@@ -482,19 +482,44 @@ async fn a_leader_without_its_majority_acknowledges_nothing_and_serves_no_read()
     let group = Group::new(3);
     let client = group.client().await;
     let id = client.create("app", CreateOptions::new()).await.unwrap().id;
-    let leader = group.leader().await;
-    // Freeze both followers: the leader is cut off from its majority.
-    let followers: Vec<u32> = (0..3)
-        .filter(|i| *i != leader)
-        .map(|i| group.members[i].process.as_ref().unwrap().pid())
-        .collect();
-    for pid in &followers {
-        assert!(std::process::Command::new("kill")
-            .args(["-STOP", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success());
-    }
+    let signal = |pids: &[u32], sig: &str| {
+        for pid in pids {
+            assert!(std::process::Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .status()
+                .unwrap()
+                .success());
+        }
+    };
+    // Freeze both followers: the leader is cut off from its majority. An
+    // election may have moved the lead between asking who leads and the
+    // freeze (a loaded machine delays heartbeats): then the member asked is
+    // no longer leader, and the set-up starts again.
+    let mut attempt = 0;
+    let (leader, followers) = loop {
+        attempt += 1;
+        let leader = group.leader().await;
+        let followers: Vec<u32> = (0..3)
+            .filter(|i| *i != leader)
+            .map(|i| group.members[i].process.as_ref().unwrap().pid())
+            .collect();
+        signal(&followers, "-STOP");
+        let believes = Client::connect_with(
+            ClientConfig::new(group.members[leader].client.clone())
+                .request_timeout(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap()
+        .cluster_status()
+        .await
+        .unwrap();
+        if believes.leader_id == Some(group.members[leader].id) {
+            break (leader, followers);
+        }
+        signal(&followers, "-CONT");
+        assert!(attempt < 10, "the lead never held still");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let alone = Client::connect_with(
         ClientConfig::new(group.members[leader].client.clone())
             .request_timeout(Duration::from_secs(5))
@@ -504,12 +529,7 @@ async fn a_leader_without_its_majority_acknowledges_nothing_and_serves_no_read()
     .unwrap();
     let write = alone.incr("app", id, "n", 1).await;
     let read = alone.get("app", id).await;
-    for pid in &followers {
-        std::process::Command::new("kill")
-            .args(["-CONT", &pid.to_string()])
-            .status()
-            .unwrap();
-    }
+    signal(&followers, "-CONT");
     let err = write.expect_err("a write acknowledged without a majority");
     assert_eq!(
         err.code(),
