@@ -1,19 +1,37 @@
 //! Prometheus metrics: counters kept with relaxed atomics on the hot path,
-//! rendered as text by a minimal HTTP endpoint (`--metrics-listen`).
+//! encoded with `prometheus-client` at scrape time and served over HTTP
+//! (hyper) at `--metrics-listen`.
 //!
 //! Exposed: operations by type and outcome, latency histograms by type, live
 //! records per namespace, expired and evicted totals, memory estimate,
 //! connections, log bytes, fsyncs and their latency, compactions.
+//!
+//! The text is the Prometheus text format 0.0.4
+//! ([`prometheus_text::CONTENT_TYPE`]), so counter names keep their `_total`
+//! on the `# TYPE` line and there is no OpenMetrics `# EOF`.
 
-use std::fmt::Write;
+use std::convert::Infallible;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use sessiond_protocol::ErrorCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -46,12 +64,15 @@ const BUCKETS_US: [u64; 12] = [
     5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 10_000, 100_000, 1_000_000,
 ];
 
-fn outcome_name(i: usize) -> String {
-    if i == 0 {
-        "ok".into()
-    } else {
-        ErrorCode::from_u16(i as u16).to_string()
-    }
+/// The `outcome` label of each outcome index.
+fn outcome_names() -> [String; OUTCOMES] {
+    std::array::from_fn(|i| {
+        if i == 0 {
+            "ok".into()
+        } else {
+            ErrorCode::from_u16(i as u16).to_string()
+        }
+    })
 }
 
 /// Counters of the daemon.
@@ -91,189 +112,290 @@ impl Metrics {
         self.latency_ns[op].fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     }
 
-    /// The Prometheus text of everything.
-    #[must_use]
-    pub fn render(&self, shared: &Shared) -> String {
-        let mut out = String::with_capacity(8192);
-        out.push_str("# HELP sessiond_ops_total Operations by type and outcome.\n# TYPE sessiond_ops_total counter\n");
-        for (op, row) in self.ops.iter().enumerate() {
-            for (i, c) in row.iter().enumerate() {
-                let n = c.load(Ordering::Relaxed);
-                if n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "sessiond_ops_total{{op=\"{}\",outcome=\"{}\"}} {n}",
-                        OPS[op],
-                        outcome_name(i)
-                    );
+    /// Encodes the operation counters (only those that moved) and the
+    /// latency histograms (only of operations that ran).
+    fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let outcomes = outcome_names();
+        {
+            let mut family = enc.encode_descriptor(
+                "sessiond_ops",
+                "Operations by type and outcome.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (op, row) in self.ops.iter().enumerate() {
+                for (outcome, c) in outcomes.iter().zip(row) {
+                    let n = c.load(Ordering::Relaxed);
+                    if n > 0 {
+                        let labels = [("op", OPS[op]), ("outcome", outcome.as_str())];
+                        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                    }
                 }
             }
         }
-        out.push_str("# HELP sessiond_op_seconds Time to execute an operation.\n# TYPE sessiond_op_seconds histogram\n");
+        let mut family = enc.encode_descriptor(
+            "sessiond_op_seconds",
+            "Time to execute an operation.",
+            None,
+            MetricType::Histogram,
+        )?;
         for (op, row) in self.buckets.iter().enumerate() {
-            let total: u64 = row.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+            let counts: [u64; BUCKETS_US.len() + 1] =
+                std::array::from_fn(|i| row[i].load(Ordering::Relaxed));
+            let total: u64 = counts.iter().sum();
             if total == 0 {
                 continue;
             }
-            let mut cumulative = 0;
-            for (i, c) in row.iter().enumerate() {
-                cumulative += c.load(Ordering::Relaxed);
-                let le = BUCKETS_US
-                    .get(i)
-                    .map_or_else(|| "+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
-                let _ = writeln!(
-                    out,
-                    "sessiond_op_seconds_bucket{{op=\"{}\",le=\"{le}\"}} {cumulative}",
-                    OPS[op]
-                );
-            }
+            // The last count (over the largest bound) goes into `+Inf`,
+            // which the encoder adds with `total`.
+            let buckets: [(f64, u64); BUCKETS_US.len()] =
+                std::array::from_fn(|i| (BUCKETS_US[i] as f64 / 1e6, counts[i]));
             let sum = self.latency_ns[op].load(Ordering::Relaxed) as f64 / 1e9;
-            let _ = writeln!(out, "sessiond_op_seconds_sum{{op=\"{}\"}} {sum}", OPS[op]);
-            let _ = writeln!(
-                out,
-                "sessiond_op_seconds_count{{op=\"{}\"}} {total}",
-                OPS[op]
-            );
+            family
+                .encode_family(&[("op", OPS[op])])?
+                .encode_histogram::<NoLabelSet>(sum, total, &buckets, None)?;
         }
-        let s = shared.store.stats();
-        out.push_str("# HELP sessiond_records Records stored, by namespace.\n# TYPE sessiond_records gauge\n");
-        for (ns, n) in &s.namespaces {
-            let _ = writeln!(out, "sessiond_records{{namespace=\"{ns}\"}} {n}");
-        }
-        let c = &shared.counters;
-        let gauges = [
-            (
-                "sessiond_expired_total",
-                "counter",
-                "Records reclaimed by expiry.",
-                s.expired_total,
-            ),
-            (
-                "sessiond_evicted_total",
-                "counter",
-                "Records evicted (owner limits, memory).",
-                s.evicted_total,
-            ),
-            (
-                "sessiond_memory_bytes",
-                "gauge",
-                "Estimated bytes held by records.",
-                s.memory_bytes,
-            ),
-            (
-                "sessiond_connections",
-                "gauge",
-                "Open connections.",
-                c.connections_current.load(Ordering::Relaxed),
-            ),
-            (
-                "sessiond_connections_total",
-                "counter",
-                "Connections accepted.",
-                c.connections_total.load(Ordering::Relaxed),
-            ),
-            (
-                "sessiond_connections_awaiting_hello",
-                "gauge",
-                "Open connections that have not completed their hello.",
-                shared.admission.pending() as u64,
-            ),
-            (
-                "sessiond_connections_evicted_total",
-                "counter",
-                "Connections still waiting for their hello closed to make room for newer ones.",
-                shared.admission.evicted_total.load(Ordering::Relaxed),
-            ),
-            (
-                "sessiond_connection_buffer_bytes",
-                "gauge",
-                "Bytes held by connection buffers (counted with records against --max-memory).",
-                shared.store.connection_buffer_bytes(),
-            ),
-            (
-                "sessiond_connection_buffer_extra_bytes",
-                "gauge",
-                "Connection buffer bytes beyond each connection's first chunks (bounded by --max-buffer-memory).",
-                shared.admission.extra_bytes(),
-            ),
-            (
-                "sessiond_frames_refused_for_buffers_total",
-                "counter",
-                "Frames refused because connection buffers were at --max-buffer-memory.",
-                shared.admission.buffer_refusals_total.load(Ordering::Relaxed),
-            ),
-        ];
-        for (name, kind, help, v) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        }
-        if let Some(log) = &shared.log {
-            let st = log.stats();
-            let fsyncs = st.fsyncs.load(Ordering::Relaxed);
-            let fsync_s = st.fsync_ns.load(Ordering::Relaxed) as f64 / 1e9;
-            let _ = writeln!(out, "# HELP sessiond_log_bytes_total Bytes appended to the log.\n# TYPE sessiond_log_bytes_total counter\nsessiond_log_bytes_total {}", st.bytes_written.load(Ordering::Relaxed));
-            let _ = writeln!(out, "# HELP sessiond_log_fsync_seconds Time spent in fsync.\n# TYPE sessiond_log_fsync_seconds summary\nsessiond_log_fsync_seconds_sum {fsync_s}\nsessiond_log_fsync_seconds_count {fsyncs}");
-            let _ = writeln!(out, "# HELP sessiond_log_compactions_total Compactions finished.\n# TYPE sessiond_log_compactions_total counter\nsessiond_log_compactions_total {}", st.compactions.load(Ordering::Relaxed));
-        }
-        if let Some(cluster) = &shared.cluster {
-            cluster.render_metrics(&mut out);
-        }
-        out
+        Ok(())
     }
 }
 
+/// Encodes one unlabelled counter. `name` is the name as exposed, `_total`
+/// included: the encoder appends `_total` to counters, so it is taken off
+/// here (never doubled).
+///
+/// # Errors
+/// The encoder's.
+pub fn counter(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> fmt::Result {
+    debug_assert!(name.ends_with("_total"), "{name}: a counter ends in _total");
+    let base = name.strip_suffix("_total").unwrap_or(name);
+    ConstCounter::new(value).encode(enc.encode_descriptor(base, help, None, MetricType::Counter)?)
+}
+
+/// Encodes one unlabelled gauge.
+///
+/// # Errors
+/// The encoder's.
+pub fn gauge(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> fmt::Result {
+    ConstGauge::new(value).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+/// Everything the daemon exposes, read at scrape time.
+#[derive(Debug)]
+struct DaemonCollector(Arc<Shared>);
+
+impl Collector for DaemonCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
+        let shared = &*self.0;
+        shared.metrics.encode(&mut enc)?;
+        let s = shared.store.stats();
+        {
+            let mut family = enc.encode_descriptor(
+                "sessiond_records",
+                "Records stored, by namespace.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (ns, n) in &s.namespaces {
+                ConstGauge::new(*n).encode(family.encode_family(&[("namespace", ns.as_str())])?)?;
+            }
+        }
+        let c = &shared.counters;
+        counter(
+            &mut enc,
+            "sessiond_expired_total",
+            "Records reclaimed by expiry.",
+            s.expired_total,
+        )?;
+        counter(
+            &mut enc,
+            "sessiond_evicted_total",
+            "Records evicted (owner limits, memory).",
+            s.evicted_total,
+        )?;
+        gauge(
+            &mut enc,
+            "sessiond_memory_bytes",
+            "Estimated bytes held by records.",
+            s.memory_bytes,
+        )?;
+        gauge(
+            &mut enc,
+            "sessiond_connections",
+            "Open connections.",
+            c.connections_current.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sessiond_connections_total",
+            "Connections accepted.",
+            c.connections_total.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut enc,
+            "sessiond_connections_awaiting_hello",
+            "Open connections that have not completed their hello.",
+            shared.admission.pending() as u64,
+        )?;
+        counter(
+            &mut enc,
+            "sessiond_connections_evicted_total",
+            "Connections still waiting for their hello closed to make room for newer ones.",
+            shared.admission.evicted_total.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut enc,
+            "sessiond_connection_buffer_bytes",
+            "Bytes held by connection buffers (counted with records against --max-memory).",
+            shared.store.connection_buffer_bytes(),
+        )?;
+        gauge(
+            &mut enc,
+            "sessiond_connection_buffer_extra_bytes",
+            "Connection buffer bytes beyond each connection's first chunks (bounded by --max-buffer-memory).",
+            shared.admission.extra_bytes(),
+        )?;
+        counter(
+            &mut enc,
+            "sessiond_frames_refused_for_buffers_total",
+            "Frames refused because connection buffers were at --max-buffer-memory.",
+            shared
+                .admission
+                .buffer_refusals_total
+                .load(Ordering::Relaxed),
+        )?;
+        if let Some(log) = &shared.log {
+            let st = log.stats();
+            counter(
+                &mut enc,
+                "sessiond_log_bytes_total",
+                "Bytes appended to the log.",
+                st.bytes_written.load(Ordering::Relaxed),
+            )?;
+            // A summary without quantiles before; prometheus-client has no
+            // summary type, so a histogram with only the `+Inf` bucket: the
+            // same `_sum` and `_count` series, plus `_bucket{le="+Inf"}`.
+            let fsyncs = st.fsyncs.load(Ordering::Relaxed);
+            let fsync_s = st.fsync_ns.load(Ordering::Relaxed) as f64 / 1e9;
+            enc.encode_descriptor(
+                "sessiond_log_fsync_seconds",
+                "Time spent in fsync.",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(fsync_s, fsyncs, &[], None)?;
+            counter(
+                &mut enc,
+                "sessiond_log_compactions_total",
+                "Compactions finished.",
+                st.compactions.load(Ordering::Relaxed),
+            )?;
+        }
+        if let Some(cluster) = &shared.cluster {
+            cluster.encode_metrics(&mut enc)?;
+        }
+        Ok(())
+    }
+}
+
+/// The registry of a daemon: one collector reading everything at scrape
+/// time.
+#[must_use]
+pub fn registry(shared: Arc<Shared>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(DaemonCollector(shared)));
+    registry
+}
+
+/// The Prometheus text of everything in `registry`.
+#[must_use]
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::with_capacity(8192);
+    if let Err(e) = prometheus_text::encode(&mut out, registry) {
+        warn!(error = %e, "cannot encode the metrics");
+    }
+    out
+}
+
+/// Metrics connections open at once; more are closed on accept.
+const MAX_CONNECTIONS: usize = 64;
+/// A request's head must arrive this soon after accept.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection, answer written included, lasts at most this long.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes buffered for a request head (hyper's smallest buffer).
+const MAX_HEAD_BYTES: usize = 8192;
+
 /// Serves `GET /metrics` on `listener` until `shutdown`. Anything else gets
-/// 404; requests are bounded in size and time.
+/// 404. One request per connection; at most [`MAX_CONNECTIONS`] at once,
+/// each with its head in [`HEAD_TIMEOUT`] and [`MAX_HEAD_BYTES`], and gone
+/// after [`CONNECTION_TIMEOUT`].
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let registry = Arc::new(registry(shared));
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
             a = listener.accept() => a,
         };
-        let Ok((mut stream, _)) = accepted else {
+        let Ok((stream, _)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let shared = Arc::clone(&shared);
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            debug!("metrics connection refused: {MAX_CONNECTIONS} open");
+            continue;
+        };
+        let registry = Arc::clone(&registry);
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut len = 0;
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while len < buf.len() && !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf[len..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => len += n,
-                    }
-                }
-            })
-            .await;
-            if read.is_err() {
-                return;
-            }
-            let request = String::from_utf8_lossy(&buf[..len]);
-            let (status, body) =
-                if request.starts_with("GET /metrics ") || request.starts_with("GET /metrics?") {
-                    ("200 OK", shared.metrics.render(&shared))
-                } else {
-                    ("404 Not Found", "not found\n".to_string())
-                };
-            let head = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            if let Err(e) = async {
-                stream.write_all(head.as_bytes()).await?;
-                stream.write_all(body.as_bytes()).await?;
-                stream.shutdown().await
-            }
-            .await
-            {
-                debug!(error = %e, "metrics client went away");
+            let _slot = slot;
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let response = respond(&req, &registry);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .keep_alive(false);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                done = tokio::time::timeout(CONNECTION_TIMEOUT, connection) => match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => debug!(error = %e, "metrics connection ended"),
+                    Err(_) => debug!("metrics connection timed out"),
+                },
             }
         });
     }
+}
+
+fn respond(req: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>> {
+    let (status, content_type, body) =
+        if req.method() == Method::GET && req.uri().path() == "/metrics" {
+            (
+                StatusCode::OK,
+                prometheus_text::CONTENT_TYPE,
+                render(registry),
+            )
+        } else {
+            (
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "not found\n".to_owned(),
+            )
+        };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Binds the metrics address.

@@ -1,8 +1,8 @@
 //! Operations routes: `/healthz`, `/metrics` (Prometheus text) and
 //! `/openapi.json`, plus the middleware that counts every request.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -11,20 +11,58 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use parking_lot::Mutex;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
+use sessiond::metrics::{counter, gauge};
+use sessiond_client::StatsReply;
 
+use crate::serve::ServeMetrics;
 use crate::state::AppState;
 
-/// (method, route template, status).
-type RequestKey = (String, String, u16);
+/// The labels of a request: its method, route template and status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
 
-/// Request counters by (method, route template, status): (count, seconds).
+/// Seconds spent serving requests, exposed as `..._seconds_sum` with no
+/// `_total`. It was declared a counter before; prometheus-client appends
+/// `_total` to every counter, so it is `untyped` now to keep its name.
+#[derive(Debug, Default)]
+struct SecondsSum(Counter<f64, AtomicU64>);
+
+impl TypedMetric for SecondsSum {
+    const TYPE: MetricType = MetricType::Unknown;
+}
+
+impl EncodeMetric for SecondsSum {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> std::fmt::Result {
+        encoder.encode_gauge(&self.0.get())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// Request counters by (method, route template, status): a count and the
+/// seconds spent, each an atomic behind its family's map.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<RequestKey, (u64, f64)>>,
+    requests: Family<RequestLabels, Counter>,
+    seconds: Family<RequestLabels, SecondsSum>,
     /// Requests refused by the anonymous-create rate limit.
-    pub rate_limited_total: std::sync::atomic::AtomicU64,
+    pub rate_limited_total: AtomicU64,
 }
 
 /// Counts a request under its route template (never its concrete path: ids
@@ -41,12 +79,13 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         state.mark_store_full();
     }
     let secs = started.elapsed().as_secs_f64();
-    let mut m = state.metrics.requests.lock();
-    let e = m
-        .entry((method, route, response.status().as_u16()))
-        .or_insert((0, 0.0));
-    e.0 += 1;
-    e.1 += secs;
+    let labels = RequestLabels {
+        method,
+        route,
+        status: response.status().as_u16(),
+    };
+    state.metrics.requests.get_or_create(&labels).inc();
+    state.metrics.seconds.get_or_create(&labels).0.inc_by(secs);
     response
 }
 
@@ -82,110 +121,130 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    let mut out = String::new();
-    out.push_str(
-        "# HELP sessiond_http_requests_total HTTP requests by method, route and status.\n",
-    );
-    out.push_str("# TYPE sessiond_http_requests_total counter\n");
-    let snapshot: Vec<_> = state
-        .metrics
-        .requests
-        .lock()
-        .iter()
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
-    for ((method, route, status), (count, _)) in &snapshot {
-        let _ = writeln!(
-            out,
-            "sessiond_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
-        );
+/// The server loop's counters and the rate limit's, read at scrape time.
+#[derive(Debug)]
+struct ServeCollector {
+    serve: Arc<ServeMetrics>,
+    metrics: Arc<Metrics>,
+}
+
+impl Collector for ServeCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let sm = &self.serve;
+        gauge(
+            &mut enc,
+            "sessiond_http_connections",
+            "Open HTTP connections.",
+            sm.connections.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sessiond_http_connections_refused_total",
+            "Connections refused at --max-connections.",
+            sm.refused_total.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sessiond_http_header_timeouts_total",
+            "Requests answered 408 because their head was not complete in time.",
+            sm.header_timeouts_total.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sessiond_http_idle_closed_total",
+            "Connections closed idle.",
+            sm.idle_closed_total.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sessiond_http_rate_limited_total",
+            "Anonymous creates refused by the per-address rate limit.",
+            self.metrics.rate_limited_total.load(Relaxed),
+        )
     }
-    {
-        use std::sync::atomic::Ordering::Relaxed;
-        let sm = &state.serve_metrics;
-        for (name, kind, help, v) in [
-            (
-                "sessiond_http_connections",
-                "gauge",
-                "Open HTTP connections.",
-                sm.connections.load(Relaxed),
-            ),
-            (
-                "sessiond_http_connections_refused_total",
-                "counter",
-                "Connections refused at --max-connections.",
-                sm.refused_total.load(Relaxed),
-            ),
-            (
-                "sessiond_http_header_timeouts_total",
-                "counter",
-                "Requests answered 408 because their head was not complete in time.",
-                sm.header_timeouts_total.load(Relaxed),
-            ),
-            (
-                "sessiond_http_idle_closed_total",
-                "counter",
-                "Connections closed idle.",
-                sm.idle_closed_total.load(Relaxed),
-            ),
-            (
-                "sessiond_http_rate_limited_total",
-                "counter",
-                "Anonymous creates refused by the per-address rate limit.",
-                state.metrics.rate_limited_total.load(Relaxed),
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        }
-    }
-    out.push_str("# HELP sessiond_http_request_seconds_sum Time spent serving requests.\n");
-    out.push_str("# TYPE sessiond_http_request_seconds_sum counter\n");
-    for ((method, route, status), (_, secs)) in &snapshot {
-        let _ = writeln!(
-            out,
-            "sessiond_http_request_seconds_sum{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {secs}"
-        );
-    }
-    let up = match state.client.stats().await {
-        Ok(s) => {
-            out.push_str("# TYPE sessiond_records gauge\n");
-            for ns in &s.namespaces {
-                let _ = writeln!(
-                    out,
-                    "sessiond_records{{namespace=\"{}\"}} {}",
-                    ns.namespace, ns.records
-                );
+}
+
+/// The daemon's figures as its `stats` answered them at this scrape
+/// (`None`: it did not answer).
+#[derive(Debug)]
+struct DaemonCollector(Option<StatsReply>);
+
+impl Collector for DaemonCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        if let Some(s) = &self.0 {
+            {
+                let mut family = enc.encode_descriptor(
+                    "sessiond_records",
+                    "Records stored in the daemon, by namespace.",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                for ns in &s.namespaces {
+                    ConstGauge::new(ns.records)
+                        .encode(family.encode_family(&[("namespace", ns.namespace.as_str())])?)?;
+                }
             }
-            let _ = writeln!(
-                out,
-                "# TYPE sessiond_expired_total counter\nsessiond_expired_total {}",
-                s.expired_total
-            );
-            let _ = writeln!(
-                out,
-                "# TYPE sessiond_ops_total counter\nsessiond_ops_total {}",
-                s.ops_total
-            );
-            let _ = writeln!(
-                out,
-                "# TYPE sessiond_memory_bytes gauge\nsessiond_memory_bytes {}",
-                s.memory_bytes
-            );
-            1
+            counter(
+                &mut enc,
+                "sessiond_expired_total",
+                "Records the daemon reclaimed by expiry.",
+                s.expired_total,
+            )?;
+            counter(
+                &mut enc,
+                "sessiond_ops_total",
+                "Operations the daemon served.",
+                s.ops_total,
+            )?;
+            gauge(
+                &mut enc,
+                "sessiond_memory_bytes",
+                "Estimated bytes held by the daemon's records.",
+                s.memory_bytes,
+            )?;
         }
-        Err(_) => 0,
-    };
-    let _ = writeln!(out, "# HELP sessiond_up Whether the daemon answered.\n# TYPE sessiond_up gauge\nsessiond_up {up}");
+        gauge(
+            &mut enc,
+            "sessiond_up",
+            "Whether the daemon answered.",
+            u64::from(self.0.is_some()),
+        )
+    }
+}
+
+/// The Prometheus text of the bridge, with `stats` as the daemon answered
+/// (`None`: it did not).
+#[must_use]
+fn render(state: &AppState, stats: Option<StatsReply>) -> String {
+    let m = &state.metrics;
+    let mut registry = Registry::default();
+    registry.register(
+        "sessiond_http_requests",
+        "HTTP requests by method, route and status",
+        m.requests.clone(),
+    );
+    registry.register_collector(Box::new(ServeCollector {
+        serve: Arc::clone(&state.serve_metrics),
+        metrics: Arc::clone(m),
+    }));
+    registry.register(
+        "sessiond_http_request_seconds_sum",
+        "Time spent serving requests",
+        m.seconds.clone(),
+    );
+    registry.register_collector(Box::new(DaemonCollector(stats)));
+    let mut out = String::with_capacity(4096);
+    if let Err(e) = prometheus_text::encode(&mut out, &registry) {
+        tracing::warn!(error = %e, "cannot encode the metrics");
+    }
+    out
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let stats = state.client.stats().await.ok();
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
+        [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
+        render(&state, stats),
     )
         .into_response()
 }

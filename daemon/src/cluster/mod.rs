@@ -735,9 +735,18 @@ impl Cluster {
         }
     }
 
-    /// Appends the group's metrics in Prometheus text.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
+    /// Encodes the group's metrics.
+    ///
+    /// # Errors
+    /// The encoder's.
+    pub fn encode_metrics(
+        &self,
+        enc: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        use crate::metrics::{counter, gauge};
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
         let m = self.raft.metrics().borrow().clone();
         let role = match m.state {
             ServerState::Leader => "leader",
@@ -746,72 +755,72 @@ impl Cluster {
             ServerState::Learner => "learner",
             ServerState::Shutdown => "shutdown",
         };
-        let _ = writeln!(out, "# HELP sessiond_cluster_role This member's Raft role (1 for the current one).\n# TYPE sessiond_cluster_role gauge");
-        for r in ["leader", "follower", "candidate", "learner", "shutdown"] {
-            let _ = writeln!(
-                out,
-                "sessiond_cluster_role{{role=\"{r}\"}} {}",
-                u8::from(r == role)
-            );
+        {
+            let mut family = enc.encode_descriptor(
+                "sessiond_cluster_role",
+                "This member's Raft role (1 for the current one).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for r in ["leader", "follower", "candidate", "learner", "shutdown"] {
+                ConstGauge::new(u64::from(r == role))
+                    .encode(family.encode_family(&[("role", r)])?)?;
+            }
         }
         let last_log = m.last_log_index.unwrap_or(0);
-        let rows = [
-            (
-                "sessiond_cluster_term",
-                "gauge",
-                "The current Raft term.",
-                m.current_term,
-            ),
-            (
-                "sessiond_cluster_commit_index",
-                "gauge",
-                "The last log index known committed.",
-                self.committed.load(Ordering::Relaxed),
-            ),
-            (
-                "sessiond_cluster_applied_index",
-                "gauge",
-                "The last log index applied to the store.",
-                m.last_applied.map_or(0, |l| l.index),
-            ),
-            (
-                "sessiond_cluster_last_log_index",
-                "gauge",
-                "The last log index this member holds.",
-                last_log,
-            ),
-            (
-                "sessiond_cluster_elections_total",
-                "counter",
-                "Elections this member saw begin as a candidate.",
-                self.elections.load(Ordering::Relaxed),
-            ),
-            (
-                "sessiond_cluster_leader_id",
-                "gauge",
-                "The leader's id (0: none known).",
-                m.current_leader.unwrap_or(0),
-            ),
-        ];
-        for (name, kind, help, v) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        }
+        gauge(
+            enc,
+            "sessiond_cluster_term",
+            "The current Raft term.",
+            m.current_term,
+        )?;
+        gauge(
+            enc,
+            "sessiond_cluster_commit_index",
+            "The last log index known committed.",
+            self.committed.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            enc,
+            "sessiond_cluster_applied_index",
+            "The last log index applied to the store.",
+            m.last_applied.map_or(0, |l| l.index),
+        )?;
+        gauge(
+            enc,
+            "sessiond_cluster_last_log_index",
+            "The last log index this member holds.",
+            last_log,
+        )?;
+        counter(
+            enc,
+            "sessiond_cluster_elections_total",
+            "Elections this member saw begin as a candidate.",
+            self.elections.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            enc,
+            "sessiond_cluster_leader_id",
+            "The leader's id (0: none known).",
+            m.current_leader.unwrap_or(0),
+        )?;
         if let Some(repl) = &m.replication {
-            let _ = writeln!(out, "# HELP sessiond_cluster_replication_lag Entries a follower is behind the leader's log.\n# TYPE sessiond_cluster_replication_lag gauge");
+            let mut family = enc.encode_descriptor(
+                "sessiond_cluster_replication_lag",
+                "Entries a follower is behind the leader's log.",
+                None,
+                MetricType::Gauge,
+            )?;
             for (id, matched) in repl {
                 if *id == self.node_id {
                     continue;
                 }
                 let lag = last_log.saturating_sub(matched.map_or(0, |l| l.index));
-                let _ = writeln!(
-                    out,
-                    "sessiond_cluster_replication_lag{{node=\"{id}\"}} {lag}"
-                );
+                let node = id.to_string();
+                ConstGauge::new(lag).encode(family.encode_family(&[("node", node.as_str())])?)?;
             }
         }
+        Ok(())
     }
 }
 

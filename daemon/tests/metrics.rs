@@ -1,0 +1,226 @@
+//! `/metrics` of a real daemon, parsed line by line: the names, types and
+//! labels dashboards depend on, after some operations.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+use sessiond_client::{Client, CreateOptions, SessionId, UpdateOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One sample line: name, labels, value.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// The `# TYPE` lines (name to type) and the samples of a text exposition.
+fn parse(text: &str) -> (HashMap<String, String>, Vec<Sample>) {
+    let mut types = HashMap::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect(line);
+            assert!(
+                types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "two TYPE lines for {name}"
+            );
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unexpected comment: {line}");
+        let (series, value) = line.rsplit_once(' ').expect(line);
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series, BTreeMap::new()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect(line);
+                let mut labels = BTreeMap::new();
+                for pair in body.split("\",") {
+                    let (k, v) = pair.split_once("=\"").expect(line);
+                    labels.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
+                }
+                (name, labels)
+            }
+        };
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    (types, samples)
+}
+
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let want: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    samples
+        .iter()
+        .find(|s| s.name == name && s.labels == want)
+        .map(|s| s.value)
+}
+
+/// A raw HTTP/1.1 GET: (head, body).
+async fn get(addr: SocketAddr, method: &str, path: &str) -> (String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect(&out);
+    (head.to_owned(), body.to_owned())
+}
+
+#[tokio::test]
+async fn metrics_parse_line_by_line_with_their_names_and_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = sessiond::Daemon::start(sessiond::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: dir.path().to_owned(),
+        ..sessiond::Config::default()
+    })
+    .await
+    .unwrap();
+    let addr = daemon.metrics_addr().unwrap();
+    let client = Client::connect(daemon.local_addr().to_string())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let s = client
+            .create("app", CreateOptions::new().owner(format!("o{i}")))
+            .await
+            .unwrap();
+        ids.push(s.id);
+    }
+    let _ = client.get("app", ids[0]).await.unwrap();
+    client.delete("app", ids[1]).await.unwrap();
+    let missing = client
+        .update("app", SessionId::new_v4(), UpdateOptions::new().set("a", 1i64))
+        .await;
+    assert!(missing.is_err());
+
+    let (head, body) = get(addr, "GET", "/metrics").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{head}"
+    );
+    let (types, samples) = parse(&body);
+
+    assert!(!body.contains("_total_total"), "{body}");
+    assert!(!body.contains("# EOF"), "{body}");
+    for (name, kind) in [
+        ("sessiond_ops_total", "counter"),
+        ("sessiond_op_seconds", "histogram"),
+        ("sessiond_records", "gauge"),
+        ("sessiond_expired_total", "counter"),
+        ("sessiond_evicted_total", "counter"),
+        ("sessiond_memory_bytes", "gauge"),
+        ("sessiond_connections", "gauge"),
+        ("sessiond_connections_total", "counter"),
+        ("sessiond_connections_awaiting_hello", "gauge"),
+        ("sessiond_connections_evicted_total", "counter"),
+        ("sessiond_connection_buffer_bytes", "gauge"),
+        ("sessiond_connection_buffer_extra_bytes", "gauge"),
+        ("sessiond_frames_refused_for_buffers_total", "counter"),
+        ("sessiond_log_bytes_total", "counter"),
+        ("sessiond_log_fsync_seconds", "histogram"),
+        ("sessiond_log_compactions_total", "counter"),
+    ] {
+        assert_eq!(
+            types.get(name).map(String::as_str),
+            Some(kind),
+            "{name}:\n{body}"
+        );
+    }
+    // Every sample belongs to a declared family.
+    for s in &samples {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                s.name
+                    .strip_suffix(suffix)
+                    .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+            })
+            .unwrap_or(&s.name);
+        assert!(types.contains_key(family), "{} has no TYPE", s.name);
+    }
+
+    let ops = |op, outcome| {
+        value(
+            &samples,
+            "sessiond_ops_total",
+            &[("op", op), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(ops("create", "ok"), Some(3.0), "{body}");
+    assert_eq!(ops("get", "ok"), Some(1.0), "{body}");
+    assert_eq!(ops("delete", "ok"), Some(1.0), "{body}");
+    assert_eq!(ops("update", "NotFound"), Some(1.0), "{body}");
+    assert_eq!(
+        ops("rotate", "ok"),
+        None,
+        "counters that never moved are not listed"
+    );
+    assert_eq!(
+        value(&samples, "sessiond_records", &[("namespace", "app")]),
+        Some(2.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(&samples, "sessiond_op_seconds_count", &[("op", "create")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "sessiond_op_seconds_bucket",
+            &[("op", "create"), ("le", "+Inf")]
+        ),
+        Some(3.0)
+    );
+    let les: Vec<&str> = samples
+        .iter()
+        .filter(|s| {
+            s.name == "sessiond_op_seconds_bucket"
+                && s.labels.get("op").map(String::as_str) == Some("create")
+        })
+        .map(|s| s.labels["le"].as_str())
+        .collect();
+    assert_eq!(
+        les,
+        [
+            "5e-06", "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025",
+            "0.01", "0.1", "1", "+Inf"
+        ],
+        "{body}"
+    );
+    assert!(value(&samples, "sessiond_op_seconds_sum", &[("op", "create")]).unwrap() > 0.0);
+    assert!(value(&samples, "sessiond_connections", &[]).unwrap() >= 1.0);
+    assert!(value(&samples, "sessiond_log_bytes_total", &[]).unwrap() > 0.0);
+    assert!(value(&samples, "sessiond_log_fsync_seconds_count", &[]).is_some());
+    assert!(value(&samples, "sessiond_log_fsync_seconds_sum", &[]).is_some());
+
+    let (head, _) = get(addr, "GET", "/other").await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let (head, _) = get(addr, "POST", "/metrics").await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    daemon.shutdown().await;
+}
