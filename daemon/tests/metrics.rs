@@ -111,7 +111,11 @@ async fn metrics_parse_line_by_line_with_their_names_and_labels() {
     let _ = client.get("app", ids[0]).await.unwrap();
     client.delete("app", ids[1]).await.unwrap();
     let missing = client
-        .update("app", SessionId::new_v4(), UpdateOptions::new().set("a", 1i64))
+        .update(
+            "app",
+            SessionId::new_v4(),
+            UpdateOptions::new().set("a", 1i64),
+        )
         .await;
     assert!(missing.is_err());
 

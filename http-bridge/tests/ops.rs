@@ -37,6 +37,134 @@ async fn health_metrics_and_openapi() {
     assert!(text.contains("route=\"/healthz\",status=\"200\""), "{text}");
 }
 
+/// One sample line of a text exposition: name, labels, value.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: std::collections::BTreeMap<String, String>,
+    value: f64,
+}
+
+/// The `# TYPE` lines (name to type) and the samples of a text exposition,
+/// read line by line.
+fn parse(text: &str) -> (std::collections::HashMap<String, String>, Vec<Sample>) {
+    let mut types = std::collections::HashMap::new();
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect(line);
+            assert!(
+                types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "two TYPE lines for {name}"
+            );
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unexpected comment: {line}");
+        let (series, value) = line.rsplit_once(' ').expect(line);
+        let value: f64 = value.parse().expect(line);
+        let (name, labels) = match series.split_once('{') {
+            None => (series, std::collections::BTreeMap::new()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect(line);
+                let labels = body
+                    .split("\",")
+                    .map(|pair| {
+                        let (k, v) = pair.split_once("=\"").expect(line);
+                        (k.to_owned(), v.trim_end_matches('"').to_owned())
+                    })
+                    .collect();
+                (name, labels)
+            }
+        };
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    (types, samples)
+}
+
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let want: std::collections::BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    samples
+        .iter()
+        .find(|s| s.name == name && s.labels == want)
+        .map(|s| s.value)
+}
+
+#[tokio::test]
+async fn metrics_parse_line_by_line_with_their_names_and_labels() {
+    let b = common::start().await;
+    let http = common::http();
+    for _ in 0..2 {
+        assert_eq!(
+            http.get(b.url("/healthz")).send().await.unwrap().status(),
+            200
+        );
+    }
+    assert_eq!(http.get(b.url("/nope")).send().await.unwrap().status(), 404);
+    let r = http.get(b.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("_total_total"), "{text}");
+    assert!(!text.contains("# EOF"), "{text}");
+    let (types, samples) = parse(&text);
+    for (name, kind) in [
+        ("sessiond_http_requests_total", "counter"),
+        ("sessiond_http_request_seconds_sum", "untyped"),
+        ("sessiond_http_connections", "gauge"),
+        ("sessiond_http_connections_refused_total", "counter"),
+        ("sessiond_http_header_timeouts_total", "counter"),
+        ("sessiond_http_idle_closed_total", "counter"),
+        ("sessiond_http_rate_limited_total", "counter"),
+        ("sessiond_records", "gauge"),
+        ("sessiond_expired_total", "counter"),
+        ("sessiond_ops_total", "counter"),
+        ("sessiond_memory_bytes", "gauge"),
+        ("sessiond_up", "gauge"),
+    ] {
+        assert_eq!(
+            types.get(name).map(String::as_str),
+            Some(kind),
+            "{name}:\n{text}"
+        );
+    }
+    for s in &samples {
+        assert!(
+            types.contains_key(&s.name),
+            "{} has no TYPE:\n{text}",
+            s.name
+        );
+    }
+    let healthz = [("method", "GET"), ("route", "/healthz"), ("status", "200")];
+    assert_eq!(
+        value(&samples, "sessiond_http_requests_total", &healthz),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(value(&samples, "sessiond_http_request_seconds_sum", &healthz).unwrap() > 0.0);
+    let unmatched = [("method", "GET"), ("route", "unmatched"), ("status", "404")];
+    assert_eq!(
+        value(&samples, "sessiond_http_requests_total", &unmatched),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(value(&samples, "sessiond_http_connections", &[]).unwrap() >= 1.0);
+    assert!(value(&samples, "sessiond_ops_total", &[]).unwrap() > 0.0);
+    assert_eq!(value(&samples, "sessiond_up", &[]), Some(1.0));
+}
+
 #[tokio::test]
 async fn unknown_routes_are_404_and_bodies_are_bounded() {
     let b = common::start_with(|c| c.max_body_bytes = 1024).await;
