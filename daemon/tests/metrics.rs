@@ -228,3 +228,121 @@ async fn metrics_parse_line_by_line_with_their_names_and_labels() {
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     daemon.shutdown().await;
 }
+
+#[tokio::test]
+async fn metrics_connections_are_capped_and_silent_ones_closed() {
+    let daemon = sessiond::Daemon::start(sessiond::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        in_memory: true,
+        ..sessiond::Config::default()
+    })
+    .await
+    .unwrap();
+    let addr = daemon.metrics_addr().unwrap();
+    let mut silent = Vec::new();
+    for _ in 0..64 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // The 65th is closed at once, unanswered.
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        extra.read_to_end(&mut buf),
+    )
+    .await
+    .expect("the connection over the cap was not closed");
+    assert!(
+        read.is_err() || buf.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+    // The silent ones are closed after the head timeout (5 s).
+    for mut s in silent {
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf))
+            .await
+            .expect("a silent metrics connection was kept open");
+    }
+    // And the endpoint answers again.
+    let (head, body) = get(addr, "GET", "/metrics").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("# TYPE sessiond_ops_total counter"), "{body}");
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_members_metrics_carry_the_cluster_families() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let daemon = sessiond::Daemon::start(sessiond::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: dir.path().to_owned(),
+        cluster: Some(sessiond::cluster::ClusterConfig {
+            node_id: 1,
+            members: [(1, format!("127.0.0.1:{peer_port}"))].into(),
+            join: false,
+            token: None,
+            advertise: None,
+            write_timeout: std::time::Duration::from_secs(5),
+            tls: None,
+        }),
+        ..sessiond::Config::default()
+    })
+    .await
+    .unwrap();
+    let addr = daemon.metrics_addr().unwrap();
+    let started = std::time::Instant::now();
+    let (types, samples, body) = loop {
+        let (_, body) = get(addr, "GET", "/metrics").await;
+        let (types, samples) = parse(&body);
+        if value(&samples, "sessiond_cluster_role", &[("role", "leader")]) == Some(1.0) {
+            break (types, samples, body);
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "never leader:\n{body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(!body.contains("_total_total"), "{body}");
+    for (name, kind) in [
+        ("sessiond_cluster_role", "gauge"),
+        ("sessiond_cluster_term", "gauge"),
+        ("sessiond_cluster_commit_index", "gauge"),
+        ("sessiond_cluster_applied_index", "gauge"),
+        ("sessiond_cluster_last_log_index", "gauge"),
+        ("sessiond_cluster_elections_total", "counter"),
+        ("sessiond_cluster_leader_id", "gauge"),
+        ("sessiond_cluster_replication_lag", "gauge"),
+    ] {
+        assert_eq!(
+            types.get(name).map(String::as_str),
+            Some(kind),
+            "{name}:\n{body}"
+        );
+    }
+    for role in ["follower", "candidate", "learner", "shutdown"] {
+        assert_eq!(
+            value(&samples, "sessiond_cluster_role", &[("role", role)]),
+            Some(0.0),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        value(&samples, "sessiond_cluster_leader_id", &[]),
+        Some(1.0)
+    );
+    assert!(value(&samples, "sessiond_cluster_term", &[]).unwrap() >= 1.0);
+    assert!(value(&samples, "sessiond_cluster_elections_total", &[]).is_some());
+    daemon.shutdown().await;
+}
