@@ -24,6 +24,8 @@ pub struct AppState {
     /// Until when (ms since the epoch) the store is known full: a write was
     /// refused for memory then (see [`AppState::mark_store_full`]).
     pub store_full_until_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// The keys JWTs are verified with (read at start-up).
+    pub jwt: Arc<crate::apis::scheduled::bearer::JwtKeys>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -41,8 +43,13 @@ impl AppState {
         if config.admin_email.is_some() != config.admin_password.is_some() {
             return Err("--admin-email and --admin-password go together".into());
         }
+        let jwt = crate::apis::scheduled::bearer::JwtKeys::load(
+            config.jwt_secret.as_deref(),
+            config.jwt_public_key.as_deref(),
+        )?;
         Ok(Self {
             client,
+            jwt: Arc::new(jwt),
             create_limiter: Arc::new(crate::guard::RateLimiter::new(
                 config.create_rate,
                 config.create_burst,

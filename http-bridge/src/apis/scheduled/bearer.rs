@@ -15,13 +15,11 @@
 //! `"roles": [..., "admin", ...]` (case-insensitive), or, for an access token,
 //! when the user is an administrator in the user directory.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Once, OnceLock};
+use std::path::Path;
+use std::sync::Once;
 
 use axum::http::{header, HeaderMap};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -80,35 +78,70 @@ impl Claims {
     }
 }
 
-/// A public key read from a PEM file, and the one algorithm it verifies.
-type PublicKey = Arc<(DecodingKey, Algorithm)>;
+/// The keys JWTs are verified with: read and checked once, at start-up
+/// ([`crate::state::AppState::new`]), so a bad key stops the bridge with a
+/// message instead of failing every request.
+pub struct JwtKeys {
+    /// `HS256` with `--jwt-secret`.
+    secret: Option<DecodingKey>,
+    /// `RS256` or `ES256` with `--jwt-public-key`: the key and its algorithm.
+    public: Option<(DecodingKey, Algorithm)>,
+}
 
-/// Public keys by file, read once per process (a bridge's settings do not
-/// change while it runs; several bridges in one test process may differ).
-fn public_key(path: &Path) -> Option<PublicKey> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, PublicKey>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    if let Some(k) = cache.lock().get(path) {
-        return Some(k.clone());
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.debug_struct("JwtKeys")
+            .field("secret", &self.secret.is_some())
+            .field("public", &self.public.as_ref().map(|(_, alg)| alg))
+            .finish()
     }
-    let pem = match std::fs::read(path) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot read the JWT public key");
-            return None;
+}
+
+impl JwtKeys {
+    /// Reads and checks the configured keys.
+    ///
+    /// # Errors
+    /// A message naming the setting: an empty secret, a public key file that
+    /// cannot be read, or one that is neither an RSA nor an EC (P-256) PEM
+    /// public key.
+    pub fn load(secret: Option<&str>, public_key: Option<&Path>) -> Result<Self, String> {
+        install_crypto();
+        let secret = match secret {
+            Some("") => return Err("--jwt-secret is empty".into()),
+            Some(s) => Some(DecodingKey::from_secret(s.as_bytes())),
+            None => None,
+        };
+        let public = match public_key {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    format!("--jwt-public-key {}: cannot read it: {e}", path.display())
+                })?;
+                let key = if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
+                    (k, Algorithm::RS256)
+                } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
+                    (k, Algorithm::ES256)
+                } else {
+                    return Err(format!(
+                        "--jwt-public-key {}: not an RSA or EC (P-256) public key in PEM",
+                        path.display()
+                    ));
+                };
+                Some(key)
+            }
+        };
+        Ok(Self { secret, public })
+    }
+
+    /// The key for a token signed with `alg`, if one is configured.
+    fn for_alg(&self, alg: Algorithm) -> Option<&DecodingKey> {
+        match (alg, &self.secret, &self.public) {
+            (Algorithm::HS256, Some(secret), _) => Some(secret),
+            (alg, _, Some((key, pk_alg))) if alg == *pk_alg => Some(key),
+            _ => None,
         }
-    };
-    let key = if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
-        (k, Algorithm::RS256)
-    } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
-        (k, Algorithm::ES256)
-    } else {
-        tracing::warn!(path = %path.display(), "the JWT public key is neither an RSA nor an EC PEM key");
-        return None;
-    };
-    let key = Arc::new(key);
-    cache.lock().insert(path.to_owned(), key.clone());
-    Some(key)
+    }
 }
 
 /// Selects aws-lc-rs explicitly, so that another crate turning on
@@ -122,18 +155,8 @@ fn install_crypto() {
 
 /// Verifies a JWT against the configured keys.
 fn verify_jwt(state: &AppState, token: &str) -> Option<Caller> {
-    install_crypto();
     let header = jsonwebtoken::decode_header(token).ok()?;
-    let public = state.config.jwt_public_key.as_deref().and_then(public_key);
-    let secret_key;
-    let key: &DecodingKey = match (header.alg, &state.config.jwt_secret, &public) {
-        (Algorithm::HS256, Some(secret), _) if !secret.is_empty() => {
-            secret_key = DecodingKey::from_secret(secret.as_bytes());
-            &secret_key
-        }
-        (alg, _, Some(pk)) if alg == pk.1 => &pk.0,
-        _ => return None,
-    };
+    let key = state.jwt.for_alg(header.alg)?;
     let mut v = Validation::new(header.alg);
     v.leeway = LEEWAY_SECS;
     v.validate_exp = true;
@@ -181,5 +204,42 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Calle
             }
             Err(AuthError::Unavailable)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_bad_key_is_refused_at_start_up_with_its_setting_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = JwtKeys::load(None, Some(&missing)).unwrap_err();
+        assert!(
+            e.contains("--jwt-public-key") && e.contains("missing.pem"),
+            "{e}"
+        );
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n")
+            .unwrap();
+        let e = JwtKeys::load(None, Some(&garbage)).unwrap_err();
+        assert!(e.contains("not an RSA or EC"), "{e}");
+        let e = JwtKeys::load(Some(""), None).unwrap_err();
+        assert!(e.contains("--jwt-secret is empty"), "{e}");
+    }
+
+    #[test]
+    fn each_algorithm_gets_only_its_own_key() {
+        let keys = JwtKeys::load(Some("a-secret-long-enough-for-hs256-use"), None).unwrap();
+        assert!(keys.for_alg(Algorithm::HS256).is_some());
+        assert!(keys.for_alg(Algorithm::RS256).is_none());
+        assert!(keys.for_alg(Algorithm::ES256).is_none());
+        let none = JwtKeys::load(None, None).unwrap();
+        assert!(none.for_alg(Algorithm::HS256).is_none());
+        // The secret never shows in a debug print.
+        assert!(!format!("{keys:?}").contains("a-secret"));
     }
 }
