@@ -326,9 +326,9 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEAD_BYTES: usize = 8192;
 
 /// Serves `GET /metrics` on `listener` until `shutdown`. Anything else gets
-/// 404. One request per connection; at most [`MAX_CONNECTIONS`] at once,
-/// each with its head in [`HEAD_TIMEOUT`] and [`MAX_HEAD_BYTES`], and gone
-/// after [`CONNECTION_TIMEOUT`].
+/// 404. One request per connection; at most 64 connections at once, each
+/// with its head within 5 s and 8 KiB, and gone after 30 s (the constants
+/// above).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     let registry = Arc::new(registry(shared));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));

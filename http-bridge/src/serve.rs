@@ -16,7 +16,7 @@
 //!   and [`MAX_HEAD_BYTES`] for the request line and headers together (`431`),
 //!   a request target of at most 65534 bytes (`414`, hyper's fixed limit);
 //!   a head that does not parse is `400`. Hyper answers these itself with an
-//!   empty body; [`Watched`] holds that answer back and the loop here sends
+//!   empty body; `Watched` holds that answer back and the loop here sends
 //!   a JSON one instead, in the envelope of the API the request line's path
 //!   belongs to ([`crate::apis::error_for_path`]), then closes. Memory: a
 //!   connection's read buffer grows to about `MAX_HEAD_BYTES` (twice that

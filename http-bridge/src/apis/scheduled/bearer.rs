@@ -223,8 +223,11 @@ mod tests {
             "{e}"
         );
         let garbage = dir.path().join("garbage.pem");
-        std::fs::write(&garbage, "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n")
-            .unwrap();
+        std::fs::write(
+            &garbage,
+            "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
         let e = JwtKeys::load(None, Some(&garbage)).unwrap_err();
         assert!(e.contains("not an RSA or EC"), "{e}");
         let e = JwtKeys::load(Some(""), None).unwrap_err();
