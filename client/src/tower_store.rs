@@ -28,8 +28,11 @@
 //! - `expiry_date` becomes the session's idle ttl, `expiry_date - now`, set at
 //!   every create and save (loads do not slide it), so the daemon expires the
 //!   session at that instant, give or take the request's transit time, and a load
-//!   after it finds nothing. A loaded record's `expiry_date` is the session's
-//!   `expires_at`.
+//!   after it finds nothing. The date itself, to the nanosecond, is kept in
+//!   [`EXPIRY_ATTR`], and a loaded record's `expiry_date` is exactly the one
+//!   saved (the daemon's deadline has millisecond resolution); where the
+//!   daemon's deadline has moved away from it (another client slid the
+//!   session), the daemon's deadline is returned.
 //! - If `data` holds a string under [`OWNER_KEY`] when the session is created,
 //!   that user becomes the session's owner, so the daemon's owner index lists
 //!   and revokes every session of a user ([`Client::list_by_owner`],
@@ -63,6 +66,15 @@ use crate::{Client, CreateOptions, Error, ErrorCode, Session, SessionId, UpdateO
 
 /// The attribute holding a record's data map as JSON text.
 pub const DATA_ATTR: &str = "tower_sessions.data";
+
+/// The attribute holding a record's `expiry_date` exactly, as nanoseconds
+/// since the Unix epoch in decimal.
+pub const EXPIRY_ATTR: &str = "tower_sessions.expiry";
+
+/// How far the daemon's deadline may be from the saved date for the saved
+/// date to be returned (transit time and the daemon's millisecond
+/// resolution); further, the session was slid by another client.
+const EXPIRY_AGREEMENT: time::Duration = time::Duration::seconds(2);
 
 /// A data key whose string value, when the session is created, becomes the
 /// sessiond owner of the session.
@@ -135,6 +147,11 @@ fn encode(record: &Record) -> session_store::Result<String> {
     serde_json::to_string(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))
 }
 
+/// `expiry_date` as kept in [`EXPIRY_ATTR`].
+fn expiry_text(record: &Record) -> String {
+    record.expiry_date.unix_timestamp_nanos().to_string()
+}
+
 fn owner_of(record: &Record) -> Option<String> {
     match record.data.get(OWNER_KEY) {
         Some(serde_json::Value::String(owner)) => Some(owner.clone()),
@@ -157,10 +174,22 @@ fn decode(id: Id, s: &Session) -> session_store::Result<Record> {
         None => HashMap::new(),
     };
     // A session without expiry (not one of ours) lasts as long as time can say.
-    let expiry_date = s
+    let deadline = s
         .expires_at_ms
         .and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
         .unwrap_or_else(|| time::PrimitiveDateTime::MAX.assume_utc());
+    // The date as saved, unless the daemon's deadline has moved from it.
+    let saved = match s.attr(EXPIRY_ATTR) {
+        Some(Value::Str(nanos)) => nanos
+            .parse::<i128>()
+            .ok()
+            .and_then(|n| OffsetDateTime::from_unix_timestamp_nanos(n).ok()),
+        _ => None,
+    };
+    let expiry_date = match saved {
+        Some(saved) if (saved - deadline).abs() <= EXPIRY_AGREEMENT => saved,
+        _ => deadline,
+    };
     if let Some(owner) = data.get(OWNER_KEY).and_then(|o| o.as_str()) {
         if s.owner.as_deref() != Some(owner) {
             // The owner index would miss this session (logout-everywhere would
@@ -192,7 +221,8 @@ impl SessionStore for SessiondStore {
             let mut opts = CreateOptions::new()
                 .id(sessiond_id(&record.id))
                 .idle_ttl(ttl)
-                .attr(DATA_ATTR, data.as_str());
+                .attr(DATA_ATTR, data.as_str())
+                .attr(EXPIRY_ATTR, expiry_text(record));
             if let Some(owner) = &owner {
                 opts = opts.owner(owner.as_str());
             }
@@ -223,6 +253,7 @@ impl SessionStore for SessiondStore {
         };
         let update = UpdateOptions::new()
             .set(DATA_ATTR, data)
+            .set(EXPIRY_ATTR, expiry_text(record))
             .ttl(Some(ttl), None)
             .upsert(owner_of(record));
         match self
@@ -301,6 +332,57 @@ mod tests {
         assert_eq!(
             ttl_until(now + time::Duration::microseconds(900), now),
             None
+        );
+    }
+
+    #[test]
+    fn the_saved_expiry_comes_back_to_the_nanosecond() {
+        let exact = OffsetDateTime::from_unix_timestamp_nanos(2_000_000_000_123_456_789).unwrap();
+        let record = Record {
+            id: Id(7),
+            data: HashMap::new(),
+            expiry_date: exact,
+        };
+        // The daemon's deadline: the same instant, to its millisecond.
+        let s = session(
+            vec![(EXPIRY_ATTR, Value::Str(expiry_text(&record)))],
+            Some(2_000_000_000_123),
+        );
+        assert_eq!(decode(record.id, &s).unwrap().expiry_date, exact);
+        // Two saves within one millisecond load as they were saved.
+        let later = Record {
+            expiry_date: exact + time::Duration::nanoseconds(1),
+            ..record.clone()
+        };
+        let s = session(
+            vec![(EXPIRY_ATTR, Value::Str(expiry_text(&later)))],
+            Some(2_000_000_000_123),
+        );
+        assert_eq!(decode(record.id, &s).unwrap().expiry_date, later.expiry_date);
+    }
+
+    #[test]
+    fn a_deadline_slid_by_another_client_wins_over_the_saved_date() {
+        let exact = OffsetDateTime::from_unix_timestamp(2_000_000_000).unwrap();
+        let record = Record {
+            id: Id(7),
+            data: HashMap::new(),
+            expiry_date: exact,
+        };
+        let slid = 2_000_000_000_000 + 3_600_000;
+        let s = session(
+            vec![(EXPIRY_ATTR, Value::Str(expiry_text(&record)))],
+            Some(slid),
+        );
+        assert_eq!(
+            decode(record.id, &s).unwrap().expiry_date,
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(slid) * 1_000_000).unwrap()
+        );
+        // Garbage in the attribute is ignored.
+        let s = session(vec![(EXPIRY_ATTR, Value::Str("soon".into()))], Some(slid));
+        assert_eq!(
+            decode(record.id, &s).unwrap().expiry_date.unix_timestamp(),
+            2_000_003_600
         );
     }
 

@@ -86,9 +86,10 @@ async fn create_load_save_delete() {
     assert_eq!(loaded.id, rec.id);
     assert_eq!(loaded.data, rec.data, "lossless data round trip");
     assert_eq!(float_bits(&loaded.data), float_bits(&rec.data));
-    // The daemon's deadline is the record's expiry date (give or take the
-    // request's transit time; the bound is generous).
-    assert!((loaded.expiry_date - rec.expiry_date).abs() < time::Duration::seconds(5));
+    // The expiry date comes back to the nanosecond (kept beside the daemon's
+    // millisecond deadline), and so does the whole record.
+    assert_eq!(loaded.expiry_date, rec.expiry_date, "the expiry date exactly as saved");
+    assert_eq!(loaded, rec, "the record exactly as saved");
     // One sessiond session, owned by the user named in the data.
     let s = client.get(NS, sessiond_id(&rec.id)).await.unwrap().unwrap();
     assert_eq!(s.owner.as_deref(), Some("alice"));
@@ -103,7 +104,8 @@ async fn create_load_save_delete() {
     store.save(&rec).await.unwrap();
     let loaded = store.load(&rec.id).await.unwrap().unwrap();
     assert_eq!(loaded.data, rec.data);
-    assert!((loaded.expiry_date - rec.expiry_date).abs() < time::Duration::seconds(5));
+    assert_eq!(loaded.expiry_date, rec.expiry_date, "the expiry date exactly as saved");
+    assert_eq!(loaded, rec, "the record exactly as saved");
 
     store.delete(&rec.id).await.unwrap();
     assert!(store.load(&rec.id).await.unwrap().is_none());
