@@ -358,7 +358,10 @@ mod tests {
             vec![(EXPIRY_ATTR, Value::Str(expiry_text(&later)))],
             Some(2_000_000_000_123),
         );
-        assert_eq!(decode(record.id, &s).unwrap().expiry_date, later.expiry_date);
+        assert_eq!(
+            decode(record.id, &s).unwrap().expiry_date,
+            later.expiry_date
+        );
     }
 
     #[test]

@@ -88,7 +88,10 @@ async fn create_load_save_delete() {
     assert_eq!(float_bits(&loaded.data), float_bits(&rec.data));
     // The expiry date comes back to the nanosecond (kept beside the daemon's
     // millisecond deadline), and so does the whole record.
-    assert_eq!(loaded.expiry_date, rec.expiry_date, "the expiry date exactly as saved");
+    assert_eq!(
+        loaded.expiry_date, rec.expiry_date,
+        "the expiry date exactly as saved"
+    );
     assert_eq!(loaded, rec, "the record exactly as saved");
     // One sessiond session, owned by the user named in the data.
     let s = client.get(NS, sessiond_id(&rec.id)).await.unwrap().unwrap();
@@ -104,7 +107,10 @@ async fn create_load_save_delete() {
     store.save(&rec).await.unwrap();
     let loaded = store.load(&rec.id).await.unwrap().unwrap();
     assert_eq!(loaded.data, rec.data);
-    assert_eq!(loaded.expiry_date, rec.expiry_date, "the expiry date exactly as saved");
+    assert_eq!(
+        loaded.expiry_date, rec.expiry_date,
+        "the expiry date exactly as saved"
+    );
     assert_eq!(loaded, rec, "the record exactly as saved");
 
     store.delete(&rec.id).await.unwrap();
