@@ -513,6 +513,27 @@ fn replay_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
 }
 
+/// Damage at `offset` of `path` (whose bytes are `bytes`): refuses to start,
+/// or with `--repair` cuts it there (keeping a copy of what is cut).
+fn repair_or_refuse(
+    config: &LogConfig,
+    path: &Path,
+    bytes: &[u8],
+    offset: u64,
+    reason: &str,
+) -> Result<(), LogError> {
+    if !config.repair {
+        return Err(LogError::Corrupt {
+            file: path.to_owned(),
+            offset,
+            reason: reason.to_owned(),
+        });
+    }
+    let copy = cut(&*config.vfs, path, bytes, offset)?;
+    warn!(file = %path.display(), offset, reason, copy = %copy.display(), "repair: cut damaged records");
+    Ok(())
+}
+
 /// Replays the data dir into `store` and opens a fresh segment.
 pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, LogError> {
     let vfs = &*config.vfs;
@@ -625,15 +646,7 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
                     warn!(file = %path.display(), offset, copy, "cut the end of the log that a crash left half written (it was never acknowledged; a copy is kept)");
                 }
                 Tail::Corrupt { offset, reason } => {
-                    if !config.repair {
-                        return Err(LogError::Corrupt {
-                            file: path,
-                            offset: *offset,
-                            reason: reason.clone(),
-                        });
-                    }
-                    let copy = cut(vfs, &path, &bytes, *offset)?;
-                    warn!(file = %path.display(), offset, reason, copy = %copy.display(), "repair: cut damaged log records");
+                    repair_or_refuse(config, &path, &bytes, *offset, reason)?;
                 }
             }
             log_bytes += s.valid_len;
@@ -646,15 +659,7 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
         if let Tail::Corrupt { offset, reason } = &s.tail {
             // A snapshot is complete before it is renamed into place, so any
             // damage is the disk's; repair keeps what precedes it.
-            if !config.repair {
-                return Err(LogError::Corrupt {
-                    file: path,
-                    offset: *offset,
-                    reason: reason.clone(),
-                });
-            }
-            let copy = cut(vfs, &path, &bytes, *offset)?;
-            warn!(file = %path.display(), offset, reason, copy = %copy.display(), "repair: cut a damaged snapshot");
+            repair_or_refuse(config, &path, &bytes, *offset, reason)?;
         }
         replay.apply(&s.records, Pass::Images);
     }

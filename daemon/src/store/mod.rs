@@ -435,13 +435,25 @@ impl Store {
     }
 
     fn unindex_owner(&self, ns: u32, owner: &Arc<str>, created_at: u64, id: SessionId) {
+        self.unindex_with(ns, owner, &(created_at, id), OwnerSet::remove);
+    }
+
+    /// Removes `entry` from `owner`'s set with `remove`, and the set once it
+    /// is empty.
+    fn unindex_with(
+        &self,
+        ns: u32,
+        owner: &Arc<str>,
+        entry: &owner_set::Entry,
+        remove: fn(&mut OwnerSet, &owner_set::Entry) -> bool,
+    ) {
         let okey = OwnerKey {
             ns,
             owner: owner.clone(),
         };
         let now_empty = match self.owners.get_mut(&okey) {
             Some(mut set) => {
-                set.remove(&(created_at, id));
+                remove(&mut set, entry);
                 set.is_empty()
             }
             None => false,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use sessiond_protocol::{SessionId, Ttl};
 
+use super::owner_set::OwnerSet;
 use super::record::{self, Key, Record, NEVER};
 use super::{OwnerKey, Store, Timer, TOMBSTONE_BYTES};
 
@@ -67,20 +68,7 @@ impl Store {
 
     /// Removes an index entry of a set a replay may have left unsorted.
     fn unindex_restored(&self, ns: u32, owner: &Arc<str>, created_at: u64, id: SessionId) {
-        let okey = OwnerKey {
-            ns,
-            owner: owner.clone(),
-        };
-        let now_empty = match self.owners.get_mut(&okey) {
-            Some(mut set) => {
-                set.remove_unsorted(&(created_at, id));
-                set.is_empty()
-            }
-            None => false,
-        };
-        if now_empty {
-            self.owners.remove_if(&okey, |_, s| s.is_empty());
-        }
+        self.unindex_with(ns, owner, &(created_at, id), OwnerSet::remove_unsorted);
     }
 
     /// Sorts the owner sets a replay filled (see
