@@ -607,14 +607,7 @@ async fn a_dead_daemon_answers_503_and_the_bridge_recovers() {
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
     let b = common::start().await;
-    let doc: Value = bare()
-        .get(b.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = b.openapi().await;
     let paths = &doc["paths"];
     for (path, method) in [
         ("/api/session/", "post"),

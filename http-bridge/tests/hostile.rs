@@ -544,12 +544,7 @@ async fn a_handler_that_panics_is_answered_500_in_json() {
 #[tokio::test]
 async fn openapi_lists_every_answer_given_before_a_handler() {
     let b = common::start().await;
-    let doc: Value = reqwest::get(b.url("/openapi.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = b.openapi().await;
     let paths = doc["paths"].as_object().unwrap();
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {

@@ -444,14 +444,7 @@ async fn the_session_path_is_shared_with_the_cache_api() {
         .await
         .unwrap();
     assert_ne!(r.status(), 405);
-    let doc: Value = http
-        .get(b.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = b.openapi().await;
     let session = &doc["paths"]["/session"];
     assert!(session["post"].is_object());
     assert!(session["delete"].is_object());

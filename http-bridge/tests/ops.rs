@@ -4,6 +4,7 @@
 mod common;
 
 use serde_json::Value;
+use sessiond_e2e::exposition::{parse, value};
 
 #[tokio::test]
 async fn health_metrics_and_openapi() {
@@ -14,14 +15,7 @@ async fn health_metrics_and_openapi() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["daemon"], "up");
 
-    let doc: Value = http
-        .get(b.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = b.openapi().await;
     assert_eq!(doc["openapi"], "3.0.3");
     assert!(doc["paths"]["/healthz"]["get"].is_object());
 
@@ -35,68 +29,6 @@ async fn health_metrics_and_openapi() {
         .unwrap();
     assert!(text.contains("sessiond_up 1"), "{text}");
     assert!(text.contains("route=\"/healthz\",status=\"200\""), "{text}");
-}
-
-/// One sample line of a text exposition: name, labels, value.
-#[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: std::collections::BTreeMap<String, String>,
-    value: f64,
-}
-
-/// The `# TYPE` lines (name to type) and the samples of a text exposition,
-/// read line by line.
-fn parse(text: &str) -> (std::collections::HashMap<String, String>, Vec<Sample>) {
-    let mut types = std::collections::HashMap::new();
-    let mut samples = Vec::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').expect(line);
-            assert!(
-                types.insert(name.to_owned(), kind.to_owned()).is_none(),
-                "two TYPE lines for {name}"
-            );
-            continue;
-        }
-        if line.starts_with("# HELP ") {
-            continue;
-        }
-        assert!(!line.starts_with('#'), "unexpected comment: {line}");
-        let (series, value) = line.rsplit_once(' ').expect(line);
-        let value: f64 = value.parse().expect(line);
-        let (name, labels) = match series.split_once('{') {
-            None => (series, std::collections::BTreeMap::new()),
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').expect(line);
-                let labels = body
-                    .split("\",")
-                    .map(|pair| {
-                        let (k, v) = pair.split_once("=\"").expect(line);
-                        (k.to_owned(), v.trim_end_matches('"').to_owned())
-                    })
-                    .collect();
-                (name, labels)
-            }
-        };
-        samples.push(Sample {
-            name: name.to_owned(),
-            labels,
-            value,
-        });
-    }
-    (types, samples)
-}
-
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let want: std::collections::BTreeMap<String, String> = labels
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    samples
-        .iter()
-        .find(|s| s.name == name && s.labels == want)
-        .map(|s| s.value)
 }
 
 #[tokio::test]

@@ -1071,14 +1071,7 @@ async fn sessions_without_times_are_accepted() {
     assert_eq!(v["data"]["recurringDayOfWeek"], "MONDAY", "{v}");
 
     // The OpenAPI agrees: optional on create, nullable in the answer.
-    let doc: Value = common::http()
-        .get(b.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = b.openapi().await;
     let schemas = &doc["components"]["schemas"];
     let required = schemas["ScheduledSessionCreate"]["required"]
         .as_array()
@@ -1552,14 +1545,7 @@ async fn users_see_their_own_and_admins_see_all() {
 #[tokio::test]
 async fn the_openapi_document_describes_the_routes() {
     let b = common::start().await;
-    let doc: Value = common::http()
-        .get(b.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = b.openapi().await;
     for (path, methods) in [
         ("/sessions", &["get", "post"][..]),
         ("/sessions/{id}", &["get", "patch", "delete"][..]),

@@ -762,14 +762,7 @@ async fn an_unreachable_daemon_answers_503() {
 #[tokio::test]
 async fn openapi_describes_every_route() {
     let b = common::start().await;
-    let doc: Value = common::http()
-        .get(b.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = b.openapi().await;
     let paths = &doc["paths"];
     for (path, method) in [
         ("/api/v1/status", "get"),

@@ -353,3 +353,81 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// A Prometheus text exposition (`/metrics`) read line by line, for the
+/// tests of the daemon's and the bridge's endpoints. A malformed line fails
+/// the test that reads it (a panic naming the line), hence the `expect`s.
+#[allow(clippy::expect_used)]
+pub mod exposition {
+    use std::collections::{BTreeMap, HashMap};
+
+    /// One sample line: name, labels, value.
+    #[derive(Debug)]
+    pub struct Sample {
+        /// The series name.
+        pub name: String,
+        /// Its labels.
+        pub labels: BTreeMap<String, String>,
+        /// Its value.
+        pub value: f64,
+    }
+
+    /// The `# TYPE` lines (name to type) and the samples of `text`. Panics
+    /// on a line that is not a comment, a `TYPE`/`HELP` line or a sample, and
+    /// on two `TYPE` lines for one name.
+    #[must_use]
+    pub fn parse(text: &str) -> (HashMap<String, String>, Vec<Sample>) {
+        let mut types = HashMap::new();
+        let mut samples = Vec::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect(line);
+                assert!(
+                    types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                    "two TYPE lines for {name}"
+                );
+                continue;
+            }
+            if line.starts_with("# HELP ") {
+                continue;
+            }
+            assert!(!line.starts_with('#'), "unexpected comment: {line}");
+            let (series, value) = line.rsplit_once(' ').expect(line);
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
+            };
+            let (name, labels) = match series.split_once('{') {
+                None => (series, BTreeMap::new()),
+                Some((name, rest)) => {
+                    let body = rest.strip_suffix('}').expect(line);
+                    let mut labels = BTreeMap::new();
+                    for pair in body.split("\",") {
+                        let (k, v) = pair.split_once("=\"").expect(line);
+                        labels.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
+                    }
+                    (name, labels)
+                }
+            };
+            samples.push(Sample {
+                name: name.to_owned(),
+                labels,
+                value,
+            });
+        }
+        (types, samples)
+    }
+
+    /// The value of the sample `name` with exactly `labels`.
+    #[must_use]
+    pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let want: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        samples
+            .iter()
+            .find(|s| s.name == name && s.labels == want)
+            .map(|s| s.value)
+    }
+}

@@ -783,6 +783,20 @@ fn lost_write(bytes: &[u8], from: usize, to: usize) -> bool {
     false
 }
 
+/// Whether a segment's creation never finished: its header cut short (or
+/// never written) and zeros after it, so it holds no record ([`Tail::Empty`];
+/// read from the header alone).
+#[must_use]
+pub fn unfinished_segment(bytes: &[u8]) -> bool {
+    let expected = header(FileKind::Segment);
+    let written = bytes
+        .iter()
+        .zip(expected.iter())
+        .take_while(|(a, b)| a == b)
+        .count();
+    written < HEADER_LEN && zeros_from(bytes, written)
+}
+
 /// The first record of a file whose header and first frame are sound (a
 /// snapshot's checkpoint, read before the rest of the snapshot is).
 #[must_use]
@@ -820,15 +834,8 @@ pub fn scan_in_place(bytes: &[u8], kind: FileKind, newest: bool) -> Scan<RecordR
             reason,
         },
     };
-    let expected = header(kind);
     let h = bytes.get(..HEADER_LEN).unwrap_or(bytes);
-    // A segment cut inside its header (or never given one) holds nothing.
-    let written = h
-        .iter()
-        .zip(expected.iter())
-        .take_while(|(a, b)| a == b)
-        .count();
-    if kind == FileKind::Segment && written < HEADER_LEN && zeros_from(bytes, written) {
+    if kind == FileKind::Segment && unfinished_segment(bytes) {
         return Scan {
             records,
             valid_len: 0,

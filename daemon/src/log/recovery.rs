@@ -575,7 +575,7 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
     while let Some(&n) = live.last() {
         let path = dir.join(file_name(FileKind::Segment, n));
         let bytes = vfs.read(&path).map_err(io_err("read", &path))?;
-        if format::scan_in_place(&bytes, FileKind::Segment, true).tail != Tail::Empty {
+        if !format::unfinished_segment(&bytes) {
             newest_bytes = Some(bytes);
             break;
         }

@@ -21,6 +21,18 @@ impl TestBridge {
         format!("{}{path}", self.base)
     }
 
+    /// The bridge's `/openapi.json`.
+    pub async fn openapi(&self) -> serde_json::Value {
+        http()
+            .get(self.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// The embedded daemon's native address.
     pub fn daemon_addr(&self) -> String {
         self.bridge.as_ref().unwrap().daemon_addr.clone()

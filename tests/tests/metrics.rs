@@ -2,76 +2,11 @@
 //! labels dashboards depend on, after some operations.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use sessiond_client::{Client, CreateOptions, SessionId, UpdateOptions};
+use sessiond_e2e::exposition::{parse, value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// One sample line: name, labels, value.
-#[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// The `# TYPE` lines (name to type) and the samples of a text exposition.
-fn parse(text: &str) -> (HashMap<String, String>, Vec<Sample>) {
-    let mut types = HashMap::new();
-    let mut samples = Vec::new();
-    for line in text.lines() {
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').expect(line);
-            assert!(
-                types.insert(name.to_owned(), kind.to_owned()).is_none(),
-                "two TYPE lines for {name}"
-            );
-            continue;
-        }
-        if line.starts_with("# HELP ") {
-            continue;
-        }
-        assert!(!line.starts_with('#'), "unexpected comment: {line}");
-        let (series, value) = line.rsplit_once(' ').expect(line);
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
-        };
-        let (name, labels) = match series.split_once('{') {
-            None => (series, BTreeMap::new()),
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').expect(line);
-                let mut labels = BTreeMap::new();
-                for pair in body.split("\",") {
-                    let (k, v) = pair.split_once("=\"").expect(line);
-                    labels.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
-                }
-                (name, labels)
-            }
-        };
-        samples.push(Sample {
-            name: name.to_owned(),
-            labels,
-            value,
-        });
-    }
-    (types, samples)
-}
-
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let want: BTreeMap<String, String> = labels
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    samples
-        .iter()
-        .find(|s| s.name == name && s.labels == want)
-        .map(|s| s.value)
-}
 
 /// A raw HTTP/1.1 GET: (head, body).
 async fn get(addr: SocketAddr, method: &str, path: &str) -> (String, String) {
