@@ -188,13 +188,24 @@ impl Grant {
     /// A message for the client naming the token and what it lacks.
     pub fn allows(&self, op: &Op) -> Result<(), String> {
         let (namespace, rights) = needs(op);
+        self.allows_in(op.name(), namespace, rights)
+    }
+
+    /// Whether this grant allows the operation `name`, which needs `rights`
+    /// in `namespace` (`None`: no namespace); the error says why not.
+    ///
+    /// # Errors
+    /// A message for the client naming the token and what it lacks.
+    pub fn allows_in(
+        &self,
+        name: &str,
+        namespace: Option<&str>,
+        rights: Rights,
+    ) -> Result<(), String> {
         if self.rights < rights {
             return Err(format!(
-                "token {:?} has {:?} rights; {} needs {:?}",
-                self.name,
-                self.rights,
-                op.name(),
-                rights
+                "token {:?} has {:?} rights; {name} needs {:?}",
+                self.name, self.rights, rights
             ));
         }
         if let (Some(ns), Some(allowed)) = (namespace, &self.namespaces) {

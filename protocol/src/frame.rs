@@ -38,7 +38,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{DecodeError, EncodeError, FrameError};
-use crate::message::{Op, Reply, Request, Response, Session};
+use crate::message::{Op, Request, Response};
 
 /// Default largest payload, 1 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 1024 * 1024;
@@ -51,7 +51,7 @@ pub const HEADER_LEN: usize = 4;
 /// stranger cannot make the daemon hold more than this for it.
 pub const MAX_HELLO_FRAME_LEN: u32 = 8 * 1024;
 
-fn config() -> impl bincode::config::Config {
+pub(crate) fn config() -> impl bincode::config::Config {
     // The limit bounds what the decoder may allocate for any one claimed length,
     // even though serde's own pre-allocation is already cautious.
     bincode::config::standard().with_limit::<{ ABSOLUTE_MAX_FRAME_LEN as usize }>()
@@ -109,6 +109,15 @@ pub fn encode_frame<T: Serialize>(msg: &T, buf: &mut BytesMut) -> Result<(), Enc
     Ok(())
 }
 
+/// Appends the encoding of `value` (no frame header) to `buf`.
+pub(crate) fn encode_into<T: Serialize>(value: &T, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    bincode::serde::encode_into_writer(value, BufWriter(buf), config()).map_err(|e| {
+        EncodeError::Codec {
+            reason: e.to_string(),
+        }
+    })
+}
+
 /// Appends one frame holding `req` to `buf`.
 ///
 /// # Errors
@@ -139,59 +148,6 @@ pub fn encode_request_parts(id: u64, op: &Op, buf: &mut BytesMut) -> Result<(), 
 /// As [`encode_frame`].
 pub fn encode_response(resp: &Response, buf: &mut BytesMut) -> Result<(), EncodeError> {
     encode_frame(resp, buf)
-}
-
-/// Appends one frame holding the answer `Session(head)` (or
-/// `MaybeSession(Some(head))` when `maybe`), with `attrs` (an attribute map
-/// already encoded by [`crate::value::encode_attrs`]) in place of
-/// `head.attrs`, which must be empty. The bytes are exactly those of
-/// [`encode_response`] on the decoded session: the attributes are the last
-/// field of the last value of the frame, so they are spliced in as they
-/// are, without being decoded and encoded again.
-///
-/// # Errors
-/// As [`encode_frame`]; [`EncodeError::Codec`] if `head.attrs` is not empty.
-pub fn encode_session_response(
-    id: u64,
-    maybe: bool,
-    head: Session,
-    attrs: &[u8],
-    buf: &mut BytesMut,
-) -> Result<(), EncodeError> {
-    if !head.attrs.is_empty() {
-        return Err(EncodeError::Codec {
-            reason: "a session head must come without attributes".into(),
-        });
-    }
-    let reply = if maybe {
-        Reply::MaybeSession(Some(head))
-    } else {
-        Reply::Session(head)
-    };
-    let start = buf.len();
-    encode_frame(&Response { id, reply }, buf)?;
-    // The empty map is one byte (its length, 0): replace it with the map.
-    if buf.last() != Some(&0) {
-        buf.truncate(start);
-        return Err(EncodeError::Codec {
-            reason: "unexpected encoding of an empty attribute map".into(),
-        });
-    }
-    buf.truncate(buf.len() - 1);
-    buf.extend_from_slice(attrs);
-    let len = buf.len() - start - HEADER_LEN;
-    let Some(len32) = u32::try_from(len)
-        .ok()
-        .filter(|l| *l <= ABSOLUTE_MAX_FRAME_LEN)
-    else {
-        buf.truncate(start);
-        return Err(EncodeError::TooLarge {
-            len,
-            max: ABSOLUTE_MAX_FRAME_LEN,
-        });
-    };
-    buf[start..start + HEADER_LEN].copy_from_slice(&len32.to_be_bytes());
-    Ok(())
 }
 
 /// Finds the first complete frame in `buf`.

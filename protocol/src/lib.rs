@@ -13,6 +13,8 @@
 //! - [`ids`]: session ids and auth tokens (their `Debug` never shows the secret).
 //! - [`error`]: wire error codes and the codec's typed errors.
 //! - [`limits`]: sizes every implementation enforces.
+//! - [`view`]: the hot requests (`Create`, `Get`) decoded in place, and session
+//!   answers encoded from borrowed parts (what a server's fast path uses).
 //!
 //! ```
 //! use sessiond_protocol::{frame, Op, Request};
@@ -33,6 +35,7 @@ pub mod ids;
 pub mod limits;
 pub mod message;
 pub mod value;
+pub mod view;
 
 pub use error::{DecodeError, EncodeError, ErrorCode, FrameError, WireError};
 pub use ids::{AuthToken, SessionId};

@@ -351,8 +351,8 @@ proptest! {
         prop_assert_eq!(decode_response(payload).unwrap(), resp);
     }
 
-    /// A session answer with its attributes spliced in already encoded is
-    /// byte for byte the answer encoded whole.
+    /// A session answer written from borrowed parts, its attributes spliced
+    /// in already encoded, is byte for byte the answer encoded whole.
     #[test]
     fn spliced_session_answers_match_whole_ones(id in any::<u64>(), maybe in any::<bool>(), s in session()) {
         let whole = Response {
@@ -362,11 +362,51 @@ proptest! {
         let mut want = BytesMut::new();
         encode_response(&whole, &mut want).unwrap();
         let attrs = sessiond_protocol::value::encode_attrs(&s.attrs).unwrap();
-        let head = Session { attrs: Attrs::new(), ..s };
+        let head = view::SessionHead {
+            namespace: &s.namespace,
+            id: s.id,
+            owner: s.owner.as_deref(),
+            created_at_ms: s.created_at_ms,
+            last_active_ms: s.last_active_ms,
+            expires_at_ms: s.expires_at_ms,
+            ttl: s.ttl,
+            version: s.version,
+        };
         let mut got = BytesMut::from(&b"before"[..]);
-        sessiond_protocol::frame::encode_session_response(id, maybe, head, &attrs, &mut got).unwrap();
+        view::encode_session_answer(id, maybe, &head, &attrs, &mut got).unwrap();
         prop_assert_eq!(&got[..6], b"before");
         prop_assert_eq!(&got[6..], &want[..]);
+    }
+
+    /// The in-place decoder of the hot requests agrees with the general one:
+    /// every `Get` and every `Create` (whose map, a `BTreeMap`, is canonical)
+    /// is taken, with the same fields, and nothing else is.
+    #[test]
+    fn hot_requests_decode_in_place_as_the_general_decoder_does(req in request()) {
+        let mut buf = BytesMut::new();
+        encode_request(&req, &mut buf).unwrap();
+        let payload = &buf[HEADER_LEN..];
+        let hot = view::decode_hot_request(payload);
+        match (&req.op, hot) {
+            (Op::Get(g), Some((id, view::OpView::Get(v)))) => {
+                prop_assert_eq!(id, req.id);
+                prop_assert_eq!((v.namespace, v.id, v.touch), (&g.namespace[..], g.id, g.touch));
+            }
+            (Op::Create(c), Some((id, view::OpView::Create(v)))) => {
+                prop_assert_eq!(id, req.id);
+                prop_assert_eq!(v.namespace, &c.namespace[..]);
+                prop_assert_eq!(v.id, c.id);
+                prop_assert_eq!(v.owner, c.owner.as_deref());
+                prop_assert_eq!(v.ttl, c.ttl);
+                prop_assert_eq!(v.owner_limit, c.owner_limit);
+                prop_assert_eq!(v.attrs, &sessiond_protocol::value::encode_attrs(&c.attrs).unwrap()[..]);
+            }
+            // A name the store refuses (empty) is left to the general path.
+            (Op::Create(c), None) => prop_assert!(c.attrs.keys().any(|k| limits::check_attr_name(k).is_err())),
+            (Op::Get(_), None) => prop_assert!(false, "a get was not taken"),
+            (_, None) => {}
+            (_, Some(_)) => prop_assert!(false, "another operation was taken"),
+        }
     }
 
     /// A pipelined stream splits back into its frames in order, and every cut
@@ -399,6 +439,7 @@ proptest! {
         let _ = decode_response(&bytes);
         let _ = peek_request_id(&bytes);
         let _ = peek_request_header(&bytes);
+        let _ = view::decode_hot_request(&bytes);
     }
 
     /// Valid frames with bytes flipped, cut or appended decode or fail cleanly.
@@ -414,6 +455,10 @@ proptest! {
         let _ = decode_request(&payload);
         let _ = decode_response(&payload);
         let _ = decode_request(&payload[..cut % (payload.len() + 1)]);
+        if view::decode_hot_request(&payload).is_some() {
+            // The in-place decoder takes only what the general one takes.
+            prop_assert!(decode_request(&payload).is_ok());
+        }
         payload.extend_from_slice(&extra);
         if !extra.is_empty() {
             // The original message followed by junk is refused, not half-read.

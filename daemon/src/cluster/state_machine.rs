@@ -170,9 +170,13 @@ impl StateMachine {
         self.inner.clock.observe(now);
         match answer {
             Answer::Reply(r) => Applied::Reply(r),
-            Answer::Session { maybe, raw } => Applied::Session {
+            Answer::Session {
                 maybe,
-                head: raw.head,
+                namespace,
+                raw,
+            } => Applied::Session {
+                maybe,
+                head: raw.session_head(&namespace),
                 attrs: raw.attrs.to_vec(),
             },
             Answer::Encoded { maybe, head, attrs } => Applied::Session { maybe, head, attrs },

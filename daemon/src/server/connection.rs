@@ -18,9 +18,10 @@ use bytes::{Buf, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use sessiond_protocol::frame::{
-    decode_request, encode_response, encode_session_response, peek_request_header, split_frame,
-    HEADER_LEN, MAX_HELLO_FRAME_LEN,
+    decode_request, encode_response, peek_request_header, split_frame, HEADER_LEN,
+    MAX_HELLO_FRAME_LEN,
 };
+use sessiond_protocol::view::{decode_hot_request, encode_session_answer, OpView, SessionHead};
 use sessiond_protocol::{
     ErrorCode, HelloReply, Op, Reply, Request, Response, WireError, PROTOCOL_VERSION,
 };
@@ -33,9 +34,8 @@ use tracing::{debug, info, warn};
 use super::admission::Ticket;
 use super::dispatch::{self, Answer};
 use super::Shared;
-use crate::auth::Grant;
+use crate::auth::{Grant, Rights};
 use crate::log::{FsyncPolicy, Log, Progress};
-use crate::store::RawSession;
 
 /// Smallest free space handed to a read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -410,6 +410,12 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
 
     /// Decodes and executes one request, queueing its answer.
     async fn handle_payload(&mut self, payload: &[u8]) -> Option<Close> {
+        if self.greeted && self.shared.cluster.is_none() {
+            if let Some((id, view)) = decode_hot_request(payload) {
+                self.handle_hot(id, view).await;
+                return None;
+            }
+        }
         let request = match decode_request(payload) {
             Ok(r) => r,
             Err(e) => {
@@ -431,11 +437,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         }
         if let Some(grant) = &self.grant {
             if let Err(why) = grant.allows(&op) {
-                debug!(token = %grant.name, op = op.name(), "refused by the token's scope");
-                self.push(
-                    id,
-                    Reply::Error(WireError::new(ErrorCode::Unauthorized, why)),
-                );
+                self.refuse(id, &grant.name.clone(), op.name(), why);
                 return None;
             }
         }
@@ -460,12 +462,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         }
         let is_write = dispatch::is_write(&op);
         if is_write {
-            if let Some(log) = self.shared.log.as_ref().filter(|l| l.behind_reservations()) {
-                // A burst outran the log's reserved disk space (or a segment
-                // is being rolled): hold the write back a moment rather than
-                // refuse it; past the wait it is refused as before.
-                log.wait_for_room(ROOM_WAIT).await;
-            }
+            Self::make_room(self.shared).await;
         }
         let write = self.durable.is_some() && is_write;
         let answer = dispatch::execute(self.shared, op);
@@ -476,6 +473,80 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             self.writes.push((id, start, self.wbuf.len()));
         }
         None
+    }
+
+    /// Executes a `Create` or `Get` decoded in place (a standalone daemon's
+    /// hot path: no allocation for the request, the attributes stored and
+    /// answered as they came), with the checks, metrics and durability of
+    /// the general path.
+    async fn handle_hot(&mut self, id: u64, view: OpView<'_>) {
+        let (name, namespace, rights, tag) = match &view {
+            OpView::Create(c) => ("create", c.namespace, Rights::Write, 2),
+            OpView::Get(g) if g.touch => ("get", g.namespace, Rights::Write, 3),
+            OpView::Get(g) => ("get", g.namespace, Rights::Read, 3),
+        };
+        if let Some(grant) = &self.grant {
+            if let Err(why) = grant.allows_in(name, Some(namespace), rights) {
+                self.refuse(id, &grant.name.clone(), name, why);
+                return;
+            }
+        }
+        let is_write = matches!(view, OpView::Create(_));
+        if is_write {
+            Self::make_room(self.shared).await;
+        }
+        let shared = self.shared;
+        shared
+            .counters
+            .ops_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = Instant::now();
+        let result = match view {
+            OpView::Create(c) => shared.store.create_encoded(&c).map(Some),
+            OpView::Get(g) => shared.store.get_raw(g.namespace, g.id, g.touch),
+        };
+        let took = started.elapsed();
+        let start = self.wbuf.len();
+        match result {
+            Ok(Some(raw)) => {
+                shared.metrics.record(tag, None, took);
+                self.push_raw(id, !is_write, &raw.head(namespace), &raw.attrs);
+                if is_write && self.durable.is_some() {
+                    self.writes.push((id, start, self.wbuf.len()));
+                }
+            }
+            Ok(None) => {
+                shared.metrics.record(tag, None, took);
+                self.push(id, Reply::MaybeSession(None));
+            }
+            Err(e) => {
+                let reply = dispatch::store_error(&e);
+                let code = match &reply {
+                    Reply::Error(w) => Some(w.code),
+                    _ => None,
+                };
+                shared.metrics.record(tag, code, took);
+                self.push(id, reply);
+            }
+        }
+    }
+
+    /// Answers a request the connection's token may not make.
+    fn refuse(&mut self, id: u64, token: &str, op: &str, why: String) {
+        debug!(token = %token, op = op, "refused by the token's scope");
+        self.push(
+            id,
+            Reply::Error(WireError::new(ErrorCode::Unauthorized, why)),
+        );
+    }
+
+    /// Before a write: when a burst outran the log's reserved disk space (or
+    /// a segment is being rolled), holds the write back a moment rather than
+    /// refuse it; past the wait it is refused as before.
+    async fn make_room(shared: &Shared) {
+        if let Some(log) = shared.log.as_ref().filter(|l| l.behind_reservations()) {
+            log.wait_for_room(ROOM_WAIT).await;
+        }
     }
 
     /// Waits for every request under way and queues its answer.
@@ -489,8 +560,24 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
     fn push_answer(&mut self, id: u64, answer: Answer) {
         match answer {
             Answer::Reply(reply) => self.push(id, reply),
-            Answer::Session { maybe, raw } => self.push_session(id, maybe, raw),
-            Answer::Encoded { maybe, head, attrs } => self.push_encoded(id, maybe, head, &attrs),
+            Answer::Session {
+                maybe,
+                namespace,
+                raw,
+            } => self.push_raw(id, maybe, &raw.head(&namespace), &raw.attrs),
+            Answer::Encoded { maybe, head, attrs } => {
+                let h = SessionHead {
+                    namespace: &head.namespace,
+                    id: head.id,
+                    owner: head.owner.as_deref(),
+                    created_at_ms: head.created_at_ms,
+                    last_active_ms: head.last_active_ms,
+                    expires_at_ms: head.expires_at_ms,
+                    ttl: head.ttl,
+                    version: head.version,
+                };
+                self.push_raw(id, maybe, &h, &attrs);
+            }
         }
     }
 
@@ -558,22 +645,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
     }
 
     /// Queues a session answer, its attributes spliced in as stored.
-    fn push_session(&mut self, id: u64, maybe: bool, raw: RawSession) {
-        let RawSession { head, attrs } = raw;
-        self.push_encoded(id, maybe, head, &attrs);
-    }
-
     /// Queues a session answer with its attributes already encoded.
-    fn push_encoded(
-        &mut self,
-        id: u64,
-        maybe: bool,
-        head: sessiond_protocol::Session,
-        attrs: &[u8],
-    ) {
+    fn push_raw(&mut self, id: u64, maybe: bool, head: &SessionHead<'_>, attrs: &[u8]) {
         let max = self.shared.config.max_frame_len as usize;
         let start = self.wbuf.len();
-        match encode_session_response(id, maybe, head, attrs, &mut self.wbuf) {
+        match encode_session_answer(id, maybe, head, attrs, &mut self.wbuf) {
             Ok(()) if self.wbuf.len() - start - HEADER_LEN <= max => {}
             Ok(()) => {
                 self.wbuf.truncate(start);

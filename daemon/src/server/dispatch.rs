@@ -32,6 +32,8 @@ pub(crate) enum Answer {
     Session {
         /// `MaybeSession` rather than `Session`.
         maybe: bool,
+        /// Its namespace (the request's).
+        namespace: String,
         /// The session and its encoded attributes.
         raw: RawSession,
     },
@@ -116,14 +118,22 @@ pub(crate) fn apply(store: &Store, op: Op) -> Answer {
     let result = match op {
         // The hot paths answer with the stored attributes as they are.
         Op::Create(c) => {
-            return match store.create_raw(c) {
-                Ok(raw) => Answer::Session { maybe: false, raw },
+            return match store.create_raw(&c) {
+                Ok(raw) => Answer::Session {
+                    maybe: false,
+                    namespace: c.namespace,
+                    raw,
+                },
                 Err(e) => Answer::Reply(store_error(&e)),
             }
         }
         Op::Get(g) => {
             return match store.get_raw(&g.namespace, g.id, g.touch) {
-                Ok(Some(raw)) => Answer::Session { maybe: true, raw },
+                Ok(Some(raw)) => Answer::Session {
+                    maybe: true,
+                    namespace: g.namespace,
+                    raw,
+                },
                 Ok(None) => Answer::Reply(Reply::MaybeSession(None)),
                 Err(e) => Answer::Reply(store_error(&e)),
             }

@@ -156,3 +156,104 @@ async fn pipelined_writes_wait_for_the_sync_and_a_failing_disk_fails_only_them()
     assert!(ok, "writes never worked again");
     d.shutdown().await;
 }
+
+/// A `Create` whose map is canonical is taken in place (the hot path), one
+/// that is not (names out of order) is decoded whole: both store the same
+/// session, and a name the store refuses is refused either way.
+#[tokio::test]
+async fn creates_in_place_and_decoded_whole_store_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _log) = daemon(dir.path()).await;
+    let mut stream = TcpStream::connect(d.local_addr()).await.unwrap();
+    let hello = Op::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        auth_token: None,
+        client_name: None,
+    });
+    exchange(&mut stream, 1, vec![hello]).await;
+    let bare = Op::Create(Create {
+        namespace: "app".into(),
+        id: None,
+        owner: None,
+        ttl: Ttl::default(),
+        attrs: Attrs::new(),
+        owner_limit: None,
+    });
+    // The frame of `bare` with its empty map (the byte before the last, the
+    // owner limit's `None`) replaced by `map`.
+    let frame_with = |id: u64, map: &[u8]| {
+        let mut buf = BytesMut::new();
+        encode_request(
+            &Request {
+                id,
+                op: bare.clone(),
+            },
+            &mut buf,
+        )
+        .unwrap();
+        let mut bytes = buf.to_vec();
+        let at = bytes.len() - 2;
+        bytes.splice(at..=at, map.iter().copied());
+        let len = u32::try_from(bytes.len() - 4).unwrap();
+        bytes[..4].copy_from_slice(&len.to_be_bytes());
+        bytes
+    };
+    // {"a": Int(1), "b": Str("x")}, canonical, then with "b" first.
+    let in_order = [2u8, 1, b'a', 2, 2, 1, b'b', 4, 1, b'x'];
+    let reversed = [2u8, 1, b'b', 4, 1, b'x', 1, b'a', 2, 2];
+    let empty_name = [1u8, 0, 0];
+    let mut wire = frame_with(20, &in_order);
+    wire.extend(frame_with(21, &reversed));
+    wire.extend(frame_with(22, &empty_name));
+    stream.write_all(&wire).await.unwrap();
+    let mut buf = BytesMut::new();
+    let mut answers = Vec::new();
+    while answers.len() < 3 {
+        while let Some((payload, total)) = split_frame(&buf, u32::MAX >> 1).unwrap() {
+            answers.push(decode_response(payload).unwrap());
+            let _ = buf.split_to(total);
+        }
+        if answers.len() < 3 {
+            tokio::time::timeout(Duration::from_secs(10), stream.read_buf(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+    let want: Attrs = [
+        ("a".to_owned(), Value::Int(1)),
+        ("b".to_owned(), Value::Str("x".into())),
+    ]
+    .into();
+    let mut ids = Vec::new();
+    for a in &answers[..2] {
+        let Reply::Session(s) = &a.reply else {
+            panic!("{:?}", a.reply)
+        };
+        assert_eq!(s.attrs, want);
+        ids.push(s.id);
+    }
+    assert!(
+        matches!(&answers[2].reply, Reply::Error(e) if e.code == ErrorCode::InvalidRequest),
+        "{:?}",
+        answers[2].reply
+    );
+    // Read back (in place too): the stored maps are the same.
+    let gets = ids
+        .iter()
+        .map(|id| {
+            Op::Get(Get {
+                namespace: "app".into(),
+                id: *id,
+                touch: true,
+            })
+        })
+        .collect();
+    for a in exchange(&mut stream, 30, gets).await {
+        let Reply::MaybeSession(Some(s)) = a.reply else {
+            panic!("{:?}", a.reply)
+        };
+        assert_eq!(s.attrs, want);
+    }
+    d.shutdown().await;
+}

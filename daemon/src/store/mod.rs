@@ -31,6 +31,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use sessiond_protocol::limits::{self, MAX_LIST_PAGE};
 use sessiond_protocol::value::{decode_attrs, encode_attrs};
+use sessiond_protocol::view::{CreateView, SessionHead};
 use sessiond_protocol::{
     Attrs, Create, DeleteByOwner, Incr, IncrReply, LimitPolicy, ListByOwner, ListCursor,
     OwnerLimit, Rotate, Session, SessionId, SessionPage, TouchReply, Ttl, Update, UpdateReply,
@@ -125,22 +126,71 @@ struct OwnerKey {
     owner: Arc<str>,
 }
 
-/// A session with its attributes still encoded, as stored (for answers that
-/// pass them on without decoding them; see
-/// `sessiond_protocol::frame::encode_session_response`).
+/// A session with its attributes still encoded, as stored, for answers that
+/// pass them on without decoding them
+/// ([`sessiond_protocol::view::encode_session_answer`]). It holds no
+/// namespace: the request that asked for it has the name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawSession {
-    /// The session, with an empty attribute map.
-    pub head: Session,
+    /// The id.
+    pub id: SessionId,
+    /// The owner, shared with the record.
+    pub owner: Option<Arc<str>>,
+    /// Creation time (ms).
+    pub created_at: u64,
+    /// Last activity (ms).
+    pub last_active: u64,
+    /// The deadline, or `None`.
+    pub expires_at: Option<u64>,
+    /// Expiry settings.
+    pub ttl: Ttl,
+    /// Version.
+    pub version: u64,
     /// Its attributes, encoded by `encode_attrs` (shared with the record).
     pub attrs: Blob,
 }
 
 impl RawSession {
-    /// The session with its attributes decoded.
-    fn decode(self) -> Result<Session> {
-        let Self { mut head, attrs } = self;
-        head.attrs = decode_attrs(&attrs).map_err(|e| StoreError::Codec(e.to_string()))?;
+    /// The session's fields, borrowed, in `namespace`.
+    #[must_use]
+    pub fn head<'a>(&'a self, namespace: &'a str) -> SessionHead<'a> {
+        SessionHead {
+            namespace,
+            id: self.id,
+            owner: self.owner.as_deref(),
+            created_at_ms: self.created_at,
+            last_active_ms: self.last_active,
+            expires_at_ms: self.expires_at,
+            ttl: self.ttl,
+            version: self.version,
+        }
+    }
+
+    /// The session in `namespace`, with an empty attribute map.
+    #[must_use]
+    pub fn session_head(&self, namespace: &str) -> Session {
+        Session {
+            namespace: namespace.to_owned(),
+            id: self.id,
+            // A plain copy: `to_string` on `Arc<str>` goes through `Display`
+            // (3.8% of a get's instructions under callgrind).
+            owner: self.owner.as_deref().map(String::from),
+            created_at_ms: self.created_at,
+            last_active_ms: self.last_active,
+            expires_at_ms: self.expires_at,
+            ttl: self.ttl,
+            version: self.version,
+            attrs: Attrs::new(),
+        }
+    }
+
+    /// The session in `namespace` with its attributes decoded.
+    ///
+    /// # Errors
+    /// `Codec` if the stored attributes do not decode.
+    pub fn decode(&self, namespace: &str) -> Result<Session> {
+        let mut head = self.session_head(namespace);
+        head.attrs = decode_attrs(&self.attrs).map_err(|e| StoreError::Codec(e.to_string()))?;
         Ok(head)
     }
 }
@@ -181,24 +231,18 @@ impl Snapshot {
     }
 
     fn into_session(self, namespace: &str) -> Result<Session> {
-        self.into_raw(namespace).decode()
+        self.into_raw().decode(namespace)
     }
 
-    fn into_raw(self, namespace: &str) -> RawSession {
+    fn into_raw(self) -> RawSession {
         RawSession {
-            head: Session {
-                namespace: namespace.to_owned(),
-                id: self.id,
-                // A plain copy: `to_string` on `Arc<str>` goes through `Display`
-                // (3.8% of a get's instructions under callgrind).
-                owner: self.owner.map(|o| String::from(&*o)),
-                created_at_ms: self.created_at,
-                last_active_ms: self.last_active,
-                expires_at_ms: finite(self.expires_at),
-                ttl: self.ttl,
-                version: self.version,
-                attrs: Attrs::new(),
-            },
+            id: self.id,
+            owner: self.owner,
+            created_at: self.created_at,
+            last_active: self.last_active,
+            expires_at: finite(self.expires_at),
+            ttl: self.ttl,
+            version: self.version,
             attrs: self.attrs,
         }
     }
@@ -526,7 +570,7 @@ impl Store {
         chosen: Option<SessionId>,
         owner: Option<&str>,
         ttl: Ttl,
-        attrs: Box<[u8]>,
+        attrs: &[u8],
         limit: Option<OwnerLimit>,
         now: u64,
     ) -> Result<Snapshot> {
@@ -546,7 +590,7 @@ impl Store {
                     ttl,
                     version: 1,
                 },
-                &attrs,
+                attrs,
             )
         };
         // A server-drawn id colliding with a live one is astronomically unlikely,
@@ -672,19 +716,37 @@ impl Store {
     /// `Invalid` for bad arguments, `AlreadyExists`/`Gone` for a taken or recently
     /// deleted chosen id, `LimitExceeded` under the reject policy, `TooLarge`.
     pub fn create(&self, c: Create) -> Result<Session> {
-        self.create_raw(c)?.decode()
+        self.create_raw(&c)?.decode(&c.namespace)
     }
 
     /// [`Store::create`], answering with the attributes still encoded.
     ///
     /// # Errors
     /// As [`Store::create`].
-    pub fn create_raw(&self, c: Create) -> Result<RawSession> {
+    pub fn create_raw(&self, c: &Create) -> Result<RawSession> {
+        check_attrs(&c.attrs, &[])?;
+        let blob = self.encode_checked(&c.attrs)?;
+        self.create_encoded(&CreateView {
+            namespace: &c.namespace,
+            id: c.id,
+            owner: c.owner.as_deref(),
+            ttl: c.ttl,
+            attrs: &blob,
+            owner_limit: c.owner_limit,
+        })
+    }
+
+    /// [`Store::create_raw`] from a request decoded in place, its attributes
+    /// as they came: a canonical map with valid names (what
+    /// [`sessiond_protocol::view::decode_hot_request`] guarantees).
+    ///
+    /// # Errors
+    /// As [`Store::create`].
+    pub fn create_encoded(&self, c: &CreateView<'_>) -> Result<RawSession> {
         self.writable()?;
         self.admit()?;
         check_ttl(&c.ttl)?;
-        check_attrs(&c.attrs, &[])?;
-        if let Some(owner) = &c.owner {
+        if let Some(owner) = c.owner {
             limits::check_owner(owner).map_err(invalid)?;
         }
         if let Some(limit) = &c.owner_limit {
@@ -697,19 +759,16 @@ impl Store {
                 ));
             }
         }
-        let blob = self.encode_checked(&c.attrs)?;
-        let ns = self.ns_for_write(&c.namespace)?;
+        if c.attrs.len() > self.config.max_attrs_bytes {
+            return Err(StoreError::TooLarge {
+                len: c.attrs.len(),
+                max: self.config.max_attrs_bytes,
+            });
+        }
+        let ns = self.ns_for_write(c.namespace)?;
         let now = self.now_ms();
-        let snap = self.insert_new(
-            ns,
-            c.id,
-            c.owner.as_deref(),
-            c.ttl,
-            blob,
-            c.owner_limit,
-            now,
-        )?;
-        Ok(snap.into_raw(&c.namespace))
+        let snap = self.insert_new(ns, c.id, c.owner, c.ttl, c.attrs, c.owner_limit, now)?;
+        Ok(snap.into_raw())
     }
 
     fn read(&self, key: Key, touch: bool, now: u64) -> Option<Snapshot> {
@@ -734,7 +793,7 @@ impl Store {
     /// `Invalid` for a malformed namespace.
     pub fn get(&self, namespace: &str, id: SessionId, touch: bool) -> Result<Option<Session>> {
         self.get_raw(namespace, id, touch)?
-            .map(RawSession::decode)
+            .map(|raw| raw.decode(namespace))
             .transpose()
     }
 
@@ -761,7 +820,7 @@ impl Store {
                 .retarget(asked, key, now)
                 .and_then(|k| self.read(k, touch, now)),
         };
-        Ok(snap.map(|s| s.into_raw(namespace)))
+        Ok(snap.map(Snapshot::into_raw))
     }
 
     /// Slides a session's deadline (never past its maximum lifetime).
@@ -870,7 +929,7 @@ impl Store {
                 Some(key.id),
                 upsert.owner.as_deref(),
                 ttl,
-                blob,
+                &blob,
                 None,
                 now,
             ) {

@@ -1,0 +1,401 @@
+//! The hot requests decoded in place, and session answers encoded from
+//! borrowed parts.
+//!
+//! A server spends most of its time on `Create` and `Get`. Decoded the general
+//! way ([`crate::frame::decode_request`]) each string becomes an allocation and
+//! a `Create`'s attribute map a `BTreeMap` that the store encodes again into
+//! the very bytes it arrived as. [`decode_hot_request`] reads these two
+//! operations without allocating: strings borrow from the frame, and a
+//! `Create`'s attribute map is checked (well formed, names valid and strictly
+//! ascending, i.e. canonical) and handed over as the bytes it takes in the
+//! frame, which are the bytes [`crate::value::encode_attrs`] gives for the same
+//! map.
+//!
+//! It accepts a subset of what the general decoder accepts, with the same
+//! meaning: anything it does not take (another operation, a map whose names
+//! are out of order or repeated, an invalid name, malformed bytes) is left to
+//! the general decoder, which answers it as before, errors included.
+//!
+//! [`encode_session_answer`] is the other half: a `Session` or
+//! `MaybeSession(Some)` answer written from borrowed fields and the stored
+//! attribute bytes, byte for byte what [`crate::frame::encode_response`] writes
+//! for the same session.
+
+use std::fmt;
+
+use bytes::{BufMut, BytesMut};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::EncodeError;
+use crate::frame::{ABSOLUTE_MAX_FRAME_LEN, HEADER_LEN};
+use crate::ids::SessionId;
+use crate::limits;
+use crate::message::{OwnerLimit, Ttl};
+
+/// Wire tag of `Op::Create`.
+const OP_CREATE: u32 = 2;
+/// Wire tag of `Op::Get`.
+const OP_GET: u32 = 3;
+/// Wire tag of `Reply::Session`.
+const REPLY_SESSION: u32 = 3;
+/// Wire tag of `Reply::MaybeSession`.
+const REPLY_MAYBE_SESSION: u32 = 4;
+
+/// A `Create`, borrowed from its frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CreateView<'a> {
+    /// The namespace.
+    pub namespace: &'a str,
+    /// A caller-chosen id.
+    pub id: Option<SessionId>,
+    /// The owner.
+    pub owner: Option<&'a str>,
+    /// Expiry.
+    pub ttl: Ttl,
+    /// The attribute map as encoded in the frame: well formed, every name
+    /// valid ([`limits::check_attr_name`]) and the names strictly ascending,
+    /// so these are the bytes [`crate::value::encode_attrs`] gives for it.
+    pub attrs: &'a [u8],
+    /// Per-owner limit.
+    pub owner_limit: Option<OwnerLimit>,
+}
+
+/// A `Get`, borrowed from its frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct GetView<'a> {
+    /// The namespace.
+    pub namespace: &'a str,
+    /// The session.
+    pub id: SessionId,
+    /// Also slide the deadline.
+    pub touch: bool,
+}
+
+/// A hot operation decoded in place.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OpView<'a> {
+    /// `Op::Create`.
+    Create(CreateView<'a>),
+    /// `Op::Get`.
+    Get(GetView<'a>),
+}
+
+/// The fields of a `Create` before its attribute map.
+#[derive(Deserialize)]
+struct CreateHead<'a> {
+    request_id: u64,
+    tag: u32,
+    namespace: &'a str,
+    id: Option<SessionId>,
+    #[serde(borrow)]
+    owner: Option<&'a str>,
+    ttl: Ttl,
+}
+
+/// A whole `Get` request.
+#[derive(Deserialize)]
+struct GetRequest<'a> {
+    request_id: u64,
+    tag: u32,
+    #[serde(borrow)]
+    get: GetView<'a>,
+}
+
+/// An attribute value, checked and dropped: the same shape as
+/// [`crate::Value`], borrowing instead of allocating.
+#[derive(Deserialize)]
+enum ValueCheck<'a> {
+    Null,
+    Bool(#[allow(dead_code)] bool),
+    Int(#[allow(dead_code)] i64),
+    Float(#[allow(dead_code)] f64),
+    Str(#[allow(dead_code)] &'a str),
+    Bytes(#[allow(dead_code)] &'a [u8]),
+    Counter {
+        #[allow(dead_code)]
+        value: i64,
+        #[allow(dead_code)]
+        reset_at_ms: u64,
+    },
+}
+
+/// An attribute map that decodes only if it is canonical (see
+/// [`CreateView::attrs`]).
+struct CanonicalAttrs;
+
+impl<'de> Deserialize<'de> for CanonicalAttrs {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(CanonicalAttrs)
+    }
+}
+
+impl<'de> Visitor<'de> for CanonicalAttrs {
+    type Value = Self;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an attribute map with valid names in ascending order")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut last: Option<&'de str> = None;
+        while let Some(name) = map.next_key::<&'de str>()? {
+            if last.is_some_and(|l| l >= name) {
+                return Err(serde::de::Error::custom("attribute names out of order"));
+            }
+            limits::check_attr_name(name).map_err(serde::de::Error::custom)?;
+            map.next_value::<ValueCheck<'de>>()?;
+            last = Some(name);
+        }
+        Ok(self)
+    }
+}
+
+/// Decodes `T` at the start of `bytes` in place; the bytes it took.
+fn take<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<(T, usize)> {
+    bincode::serde::borrow_decode_from_slice::<T, _>(bytes, crate::frame::config()).ok()
+}
+
+/// Reads a `Create` or `Get` request in place: its id and the operation.
+/// `None` for anything else, or anything the general decoder should look at
+/// (see the module's documentation): decode such a payload with
+/// [`crate::frame::decode_request`].
+#[must_use]
+pub fn decode_hot_request(payload: &[u8]) -> Option<(u64, OpView<'_>)> {
+    let (_, tag) = crate::frame::peek_request_header(payload)?;
+    match tag {
+        OP_GET => {
+            let (r, used) = take::<GetRequest<'_>>(payload)?;
+            (used == payload.len() && r.tag == OP_GET).then_some((r.request_id, OpView::Get(r.get)))
+        }
+        OP_CREATE => {
+            let (head, at) = take::<CreateHead<'_>>(payload)?;
+            let rest = payload.get(at..)?;
+            let (CanonicalAttrs, attrs_len) = take::<CanonicalAttrs>(rest)?;
+            let (owner_limit, tail) = take::<Option<OwnerLimit>>(rest.get(attrs_len..)?)?;
+            if at + attrs_len + tail != payload.len() || head.tag != OP_CREATE {
+                return None;
+            }
+            Some((
+                head.request_id,
+                OpView::Create(CreateView {
+                    namespace: head.namespace,
+                    id: head.id,
+                    owner: head.owner,
+                    ttl: head.ttl,
+                    attrs: rest.get(..attrs_len)?,
+                    owner_limit,
+                }),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// A session without its attributes, borrowed: the fields of
+/// [`crate::Session`] in its order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SessionHead<'a> {
+    /// The namespace.
+    pub namespace: &'a str,
+    /// The id.
+    pub id: SessionId,
+    /// The owner.
+    pub owner: Option<&'a str>,
+    /// When it was created.
+    pub created_at_ms: u64,
+    /// When it was last active.
+    pub last_active_ms: u64,
+    /// When it expires, if ever.
+    pub expires_at_ms: Option<u64>,
+    /// Its expiry settings.
+    pub ttl: Ttl,
+    /// Its version.
+    pub version: u64,
+}
+
+/// Appends one frame holding the answer `Session` (or `MaybeSession(Some)`
+/// when `maybe`) with `head`'s fields and `attrs` (an attribute map encoded by
+/// [`crate::value::encode_attrs`]) as its attributes: exactly the bytes of
+/// [`crate::frame::encode_response`] on the whole session. The attributes are
+/// the last field of the frame, so they are copied in as they are.
+///
+/// # Errors
+/// [`EncodeError::TooLarge`] past [`ABSOLUTE_MAX_FRAME_LEN`] or
+/// [`EncodeError::Codec`]; `buf` is then left as it was.
+pub fn encode_session_answer(
+    request_id: u64,
+    maybe: bool,
+    head: &SessionHead<'_>,
+    attrs: &[u8],
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    #[derive(Serialize)]
+    struct Whole<'h, 'a> {
+        request_id: u64,
+        tag: u32,
+        head: &'h SessionHead<'a>,
+    }
+    #[derive(Serialize)]
+    struct WholeMaybe<'h, 'a> {
+        request_id: u64,
+        tag: u32,
+        head: Option<&'h SessionHead<'a>>,
+    }
+    let start = buf.len();
+    buf.reserve(HEADER_LEN + 64 + head.namespace.len() + attrs.len());
+    buf.put_u32(0);
+    let written = if maybe {
+        crate::frame::encode_into(
+            &WholeMaybe {
+                request_id,
+                tag: REPLY_MAYBE_SESSION,
+                head: Some(head),
+            },
+            buf,
+        )
+    } else {
+        crate::frame::encode_into(
+            &Whole {
+                request_id,
+                tag: REPLY_SESSION,
+                head,
+            },
+            buf,
+        )
+    };
+    if let Err(e) = written {
+        buf.truncate(start);
+        return Err(e);
+    }
+    buf.extend_from_slice(attrs);
+    let len = buf.len() - start - HEADER_LEN;
+    let Some(len32) = u32::try_from(len)
+        .ok()
+        .filter(|l| *l <= ABSOLUTE_MAX_FRAME_LEN)
+    else {
+        buf.truncate(start);
+        return Err(EncodeError::TooLarge {
+            len,
+            max: ABSOLUTE_MAX_FRAME_LEN,
+        });
+    };
+    buf[start..start + HEADER_LEN].copy_from_slice(&len32.to_be_bytes());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{decode_request, encode_request, split_frame};
+    use crate::message::{Create, Get, Op, Request};
+    use crate::value::{encode_attrs, Attrs, Value};
+
+    fn payload(op: Op) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        encode_request(&Request { id: 99, op }, &mut buf).unwrap();
+        let (p, _) = split_frame(&buf, ABSOLUTE_MAX_FRAME_LEN).unwrap().unwrap();
+        p.to_vec()
+    }
+
+    fn create(attrs: Attrs) -> Create {
+        Create {
+            namespace: "app".into(),
+            id: Some(SessionId([7; 16])),
+            owner: Some("alice".into()),
+            ttl: Ttl {
+                idle_ttl_ms: Some(1000),
+                max_lifetime_ms: None,
+            },
+            attrs,
+            owner_limit: Some(OwnerLimit {
+                max_sessions: 3,
+                policy: crate::LimitPolicy::EvictOldest,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_create_borrows_its_fields_and_its_encoded_attributes() {
+        let attrs: Attrs = [
+            ("a".to_owned(), Value::Str("x".repeat(300))),
+            ("b".to_owned(), Value::Bytes(vec![1, 2, 3])),
+            ("c".to_owned(), Value::Float(-0.5)),
+            (
+                "d".to_owned(),
+                Value::Counter {
+                    value: -4,
+                    reset_at_ms: 1 << 40,
+                },
+            ),
+            ("e".to_owned(), Value::Null),
+        ]
+        .into();
+        let c = create(attrs.clone());
+        let p = payload(Op::Create(c.clone()));
+        let Some((99, OpView::Create(v))) = decode_hot_request(&p) else {
+            panic!("not decoded in place");
+        };
+        assert_eq!(v.namespace, "app");
+        assert_eq!(v.id, c.id);
+        assert_eq!(v.owner, Some("alice"));
+        assert_eq!(v.ttl, c.ttl);
+        assert_eq!(v.owner_limit, c.owner_limit);
+        assert_eq!(v.attrs, &encode_attrs(&attrs).unwrap()[..]);
+    }
+
+    #[test]
+    fn a_get_borrows_its_namespace() {
+        let get = Get {
+            namespace: "web".into(),
+            id: SessionId([3; 16]),
+            touch: true,
+        };
+        let p = payload(Op::Get(get));
+        assert_eq!(
+            decode_hot_request(&p),
+            Some((
+                99,
+                OpView::Get(GetView {
+                    namespace: "web",
+                    id: SessionId([3; 16]),
+                    touch: true
+                })
+            ))
+        );
+    }
+
+    /// What the general decoder must see: other operations, maps that are
+    /// not canonical, names it refuses, trailing or missing bytes.
+    #[test]
+    fn anything_else_is_left_to_the_general_decoder() {
+        assert_eq!(decode_hot_request(&payload(Op::Ping)), None);
+        // Names out of order or repeated: encode by hand (a BTreeMap cannot).
+        let mut p = payload(Op::Create(create(Attrs::new())));
+        let empty_map_at = p.len() - 1 - 3; // Some(limit): 1 + 1 + 1 bytes
+        let map = [2u8, 1, b'b', 0, 1, b'a', 0];
+        p.splice(empty_map_at..=empty_map_at, map);
+        assert!(decode_request(&p).is_ok(), "the general decoder takes it");
+        assert_eq!(decode_hot_request(&p), None);
+        let dup = [2u8, 1, b'a', 0, 1, b'a', 0];
+        p.splice(empty_map_at..empty_map_at + map.len(), dup);
+        assert!(decode_request(&p).is_ok());
+        assert_eq!(decode_hot_request(&p), None);
+        // An empty name is refused by the store: leave it to the slow path.
+        let empty_name = [1u8, 0, 0];
+        p.splice(empty_map_at..empty_map_at + dup.len(), empty_name);
+        assert!(decode_request(&p).is_ok());
+        assert_eq!(decode_hot_request(&p), None);
+        // Trailing bytes and truncation.
+        let mut q = payload(Op::Create(create(Attrs::new())));
+        q.push(0);
+        assert_eq!(decode_hot_request(&q), None);
+        q.truncate(q.len() - 2);
+        assert_eq!(decode_hot_request(&q), None);
+        // A value with an unknown tag.
+        let mut r = payload(Op::Create(create(Attrs::new())));
+        r.splice(empty_map_at..=empty_map_at, [1u8, 1, b'a', 9]);
+        assert_eq!(decode_hot_request(&r), None);
+        assert!(decode_request(&r).is_err());
+    }
+}
