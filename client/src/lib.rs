@@ -11,6 +11,7 @@
 //! - [`error`]: [`Error`] and [`Result`].
 //! - `cli` (feature `cli`): the `sessionctl` command.
 //! - `tower_store` (feature `tower-sessions`): `SessiondStore`, a tower-sessions store.
+//! - `actix_store` (feature `actix-session`): `SessiondActixStore`, an actix-session store.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -38,11 +39,15 @@ pub mod config;
 mod connection;
 pub mod error;
 
+#[cfg(feature = "actix-session")]
+pub mod actix_store;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "tower-sessions")]
 pub mod tower_store;
 
+#[cfg(feature = "actix-session")]
+pub use actix_store::SessiondActixStore;
 #[cfg(feature = "tower-sessions")]
 pub use tower_store::SessiondStore;
 
