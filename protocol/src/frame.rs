@@ -109,15 +109,6 @@ pub fn encode_frame<T: Serialize>(msg: &T, buf: &mut BytesMut) -> Result<(), Enc
     Ok(())
 }
 
-/// Appends the encoding of `value` (no frame header) to `buf`.
-pub(crate) fn encode_into<T: Serialize>(value: &T, buf: &mut BytesMut) -> Result<(), EncodeError> {
-    bincode::serde::encode_into_writer(value, BufWriter(buf), config()).map_err(|e| {
-        EncodeError::Codec {
-            reason: e.to_string(),
-        }
-    })
-}
-
 /// Appends one frame holding `req` to `buf`.
 ///
 /// # Errors
