@@ -21,17 +21,14 @@
 //! attribute bytes, byte for byte what [`crate::frame::encode_response`] writes
 //! for the same session.
 
-use std::fmt;
-
 use bytes::{BufMut, BytesMut};
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::EncodeError;
 use crate::frame::{ABSOLUTE_MAX_FRAME_LEN, HEADER_LEN};
 use crate::ids::SessionId;
 use crate::limits;
-use crate::message::{OwnerLimit, Ttl};
+use crate::message::{LimitPolicy, OwnerLimit, Ttl};
 
 /// Wire tag of `Op::Create`.
 const OP_CREATE: u32 = 2;
@@ -62,7 +59,7 @@ pub struct CreateView<'a> {
 }
 
 /// A `Get`, borrowed from its frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GetView<'a> {
     /// The namespace.
     pub namespace: &'a str,
@@ -81,104 +78,156 @@ pub enum OpView<'a> {
     Get(GetView<'a>),
 }
 
-/// The fields of a `Create` before its attribute map.
-#[derive(Deserialize)]
-struct CreateHead<'a> {
-    request_id: u64,
-    tag: u32,
-    namespace: &'a str,
-    id: Option<SessionId>,
-    #[serde(borrow)]
-    owner: Option<&'a str>,
-    ttl: Ttl,
+/// Reads bincode's encoding (the standard configuration the frames use) from
+/// a payload, in place. It is stricter than bincode: an integer must take its
+/// shortest form (every encoder writes that), so what it reads, bincode
+/// reads the same way; anything else is `None`, and the request goes to the
+/// general decoder.
+struct Reader<'a> {
+    bytes: &'a [u8],
 }
 
-/// A whole `Get` request.
-#[derive(Deserialize)]
-struct GetRequest<'a> {
-    request_id: u64,
-    tag: u32,
-    #[serde(borrow)]
-    get: GetView<'a>,
-}
-
-/// An attribute value, checked and dropped: the same shape as
-/// [`crate::Value`], borrowing instead of allocating.
-#[derive(Deserialize)]
-enum ValueCheck<'a> {
-    Null,
-    Bool(#[allow(dead_code)] bool),
-    Int(#[allow(dead_code)] i64),
-    Float(#[allow(dead_code)] f64),
-    Str(#[allow(dead_code)] Utf8Check),
-    Bytes(#[allow(dead_code)] &'a [u8]),
-    Counter {
-        #[allow(dead_code)]
-        value: i64,
-        #[allow(dead_code)]
-        reset_at_ms: u64,
-    },
-}
-
-/// A string value, checked to be UTF-8 (with `simdutf8`: a 256-byte value's
-/// check was 7% of a create's instructions with the standard library's) and
-/// dropped. A string is encoded as a byte string is (its length, then the
-/// bytes), so it is read as one.
-struct Utf8Check;
-
-impl<'de> Deserialize<'de> for Utf8Check {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_bytes(Utf8Check)
-    }
-}
-
-impl Visitor<'_> for Utf8Check {
-    type Value = Self;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a UTF-8 string")
+impl<'a> Reader<'a> {
+    fn u8(&mut self) -> Option<u8> {
+        let (&b, rest) = self.bytes.split_first()?;
+        self.bytes = rest;
+        Some(b)
     }
 
-    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self, E> {
-        simdutf8::basic::from_utf8(v).map_err(|_| E::custom("a string is not UTF-8"))?;
-        Ok(self)
-    }
-}
-
-/// An attribute map that decodes only if it is canonical (see
-/// [`CreateView::attrs`]).
-struct CanonicalAttrs;
-
-impl<'de> Deserialize<'de> for CanonicalAttrs {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(CanonicalAttrs)
-    }
-}
-
-impl<'de> Visitor<'de> for CanonicalAttrs {
-    type Value = Self;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an attribute map with valid names in ascending order")
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.bytes.len() {
+            return None;
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Some(head)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
-        let mut last: Option<&'de str> = None;
-        while let Some(name) = map.next_key::<&'de str>()? {
-            if last.is_some_and(|l| l >= name) {
-                return Err(serde::de::Error::custom("attribute names out of order"));
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    /// A variable-length integer in its shortest form: below 251 one byte;
+    /// else 251, 252 or 253 then a little-endian `u16`, `u32` or `u64` that
+    /// would not fit the class below.
+    fn varint(&mut self) -> Option<u64> {
+        match self.u8()? {
+            b @ 0..=250 => Some(u64::from(b)),
+            251 => Some(u64::from(u16::from_le_bytes(self.array()?))).filter(|v| *v >= 251),
+            252 => Some(u64::from(u32::from_le_bytes(self.array()?))).filter(|v| *v > 0xffff),
+            253 => Some(u64::from_le_bytes(self.array()?)).filter(|v| *v > 0xffff_ffff),
+            _ => None,
+        }
+    }
+
+    fn varint_u32(&mut self) -> Option<u32> {
+        u32::try_from(self.varint()?).ok()
+    }
+
+    /// A signed integer: zigzag, then a variable-length integer.
+    fn varint_i64(&mut self) -> Option<i64> {
+        let z = self.varint()?;
+        Some(((z >> 1) as i64) ^ -((z & 1) as i64))
+    }
+
+    fn bool(&mut self) -> Option<bool> {
+        match self.u8()? {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+
+    /// A byte string: its length, then the bytes.
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = usize::try_from(self.varint()?).ok()?;
+        self.take(n)
+    }
+
+    /// A string, checked to be UTF-8 (with `simdutf8`: a 256-byte value's
+    /// check with the standard library's was 7% of a create's instructions).
+    fn str(&mut self) -> Option<&'a str> {
+        simdutf8::basic::from_utf8(self.bytes()?).ok()
+    }
+
+    /// An option: 0, or 1 then the value.
+    fn option<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => read(self).map(Some),
+            _ => None,
+        }
+    }
+
+    fn id(&mut self) -> Option<SessionId> {
+        self.array().map(SessionId)
+    }
+
+    fn ttl(&mut self) -> Option<Ttl> {
+        Some(Ttl {
+            idle_ttl_ms: self.option(Self::varint)?,
+            max_lifetime_ms: self.option(Self::varint)?,
+        })
+    }
+
+    /// One attribute value, checked and dropped (the shape of
+    /// [`crate::Value`]: a variant tag, then its fields).
+    fn value(&mut self) -> Option<()> {
+        match self.varint_u32()? {
+            0 => {}
+            1 => {
+                self.bool()?;
             }
-            limits::check_attr_name(name).map_err(serde::de::Error::custom)?;
-            map.next_value::<ValueCheck<'de>>()?;
+            2 => {
+                self.varint_i64()?;
+            }
+            3 => {
+                self.array::<8>()?;
+            }
+            4 => {
+                self.str()?;
+            }
+            5 => {
+                self.bytes()?;
+            }
+            6 => {
+                self.varint_i64()?;
+                self.varint()?;
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// An attribute map, canonical (see [`CreateView::attrs`]): the bytes it
+    /// took.
+    fn canonical_attrs(&mut self) -> Option<&'a [u8]> {
+        let start = self.bytes;
+        let count = self.varint()?;
+        let mut last: Option<&str> = None;
+        for _ in 0..count {
+            let name = self.str()?;
+            if last.is_some_and(|l| l >= name) || limits::check_attr_name(name).is_err() {
+                return None;
+            }
+            self.value()?;
             last = Some(name);
         }
-        Ok(self)
+        start.get(..start.len() - self.bytes.len())
     }
-}
 
-/// Decodes `T` at the start of `bytes` in place; the bytes it took.
-fn take<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<(T, usize)> {
-    bincode::serde::borrow_decode_from_slice::<T, _>(bytes, crate::frame::config()).ok()
+    fn owner_limit(&mut self) -> Option<OwnerLimit> {
+        let max_sessions = self.varint_u32()?;
+        let policy = match self.varint_u32()? {
+            0 => LimitPolicy::Reject,
+            1 => LimitPolicy::EvictOldest,
+            _ => return None,
+        };
+        Some(OwnerLimit {
+            max_sessions,
+            policy,
+        })
+    }
 }
 
 /// Reads a `Create` or `Get` request in place: its id and the operation.
@@ -187,34 +236,25 @@ fn take<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<(T, usize)> {
 /// [`crate::frame::decode_request`].
 #[must_use]
 pub fn decode_hot_request(payload: &[u8]) -> Option<(u64, OpView<'_>)> {
-    let (_, tag) = crate::frame::peek_request_header(payload)?;
-    match tag {
-        OP_GET => {
-            let (r, used) = take::<GetRequest<'_>>(payload)?;
-            (used == payload.len() && r.tag == OP_GET).then_some((r.request_id, OpView::Get(r.get)))
-        }
-        OP_CREATE => {
-            let (head, at) = take::<CreateHead<'_>>(payload)?;
-            let rest = payload.get(at..)?;
-            let (CanonicalAttrs, attrs_len) = take::<CanonicalAttrs>(rest)?;
-            let (owner_limit, tail) = take::<Option<OwnerLimit>>(rest.get(attrs_len..)?)?;
-            if at + attrs_len + tail != payload.len() || head.tag != OP_CREATE {
-                return None;
-            }
-            Some((
-                head.request_id,
-                OpView::Create(CreateView {
-                    namespace: head.namespace,
-                    id: head.id,
-                    owner: head.owner,
-                    ttl: head.ttl,
-                    attrs: rest.get(..attrs_len)?,
-                    owner_limit,
-                }),
-            ))
-        }
-        _ => None,
-    }
+    let mut r = Reader { bytes: payload };
+    let request_id = r.varint()?;
+    let op = match r.varint_u32()? {
+        OP_GET => OpView::Get(GetView {
+            namespace: r.str()?,
+            id: r.id()?,
+            touch: r.bool()?,
+        }),
+        OP_CREATE => OpView::Create(CreateView {
+            namespace: r.str()?,
+            id: r.option(Reader::id)?,
+            owner: r.option(Reader::str)?,
+            ttl: r.ttl()?,
+            attrs: r.canonical_attrs()?,
+            owner_limit: r.option(Reader::owner_limit)?,
+        }),
+        _ => return None,
+    };
+    r.bytes.is_empty().then_some((request_id, op))
 }
 
 /// A session without its attributes, borrowed: the fields of
