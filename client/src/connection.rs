@@ -692,5 +692,8 @@ pub(crate) fn reply_name(reply: &Reply) -> &'static str {
         Reply::Cluster(_) => "cluster",
         Reply::NotLeader(_) => "not_leader",
         Reply::StaleSession(_) => "stale_session",
+        Reply::Subscribed(_) => "subscribed",
+        Reply::Events(_) => "events",
+        Reply::CursorExpired(_) => "cursor_expired",
     }
 }

@@ -161,6 +161,8 @@ fn needs(op: &Op) -> (Option<&str>, Rights) {
         Op::Hello(_) | Op::Ping => (None, Rights::Read),
         Op::Stats | Op::ClusterAddNode(_) | Op::ClusterRemoveNode(_) => (None, Rights::Admin),
         Op::ClusterStatus => (None, Rights::Read),
+        // Each namespace it names is checked when it starts.
+        Op::Subscribe(_) => (None, Rights::Read),
         Op::Get(g) if !g.touch => (Some(&g.namespace), Rights::Read),
         Op::GetStale(g) => (Some(&g.namespace), Rights::Read),
         Op::Get(g) => (Some(&g.namespace), Rights::Write),

@@ -49,6 +49,10 @@ pub enum ErrorCode {
     /// deadline, or a frame left unfinished past the frame deadline. The
     /// connection is closed after it.
     TimedOut,
+    /// An events subscriber fell too far behind: its connection stayed
+    /// unwritable past the daemon's bound, so it is closed. Subscribe again
+    /// from the last cursor received.
+    Lagging,
     /// A code this build does not know (sent by a newer peer).
     Other(u16),
 }
@@ -74,6 +78,7 @@ impl ErrorCode {
             Self::Internal => 14,
             Self::Indeterminate => 15,
             Self::TimedOut => 16,
+            Self::Lagging => 17,
             Self::Other(n) => n,
         }
     }
@@ -98,6 +103,7 @@ impl ErrorCode {
             14 => Self::Internal,
             15 => Self::Indeterminate,
             16 => Self::TimedOut,
+            17 => Self::Lagging,
             n => Self::Other(n),
         }
     }

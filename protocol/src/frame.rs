@@ -332,10 +332,11 @@ mod tests {
     fn header_peek_sees_the_last_known_and_an_unknown_tag() {
         let last = frame_of(&Request {
             id: 9,
-            op: Op::GetStale(crate::GetStale {
-                namespace: "app".into(),
-                id: crate::SessionId([1; 16]),
-                max_staleness_ms: 500,
+            op: Op::Subscribe(crate::Subscribe {
+                namespaces: vec!["app".into()],
+                updates: false,
+                touches: false,
+                from: crate::EventsFrom::After(500),
             }),
         });
         assert_eq!(peek_request_header(&last[4..]), Some((9, Op::COUNT - 1)));

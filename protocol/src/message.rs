@@ -62,11 +62,16 @@ pub enum Op {
     /// or `NotLeader` when this member cannot promise the bound. A
     /// standalone daemon and a leader answer from the current state.
     GetStale(GetStale),
+    /// Turn the connection into a feed of session events: answered with
+    /// [`Reply::Subscribed`] (or [`Reply::CursorExpired`]), then with
+    /// [`Reply::Events`] frames under the same request id for as long as the
+    /// connection lasts. Nothing else is read from the connection after it.
+    Subscribe(Subscribe),
 }
 
 impl Op {
     /// Number of operations this build knows; tags from here on are unknown.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     /// A short name for logs and metrics.
     #[must_use]
@@ -88,6 +93,7 @@ impl Op {
             Self::ClusterAddNode(_) => "cluster_add_node",
             Self::ClusterRemoveNode(_) => "cluster_remove_node",
             Self::GetStale(_) => "get_stale",
+            Self::Subscribe(_) => "subscribe",
         }
     }
 }
@@ -343,6 +349,118 @@ pub enum Reply {
     NotLeader(NotLeader),
     /// A session read with a staleness bound (`GetStale`).
     StaleSession(StaleRead),
+    /// A subscription began (`Subscribe`): events follow as [`Reply::Events`].
+    Subscribed(Subscribed),
+    /// Events of a subscription, in cursor order.
+    Events(Vec<Event>),
+    /// The cursor a `Subscribe` asked to resume after is older than the
+    /// events the daemon still holds (its retention): events were lost to
+    /// this subscriber. Nothing was subscribed; resume from `oldest` (or
+    /// from now) knowing there is a gap.
+    CursorExpired(CursorExpired),
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventsFrom {
+    /// Only events that happen from now on.
+    Now,
+    /// Every event after this cursor (the last one a subscriber received).
+    After(u64),
+    /// Every event the daemon still holds.
+    Oldest,
+}
+
+/// Subscribe to session events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribe {
+    /// Namespaces to watch; empty: every namespace the token may read.
+    pub namespaces: Vec<String>,
+    /// Also `Updated` events (`Update`, `Incr`): there are many.
+    pub updates: bool,
+    /// Also `Touched` events (sliding reads and touches): there are more.
+    pub touches: bool,
+    /// Where to start.
+    pub from: EventsFrom,
+}
+
+/// The answer to [`Subscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribed {
+    /// The oldest cursor the daemon holds (0: none yet).
+    pub oldest: u64,
+    /// The cursor the next event will carry.
+    pub next: u64,
+}
+
+/// The answer to a [`Subscribe`] from a cursor the daemon no longer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorExpired {
+    /// The cursor asked for.
+    pub requested: u64,
+    /// The oldest cursor still held: `EventsFrom::After(oldest - 1)` gets
+    /// everything that is left.
+    pub oldest: u64,
+}
+
+/// Why a session was deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeleteReason {
+    /// `Delete` (a logout).
+    Delete,
+    /// `DeleteByOwner` (logout everywhere).
+    LogoutEverywhere,
+    /// Evicted by its owner's session limit (`LimitPolicy::EvictOldest`).
+    OwnerLimit,
+    /// Evicted to stay under the daemon's memory limit.
+    MemoryEviction,
+}
+
+/// What happened to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// It was created.
+    Created,
+    /// It was given a new id (`Rotate`): the event's `id` is the old one.
+    Rotated {
+        /// The new id.
+        to: SessionId,
+    },
+    /// It was deleted.
+    Deleted {
+        /// Why.
+        reason: DeleteReason,
+    },
+    /// It reached its deadline (the event's time is the deadline).
+    Expired,
+    /// Its attributes or ttl changed (opt-in).
+    Updated {
+        /// Its new version.
+        version: u64,
+    },
+    /// Its sliding deadline moved (opt-in).
+    Touched {
+        /// Its new deadline.
+        expires_at_ms: Option<u64>,
+    },
+}
+
+/// One event of the feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Orders the events of a daemon: strictly increasing, never reused,
+    /// kept across restarts. Resume after the last one received.
+    pub cursor: u64,
+    /// When it happened (Unix ms); for `Expired`, the deadline.
+    pub at_ms: u64,
+    /// The session's namespace.
+    pub namespace: String,
+    /// The session (a bearer secret: show it only to whom may read it).
+    pub id: SessionId,
+    /// Its owner, if any.
+    pub owner: Option<String>,
+    /// What happened.
+    pub kind: EventKind,
 }
 
 /// Add a member to the replication group.

@@ -164,7 +164,51 @@ fn op() -> impl Strategy<Value = Op> {
                 max_staleness_ms
             }
         )),
+        (
+            vec(text(), 0..3),
+            any::<(bool, bool)>(),
+            prop_oneof![
+                Just(EventsFrom::Now),
+                Just(EventsFrom::Oldest),
+                varint().prop_map(EventsFrom::After)
+            ]
+        )
+            .prop_map(
+                |(namespaces, (updates, touches), from)| Op::Subscribe(Subscribe {
+                    namespaces,
+                    updates,
+                    touches,
+                    from
+                })
+            ),
     ]
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    let reason = prop_oneof![
+        Just(DeleteReason::Delete),
+        Just(DeleteReason::LogoutEverywhere),
+        Just(DeleteReason::OwnerLimit),
+        Just(DeleteReason::MemoryEviction),
+    ];
+    let kind = prop_oneof![
+        Just(EventKind::Created),
+        id().prop_map(|to| EventKind::Rotated { to }),
+        reason.prop_map(|reason| EventKind::Deleted { reason }),
+        Just(EventKind::Expired),
+        varint().prop_map(|version| EventKind::Updated { version }),
+        option::of(varint()).prop_map(|expires_at_ms| EventKind::Touched { expires_at_ms }),
+    ];
+    (varint(), varint(), text(), id(), option::of(text()), kind).prop_map(
+        |(cursor, at_ms, namespace, id, owner, kind)| Event {
+            cursor,
+            at_ms,
+            namespace,
+            id,
+            owner,
+            kind,
+        },
+    )
 }
 
 /// Integers from each of bincode's variable-length classes (1, 3, 5 and 9
@@ -327,6 +371,13 @@ fn reply() -> impl Strategy<Value = Reply> {
                 session,
             })
         }),
+        (varint(), varint())
+            .prop_map(|(oldest, next)| Reply::Subscribed(Subscribed { oldest, next })),
+        vec(event(), 0..4).prop_map(Reply::Events),
+        (varint(), varint()).prop_map(|(requested, oldest)| Reply::CursorExpired(CursorExpired {
+            requested,
+            oldest
+        })),
     ]
 }
 

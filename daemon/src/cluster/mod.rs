@@ -557,7 +557,7 @@ impl Cluster {
     pub(crate) async fn execute(self: &Arc<Self>, shared: &Shared, op: Op) -> Answer {
         let now_ms = self.clock.now_ms();
         match op {
-            Op::Hello(_) | Op::Ping | Op::Stats => dispatch::run(shared, op),
+            Op::Hello(_) | Op::Ping | Op::Stats | Op::Subscribe(_) => dispatch::run(shared, op),
             Op::ClusterStatus => Answer::Reply(Reply::Cluster(self.status().await)),
             Op::ClusterAddNode(a) => self.add_node(a.node_id, a.addr).await,
             Op::ClusterRemoveNode(r) => self.remove_node(r.node_id).await,

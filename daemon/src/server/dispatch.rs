@@ -90,6 +90,7 @@ pub(crate) fn op_index(op: &Op) -> usize {
         Op::ClusterAddNode(_) => 13,
         Op::ClusterRemoveNode(_) => 14,
         Op::GetStale(_) => 15,
+        Op::Subscribe(_) => 16,
     }
 }
 
@@ -101,6 +102,11 @@ pub(crate) fn run(shared: &Shared, op: Op) -> Answer {
         )),
         Op::Ping => Answer::Reply(Reply::Pong),
         Op::Stats => Answer::Reply(Reply::Stats(stats(shared))),
+        // A standalone connection turns into a feed before it gets here.
+        Op::Subscribe(_) => Answer::Reply(error(
+            ErrorCode::InvalidRequest,
+            "this daemon serves no events feed here (a replicated group's members do not)".into(),
+        )),
         Op::ClusterStatus | Op::ClusterAddNode(_) | Op::ClusterRemoveNode(_) => {
             Answer::Reply(error(
                 ErrorCode::InvalidRequest,
