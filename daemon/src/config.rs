@@ -41,6 +41,10 @@ pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_BUFFER_MEMORY: u64 = 256 * 1024 * 1024;
 /// Default time graceful shutdown waits for connections to finish.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time session events are kept.
+pub const DEFAULT_EVENTS_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Default bytes of session events kept.
+pub const DEFAULT_EVENTS_RETENTION_BYTES: u64 = 1 << 30;
 
 /// A configuration that cannot be used; the message names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +124,10 @@ pub struct Config {
     pub repair: bool,
     /// No log: sessions live in memory only and a restart loses them.
     pub in_memory: bool,
+    /// How long session events are kept (`None`: no events feed).
+    pub events_retention: Option<Duration>,
+    /// About how many bytes of session events are kept.
+    pub events_retention_bytes: u64,
     /// Tokens and their scopes (`None`: no authentication).
     pub auth: Option<AuthTable>,
     /// Where Prometheus metrics are served (`None`: not served).
@@ -180,6 +188,8 @@ impl Default for Config {
             compact_min_bytes: log::DEFAULT_COMPACT_MIN_BYTES,
             repair: false,
             in_memory: false,
+            events_retention: Some(DEFAULT_EVENTS_RETENTION),
+            events_retention_bytes: DEFAULT_EVENTS_RETENTION_BYTES,
             auth: None,
             metrics_listen: None,
             tls: None,
@@ -318,6 +328,15 @@ pub struct ServerArgs {
     #[arg(long, env = "SESSIOND_IN_MEMORY", value_parser = clap::builder::BoolishValueParser::new())]
     #[serde(default)]
     pub in_memory: bool,
+    /// Keep session events (the feed `Subscribe`, `sessionctl watch` and the
+    /// bridge's `/events` read) this long, e.g. 24h; 0 turns the feed off
+    /// (default 24h).
+    #[arg(long, env = "SESSIOND_EVENTS_RETENTION")]
+    pub events_retention: Option<String>,
+    /// ...and at most about this many bytes, e.g. 1GiB (default 1GiB; with
+    /// --in-memory the feed is a ring of at most 64MiB).
+    #[arg(long, env = "SESSIOND_EVENTS_RETENTION_BYTES")]
+    pub events_retention_bytes: Option<String>,
     /// Auth file of hashed tokens with their namespaces and rights (see `sessiond hash-token`).
     #[arg(long, env = "SESSIOND_AUTH_FILE")]
     pub auth_file: Option<PathBuf>,
@@ -404,6 +423,8 @@ impl ServerArgs {
             compact_min_bytes: self.compact_min_bytes.or(file.compact_min_bytes),
             repair: self.repair || file.repair,
             in_memory: self.in_memory || file.in_memory,
+            events_retention: self.events_retention.or(file.events_retention),
+            events_retention_bytes: self.events_retention_bytes.or(file.events_retention_bytes),
             auth_file: self.auth_file.or(file.auth_file),
             max_memory: self.max_memory.or(file.max_memory),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
@@ -504,6 +525,20 @@ impl ServerArgs {
                 message: format!("must be between 64 and {ABSOLUTE_MAX_FRAME_LEN}"),
             });
         }
+        let events_retention = match &self.events_retention {
+            Some(s) => {
+                let t = duration("events_retention", s)?;
+                (!t.is_zero()).then_some(t)
+            }
+            None => d.events_retention,
+        };
+        let events_retention_bytes = match self.events_retention_bytes.as_deref() {
+            Some(s) => parse_size(s).map_err(|message| ConfigError::Invalid {
+                name: "events_retention_bytes",
+                message,
+            })?,
+            None => d.events_retention_bytes,
+        };
         let idle_timeout = match self.idle_timeout {
             Some(s) => {
                 let t = duration("idle_timeout", &s)?;
@@ -698,6 +733,8 @@ impl ServerArgs {
             compact_min_bytes: self.compact_min_bytes.unwrap_or(d.compact_min_bytes),
             repair: self.repair,
             in_memory: self.in_memory,
+            events_retention,
+            events_retention_bytes,
             listen,
             data_dir: self.data_dir.unwrap_or(d.data_dir),
             max_connections,
@@ -1010,6 +1047,8 @@ mod tests {
             "compact_min_bytes",
             "repair",
             "in_memory",
+            "events_retention",
+            "events_retention_bytes",
             "auth_file",
             "max_memory",
             "memory_policy",

@@ -4,6 +4,7 @@
 //! - [`store`]: records, the owner index, tombstones and the operations on them.
 //! - [`expiry`]: the hierarchical timer wheel and the task that reclaims expired records.
 //! - [`log`]: the append-only log, recovery and compaction.
+//! - [`events`]: the session events feed (cursors, retention, subscribers' reads).
 //! - [`server`]: the TCP server: connection tasks, framing, dispatch.
 //! - [`config`]: flags, `SESSIOND_*` environment variables and the TOML file.
 //! - [`clock`]: the injectable time source.
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod events;
 pub mod expiry;
 pub mod log;
 pub mod metrics;

@@ -242,6 +242,46 @@ impl Collector for DaemonCollector {
             "Connections still waiting for their hello closed to make room for newer ones.",
             shared.admission.evicted_total.load(Ordering::Relaxed),
         )?;
+        if let Some(feed) = shared.store.events() {
+            let f = &feed.counters;
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            gauge(
+                &mut enc,
+                "sessiond_event_subscribers",
+                "Connections subscribed to the events feed.",
+                u64::try_from(f.subscribers.load(Ordering::Relaxed)).unwrap_or(0),
+            )?;
+            counter(
+                &mut enc,
+                "sessiond_events_total",
+                "Session events recorded in the feed.",
+                load(&f.emitted_total),
+            )?;
+            counter(
+                &mut enc,
+                "sessiond_events_sent_total",
+                "Session events sent to subscribers.",
+                load(&f.sent_total),
+            )?;
+            counter(
+                &mut enc,
+                "sessiond_event_subscribers_lagging_total",
+                "Subscribers closed because they stopped reading.",
+                load(&f.lagging_total),
+            )?;
+            counter(
+                &mut enc,
+                "sessiond_events_dropped_total",
+                "Session events dropped because the events files fell too far behind.",
+                load(&f.dropped_total),
+            )?;
+            gauge(
+                &mut enc,
+                "sessiond_events_last_cursor",
+                "The cursor of the last event published to subscribers.",
+                feed.published(),
+            )?;
+        }
         gauge(
             &mut enc,
             "sessiond_connection_buffer_bytes",

@@ -12,6 +12,7 @@
 //! a length prefix over the maximum cannot be resynchronised, so it is answered
 //! with an error under request id 0 and the connection is closed.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -23,7 +24,8 @@ use sessiond_protocol::frame::{
 };
 use sessiond_protocol::view::{decode_hot_request, encode_session_answer, OpView, SessionHead};
 use sessiond_protocol::{
-    ErrorCode, HelloReply, Op, Reply, Request, Response, WireError, PROTOCOL_VERSION,
+    CursorExpired, ErrorCode, Event, EventKind, EventsFrom, HelloReply, Op, Reply, Request,
+    Response, Subscribe, Subscribed, WireError, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -35,6 +37,7 @@ use super::admission::Ticket;
 use super::dispatch::{self, Answer};
 use super::Shared;
 use crate::auth::{Grant, Rights};
+use crate::events::{FeedCounters, ReadError, ReadPos};
 use crate::log::{FsyncPolicy, Log, Progress};
 
 /// Smallest free space handed to a read.
@@ -45,6 +48,13 @@ const WRITE_HIGH_WATER: usize = 1024 * 1024;
 /// read chunk and its first write chunk.
 const BASE_BUFFERS: i64 = 2 * READ_CHUNK as i64;
 
+/// A subscriber whose socket takes nothing for this long is closed with
+/// `Lagging` (it resumes from its last cursor).
+pub(crate) const EVENTS_STALL: Duration = Duration::from_secs(10);
+/// A subscriber with nothing to receive gets an empty `Events` this often, so
+/// both ends can tell a quiet feed from a dead connection.
+pub(crate) const EVENTS_KEEPALIVE: Duration = Duration::from_secs(10);
+
 /// The daemon's version, sent in `Hello` and `Stats`.
 pub(crate) const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -54,6 +64,9 @@ enum Close {
     Quiet,
     /// The peer broke the protocol; the error frame is already queued.
     Protocol,
+    /// The peer subscribed to the events feed (request id, what it asked):
+    /// the connection serves events from now on.
+    Subscribe(u64, Subscribe),
 }
 
 pub(crate) struct Connection<'a, S> {
@@ -136,7 +149,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
 
     pub(crate) async fn run(mut self) {
         debug!("connected");
-        let outcome = self.serve().await;
+        let mut outcome = self.serve().await;
         // Requests already proposed get their answers.
         self.run_deferred().await;
         // Answers of the last batch (including a final error frame) go out
@@ -144,8 +157,14 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         if let Err(e) = self.flush().await {
             debug!(error = %e, "final write failed");
         }
+        if let Ok(Close::Subscribe(id, sub)) = outcome {
+            outcome = self.serve_events(id, sub).await.map(|()| Close::Quiet);
+            if let Err(e) = self.flush().await {
+                debug!(error = %e, "final write failed");
+            }
+        }
         match outcome {
-            Ok(Close::Quiet) => debug!("closed"),
+            Ok(Close::Quiet | Close::Subscribe(..)) => debug!("closed"),
             Ok(Close::Protocol) => info!("closed after a protocol error"),
             Err(e) => debug!(error = %e, "connection error"),
         }
@@ -441,6 +460,14 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 return None;
             }
         }
+        if let Op::Subscribe(sub) = op {
+            if self.shared.cluster.is_none() {
+                return Some(Close::Subscribe(id, sub));
+            }
+            let answer = dispatch::execute(self.shared, Op::Subscribe(sub));
+            self.push_answer(id, answer);
+            return None;
+        }
         if let Some(cluster) = self.shared.cluster.clone() {
             // A member: requests run concurrently (their proposals share
             // Raft rounds, see `cluster::batch`), answered by id as they end.
@@ -546,6 +573,201 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
     async fn make_room(shared: &Shared) {
         if let Some(log) = shared.log.as_ref().filter(|l| l.behind_reservations()) {
             log.wait_for_room(ROOM_WAIT).await;
+        }
+    }
+
+    /// Serves the events feed to a subscriber until it leaves, the daemon
+    /// stops, or it stops reading (see [`EVENTS_STALL`]). Events come from the
+    /// feed's ring or its files (read off the async workers); the subscriber
+    /// holds at most one read batch in the daemon's memory.
+    async fn serve_events(&mut self, id: u64, sub: Subscribe) -> std::io::Result<()> {
+        let Some(feed) = self.shared.store.events().cloned() else {
+            self.push(
+                id,
+                Reply::Error(WireError::new(
+                    ErrorCode::InvalidRequest,
+                    "the events feed is off on this daemon (--events-retention 0)",
+                )),
+            );
+            return Ok(());
+        };
+        // What the subscription may see: the namespaces it names (each one
+        // the token may read), or all the token may read.
+        let allowed = self.grant.as_ref().and_then(|g| g.namespaces.clone());
+        let only: Option<Vec<String>> = if sub.namespaces.is_empty() {
+            allowed
+        } else {
+            if let Some(grant) = &self.grant {
+                for ns in &sub.namespaces {
+                    if let Err(why) = grant.allows_in("subscribe", Some(ns), Rights::Read) {
+                        let name = grant.name.clone();
+                        self.refuse(id, &name, "subscribe", why);
+                        return Ok(());
+                    }
+                }
+            }
+            Some(sub.namespaces.clone())
+        };
+        let published = feed.published();
+        let mut after = match sub.from {
+            EventsFrom::Now => published,
+            EventsFrom::After(c) => c,
+            EventsFrom::Oldest => feed.oldest().map_or(published, |o| o - 1),
+        };
+        if after > published {
+            self.push(
+                id,
+                Reply::Error(WireError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("cursor {after} is past the feed's last event ({published})"),
+                )),
+            );
+            return Ok(());
+        }
+        if let Some(oldest) = feed.oldest() {
+            if after + 1 < oldest && after < published {
+                self.push(
+                    id,
+                    Reply::CursorExpired(CursorExpired {
+                        requested: after,
+                        oldest,
+                    }),
+                );
+                return Ok(());
+            }
+        }
+        self.push(
+            id,
+            Reply::Subscribed(Subscribed {
+                oldest: feed.oldest().unwrap_or(0),
+                next: feed.next(),
+            }),
+        );
+        self.flush().await?;
+        let counters = &feed.counters;
+        counters.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _leave = scopeguard(|| {
+            counters.subscribers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        debug!(after, "subscriber started");
+        let mut changes = feed.watch();
+        let mut pos = ReadPos::default();
+        let mut last_write = Instant::now();
+        let mut scratch = [0u8; 512];
+        // A batch of events per frame, well within the frame maximum.
+        let per_frame = (self.shared.config.max_frame_len as usize / 1024).max(1);
+        loop {
+            let read = if feed.in_ring(after) {
+                feed.read_after(after, &mut pos)
+            } else {
+                let f = Arc::clone(&feed);
+                let mut p = pos;
+                let (r, p) = tokio::task::spawn_blocking(move || {
+                    let r = f.read_after(after, &mut p);
+                    (r, p)
+                })
+                .await
+                .map_err(|e| std::io::Error::other(format!("events read panicked: {e}")))?;
+                pos = p;
+                r
+            };
+            let batch = match read {
+                Ok(batch) => batch,
+                Err(ReadError::Expired { oldest }) => {
+                    self.push(
+                        id,
+                        Reply::CursorExpired(CursorExpired {
+                            requested: after,
+                            oldest,
+                        }),
+                    );
+                    return Ok(());
+                }
+            };
+            if let Some(last) = batch.last() {
+                after = last.cursor;
+                let wanted: Vec<Event> = batch
+                    .into_iter()
+                    .filter(|e| {
+                        only.as_ref().is_none_or(|o| o.iter().any(|n| *n == e.namespace))
+                            && match e.kind {
+                                EventKind::Updated { .. } => sub.updates,
+                                EventKind::Touched { .. } => sub.touches,
+                                _ => true,
+                            }
+                    })
+                    .collect();
+                if wanted.is_empty() {
+                    continue;
+                }
+                let sent = wanted.len() as u64;
+                for chunk in wanted.chunks(per_frame) {
+                    self.push(id, Reply::Events(chunk.to_vec()));
+                }
+                if !self.write_events(counters).await? {
+                    return Ok(());
+                }
+                counters.sent_total.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+                last_write = Instant::now();
+                continue;
+            }
+            let keepalive = EVENTS_KEEPALIVE.saturating_sub(last_write.elapsed());
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Ok(()),
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
+                () = tokio::time::sleep(keepalive) => {
+                    self.push(id, Reply::Events(Vec::new()));
+                    if !self.write_events(counters).await? {
+                        return Ok(());
+                    }
+                    last_write = Instant::now();
+                }
+                // Nothing more is read after `Subscribe`: bytes are dropped,
+                // a close ends the subscription.
+                n = self.stream.read(&mut scratch) => {
+                    if n? == 0 {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes what a subscriber has waiting; `false` (after counting it and
+    /// trying to tell it) when its socket stayed unwritable past
+    /// [`EVENTS_STALL`].
+    async fn write_events(&mut self, counters: &FeedCounters) -> std::io::Result<bool> {
+        let wrote = tokio::time::timeout(EVENTS_STALL, self.stream.write_all(&self.wbuf)).await;
+        match wrote {
+            Ok(r) => {
+                r?;
+                self.wbuf.clear();
+                Ok(true)
+            }
+            Err(_) => {
+                counters.lagging_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                info!("closing an events subscriber that stopped reading");
+                // Its socket is full: the error goes out only if it drains
+                // at once.
+                self.wbuf.clear();
+                self.push(
+                    0,
+                    Reply::Error(WireError::new(
+                        ErrorCode::Lagging,
+                        format!(
+                            "this subscriber read nothing for {} s; subscribe again from the last cursor received",
+                            EVENTS_STALL.as_secs()
+                        ),
+                    )),
+                );
+                let _ = tokio::time::timeout(Duration::from_millis(100), self.stream.write_all(&self.wbuf)).await;
+                self.wbuf.clear();
+                Ok(false)
+            }
         }
     }
 
@@ -841,4 +1063,17 @@ pub(crate) async fn refuse(mut stream: TcpStream, max_connections: usize) {
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&buf)).await;
     }
     let _ = stream.shutdown().await;
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

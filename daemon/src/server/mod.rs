@@ -123,6 +123,36 @@ impl Daemon {
                 l.shutdown();
             }
         };
+        if let Some(retention) = config.events_retention {
+            let feed_config = crate::events::FeedConfig {
+                dir: (!config.in_memory).then(|| config.data_dir.join("events")),
+                retention: Some(retention),
+                retention_bytes: config.events_retention_bytes,
+                ring_bytes: usize::try_from(config.events_retention_bytes)
+                    .unwrap_or(usize::MAX)
+                    .min(if config.in_memory { 64 << 20 } else { 8 << 20 }),
+            };
+            let feed = match tokio::task::spawn_blocking(move || crate::events::Feed::open(feed_config)).await {
+                Ok(Ok(feed)) => feed,
+                Ok(Err(e)) => {
+                    stop_log(&log);
+                    return Err(Error::Io(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot open the events feed: {e}"),
+                    )));
+                }
+                Err(e) => {
+                    stop_log(&log);
+                    return Err(Error::Io(std::io::Error::other(format!(
+                        "opening the events feed panicked: {e}"
+                    ))));
+                }
+            };
+            if let Err(e) = store.attach_events(feed) {
+                stop_log(&log);
+                return Err(Error::Io(std::io::Error::other(e.to_string())));
+            }
+        }
         let listener = match TcpListener::bind(config.listen).await {
             Ok(l) => l,
             Err(source) => {
@@ -350,6 +380,10 @@ impl Daemon {
             {
                 warn!("the log did not shut down cleanly");
             }
+        }
+        if let Some(feed) = self.shared.store.events().cloned() {
+            // The last events are written and synced.
+            let _ = tokio::task::spawn_blocking(move || feed.shutdown()).await;
         }
         info!("stopped");
     }

@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use sessiond_protocol::{SessionId, Ttl};
+use sessiond_protocol::{DeleteReason, EventKind, SessionId, Ttl};
 
 use super::record::{Blob, Key, Record};
 use super::{invalid, Result, Store, StoreError};
@@ -46,6 +46,21 @@ pub(super) enum Sink<'a> {
     /// Added to the batch, which is then appended (still under the lock of
     /// the record just changed).
     Close(&'a mut Vec<Change>),
+}
+
+/// Why a record is removed, for its event.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Why {
+    /// The delete's reason (if the record is still live).
+    pub reason: DeleteReason,
+    /// The operation's time.
+    pub now: u64,
+}
+
+impl Why {
+    pub(super) fn new(reason: DeleteReason, now: u64) -> Self {
+        Self { reason, now }
+    }
 }
 
 /// One change of a multi-record operation's batch, as the journal receives
@@ -271,12 +286,16 @@ impl Store {
 
     /// Removes the record at `key` if `pred` holds, logging the removal under
     /// the same lock so that the log orders it exactly as memory did.
+    /// `why`: the event to report (a removal that undoes a half-done
+    /// operation reports none): `Deleted` with its reason, or `Expired` for
+    /// a record already past its deadline.
     pub(super) fn remove_logged(
         &self,
         key: &Key,
         tombstone_until: u64,
         pred: impl FnOnce(&Record) -> bool,
         sink: Sink<'_>,
+        why: Option<Why>,
     ) -> Option<Record> {
         let mut pred = Some(pred);
         let mut sink = Some(sink);
@@ -290,10 +309,44 @@ impl Store {
                     if let Some(sink) = sink.take() {
                         self.log_delete(k, tombstone_until, sink);
                     }
+                    if let Some(why) = why {
+                        if r.is_live(why.now) {
+                            let kind = EventKind::Deleted { reason: why.reason };
+                            self.event(k, r.owner_str(), kind, why.now);
+                        } else {
+                            self.event(k, r.owner_str(), EventKind::Expired, r.expires_at());
+                        }
+                    }
                 }
                 remove
             })
             .map(|(_, r)| r)
+    }
+
+    /// Reports a lifecycle event of the record at `key` to the feed, if
+    /// there is one; call under the record's lock.
+    pub(super) fn event(&self, key: &Key, owner: Option<&str>, kind: EventKind, at_ms: u64) {
+        let Some(feed) = self.events.get() else { return };
+        let Some(ns) = self.namespaces.get(key.ns) else {
+            return;
+        };
+        feed.emit(&ns.name, key.id, owner, kind, at_ms);
+    }
+
+    /// The events feed, if one is attached.
+    #[must_use]
+    pub fn events(&self) -> Option<&Arc<crate::events::Feed>> {
+        self.events.get()
+    }
+
+    /// Sends lifecycle events to `feed` from now on.
+    ///
+    /// # Errors
+    /// `Invalid` if a feed is already attached.
+    pub fn attach_events(&self, feed: Arc<crate::events::Feed>) -> Result<()> {
+        self.events
+            .set(feed)
+            .map_err(|_| invalid("an events feed is already attached".into()))
     }
 
     /// Logs a touch once it has moved the deadline far enough (coalescing).
@@ -308,6 +361,13 @@ impl Store {
             && self.writable().is_ok()
         {
             self.log_put(key, rec, Sink::Direct);
+            // Touch events are coalesced as the log's touch records are.
+            let expires_at = rec.expires_at();
+            rec.set_logged_expires(expires_at);
+            let kind = EventKind::Touched {
+                expires_at_ms: super::record::finite(expires_at),
+            };
+            self.event(key, rec.owner_str(), kind, rec.last_active());
         }
     }
 

@@ -33,7 +33,7 @@ use sessiond_protocol::limits::{self, MAX_LIST_PAGE};
 use sessiond_protocol::value::{decode_attrs, encode_attrs};
 use sessiond_protocol::view::{CreateView, SessionHead};
 use sessiond_protocol::{
-    Attrs, Create, DeleteByOwner, Incr, IncrReply, LimitPolicy, ListByOwner, ListCursor,
+    Attrs, Create, DeleteByOwner, DeleteReason, EventKind, Incr, IncrReply, LimitPolicy, ListByOwner, ListCursor,
     OwnerLimit, Rotate, Session, SessionId, SessionPage, TouchReply, Ttl, Update, UpdateReply,
     Value,
 };
@@ -42,7 +42,7 @@ use crate::clock::Clock;
 use crate::expiry::wheel::Wheel;
 use error::Result;
 pub use error::StoreError;
-use journal::Sink;
+use journal::{Sink, Why};
 #[cfg(test)]
 pub(crate) use journal::StepHook;
 pub use journal::{Change, Image, Journal};
@@ -288,6 +288,8 @@ pub struct Store {
     /// against `max_memory` (see [`Store::add_connection_buffers`]).
     connection_buffers: AtomicI64,
     journal: std::sync::OnceLock<Arc<dyn Journal>>,
+    /// Where lifecycle events go (`None`: no feed).
+    events: std::sync::OnceLock<Arc<crate::events::Feed>>,
     /// The next LSN (see `log::format`, "The ordering rule").
     lsn: AtomicU64,
     /// Multi-record operations between their first change and the append
@@ -355,6 +357,7 @@ impl Store {
             memory: AtomicI64::new(0),
             connection_buffers: AtomicI64::new(0),
             journal: std::sync::OnceLock::new(),
+            events: std::sync::OnceLock::new(),
             lsn: AtomicU64::new(1),
             batches_in_flight: AtomicUsize::new(0),
             #[cfg(test)]
@@ -526,6 +529,9 @@ impl Store {
     /// of an expired record it replaced, whose index entry the caller removes
     /// once it holds no owner lock.
     fn put_new(&self, key: Key, rec: Record, now: u64, sink: Sink<'_>) -> Result<Placed> {
+        // A rotation gathers its new record into its batch: it reports
+        // `Rotated`, not `Created`.
+        let announce = !matches!(sink, Sink::Gather(_));
         let size = rec.mem_size() as i64;
         let blob = rec.blob();
         let entry = self.records.entry(key);
@@ -542,6 +548,9 @@ impl Store {
                 }
                 let old = o.insert(rec);
                 self.log_put(&key, o.get_mut(), sink);
+                if announce {
+                    self.event(&key, o.get().owner_str(), EventKind::Created, now);
+                }
                 self.add_mem(size - old.mem_size() as i64);
                 Ok(Placed {
                     blob,
@@ -551,6 +560,9 @@ impl Store {
             Entry::Vacant(v) => {
                 let mut r = v.insert(rec);
                 self.log_put(&key, &mut r, sink);
+                if announce {
+                    self.event(&key, r.owner_str(), EventKind::Created, now);
+                }
                 drop(r);
                 self.namespaces.add_records(key.ns, 1);
                 self.add_mem(size);
@@ -679,6 +691,7 @@ impl Store {
                                 until,
                                 |r| r.created_at() == c && r.owner_str() == Some(&**owner),
                                 Sink::Gather(&mut batch),
+                                Some(Why::new(DeleteReason::OwnerLimit, now)),
                             ) {
                                 self.forget(&k, &old);
                                 self.evicted_total.fetch_add(1, Ordering::Relaxed);
@@ -994,6 +1007,8 @@ impl Store {
         };
         self.add_mem(r.mem_size() as i64 - before);
         self.log_put(&key, &mut r, Sink::Direct);
+        let version = r.version();
+        self.event(&key, r.owner_str(), EventKind::Updated { version }, now);
         drop(r);
         if let Some(at) = reschedule {
             self.schedule(at, Timer::Record(key));
@@ -1091,6 +1106,8 @@ impl Store {
             r.bump_version();
             self.add_mem(r.mem_size() as i64 - before);
             self.log_put(&key, &mut r, Sink::Direct);
+            let version = r.version();
+            self.event(&key, r.owner_str(), EventKind::Updated { version }, now);
         }
         Ok(reply)
     }
@@ -1109,11 +1126,12 @@ impl Store {
         let asked = Key { ns, id };
         let mut key = self.target(asked, now);
         let until = now.saturating_add(self.config.tombstone_ttl_ms);
-        let mut removed = self.remove_logged(&key, until, |_| true, Sink::Direct);
+        let why = Some(Why::new(DeleteReason::Delete, now));
+        let mut removed = self.remove_logged(&key, until, |_| true, Sink::Direct, why);
         if removed.is_none() {
             if let Some(moved) = self.retarget(asked, key, now) {
                 key = moved;
-                removed = self.remove_logged(&key, until, |_| true, Sink::Direct);
+                removed = self.remove_logged(&key, until, |_| true, Sink::Direct, why);
             }
         }
         let Some(rec) = removed else {
@@ -1228,6 +1246,7 @@ impl Store {
                 tomb_until,
                 |r| r.created_at() == created_at && r.owner_str() == Some(&*d.owner),
                 Sink::Gather(&mut batch),
+                Some(Why::new(DeleteReason::LogoutEverywhere, now)),
             ) {
                 self.forget(&k, &rec);
                 if rec.is_live(now) {
@@ -1340,6 +1359,7 @@ impl Store {
                     };
                     self.add_tombstone(*k, tomb_until);
                     self.log_delete(k, tomb_until, Sink::Gather(&mut batch));
+                    self.event(k, cur.owner_str(), EventKind::Rotated { to: new.id }, now);
                     if let Some(until) = grace_until {
                         self.log_alias(k, new.id, until, &mut batch);
                     }
@@ -1376,7 +1396,7 @@ impl Store {
                     // record was never reachable nor logged (its batch is
                     // dropped): take it away and retry. The removal is logged
                     // all the same: a snapshot taken meanwhile may hold it.
-                    if let Some(undo) = self.remove_logged(&new, 0, |_| true, Sink::Direct) {
+                    if let Some(undo) = self.remove_logged(&new, 0, |_| true, Sink::Direct, None) {
                         self.forget(&new, &undo);
                     }
                 }

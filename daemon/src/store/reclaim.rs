@@ -5,7 +5,8 @@
 use std::sync::atomic::Ordering;
 
 use super::record::{finite, Key, NEVER};
-use super::{MemoryPolicy, Result, Sink, Store, StoreError, TOMBSTONE_BYTES, WHEEL_SHARDS};
+use super::{MemoryPolicy, Result, Sink, Store, StoreError, Why, TOMBSTONE_BYTES, WHEEL_SHARDS};
+use sessiond_protocol::{DeleteReason, EventKind};
 
 /// What a timer wheel entry stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +92,7 @@ impl Store {
                         0,
                         |r| r.wheel_deadline() == deadline,
                         Sink::Direct,
+                        Some(Why::new(DeleteReason::MemoryEviction, now)),
                     ) {
                         self.forget(&key, &rec);
                         if let Some(owner) = &rec.owner() {
@@ -169,8 +171,12 @@ impl Store {
                     self.schedule(at, Timer::Record(key));
                     return;
                 }
-                if let Some((_, rec)) = self.records.remove_if(&key, |_, r| {
-                    r.wheel_deadline() == deadline && !r.is_live(now)
+                if let Some((_, rec)) = self.records.remove_if(&key, |k, r| {
+                    let expired = r.wheel_deadline() == deadline && !r.is_live(now);
+                    if expired {
+                        self.event(k, r.owner_str(), EventKind::Expired, r.expires_at());
+                    }
+                    expired
                 }) {
                     self.forget(&key, &rec);
                     self.expired_total.fetch_add(1, Ordering::Relaxed);
