@@ -364,7 +364,8 @@ impl Files {
 
     /// Deletes whole files past the retention (never the newest).
     fn retain(&mut self, retention: Option<Duration>, max_bytes: u64, now_ms: u64) {
-        let horizon = retention.map(|r| now_ms.saturating_sub(u64::try_from(r.as_millis()).unwrap_or(u64::MAX)));
+        let horizon = retention
+            .map(|r| now_ms.saturating_sub(u64::try_from(r.as_millis()).unwrap_or(u64::MAX)));
         while self.segments.len() > 1 {
             let total: u64 = self.segments.iter().map(|s| s.bytes).sum();
             let oldest = &self.segments[0];
@@ -772,7 +773,10 @@ mod tests {
         drop(feed);
 
         let feed = Feed::open(config(Some(dir.path()))).unwrap();
-        assert_eq!((feed.oldest(), feed.next(), feed.published()), (Some(1), 501, 500));
+        assert_eq!(
+            (feed.oldest(), feed.next(), feed.published()),
+            (Some(1), 501, 500)
+        );
         emit_n(&feed, 3);
         wait_published(&feed, 503);
         let tail = read_all(&feed, 498);
@@ -807,7 +811,11 @@ mod tests {
         let all = read_all(&feed, 0);
         assert_eq!(all.len(), 10);
         assert_eq!(all[9].cursor, 10);
-        assert_eq!(all[9].id, SessionId([0; 16]), "the new event 10, not the torn one");
+        assert_eq!(
+            all[9].id,
+            SessionId([0; 16]),
+            "the new event 10, not the torn one"
+        );
         feed.shutdown();
     }
 
@@ -819,8 +827,14 @@ mod tests {
         let oldest = feed.oldest().unwrap();
         assert!(oldest > 1, "the ring let old events go");
         let mut pos = ReadPos::default();
-        assert_eq!(feed.read_after(0, &mut pos), Err(ReadError::Expired { oldest }));
-        assert_eq!(feed.read_after(oldest - 1, &mut pos).unwrap()[0].cursor, oldest);
+        assert_eq!(
+            feed.read_after(0, &mut pos),
+            Err(ReadError::Expired { oldest })
+        );
+        assert_eq!(
+            feed.read_after(oldest - 1, &mut pos).unwrap()[0].cursor,
+            oldest
+        );
         feed.shutdown();
     }
 

@@ -275,6 +275,26 @@ impl RawConn {
             tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
                 .await
                 .map_err(|_| std::io::Error::other("connect timed out"))??;
+        Self::hello(stream).await
+    }
+
+    /// As [`RawConn::connect`], with the socket's receive buffer set to
+    /// `bytes` (a reader that stops reading fills it, and the daemon's side,
+    /// soon).
+    ///
+    /// # Errors
+    /// As [`RawConn::connect`].
+    pub async fn connect_small(addr: &str, bytes: u32) -> std::io::Result<Self> {
+        let addr: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(bytes)?;
+        let stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(addr))
+            .await
+            .map_err(|_| std::io::Error::other("connect timed out"))??;
+        Self::hello(stream).await
+    }
+
+    async fn hello(stream: tokio::net::TcpStream) -> std::io::Result<Self> {
         let mut conn = Self { stream, next_id: 1 };
         let hello = sessiond_protocol::Op::Hello(sessiond_protocol::Hello {
             protocol_version: sessiond_protocol::PROTOCOL_VERSION,
@@ -318,6 +338,79 @@ impl RawConn {
             )));
         }
         Ok(resp.reply)
+    }
+}
+
+impl RawConn {
+    /// Sends `Subscribe` (request id `id`) and returns its first answer
+    /// (`Subscribed`, `CursorExpired` or an error); the events follow,
+    /// read with [`RawConn::next_frame`].
+    ///
+    /// # Errors
+    /// A connection or protocol failure, or no answer in time.
+    pub async fn subscribe(
+        &mut self,
+        sub: sessiond_protocol::Subscribe,
+    ) -> std::io::Result<sessiond_protocol::Reply> {
+        self.call(sessiond_protocol::Op::Subscribe(sub)).await
+    }
+
+    /// Reads the next frame the daemon sends (a subscription's events),
+    /// within `timeout`; `Ok(None)` when the daemon closed the connection.
+    ///
+    /// # Errors
+    /// A connection or protocol failure, or nothing within `timeout`.
+    pub async fn next_frame(
+        &mut self,
+        timeout: Duration,
+    ) -> std::io::Result<Option<sessiond_protocol::Response>> {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let len = match self.stream.read_u32().await {
+                Ok(len) => len as usize,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let mut payload = vec![0u8; len];
+            self.stream.read_exact(&mut payload).await?;
+            sessiond_protocol::frame::decode_response(&payload)
+                .map(Some)
+                .map_err(std::io::Error::other)
+        };
+        tokio::time::timeout(timeout, read)
+            .await
+            .map_err(|_| std::io::Error::other(format!("nothing within {timeout:?}")))?
+    }
+
+    /// Collects subscription events until `want` of them came (empty
+    /// keepalive batches skipped), within `timeout` in all.
+    ///
+    /// # Errors
+    /// A connection or protocol failure, an unexpected frame, or too few
+    /// events in time.
+    pub async fn events(
+        &mut self,
+        want: usize,
+        timeout: Duration,
+    ) -> std::io::Result<Vec<sessiond_protocol::Event>> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < want {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_frame(left).await? {
+                Some(sessiond_protocol::Response {
+                    reply: sessiond_protocol::Reply::Events(batch),
+                    ..
+                }) => out.extend(batch),
+                other => {
+                    return Err(std::io::Error::other(format!(
+                        "after {} events: {other:?}",
+                        out.len()
+                    )))
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

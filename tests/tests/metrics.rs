@@ -82,6 +82,12 @@ async fn metrics_parse_line_by_line_with_their_names_and_labels() {
         ("sessiond_log_bytes_total", "counter"),
         ("sessiond_log_fsync_seconds", "histogram"),
         ("sessiond_log_compactions_total", "counter"),
+        ("sessiond_event_subscribers", "gauge"),
+        ("sessiond_events_total", "counter"),
+        ("sessiond_events_sent_total", "counter"),
+        ("sessiond_event_subscribers_lagging_total", "counter"),
+        ("sessiond_events_dropped_total", "counter"),
+        ("sessiond_events_last_cursor", "gauge"),
     ] {
         assert_eq!(
             types.get(name).map(String::as_str),
@@ -110,6 +116,12 @@ async fn metrics_parse_line_by_line_with_their_names_and_labels() {
         )
     };
     assert_eq!(ops("create", "ok"), Some(3.0), "{body}");
+    // Three creates and a delete reached the events feed.
+    assert_eq!(
+        value(&samples, "sessiond_events_total", &[]),
+        Some(4.0),
+        "{body}"
+    );
     assert_eq!(ops("get", "ok"), Some(1.0), "{body}");
     assert_eq!(ops("delete", "ok"), Some(1.0), "{body}");
     assert_eq!(ops("update", "NotFound"), Some(1.0), "{body}");

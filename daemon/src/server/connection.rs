@@ -645,9 +645,13 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         );
         self.flush().await?;
         let counters = &feed.counters;
-        counters.subscribers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .subscribers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _leave = scopeguard(|| {
-            counters.subscribers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            counters
+                .subscribers
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
         debug!(after, "subscriber started");
         let mut changes = feed.watch();
@@ -689,7 +693,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 let wanted: Vec<Event> = batch
                     .into_iter()
                     .filter(|e| {
-                        only.as_ref().is_none_or(|o| o.iter().any(|n| *n == e.namespace))
+                        only.as_ref().is_none_or(|o| o.contains(&e.namespace))
                             && match e.kind {
                                 EventKind::Updated { .. } => sub.updates,
                                 EventKind::Touched { .. } => sub.touches,
@@ -707,7 +711,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 if !self.write_events(counters).await? {
                     return Ok(());
                 }
-                counters.sent_total.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+                counters
+                    .sent_total
+                    .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
                 last_write = Instant::now();
                 continue;
             }
@@ -749,7 +755,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 Ok(true)
             }
             Err(_) => {
-                counters.lagging_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                counters
+                    .lagging_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 info!("closing an events subscriber that stopped reading");
                 // Its socket is full: the error goes out only if it drains
                 // at once.
@@ -764,7 +772,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                         ),
                     )),
                 );
-                let _ = tokio::time::timeout(Duration::from_millis(100), self.stream.write_all(&self.wbuf)).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(100),
+                    self.stream.write_all(&self.wbuf),
+                )
+                .await;
                 self.wbuf.clear();
                 Ok(false)
             }

@@ -132,22 +132,25 @@ impl Daemon {
                     .unwrap_or(usize::MAX)
                     .min(if config.in_memory { 64 << 20 } else { 8 << 20 }),
             };
-            let feed = match tokio::task::spawn_blocking(move || crate::events::Feed::open(feed_config)).await {
-                Ok(Ok(feed)) => feed,
-                Ok(Err(e)) => {
-                    stop_log(&log);
-                    return Err(Error::Io(std::io::Error::new(
-                        e.kind(),
-                        format!("cannot open the events feed: {e}"),
-                    )));
-                }
-                Err(e) => {
-                    stop_log(&log);
-                    return Err(Error::Io(std::io::Error::other(format!(
-                        "opening the events feed panicked: {e}"
-                    ))));
-                }
-            };
+            let feed =
+                match tokio::task::spawn_blocking(move || crate::events::Feed::open(feed_config))
+                    .await
+                {
+                    Ok(Ok(feed)) => feed,
+                    Ok(Err(e)) => {
+                        stop_log(&log);
+                        return Err(Error::Io(std::io::Error::new(
+                            e.kind(),
+                            format!("cannot open the events feed: {e}"),
+                        )));
+                    }
+                    Err(e) => {
+                        stop_log(&log);
+                        return Err(Error::Io(std::io::Error::other(format!(
+                            "opening the events feed panicked: {e}"
+                        ))));
+                    }
+                };
             if let Err(e) = store.attach_events(feed) {
                 stop_log(&log);
                 return Err(Error::Io(std::io::Error::other(e.to_string())));

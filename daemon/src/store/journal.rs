@@ -326,7 +326,9 @@ impl Store {
     /// Reports a lifecycle event of the record at `key` to the feed, if
     /// there is one; call under the record's lock.
     pub(super) fn event(&self, key: &Key, owner: Option<&str>, kind: EventKind, at_ms: u64) {
-        let Some(feed) = self.events.get() else { return };
+        let Some(feed) = self.events.get() else {
+            return;
+        };
         let Some(ns) = self.namespaces.get(key.ns) else {
             return;
         };

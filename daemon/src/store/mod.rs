@@ -33,19 +33,19 @@ use sessiond_protocol::limits::{self, MAX_LIST_PAGE};
 use sessiond_protocol::value::{decode_attrs, encode_attrs};
 use sessiond_protocol::view::{CreateView, SessionHead};
 use sessiond_protocol::{
-    Attrs, Create, DeleteByOwner, DeleteReason, EventKind, Incr, IncrReply, LimitPolicy, ListByOwner, ListCursor,
-    OwnerLimit, Rotate, Session, SessionId, SessionPage, TouchReply, Ttl, Update, UpdateReply,
-    Value,
+    Attrs, Create, DeleteByOwner, DeleteReason, EventKind, Incr, IncrReply, LimitPolicy,
+    ListByOwner, ListCursor, OwnerLimit, Rotate, Session, SessionId, SessionPage, TouchReply, Ttl,
+    Update, UpdateReply, Value,
 };
 
 use crate::clock::Clock;
 use crate::expiry::wheel::Wheel;
 use error::Result;
 pub use error::StoreError;
-use journal::{Sink, Why};
 #[cfg(test)]
 pub(crate) use journal::StepHook;
 pub use journal::{Change, Image, Journal};
+use journal::{Sink, Why};
 use namespaces::Namespaces;
 use owner_set::OwnerSet;
 pub use reclaim::Timer;
