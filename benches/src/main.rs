@@ -12,6 +12,7 @@
 mod compare;
 mod http;
 mod multi;
+mod subscribers;
 mod target;
 
 use std::io::IsTerminal;
@@ -123,6 +124,11 @@ pub struct Load {
     /// Redis's nearest equivalent of a majority acknowledgement.
     #[arg(long, value_name = "N")]
     pub redis_wait: Option<u32>,
+    /// sessiond: this many events subscribers (every namespace, every kind,
+    /// from now) read the feed during the timed phase; the events they
+    /// received are reported.
+    #[arg(long, default_value_t = 0)]
+    pub subscribers: usize,
 }
 
 impl Load {
@@ -333,6 +339,12 @@ pub async fn run(
         })
         .await??;
     }
+    let subscribers = match url.strip_prefix("sessiond://") {
+        Some(addr) if load.subscribers > 0 => {
+            Some(subscribers::Subscribers::start(addr, load.subscribers).await?)
+        }
+        _ => None,
+    };
     let started = Instant::now();
     let generator_before = cpu_seconds(None);
     let server_before = load.server_pid.and_then(|p| cpu_seconds(Some(p)));
@@ -385,6 +397,12 @@ pub async fn run(
     if let Some(t) = ticker {
         t.abort();
         eprintln!();
+    }
+    if let Some(s) = subscribers {
+        // Let the feed's last events arrive.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let n = load.subscribers;
+        eprintln!("{n} subscribers received {} events", s.stop());
     }
     Ok(Outcome {
         ops: hist.len(),

@@ -51,7 +51,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
-use sessiond_protocol::frame::{decode_value, encode_value};
+use sessiond_protocol::frame::decode_value;
+use sessiond_protocol::view::encode_event;
 use sessiond_protocol::{Event, EventKind, SessionId};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -185,11 +186,20 @@ fn segment_name(first: u64) -> String {
     format!("{first:020}.events")
 }
 
-fn frame(payload: &[u8], out: &mut Vec<u8>) {
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    out.extend_from_slice(payload);
+/// Fills in the checksum of every frame in `bytes` (framed by `emit` with
+/// the checksum left empty).
+fn seal(bytes: &mut [u8]) {
+    let mut at = 0;
+    while let Some(head) = bytes.get(at..at + FRAME_HEAD) {
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let end = at + FRAME_HEAD + len;
+        let Some(payload) = bytes.get(at + FRAME_HEAD..end) else {
+            return;
+        };
+        let crc = crc32c::crc32c(payload).to_le_bytes();
+        bytes[at + 4..at + FRAME_HEAD].copy_from_slice(&crc);
+        at = end;
+    }
 }
 
 /// Reads whole frames from `bytes`; returns each event's payload and where
@@ -513,37 +523,34 @@ impl Feed {
     ) {
         let mut inner = self.inner.lock();
         let cursor = inner.next;
-        let event = Event {
-            cursor,
-            at_ms,
-            namespace: namespace.to_owned(),
-            id,
-            owner: owner.map(str::to_owned),
-            kind,
-        };
-        let Ok(payload) = encode_value(&event) else {
-            return;
-        };
-        self.counters.emitted_total.fetch_add(1, Ordering::Relaxed);
         if self.files.is_some() {
-            if inner.pending.len() + payload.len() > MAX_PENDING_BYTES {
+            // Framed in place, its checksum left to the flusher: the
+            // writer's share is an encoding into a buffer it reuses.
+            if inner.pending.len() > MAX_PENDING_BYTES {
                 self.counters.dropped_total.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            frame(&payload, &mut inner.pending);
-            inner.pending_last = cursor;
+            let start = inner.pending.len();
+            inner.pending.extend_from_slice(&[0; FRAME_HEAD]);
+            encode_event(&mut inner.pending, cursor, at_ms, namespace, id, owner, kind);
+            let len = u32::try_from(inner.pending.len() - start - FRAME_HEAD).unwrap_or(u32::MAX);
+            inner.pending[start..start + 4].copy_from_slice(&len.to_le_bytes());
             inner.pending_last_at = at_ms;
         } else {
-            inner.pending_last = cursor;
-        }
-        inner.next = cursor + 1;
-        inner.ring_bytes += payload.len() + 32;
-        inner.ring.push_back((cursor, Bytes::from(payload)));
-        while inner.ring_bytes > self.config.ring_bytes && inner.ring.len() > 1 {
-            if let Some((_, old)) = inner.ring.pop_front() {
-                inner.ring_bytes -= old.len() + 32;
+            // Memory only: the ring is the feed.
+            let mut payload = Vec::with_capacity(48 + namespace.len() + owner.map_or(0, str::len));
+            encode_event(&mut payload, cursor, at_ms, namespace, id, owner, kind);
+            inner.ring_bytes += payload.len() + 32;
+            inner.ring.push_back((cursor, Bytes::from(payload)));
+            while inner.ring_bytes > self.config.ring_bytes && inner.ring.len() > 1 {
+                if let Some((_, old)) = inner.ring.pop_front() {
+                    inner.ring_bytes -= old.len() + 32;
+                }
             }
         }
+        self.counters.emitted_total.fetch_add(1, Ordering::Relaxed);
+        inner.pending_last = cursor;
+        inner.next = cursor + 1;
         let wake = inner.pending.len() >= FLUSH_BYTES;
         drop(inner);
         if wake {
@@ -567,7 +574,7 @@ impl Feed {
 
     /// Writes what waits, applies the retention, publishes.
     fn flush_once(&self, sync: bool) {
-        let (bytes, last, last_at) = {
+        let (mut bytes, last, last_at) = {
             let mut inner = self.inner.lock();
             (
                 std::mem::take(&mut inner.pending),
@@ -588,6 +595,7 @@ impl Feed {
         if let Some(files) = &self.files {
             let mut files = files.lock();
             if !bytes.is_empty() {
+                seal(&mut bytes);
                 if let Err(e) = files.append(&bytes, published + 1, last, last_at) {
                     // The events are still in the ring; the files have a gap.
                     warn!(error = %e, "cannot write the events file; events are missing from it");

@@ -28,7 +28,7 @@ use crate::error::EncodeError;
 use crate::frame::{ABSOLUTE_MAX_FRAME_LEN, HEADER_LEN};
 use crate::ids::SessionId;
 use crate::limits;
-use crate::message::{LimitPolicy, OwnerLimit, Ttl};
+use crate::message::{DeleteReason, EventKind, LimitPolicy, OwnerLimit, Ttl};
 
 /// Wire tag of `Op::Create`.
 const OP_CREATE: u32 = 2;
@@ -282,7 +282,7 @@ pub struct SessionHead<'a> {
 /// Appends `v` in bincode's variable-length integer encoding (its
 /// specification: below 251 one byte; else a marker, 251, 252 or 253, then the
 /// value as a little-endian `u16`, `u32` or `u64`).
-fn put_varint(buf: &mut BytesMut, v: u64) {
+fn put_varint(buf: &mut impl BufMut, v: u64) {
     if v < 251 {
         buf.put_u8(v as u8);
     } else if let Ok(v) = u16::try_from(v) {
@@ -298,18 +298,66 @@ fn put_varint(buf: &mut BytesMut, v: u64) {
 }
 
 /// A string: its length, then its bytes.
-fn put_str(buf: &mut BytesMut, s: &str) {
+fn put_str(buf: &mut impl BufMut, s: &str) {
     put_varint(buf, s.len() as u64);
     buf.put_slice(s.as_bytes());
 }
 
 /// An option: 0, or 1 then the value.
-fn put_option<T>(buf: &mut BytesMut, v: Option<T>, put: fn(&mut BytesMut, T)) {
+fn put_option<B: BufMut, T>(buf: &mut B, v: Option<T>, put: fn(&mut B, T)) {
     match v {
         None => buf.put_u8(0),
         Some(v) => {
             buf.put_u8(1);
             put(buf, v);
+        }
+    }
+}
+
+/// Appends the encoding of the [`crate::Event`] with these fields to `out`:
+/// the bytes [`crate::frame::encode_value`] gives for it (compared in the
+/// property tests), written field by field (serde's encoder cost 2,000
+/// instructions per event, more than the rest of a create).
+pub fn encode_event(
+    out: &mut Vec<u8>,
+    cursor: u64,
+    at_ms: u64,
+    namespace: &str,
+    id: SessionId,
+    owner: Option<&str>,
+    kind: EventKind,
+) {
+    put_varint(out, cursor);
+    put_varint(out, at_ms);
+    put_str(out, namespace);
+    out.put_slice(&id.0);
+    put_option(out, owner, put_str);
+    match kind {
+        EventKind::Created => put_varint(out, 0),
+        EventKind::Rotated { to } => {
+            put_varint(out, 1);
+            out.put_slice(&to.0);
+        }
+        EventKind::Deleted { reason } => {
+            put_varint(out, 2);
+            put_varint(
+                out,
+                match reason {
+                    DeleteReason::Delete => 0,
+                    DeleteReason::LogoutEverywhere => 1,
+                    DeleteReason::OwnerLimit => 2,
+                    DeleteReason::MemoryEviction => 3,
+                },
+            );
+        }
+        EventKind::Expired => put_varint(out, 3),
+        EventKind::Updated { version } => {
+            put_varint(out, 4);
+            put_varint(out, version);
+        }
+        EventKind::Touched { expires_at_ms } => {
+            put_varint(out, 5);
+            put_option(out, expires_at_ms, put_varint);
         }
     }
 }

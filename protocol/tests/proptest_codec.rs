@@ -443,6 +443,14 @@ proptest! {
         prop_assert_eq!(&got[6..], &want[..]);
     }
 
+    /// An event written field by field is byte for byte its serde encoding.
+    #[test]
+    fn events_written_by_hand_match_their_encoding(e in event()) {
+        let mut got = Vec::new();
+        view::encode_event(&mut got, e.cursor, e.at_ms, &e.namespace, e.id, e.owner.as_deref(), e.kind);
+        prop_assert_eq!(got, sessiond_protocol::frame::encode_value(&e).unwrap());
+    }
+
     /// The in-place decoder of the hot requests agrees with the general one:
     /// every `Get` and every `Create` (whose map, a `BTreeMap`, is canonical)
     /// is taken, with the same fields, and nothing else is.
