@@ -9,6 +9,11 @@
 //! `{"counter": n, "reset_at": time}`). `list` follows the cursor and prints
 //! every session of the owner, fetching `--page-size` at a time. The auth
 //! token (`--token` / `SESSIOND_TOKEN`) is never printed.
+//!
+//! `watch` prints one event per line (with `--json` one JSON object per
+//! line, see [`event_json`]) as long as it runs; session ids are printed
+//! (the event is about them: whoever may watch may read them), attributes
+//! never are.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -19,8 +24,10 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Map};
 use sessiond_protocol::duration::{format_duration, parse_duration};
 
+use crate::events::{kind_name, reason_name};
 use crate::{
-    AuthToken, Client, ClientConfig, CreateOptions, Session, SessionId, StatsReply, Value,
+    AuthToken, Client, ClientConfig, CreateOptions, Event, EventKind, EventsFrom, Session,
+    SessionId, StatsReply, SubscribeOptions, Value,
 };
 
 /// The `sessionctl` command line.
@@ -118,6 +125,48 @@ pub enum Command {
     /// A replicated group's membership.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Print session events as they happen, one per line, until
+    /// interrupted (resubscribing by itself after a dropped connection).
+    /// Exit status 2 if the daemon refuses, or if `--from` is older than
+    /// the events it holds (the message names the oldest cursor held).
+    Watch(WatchArgs),
+}
+
+/// Arguments of `sessionctl watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// A namespace to watch (repeatable; none: every namespace the token may read).
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    pub namespaces: Vec<String>,
+    /// Start after this cursor (the last one seen before).
+    #[arg(long, value_name = "CURSOR", conflicts_with = "oldest")]
+    pub from: Option<u64>,
+    /// Start with the oldest event the daemon holds.
+    #[arg(long)]
+    pub oldest: bool,
+    /// Also print attribute and ttl changes.
+    #[arg(long)]
+    pub updates: bool,
+    /// Also print touches (sliding deadlines moved).
+    #[arg(long)]
+    pub touches: bool,
+}
+
+impl WatchArgs {
+    /// The subscription these arguments ask for.
+    #[must_use]
+    pub fn options(&self) -> SubscribeOptions {
+        let from = match (self.from, self.oldest) {
+            (Some(c), _) => EventsFrom::After(c),
+            (None, true) => EventsFrom::Oldest,
+            (None, false) => EventsFrom::Now,
+        };
+        SubscribeOptions::new()
+            .namespaces(self.namespaces.iter().cloned())
+            .updates(self.updates)
+            .touches(self.touches)
+            .from(from)
+    }
 }
 
 /// `sessionctl cluster` subcommands.
@@ -346,8 +395,73 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
+        Command::Watch(args) => {
+            let mut events = client.subscribe(args.options());
+            // The pool is not needed past the handshake that checked the
+            // address and credentials.
+            drop(client);
+            while let Some(event) = events.next_event().await {
+                let event = event?;
+                if json {
+                    println!("{}", event_json(&event));
+                } else {
+                    println!("{}", event_line(&event));
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An event as one JSON object: `cursor`, `at` (RFC 3339), `at_ms`,
+/// `namespace`, `id`, `owner`, `kind`, and by kind `to` (rotated),
+/// `reason` (deleted), `version` (updated), `expires_at` (touched).
+#[must_use]
+pub fn event_json(e: &Event) -> serde_json::Value {
+    let mut v = json!({
+        "cursor": e.cursor,
+        "at": rfc3339(e.at_ms),
+        "at_ms": e.at_ms,
+        "namespace": e.namespace,
+        "id": e.id.to_string(),
+        "owner": e.owner,
+        "kind": kind_name(&e.kind),
+    });
+    match e.kind {
+        EventKind::Rotated { to } => v["to"] = json!(to.to_string()),
+        EventKind::Deleted { reason } => v["reason"] = json!(reason_name(reason)),
+        EventKind::Updated { version } => v["version"] = json!(version),
+        EventKind::Touched { expires_at_ms } => {
+            v["expires_at"] = json!(expires_at_ms.map(rfc3339));
+        }
+        EventKind::Created | EventKind::Expired => {}
+    }
+    v
+}
+
+/// An event as one line of text: cursor, time, namespace, what happened,
+/// id, owner (`-` if none).
+#[must_use]
+pub fn event_line(e: &Event) -> String {
+    let what = match e.kind {
+        EventKind::Rotated { to } => format!("rotated(to {to})"),
+        EventKind::Deleted { reason } => format!("deleted({})", reason_name(reason)),
+        EventKind::Updated { version } => format!("updated(version {version})"),
+        EventKind::Touched { expires_at_ms } => format!(
+            "touched(expires {})",
+            expires_at_ms.map_or("never".into(), rfc3339)
+        ),
+        EventKind::Created | EventKind::Expired => kind_name(&e.kind).to_owned(),
+    };
+    format!(
+        "{}  {}  {}  {}  {}  {}",
+        e.cursor,
+        rfc3339(e.at_ms),
+        e.namespace,
+        what,
+        e.id,
+        e.owner.as_deref().unwrap_or("-")
+    )
 }
 
 fn print_cluster(c: &sessiond_protocol::ClusterStatusReply, json: bool) {
@@ -622,6 +736,76 @@ mod tests {
         assert!(
             Cli::try_parse_from(["sessionctl", "create", "-n", "a", "--idle-ttl", "5"]).is_err()
         );
+    }
+
+    #[test]
+    fn watch_parses_its_flags() {
+        let cli = Cli::try_parse_from([
+            "sessionctl",
+            "--json",
+            "watch",
+            "-n",
+            "a",
+            "--namespace",
+            "b",
+            "--from",
+            "41",
+            "--updates",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        let Command::Watch(args) = cli.command else {
+            panic!("not watch")
+        };
+        let sessiond_protocol::Op::Subscribe(s) = args.options().into_op() else {
+            panic!("not subscribe")
+        };
+        assert_eq!(s.namespaces, ["a", "b"]);
+        assert_eq!(s.from, EventsFrom::After(41));
+        assert!(s.updates && !s.touches);
+        let cli = Cli::try_parse_from(["sessionctl", "watch", "--oldest"]).unwrap();
+        let Command::Watch(args) = cli.command else {
+            panic!("not watch")
+        };
+        let sessiond_protocol::Op::Subscribe(s) = args.options().into_op() else {
+            panic!("not subscribe")
+        };
+        assert_eq!(s.from, EventsFrom::Oldest);
+        assert!(s.namespaces.is_empty());
+        assert!(Cli::try_parse_from(["sessionctl", "watch", "--oldest", "--from", "3"]).is_err());
+    }
+
+    #[test]
+    fn events_print_as_a_line_and_as_json() {
+        let id: SessionId = "67e55044-10b1-426f-9247-bb680e5fe0c8".parse().unwrap();
+        let to: SessionId = "00000000-0000-4000-8000-000000000001".parse().unwrap();
+        let mut e = Event {
+            cursor: 42,
+            at_ms: 1_700_000_000_123,
+            namespace: "app".into(),
+            id,
+            owner: Some("alice".into()),
+            kind: EventKind::Deleted {
+                reason: sessiond_protocol::DeleteReason::LogoutEverywhere,
+            },
+        };
+        assert_eq!(
+            event_line(&e),
+            "42  2023-11-14T22:13:20.123Z  app  deleted(logout_everywhere)  \
+             67e55044-10b1-426f-9247-bb680e5fe0c8  alice"
+        );
+        let v = event_json(&e);
+        assert_eq!(v["cursor"], 42);
+        assert_eq!(v["kind"], "deleted");
+        assert_eq!(v["reason"], "logout_everywhere");
+        assert_eq!(v["id"], "67e55044-10b1-426f-9247-bb680e5fe0c8");
+        assert_eq!(v["at"], "2023-11-14T22:13:20.123Z");
+        e.kind = EventKind::Rotated { to };
+        e.owner = None;
+        assert!(event_line(&e).contains(&format!("rotated(to {to})")));
+        assert!(event_line(&e).ends_with("  -"));
+        assert_eq!(event_json(&e)["to"], to.to_string());
+        assert_eq!(event_json(&e)["owner"], serde_json::Value::Null);
     }
 
     #[test]

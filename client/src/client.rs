@@ -18,6 +18,7 @@ use tracing::debug;
 use crate::config::ClientConfig;
 use crate::connection::{reply_name, Connection};
 use crate::error::{Error, Result};
+use crate::events::{EventStream, SubscribeOptions};
 
 /// One pool slot: its current connection, and whether a background task is
 /// busy replacing it.
@@ -118,7 +119,7 @@ async fn reconnect_loop(inner: Weak<Inner>, index: usize) {
 /// The delay before reconnect attempt `attempt + 1`: doubling from the
 /// minimum up to the maximum, then a random point in its upper half, so that
 /// many clients of a restarted daemon do not reconnect in lockstep.
-fn backoff(config: &ClientConfig, attempt: u32) -> Duration {
+pub(crate) fn backoff(config: &ClientConfig, attempt: u32) -> Duration {
     let min = config.reconnect_min.as_millis() as u64;
     let max = config.reconnect_max.as_millis().max(1) as u64;
     let exp = min.saturating_mul(1u64 << attempt.min(20)).min(max).max(1);
@@ -299,6 +300,48 @@ impl Client {
                     .map_or(Error::ConnectionClosed, Error::duplicate));
             }
         }
+    }
+
+    /// Subscribes to session events (created, rotated, deleted, expired;
+    /// with [`SubscribeOptions::updates`] and [`SubscribeOptions::touches`]
+    /// also updated and touched) on a connection of its own, opened with this
+    /// client's settings (address, TLS, auth token, timeouts) to the daemon
+    /// the pool talks to. Returns at once; the [`EventStream`] connects in the
+    /// background, resubscribes by itself after a dropped connection
+    /// (resuming after the last cursor it yielded, dropping replays), and
+    /// ends after yielding an error it cannot recover from, such as
+    /// [`Error::CursorExpired`] or `Unauthorized` (see [`crate::events`]).
+    ///
+    /// Must be called within a tokio runtime.
+    ///
+    /// ```no_run
+    /// # use sessiond_client::*;
+    /// # async fn demo(client: Client, saved_cursor: Option<u64>) -> Result<()> {
+    /// let mut options = SubscribeOptions::new().namespace("app");
+    /// if let Some(cursor) = saved_cursor {
+    ///     options = options.after(cursor);
+    /// }
+    /// let mut events = client.subscribe(options);
+    /// while let Some(event) = events.next_event().await {
+    ///     match event {
+    ///         Ok(e) => println!("{} {:?} in {}", e.cursor, e.kind, e.namespace),
+    ///         Err(Error::CursorExpired { oldest, .. }) => {
+    ///             eprintln!("events were lost; the oldest held is {oldest}");
+    ///             break;
+    ///         }
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "the subscription ends when its stream is dropped"]
+    pub fn subscribe(&self, options: SubscribeOptions) -> EventStream {
+        EventStream::start(
+            self.inner.config.clone(),
+            self.inner.seeds.clone(),
+            self.inner.target(),
+            options,
+        )
     }
 
     /// Sends any operation and returns its reply; an error reply becomes

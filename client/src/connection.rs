@@ -35,9 +35,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The reading side of a connection, plain or TLS.
-type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+pub(crate) type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
 /// The writing side of a connection, plain or TLS.
-type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+pub(crate) type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tracing::debug;
@@ -50,13 +50,13 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// An outbox buffer that grew past this for one large frame is not kept.
 const WRITE_KEEP: usize = 4 * 1024 * 1024;
 /// Smallest free space handed to a read.
-const READ_CHUNK: usize = 16 * 1024;
+pub(crate) const READ_CHUNK: usize = 16 * 1024;
 /// Bounds of the interval at which a connection fails requests past their
 /// deadline (a twentieth of the request timeout in between).
 const MIN_SWEEP: Duration = Duration::from_millis(1);
 const MAX_SWEEP: Duration = Duration::from_millis(100);
 /// Request id of the handshake (0 is reserved for connection-level errors).
-const HELLO_ID: u64 = 1;
+pub(crate) const HELLO_ID: u64 = 1;
 
 /// A caller waiting for its answer, and until when.
 struct Waiter {
@@ -202,54 +202,7 @@ impl Drop for Connection {
 impl Connection {
     /// Connects and completes the handshake within the connect timeout.
     pub(crate) async fn open(config: &ClientConfig, addr: &str) -> Result<Self> {
-        let connect_error = |source| Error::Connect {
-            addr: addr.to_owned(),
-            source,
-        };
-        let opened = tokio::time::timeout(config.connect_timeout, async {
-            type Opened = (ReadHalf, WriteHalf, HelloReply, BytesMut);
-            let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
-            stream.set_nodelay(true).map_err(connect_error)?;
-            let Some(tls) = &config.tls else {
-                let (stream, hello, left) = handshake(stream, config).await?;
-                let (read, write) = stream.into_split();
-                return Ok::<Opened, Error>((
-                    Box::new(read) as ReadHalf,
-                    Box::new(write) as WriteHalf,
-                    hello,
-                    left,
-                ));
-            };
-            let host = tls.server_name.clone().unwrap_or_else(|| host_of(addr));
-            let name = ServerName::try_from(host).map_err(|e| {
-                connect_error(std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    e.to_string(),
-                ))
-            })?;
-            let stream = tokio_rustls::TlsConnector::from(Arc::clone(&tls.rustls))
-                .connect(name, stream)
-                .await
-                .map_err(connect_error)?;
-            let (stream, hello, left) = handshake(stream, config).await?;
-            let (read, write) = tokio::io::split(stream);
-            Ok((
-                Box::new(read) as ReadHalf,
-                Box::new(write) as WriteHalf,
-                hello,
-                left,
-            ))
-        })
-        .await;
-        let (read, write, server, leftover) = match opened {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(connect_error(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no handshake within {:?}", config.connect_timeout),
-                )))
-            }
-        };
+        let (read, write, server, leftover) = open_stream(config, addr).await?;
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
             dead: AtomicBool::new(false),
@@ -474,6 +427,61 @@ impl Enqueued {
         } else {
             Some(self.bad.swap_remove(0).1)
         }
+    }
+}
+
+/// A connected, handshaken stream: its halves, the daemon's Hello answer,
+/// and the bytes read past that answer.
+pub(crate) type Opened = (ReadHalf, WriteHalf, HelloReply, BytesMut);
+
+/// Connects to `addr` (over TLS when configured) and completes the
+/// handshake, all within the connect timeout. Used by the pool's
+/// connections and by event subscriptions (which own their connection).
+pub(crate) async fn open_stream(config: &ClientConfig, addr: &str) -> Result<Opened> {
+    let connect_error = |source| Error::Connect {
+        addr: addr.to_owned(),
+        source,
+    };
+    let opened = tokio::time::timeout(config.connect_timeout, async {
+        let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
+        stream.set_nodelay(true).map_err(connect_error)?;
+        let Some(tls) = &config.tls else {
+            let (stream, hello, left) = handshake(stream, config).await?;
+            let (read, write) = stream.into_split();
+            return Ok::<Opened, Error>((
+                Box::new(read) as ReadHalf,
+                Box::new(write) as WriteHalf,
+                hello,
+                left,
+            ));
+        };
+        let host = tls.server_name.clone().unwrap_or_else(|| host_of(addr));
+        let name = ServerName::try_from(host).map_err(|e| {
+            connect_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                e.to_string(),
+            ))
+        })?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::clone(&tls.rustls))
+            .connect(name, stream)
+            .await
+            .map_err(connect_error)?;
+        let (stream, hello, left) = handshake(stream, config).await?;
+        let (read, write) = tokio::io::split(stream);
+        Ok((
+            Box::new(read) as ReadHalf,
+            Box::new(write) as WriteHalf,
+            hello,
+            left,
+        ))
+    })
+    .await;
+    match opened {
+        Ok(r) => r,
+        Err(_) => Err(connect_error(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no handshake within {:?}", config.connect_timeout),
+        ))),
     }
 }
 

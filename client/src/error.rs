@@ -10,6 +10,7 @@
 //! | [`Error::Backlog`] | no connection is up and too many requests already wait | shed load, retry later |
 //! | [`Error::Encode`] | the request is too large to send; it was not sent | send less |
 //! | [`Error::InvalidArgument`] | refused before sending | fix the call |
+//! | [`Error::CursorExpired`] | an [`EventStream`](crate::EventStream) resumed after a cursor the daemon no longer holds; it carries `oldest` | resubscribe from `oldest - 1` (or now), knowing events were lost |
 //! | [`Error::Protocol`] / [`Error::Frame`] | the daemon sent something this client does not understand | a version mismatch or a bug: report it |
 //!
 //! ```no_run
@@ -80,6 +81,18 @@ pub enum Error {
     /// An argument was refused before sending.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An event subscription asked to resume after a cursor the daemon no
+    /// longer holds: the events between `requested` and `oldest` are lost to
+    /// this subscriber. The [`EventStream`](crate::EventStream) ends after
+    /// it; subscribe again with [`EventsFrom::After`](crate::EventsFrom::After)`(oldest - 1)`
+    /// to get what is left, or from now, knowing there is a gap.
+    #[error("events after cursor {requested} are no longer held; the oldest held is {oldest}")]
+    CursorExpired {
+        /// The cursor asked to resume after.
+        requested: u64,
+        /// The oldest cursor the daemon still holds.
+        oldest: u64,
+    },
 }
 
 impl Error {
@@ -125,6 +138,10 @@ impl Error {
             Self::Encode(e) => Self::Encode(e.clone()),
             Self::InvalidArgument(m) => Self::InvalidArgument(m.clone()),
             Self::Backlog { limit } => Self::Backlog { limit: *limit },
+            Self::CursorExpired { requested, oldest } => Self::CursorExpired {
+                requested: *requested,
+                oldest: *oldest,
+            },
         }
     }
 }
@@ -150,6 +167,19 @@ mod tests {
         .is_retryable());
         assert!(!Error::Protocol("x".into()).is_retryable());
         assert_eq!(Error::ConnectionClosed.code(), None);
+        let expired = Error::CursorExpired {
+            requested: 3,
+            oldest: 10,
+        };
+        assert!(!expired.is_retryable());
+        assert_eq!(expired.code(), None);
+        assert!(matches!(
+            expired.duplicate(),
+            Error::CursorExpired {
+                requested: 3,
+                oldest: 10
+            }
+        ));
     }
 
     #[test]

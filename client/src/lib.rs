@@ -9,6 +9,7 @@
 //! - [`client`]: the handle and the per-operation methods and options.
 //! - [`config`]: [`ClientConfig`], pool size, timeouts, credentials.
 //! - [`error`]: [`Error`] and [`Result`].
+//! - [`events`]: [`Client::subscribe`], [`SubscribeOptions`] and the [`EventStream`] of session events.
 //! - `cli` (feature `cli`): the `sessionctl` command.
 //! - `tower_store` (feature `tower-sessions`): `SessiondStore`, a tower-sessions store.
 //! - `actix_store` (feature `actix-session`): `SessiondActixStore`, an actix-session store.
@@ -38,6 +39,7 @@ pub mod client;
 pub mod config;
 mod connection;
 pub mod error;
+pub mod events;
 
 #[cfg(feature = "actix-session")]
 pub mod actix_store;
@@ -54,14 +56,16 @@ pub use tower_store::SessiondStore;
 pub use client::{Client, CreateOptions, UpdateOptions};
 pub use config::{ClientConfig, TlsConfig};
 pub use error::{Error, Result};
+pub use events::{EventStream, SubscribeOptions};
 /// The protocol crate, for what is not re-exported below (the operation
 /// structs to build an [`Op`] for [`Client::call`], the frame codec, limits
 /// and duration parsing), so that users need no second dependency.
 pub use sessiond_protocol as protocol;
 pub use sessiond_protocol::{
-    Attrs, AuthToken, DecodeError, EncodeError, ErrorCode, FrameError, IncrReply, LimitPolicy,
-    ListCursor, NamespaceStats, Op, Reply, Session, SessionId, SessionPage, StaleRead, StatsReply,
-    TouchReply, Ttl, UpdateReply, Value, WireError,
+    Attrs, AuthToken, CursorExpired, DecodeError, DeleteReason, EncodeError, ErrorCode, Event,
+    EventKind, EventsFrom, FrameError, IncrReply, LimitPolicy, ListCursor, NamespaceStats, Op,
+    Reply, Session, SessionId, SessionPage, StaleRead, StatsReply, Subscribed, TouchReply, Ttl,
+    UpdateReply, Value, WireError,
 };
 
 /// The README's examples, compiled as doctests so they stay true.

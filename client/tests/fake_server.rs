@@ -183,7 +183,8 @@ async fn every_typed_method_maps_its_reply() {
             Op::ClusterStatus
             | Op::ClusterAddNode(_)
             | Op::ClusterRemoveNode(_)
-            | Op::GetStale(_) => {
+            | Op::GetStale(_)
+            | Op::Subscribe(_) => {
                 unreachable!("not sent by this test")
             }
         })
@@ -812,4 +813,114 @@ async fn a_lazy_client_starts_before_its_daemon() {
         }
     }
     assert!(ok, "the lazy client never connected");
+}
+
+/// Frames of `replies` under request id `id`, back to back.
+fn frames(id: u64, replies: Vec<Reply>) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    for reply in replies {
+        sessiond_protocol::frame::encode_response(
+            &sessiond_protocol::Response { id, reply },
+            &mut out,
+        )
+        .unwrap();
+    }
+    out.to_vec()
+}
+
+fn event(cursor: u64) -> sessiond_protocol::Event {
+    sessiond_protocol::Event {
+        cursor,
+        at_ms: 1_000 + cursor,
+        namespace: "app".into(),
+        id: SessionId([cursor as u8; 16]),
+        owner: None,
+        kind: sessiond_protocol::EventKind::Created,
+    }
+}
+
+/// A subscription told `Lagging` resubscribes on a new connection after the
+/// last cursor it received, and the replayed event is not yielded twice.
+#[tokio::test]
+async fn a_lagging_subscription_resumes_after_its_last_cursor_without_duplicates() {
+    use sessiond_protocol::{EventsFrom, Subscribed};
+    let froms = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&froms);
+    let script: Script = Arc::new(move |req: &Request, conn| {
+        let Op::Subscribe(s) = &req.op else {
+            return Action::Answer(Reply::Pong);
+        };
+        seen.lock().push(s.from);
+        let up = Reply::Subscribed(Subscribed { oldest: 1, next: 9 });
+        Action::Raw(if conn <= 2 {
+            // The pool's connection is 1; the subscription's first is 2.
+            frames(
+                req.id,
+                vec![
+                    up,
+                    Reply::Events(vec![event(1), event(2)]),
+                    Reply::Events(vec![]),
+                    Reply::Error(WireError::new(ErrorCode::Lagging, "too slow")),
+                ],
+            )
+        } else {
+            frames(req.id, vec![up, Reply::Events(vec![event(2), event(3)])])
+        })
+    });
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(
+        config(&fake).reconnect_backoff(Duration::from_millis(1), Duration::from_millis(10)),
+    )
+    .await
+    .unwrap();
+    let mut events = client.subscribe(
+        sessiond_client::SubscribeOptions::new()
+            .namespace("app")
+            .oldest(),
+    );
+    let mut cursors = Vec::new();
+    for _ in 0..3 {
+        let e = tokio::time::timeout(Duration::from_secs(5), events.next_event())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        cursors.push(e.cursor);
+    }
+    assert_eq!(cursors, [1, 2, 3]);
+    let froms = froms.lock().clone();
+    assert_eq!(froms[..2], [EventsFrom::Oldest, EventsFrom::After(2)]);
+}
+
+/// `CursorExpired` is yielded as a typed error carrying `oldest`, and the
+/// stream ends.
+#[tokio::test]
+async fn an_expired_cursor_ends_the_stream_with_a_typed_error() {
+    let script: Script = Arc::new(|req: &Request, _| match &req.op {
+        Op::Subscribe(_) => {
+            Action::Answer(Reply::CursorExpired(sessiond_protocol::CursorExpired {
+                requested: 3,
+                oldest: 50,
+            }))
+        }
+        _ => Action::Answer(Reply::Pong),
+    });
+    let fake = Fake::start(script).await;
+    let client = Client::connect_with(config(&fake)).await.unwrap();
+    let mut events = client.subscribe(sessiond_client::SubscribeOptions::new().after(3));
+    assert_eq!(events.subscribed().await, None);
+    let end = tokio::time::timeout(Duration::from_secs(5), events.next_event())
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            end,
+            Some(Err(Error::CursorExpired {
+                requested: 3,
+                oldest: 50
+            }))
+        ),
+        "{end:?}"
+    );
+    assert!(events.next_event().await.is_none());
 }

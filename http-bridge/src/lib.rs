@@ -7,6 +7,7 @@
 //! - [`state`]: what every handler shares (the client, the settings, metrics).
 //! - [`apis`]: one module per reference document.
 //! - [`ops`]: `/healthz`, `/metrics`, `/openapi.json`.
+//! - [`events`]: `GET /events`, session events as Server-Sent Events for administrators.
 //! - [`serve`]: the HTTP/1.1 server loop (connection cap, head and idle
 //!   timeouts).
 //! - [`guard`]: what every request passes first (one `Host`, body size and
@@ -21,6 +22,7 @@
 pub mod apis;
 pub mod auth;
 pub mod config;
+pub mod events;
 pub mod guard;
 pub mod ops;
 pub mod serve;
@@ -45,6 +47,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(apis::routes())
         .merge(ops::routes())
+        .merge(events::routes())
         // An unknown path or method is answered in JSON too, in the envelope
         // of the API the path belongs to.
         .fallback(no_route)
@@ -253,7 +256,7 @@ impl Bridge {
             addr: config.listen,
             source,
         })?;
-        let shutdown = CancellationToken::new();
+        let shutdown: CancellationToken = state.shutdown.clone();
         let limits = serve::Limits {
             max_connections: config
                 .max_connections

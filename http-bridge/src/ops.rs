@@ -256,7 +256,7 @@ pub fn openapi_document() -> Value {
     let mut schemas = serde_json::Map::new();
     for (p, s) in crate::apis::openapi_parts()
         .into_iter()
-        .chain([ops_openapi()])
+        .chain([ops_openapi(), crate::events::openapi()])
     {
         if let Value::Object(p) = p {
             for (path, item) in p {
@@ -311,7 +311,10 @@ fn add_guard_responses(paths: &mut serde_json::Map<String, Value>) {
     };
     for (path, item) in paths.iter_mut() {
         let Value::Object(item) = item else { continue };
-        let api_route = !matches!(path.as_str(), "/healthz" | "/metrics" | "/openapi.json");
+        let api_route = !matches!(
+            path.as_str(),
+            "/healthz" | "/metrics" | "/openapi.json" | "/events"
+        );
         for (method, op) in item.iter_mut() {
             let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
                 continue;

@@ -26,6 +26,9 @@ pub struct AppState {
     pub store_full_until_ms: Arc<std::sync::atomic::AtomicU64>,
     /// The keys JWTs are verified with (read at start-up).
     pub jwt: Arc<crate::apis::scheduled::bearer::JwtKeys>,
+    /// Cancelled when the bridge shuts down: long-lived responses (the
+    /// `/events` stream) end on it instead of holding the shutdown up.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for AppState {
@@ -58,6 +61,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             serve_metrics: Arc::default(),
             store_full_until_ms: Arc::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         })
     }
 

@@ -1,0 +1,444 @@
+//! `GET /events`: the daemon's session events as Server-Sent Events, for
+//! administrators.
+//!
+//! Who may call it: an administrator as the scheduled-sessions API decides
+//! ([`crate::apis::scheduled::bearer::authenticate`]): `Authorization: Bearer`
+//! with a JWT that says `admin` (`"admin": true`, `"role": "admin"` or
+//! `"roles": [.., "admin", ..]`) or an access token of a user marked
+//! administrator in the user directory. No credentials or a bad token: 401;
+//! a caller who is not an administrator: 403.
+//!
+//! Query: `namespace` (repeatable, at least one), `updates` and `touches`
+//! (`true`/`false`, `1`/`0`, or bare for true), `from` (a cursor: resume
+//! after it; or `oldest`; default: from now). A `Last-Event-ID` header (sent
+//! by `EventSource` when it reconnects) takes precedence over `from`.
+//! Namespaces that hold the bridge's own credentials (access and refresh
+//! tokens, user records, login throttles; [`CREDENTIAL_NAMESPACES`]) are
+//! refused with 403: their session ids are bearer secrets that would let
+//! the watcher act as any user.
+//!
+//! Each message is `id: <cursor>`, `event: <kind>` (`created`, `rotated`,
+//! `deleted`, `expired`, `updated`, `touched`) and `data:` the event as JSON
+//! (the object `sessionctl watch --json` prints). A comment line is sent
+//! every [`KEEP_ALIVE`] when there is nothing else.
+//!
+//! The daemon is asked before the response starts: a resume point older
+//! than the events it holds is answered `410 Gone` with
+//! `{"error": "cursor_expired", "requested", "oldest", "message"}` (so an
+//! `EventSource` stops instead of reconnecting into the same gap), a
+//! namespace the bridge's daemon token may not read 403, a daemon that does
+//! not accept the subscription within [`SUBSCRIBE_WAIT`] 503. Once the stream
+//! runs, the bridge's client resumes by itself after a dropped daemon
+//! connection; should the daemon still report an expired cursor later, an
+//! `event: cursor_expired` message with `{"requested", "oldest"}` is sent
+//! and the stream ends (any other error: `event: error`, then the end).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use sessiond_client::events::kind_name;
+use sessiond_client::{Error as ClientError, ErrorCode, Event, EventsFrom, SubscribeOptions};
+
+use crate::apis::scheduled::bearer::{authenticate, AuthError};
+use crate::state::AppState;
+
+/// Interval of the keep-alive comments.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long the daemon has to accept the subscription before `503`.
+pub const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
+/// Namespaces `/events` refuses: their ids are the bridge's credentials.
+pub const CREDENTIAL_NAMESPACES: &[&str] = &[
+    crate::auth::ACCESS_NS,
+    crate::auth::THROTTLE_NS,
+    crate::users::USERS_NS,
+    crate::users::EMAILS_NS,
+    crate::apis::login::REFRESH_NS,
+    crate::apis::login::SPENT_NS,
+];
+
+/// The `/events` route.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/events", get(events))
+}
+
+/// An error in the envelope of the bridge's own routes.
+fn fail(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"error": code, "message": message}))).into_response()
+}
+
+/// What `/events` was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsQuery {
+    /// Namespaces to watch.
+    pub namespaces: Vec<String>,
+    /// Also `updated` events.
+    pub updates: bool,
+    /// Also `touched` events.
+    pub touches: bool,
+    /// Where to start.
+    pub from: EventsFrom,
+}
+
+impl EventsQuery {
+    /// Parses the query string and the `Last-Event-ID` header.
+    ///
+    /// # Errors
+    /// A message for a `400`.
+    pub fn parse(query: &str, last_event_id: Option<&str>) -> Result<Self, String> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(query).map_err(|e| format!("bad query string: {e}"))?;
+        let flag = |name: &str, v: &str| match v {
+            "" | "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err(format!("{name} must be true or false")),
+        };
+        let mut q = Self {
+            namespaces: Vec::new(),
+            updates: false,
+            touches: false,
+            from: EventsFrom::Now,
+        };
+        for (k, v) in pairs {
+            match k.as_str() {
+                "namespace" => {
+                    if v.is_empty() {
+                        return Err("namespace must not be empty".into());
+                    }
+                    q.namespaces.push(v);
+                }
+                "updates" => q.updates = flag("updates", &v)?,
+                "touches" => q.touches = flag("touches", &v)?,
+                "from" => {
+                    q.from = match v.as_str() {
+                        "oldest" => EventsFrom::Oldest,
+                        "now" => EventsFrom::Now,
+                        c => EventsFrom::After(c.parse().map_err(|_| {
+                            "from must be a cursor (a non-negative integer), oldest or now"
+                                .to_owned()
+                        })?),
+                    }
+                }
+                other => return Err(format!("unknown parameter {other:?}")),
+            }
+        }
+        if let Some(id) = last_event_id {
+            let cursor = id
+                .trim()
+                .parse()
+                .map_err(|_| "Last-Event-ID must be a cursor (a non-negative integer)")?;
+            q.from = EventsFrom::After(cursor);
+        }
+        if q.namespaces.is_empty() {
+            return Err("at least one namespace is required".into());
+        }
+        Ok(q)
+    }
+
+    /// The subscription.
+    #[must_use]
+    pub fn options(&self) -> SubscribeOptions {
+        SubscribeOptions::new()
+            .namespaces(self.namespaces.iter().cloned())
+            .updates(self.updates)
+            .touches(self.touches)
+            .from(self.from)
+    }
+}
+
+/// One SSE message for an event: `id` the cursor, `event` the kind, `data`
+/// the JSON of `sessionctl watch --json`.
+pub fn sse_event(e: &Event) -> SseEvent {
+    SseEvent::default()
+        .id(e.cursor.to_string())
+        .event(kind_name(&e.kind))
+        .data(sessiond_client::cli::event_json(e).to_string())
+}
+
+/// The last SSE message of a stream that ended with `e`.
+pub fn sse_error(e: &ClientError) -> SseEvent {
+    match e {
+        ClientError::CursorExpired { requested, oldest } => SseEvent::default()
+            .event("cursor_expired")
+            .data(json!({"requested": requested, "oldest": oldest}).to_string()),
+        other => SseEvent::default()
+            .event("error")
+            .data(json!({"error": "subscription_ended", "message": other.to_string()}).to_string()),
+    }
+}
+
+/// The answer for a subscription the daemon refused before it started.
+fn refused(e: &ClientError) -> Response {
+    match e {
+        ClientError::CursorExpired { requested, oldest } => (
+            StatusCode::GONE,
+            Json(json!({
+                "error": "cursor_expired",
+                "message": format!("events after {requested} are no longer held; resume from oldest - 1, or from now"),
+                "requested": requested,
+                "oldest": oldest,
+            })),
+        )
+            .into_response(),
+        e if e.code() == Some(ErrorCode::Unauthorized) => fail(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the bridge may not read these namespaces",
+        ),
+        e if e.code() == Some(ErrorCode::InvalidRequest) => {
+            fail(StatusCode::BAD_REQUEST, "bad_request", &e.to_string())
+        }
+        e if crate::apis::daemon_unavailable(e) => fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the session store is unavailable",
+        ),
+        e => {
+            tracing::warn!(error = %e, "the daemon refused an events subscription");
+            fail(
+                StatusCode::BAD_GATEWAY,
+                "subscription_refused",
+                "the session store refused the subscription",
+            )
+        }
+    }
+}
+
+async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let caller = match authenticate(&state, &headers).await {
+        Ok(c) => c,
+        Err(AuthError::Unavailable) => {
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the session store is unavailable",
+            )
+        }
+        Err(AuthError::Missing | AuthError::Invalid) => {
+            let mut r = fail(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "an administrator's bearer token is required",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    };
+    if !caller.is_admin {
+        return fail(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only administrators may watch events",
+        );
+    }
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("x"));
+    let q = match EventsQuery::parse(query.as_deref().unwrap_or(""), last_event_id) {
+        Ok(q) => q,
+        Err(m) => return fail(StatusCode::BAD_REQUEST, "bad_request", &m),
+    };
+    if let Some(ns) = q
+        .namespaces
+        .iter()
+        .find(|n| CREDENTIAL_NAMESPACES.contains(&n.as_str()))
+    {
+        return fail(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            &format!("namespace {ns:?} holds the bridge's credentials and cannot be watched"),
+        );
+    }
+    let mut stream = state.client.subscribe(q.options());
+    match tokio::time::timeout(SUBSCRIBE_WAIT, stream.subscribed()).await {
+        Err(_) => {
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the session store did not accept the subscription in time",
+            )
+        }
+        Ok(None) => {
+            return match stream.next_event().await {
+                Some(Err(e)) => refused(&e),
+                _ => fail(
+                    StatusCode::BAD_GATEWAY,
+                    "subscription_refused",
+                    "the session store ended the subscription",
+                ),
+            }
+        }
+        Ok(Some(_)) => {}
+    }
+    let body = futures_util::stream::unfold(Some(stream), |stream| async move {
+        let mut stream = stream?;
+        match stream.next_event().await? {
+            Ok(e) => Some((Ok::<_, Infallible>(sse_event(&e)), Some(stream))),
+            Err(e) => Some((Ok(sse_error(&e)), None)),
+        }
+    })
+    // A bridge shutting down ends its streams instead of waiting for them.
+    .take_until(state.shutdown.clone().cancelled_owned());
+    Sse::new(body)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response()
+}
+
+/// `/events` in the OpenAPI document `(paths, schemas)`.
+#[must_use]
+pub fn openapi() -> (Value, Value) {
+    let error = |description: &str| {
+        json!({"description": description,
+               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventsError"}}}})
+    };
+    (
+        json!({
+            "/events": {"get": {
+                "summary": "Session events as Server-Sent Events (administrators)",
+                "description": "One message per event: `id` is the event's cursor, `event` its kind (created, rotated, deleted, expired, updated, touched), `data` the event as JSON (an EventData). A comment is sent every 15 s when idle. Reconnecting with `Last-Event-ID` resumes after that cursor without duplicates. Should the cursor expire while the stream runs, an `event: cursor_expired` message with `{requested, oldest}` is sent and the stream ends; another failure sends `event: error` and ends it. Namespaces holding the bridge's credentials are refused.",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "namespace", "in": "query", "required": true, "style": "form", "explode": true,
+                     "description": "A namespace to watch (repeatable).",
+                     "schema": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
+                    {"name": "updates", "in": "query", "required": false, "schema": {"type": "boolean", "default": false},
+                     "description": "Also `updated` events (attribute and ttl changes)."},
+                    {"name": "touches", "in": "query", "required": false, "schema": {"type": "boolean", "default": false},
+                     "description": "Also `touched` events (sliding deadlines moved)."},
+                    {"name": "from", "in": "query", "required": false,
+                     "description": "Resume after this cursor, or `oldest` (every event held), or `now` (the default).",
+                     "schema": {"type": "string", "pattern": "^([0-9]+|oldest|now)$"}},
+                    {"name": "Last-Event-ID", "in": "header", "required": false,
+                     "description": "The last cursor received; takes precedence over `from`.",
+                     "schema": {"type": "string", "pattern": "^[0-9]+$"}}
+                ],
+                "responses": {
+                    "200": {"description": "the event stream",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "400": error("a bad parameter (or no namespace)"),
+                    "401": error("no bearer token, or one that is invalid or expired"),
+                    "403": error("the caller is not an administrator, a namespace holds the bridge's credentials, or the bridge's daemon token may not read a namespace"),
+                    "410": error("the resume cursor is older than the events the store holds (`oldest` says the oldest held)"),
+                    "502": error("the store refused the subscription"),
+                    "503": error("the store is unavailable or did not accept the subscription in time")
+                }
+            }}
+        }),
+        json!({
+            "EventsError": {"type": "object", "required": ["error", "message"], "properties": {
+                "error": {"type": "string"},
+                "message": {"type": "string"},
+                "requested": {"type": "integer", "format": "int64", "description": "410 only"},
+                "oldest": {"type": "integer", "format": "int64", "description": "410 only"}}},
+            "EventData": {"type": "object",
+                "required": ["cursor", "at", "at_ms", "namespace", "id", "owner", "kind"],
+                "properties": {
+                    "cursor": {"type": "integer", "format": "int64"},
+                    "at": {"type": "string", "format": "date-time"},
+                    "at_ms": {"type": "integer", "format": "int64"},
+                    "namespace": {"type": "string"},
+                    "id": {"type": "string", "format": "uuid"},
+                    "owner": {"type": "string", "nullable": true},
+                    "kind": {"type": "string", "enum": ["created", "rotated", "deleted", "expired", "updated", "touched"]},
+                    "to": {"type": "string", "format": "uuid", "description": "rotated: the new id"},
+                    "reason": {"type": "string", "enum": ["delete", "logout_everywhere", "owner_limit", "memory_eviction"], "description": "deleted"},
+                    "version": {"type": "integer", "format": "int64", "description": "updated"},
+                    "expires_at": {"type": "string", "format": "date-time", "nullable": true, "description": "touched"}
+                }}
+        }),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use sessiond_client::{DeleteReason, EventKind, SessionId};
+
+    #[test]
+    fn the_query_and_last_event_id_are_read() {
+        let q = EventsQuery::parse("namespace=a&namespace=b&updates&touches=false&from=7", None)
+            .unwrap();
+        assert_eq!(q.namespaces, ["a", "b"]);
+        assert!(q.updates && !q.touches);
+        assert_eq!(q.from, EventsFrom::After(7));
+        // Last-Event-ID wins over from.
+        let q = EventsQuery::parse("namespace=a&from=oldest", Some("41")).unwrap();
+        assert_eq!(q.from, EventsFrom::After(41));
+        let q = EventsQuery::parse("namespace=a", None).unwrap();
+        assert_eq!(q.from, EventsFrom::Now);
+        assert!(EventsQuery::parse("", None).is_err());
+        assert!(EventsQuery::parse("namespace=a&from=x", None).is_err());
+        assert!(EventsQuery::parse("namespace=a", Some("nope")).is_err());
+        assert!(EventsQuery::parse("namespace=a&updates=maybe", None).is_err());
+        assert!(EventsQuery::parse("namespace=a&bogus=1", None).is_err());
+    }
+
+    async fn body_of(events: Vec<SseEvent>) -> String {
+        let stream = futures_util::stream::iter(events.into_iter().map(Ok::<_, Infallible>));
+        let response = Sse::new(stream).into_response();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_event_is_one_sse_message_with_its_cursor_as_id() {
+        let id: SessionId = "67e55044-10b1-426f-9247-bb680e5fe0c8".parse().unwrap();
+        let e = Event {
+            cursor: 42,
+            at_ms: 1_700_000_000_000,
+            namespace: "app".into(),
+            id,
+            owner: Some("alice".into()),
+            kind: EventKind::Deleted {
+                reason: DeleteReason::Delete,
+            },
+        };
+        let text = body_of(vec![
+            sse_event(&e),
+            sse_error(&ClientError::CursorExpired {
+                requested: 1,
+                oldest: 9,
+            }),
+        ])
+        .await;
+        let mut messages = text.split("\n\n");
+        let first = messages.next().unwrap();
+        let lines: Vec<&str> = first.lines().collect();
+        assert!(lines.contains(&"id: 42"), "{first}");
+        assert!(lines.contains(&"event: deleted"), "{first}");
+        let data = lines.iter().find_map(|l| l.strip_prefix("data: ")).unwrap();
+        let v: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["cursor"], 42);
+        assert_eq!(v["reason"], "delete");
+        assert_eq!(v["id"], id.to_string());
+        let second = messages.next().unwrap();
+        assert!(second.contains("event: cursor_expired"), "{second}");
+        assert!(second.contains("\"oldest\":9"), "{second}");
+    }
+
+    #[test]
+    fn credential_namespaces_are_listed() {
+        assert!(CREDENTIAL_NAMESPACES.contains(&crate::auth::ACCESS_NS));
+        let (paths, _) = openapi();
+        assert!(
+            paths["/events"]["get"]["responses"]["200"]["content"]["text/event-stream"].is_object()
+        );
+    }
+}
