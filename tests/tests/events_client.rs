@@ -1,12 +1,6 @@
 //! Session events end to end (issue 18): the client's `EventStream`,
 //! `sessionctl watch --json` and the HTTP bridge's `GET /events`, against
 //! the real daemon process.
-//!
-//! PENDING THE DAEMON SIDE: when these were written the daemon still refused
-//! `Subscribe` (its events feed was being built), so every test here is
-//! `#[ignore]`d. Once the feed lands, run them with
-//! `cargo test -p sessiond-e2e --test events_client -- --ignored` and drop
-//! the `ignore` attributes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -37,7 +31,6 @@ async fn subscribed(stream: &mut EventStream) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the daemon's events feed (issue 18)"]
 async fn client_stream_yields_created_rotated_and_deleted() {
     let daemon = DaemonProcess::start(daemon_bin!(), &[]).unwrap();
     let addr = daemon.addr().to_string();
@@ -78,7 +71,6 @@ async fn client_stream_yields_created_rotated_and_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the daemon's events feed (issue 18)"]
 async fn client_stream_resumes_after_a_daemon_restart_without_duplicates() {
     let addr = format!("127.0.0.1:{}", free_port());
     let daemon =
@@ -140,7 +132,6 @@ fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the daemon's events feed (issue 18)"]
 async fn sessionctl_watch_json_prints_one_event_per_line() {
     let daemon = DaemonProcess::start(daemon_bin!(), &[]).unwrap();
     let addr = daemon.addr().to_string();
@@ -224,7 +215,6 @@ async fn read_messages(response: &mut reqwest::Response, n: usize) -> Vec<Messag
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the daemon's events feed (issue 18)"]
 async fn sse_events_carry_the_cursor_as_id_and_last_event_id_resumes() {
     let daemon = DaemonProcess::start(daemon_bin!(), &[]).unwrap();
     let addr = daemon.addr().to_string();
