@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use sessiond_protocol::frame::{decode_response, encode_request, split_frame, HEADER_LEN};
+use sessiond_protocol::view::peek_events_count;
 use sessiond_protocol::{EventsFrom, Hello, Op, Reply, Request, Subscribe, PROTOCOL_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -67,11 +68,11 @@ impl Subscribers {
             let count = Arc::clone(&received);
             tasks.push(tokio::spawn(async move {
                 loop {
+                    // Counted from each frame's head: a consumer that does
+                    // next to nothing, so the run measures the daemon.
                     while let Ok(Some((payload, used))) = split_frame(&buf, u32::MAX >> 1) {
-                        if let Ok(resp) = decode_response(payload) {
-                            if let Reply::Events(events) = resp.reply {
-                                count.fetch_add(events.len() as u64, Ordering::Relaxed);
-                            }
+                        if let Some(n) = peek_events_count(payload) {
+                            count.fetch_add(n, Ordering::Relaxed);
                         }
                         let _ = buf.split_to(used.max(HEADER_LEN));
                     }

@@ -532,7 +532,15 @@ impl Feed {
             }
             let start = inner.pending.len();
             inner.pending.extend_from_slice(&[0; FRAME_HEAD]);
-            encode_event(&mut inner.pending, cursor, at_ms, namespace, id, owner, kind);
+            encode_event(
+                &mut inner.pending,
+                cursor,
+                at_ms,
+                namespace,
+                id,
+                owner,
+                kind,
+            );
             let len = u32::try_from(inner.pending.len() - start - FRAME_HEAD).unwrap_or(u32::MAX);
             inner.pending[start..start + 4].copy_from_slice(&len.to_le_bytes());
             inner.pending_last_at = at_ms;
@@ -640,40 +648,52 @@ impl Feed {
     }
 
     /// The events after `after` that are published, at most about
-    /// [`READ_BYTES`] of them, decoded. May read the files: call it off the
-    /// async workers (`spawn_blocking`) unless [`Feed::in_ring`] says yes.
+    /// [`READ_BYTES`] of them, as (cursor, encoded event). May read the
+    /// files: call it off the async workers (`spawn_blocking`) unless
+    /// [`Feed::in_ring`] says yes.
     ///
     /// # Errors
     /// [`ReadError::Expired`] when `after` is older than the oldest event held.
-    pub fn read_after(&self, after: u64, pos: &mut ReadPos) -> Result<Vec<Event>, ReadError> {
+    pub fn read_after(
+        &self,
+        after: u64,
+        pos: &mut ReadPos,
+    ) -> Result<Vec<(u64, Bytes)>, ReadError> {
         let until = self.published();
         if after >= until {
             return Ok(Vec::new());
         }
-        let from_ring = self.ring_after(after, until);
-        let raw = match from_ring {
-            Some(raw) => raw,
-            None => {
-                let read = self.files.as_ref().map(|f| {
-                    let files = f.lock();
-                    let oldest = files.oldest();
-                    (oldest, files.read(after, until, READ_BYTES, pos))
-                });
-                match read {
-                    Some((Some(oldest), Ok(raw))) if oldest <= after + 1 => raw,
-                    Some((_, Err(e))) => {
-                        warn!(error = %e, "cannot read the events files");
-                        Vec::new()
-                    }
-                    _ => {
-                        return Err(ReadError::Expired {
-                            oldest: self.oldest().unwrap_or(until + 1),
-                        })
-                    }
-                }
+        if let Some(raw) = self.ring_after(after, until) {
+            return Ok(raw);
+        }
+        let read = self.files.as_ref().map(|f| {
+            let files = f.lock();
+            let oldest = files.oldest();
+            (oldest, files.read(after, until, READ_BYTES, pos))
+        });
+        match read {
+            Some((Some(oldest), Ok(raw))) if oldest <= after + 1 => Ok(raw),
+            Some((_, Err(e))) => {
+                warn!(error = %e, "cannot read the events files");
+                Ok(Vec::new())
             }
-        };
-        Ok(raw
+            _ => Err(ReadError::Expired {
+                oldest: self.oldest().unwrap_or(until + 1),
+            }),
+        }
+    }
+
+    /// [`Feed::read_after`], decoded.
+    ///
+    /// # Errors
+    /// As [`Feed::read_after`].
+    pub fn read_events_after(
+        &self,
+        after: u64,
+        pos: &mut ReadPos,
+    ) -> Result<Vec<Event>, ReadError> {
+        Ok(self
+            .read_after(after, pos)?
             .into_iter()
             .filter_map(|(_, b)| decode_value::<Event>(&b).ok())
             .collect())
@@ -753,7 +773,7 @@ mod tests {
         let mut all = Vec::new();
         let mut pos = ReadPos::default();
         loop {
-            let batch = feed.read_after(after, &mut pos).unwrap();
+            let batch = feed.read_events_after(after, &mut pos).unwrap();
             let Some(last) = batch.last() else {
                 return all;
             };
@@ -836,11 +856,11 @@ mod tests {
         assert!(oldest > 1, "the ring let old events go");
         let mut pos = ReadPos::default();
         assert_eq!(
-            feed.read_after(0, &mut pos),
+            feed.read_events_after(0, &mut pos),
             Err(ReadError::Expired { oldest })
         );
         assert_eq!(
-            feed.read_after(oldest - 1, &mut pos).unwrap()[0].cursor,
+            feed.read_events_after(oldest - 1, &mut pos).unwrap()[0].cursor,
             oldest
         );
         feed.shutdown();

@@ -38,6 +38,12 @@ const OP_GET: u32 = 3;
 const REPLY_SESSION: u32 = 3;
 /// Wire tag of `Reply::MaybeSession`.
 const REPLY_MAYBE_SESSION: u32 = 4;
+/// Wire tag of `Reply::Events`.
+const REPLY_EVENTS: u32 = 16;
+/// Wire tag of `EventKind::Updated`.
+pub const EVENT_UPDATED: u32 = 4;
+/// Wire tag of `EventKind::Touched`.
+pub const EVENT_TOUCHED: u32 = 5;
 
 /// A `Create`, borrowed from its frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -360,6 +366,67 @@ pub fn encode_event(
             put_option(out, expires_at_ms, put_varint);
         }
     }
+}
+
+/// The namespace and the kind's wire tag of an encoded [`crate::Event`]
+/// (as [`encode_event`] writes it), read without decoding the rest: what a
+/// subscription filters on.
+#[must_use]
+pub fn peek_event(payload: &[u8]) -> Option<(&str, u32)> {
+    let mut r = Reader { bytes: payload };
+    r.varint()?;
+    r.varint()?;
+    let namespace = r.str()?;
+    r.id()?;
+    r.option(Reader::str)?;
+    Some((namespace, r.varint_u32()?))
+}
+
+/// How many events a response payload carries, read from its head alone
+/// (`None`: not an `Events` answer): for a reader that only counts.
+#[must_use]
+pub fn peek_events_count(payload: &[u8]) -> Option<u64> {
+    let mut r = Reader { bytes: payload };
+    r.varint()?;
+    (r.varint_u32()? == REPLY_EVENTS)
+        .then(|| r.varint())
+        .flatten()
+}
+
+/// Appends one frame holding `Response { id: request_id, reply:
+/// Events(events) }` with each event given already encoded (by
+/// [`encode_event`]): the bytes [`crate::frame::encode_response`] writes for
+/// the decoded events.
+///
+/// # Errors
+/// [`EncodeError::TooLarge`] past [`ABSOLUTE_MAX_FRAME_LEN`]; `buf` is then
+/// left as it was.
+pub fn encode_events_answer(
+    request_id: u64,
+    events: &[&[u8]],
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let start = buf.len();
+    buf.put_u32(0);
+    put_varint(buf, request_id);
+    put_varint(buf, u64::from(REPLY_EVENTS));
+    put_varint(buf, events.len() as u64);
+    for e in events {
+        buf.put_slice(e);
+    }
+    let len = buf.len() - start - HEADER_LEN;
+    let Some(len32) = u32::try_from(len)
+        .ok()
+        .filter(|l| *l <= ABSOLUTE_MAX_FRAME_LEN)
+    else {
+        buf.truncate(start);
+        return Err(EncodeError::TooLarge {
+            len,
+            max: ABSOLUTE_MAX_FRAME_LEN,
+        });
+    };
+    buf[start..start + HEADER_LEN].copy_from_slice(&len32.to_be_bytes());
+    Ok(())
 }
 
 /// Appends one frame holding the answer `Session` (or `MaybeSession(Some)`

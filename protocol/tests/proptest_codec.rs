@@ -451,6 +451,31 @@ proptest! {
         prop_assert_eq!(got, sessiond_protocol::frame::encode_value(&e).unwrap());
     }
 
+    /// An events answer spliced from encoded events is the answer encoded
+    /// whole, and each event's namespace and kind read in place are its own.
+    #[test]
+    fn events_answers_splice_encoded_events(id in varint(), events in vec(event(), 0..5)) {
+        let encoded: Vec<Vec<u8>> = events.iter().map(|e| sessiond_protocol::frame::encode_value(e).unwrap()).collect();
+        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        let mut got = BytesMut::new();
+        view::encode_events_answer(id, &refs, &mut got).unwrap();
+        let mut want = BytesMut::new();
+        encode_response(&Response { id, reply: Reply::Events(events.clone()) }, &mut want).unwrap();
+        prop_assert_eq!(&got, &want);
+        prop_assert_eq!(view::peek_events_count(&got[HEADER_LEN..]), Some(events.len() as u64));
+        for (e, bytes) in events.iter().zip(&encoded) {
+            let tag = match e.kind {
+                EventKind::Created => 0,
+                EventKind::Rotated { .. } => 1,
+                EventKind::Deleted { .. } => 2,
+                EventKind::Expired => 3,
+                EventKind::Updated { .. } => view::EVENT_UPDATED,
+                EventKind::Touched { .. } => view::EVENT_TOUCHED,
+            };
+            prop_assert_eq!(view::peek_event(bytes), Some((e.namespace.as_str(), tag)));
+        }
+    }
+
     /// The in-place decoder of the hot requests agrees with the general one:
     /// every `Get` and every `Create` (whose map, a `BTreeMap`, is canonical)
     /// is taken, with the same fields, and nothing else is.

@@ -22,10 +22,13 @@ use sessiond_protocol::frame::{
     decode_request, encode_response, peek_request_header, split_frame, HEADER_LEN,
     MAX_HELLO_FRAME_LEN,
 };
-use sessiond_protocol::view::{decode_hot_request, encode_session_answer, OpView, SessionHead};
+use sessiond_protocol::view::{
+    decode_hot_request, encode_events_answer, encode_session_answer, peek_event, OpView,
+    SessionHead, EVENT_TOUCHED, EVENT_UPDATED,
+};
 use sessiond_protocol::{
-    CursorExpired, ErrorCode, Event, EventKind, EventsFrom, HelloReply, Op, Reply, Request,
-    Response, Subscribe, Subscribed, WireError, PROTOCOL_VERSION,
+    CursorExpired, ErrorCode, EventsFrom, HelloReply, Op, Reply, Request, Response, Subscribe,
+    Subscribed, WireError, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -688,17 +691,22 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                     return Ok(());
                 }
             };
-            if let Some(last) = batch.last() {
-                after = last.cursor;
-                let wanted: Vec<Event> = batch
-                    .into_iter()
-                    .filter(|e| {
-                        only.as_ref().is_none_or(|o| o.contains(&e.namespace))
-                            && match e.kind {
-                                EventKind::Updated { .. } => sub.updates,
-                                EventKind::Touched { .. } => sub.touches,
-                                _ => true,
-                            }
+            if let Some((last, _)) = batch.last() {
+                after = *last;
+                // Filtered and sent as they are stored: each event's
+                // namespace and kind are read in place, nothing is decoded.
+                let wanted: Vec<&[u8]> = batch
+                    .iter()
+                    .map(|(_, b)| &b[..])
+                    .filter(|b| {
+                        peek_event(b).is_some_and(|(ns, kind)| {
+                            only.as_ref().is_none_or(|o| o.iter().any(|n| n == ns))
+                                && match kind {
+                                    EVENT_UPDATED => sub.updates,
+                                    EVENT_TOUCHED => sub.touches,
+                                    _ => true,
+                                }
+                        })
                     })
                     .collect();
                 if wanted.is_empty() {
@@ -706,7 +714,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 }
                 let sent = wanted.len() as u64;
                 for chunk in wanted.chunks(per_frame) {
-                    self.push(id, Reply::Events(chunk.to_vec()));
+                    if let Err(e) = encode_events_answer(id, chunk, &mut self.wbuf) {
+                        warn!(error = %e, "cannot encode events");
+                    }
                 }
                 if !self.write_events(counters).await? {
                     return Ok(());
