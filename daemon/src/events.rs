@@ -67,6 +67,10 @@ pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 /// Most bytes of events one read hands a subscriber.
 pub const READ_BYTES: usize = 256 * 1024;
+/// How far before the latest event time found at start-up expiries are
+/// reported again (at least once: an expiry reaped in the last moments before
+/// a crash may be reported twice, none is lost). Well over an expiry tick.
+const HORIZON_MARGIN_MS: u64 = 2_000;
 /// Bytes of an events file's header.
 const HEADER: &[u8; 16] = b"SDEV\x01\0\0\0\0\0\0\0\0\0\0\0";
 /// Bytes in front of each event's payload.
@@ -132,7 +136,7 @@ struct Segment {
     first: u64,
     /// Last cursor in it (`first - 1` while empty).
     last: u64,
-    /// Time of its newest event (ms).
+    /// The latest time among its events (ms).
     last_at: u64,
     bytes: u64,
     path: PathBuf,
@@ -153,6 +157,9 @@ struct Inner {
 
 /// The files, for the flusher and the readers.
 struct Files {
+    /// Held (locked) while the feed is open: another daemon on the same
+    /// data dir must not touch the files.
+    _lock: File,
     dir: PathBuf,
     segments: Vec<Segment>,
     current: Option<File>,
@@ -163,6 +170,10 @@ struct Files {
 /// The events feed (see the module's documentation).
 pub struct Feed {
     config: FeedConfig,
+    /// The latest event time in the files at start-up, less a margin: a
+    /// session the log brings back already expired with a later deadline
+    /// expired while the daemon was down (or unreported before it stopped).
+    horizon: u64,
     inner: Mutex<Inner>,
     files: Option<Mutex<Files>>,
     wake: Condvar,
@@ -233,6 +244,20 @@ impl Files {
     /// Lists the files in `dir`, checks the newest and cuts a damaged tail.
     fn open(dir: &Path) -> io::Result<(Self, u64)> {
         fs::create_dir_all(dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))?;
+        if lock.try_lock().is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "{} is in use by another sessiond (it holds its LOCK)",
+                    dir.display()
+                ),
+            ));
+        }
         let mut firsts: Vec<u64> = fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -270,9 +295,10 @@ impl Files {
                     f.sync_all()?;
                 }
             }
-            let (last, last_at) = events
+            let last = events
                 .last()
-                .map_or((first.saturating_sub(1), 0), |(e, _)| (e.cursor, e.at_ms));
+                .map_or(first.saturating_sub(1), |(e, _)| e.cursor);
+            let last_at = events.iter().map(|(e, _)| e.at_ms).max().unwrap_or(0);
             next = next.max(last + 1).max(*first);
             segments.push(Segment {
                 first: *first,
@@ -284,6 +310,7 @@ impl Files {
         }
         Ok((
             Self {
+                _lock: lock,
                 dir: dir.to_path_buf(),
                 segments,
                 current: None,
@@ -354,7 +381,7 @@ impl Files {
         self.dirty = true;
         if let Some(s) = self.segments.last_mut() {
             s.last = last;
-            s.last_at = last_at;
+            s.last_at = s.last_at.max(last_at);
             s.bytes += bytes.len() as u64;
         }
         Ok(())
@@ -482,7 +509,17 @@ impl Feed {
             }
             None => (None, 1),
         };
+        let horizon = files.as_ref().map_or(0, |f| {
+            f.lock()
+                .segments
+                .iter()
+                .map(|s| s.last_at)
+                .max()
+                .unwrap_or(0)
+                .saturating_sub(HORIZON_MARGIN_MS)
+        });
         let feed = Arc::new(Self {
+            horizon,
             inner: Mutex::new(Inner {
                 next,
                 ring: VecDeque::new(),
@@ -543,7 +580,7 @@ impl Feed {
             );
             let len = u32::try_from(inner.pending.len() - start - FRAME_HEAD).unwrap_or(u32::MAX);
             inner.pending[start..start + 4].copy_from_slice(&len.to_le_bytes());
-            inner.pending_last_at = at_ms;
+            inner.pending_last_at = inner.pending_last_at.max(at_ms);
         } else {
             // Memory only: the ring is the feed.
             let mut payload = Vec::with_capacity(48 + namespace.len() + owner.map_or(0, str::len));
@@ -633,6 +670,13 @@ impl Feed {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Sessions restored already expired with a deadline after this expired
+    /// unreported (see [`HORIZON_MARGIN_MS`]).
+    #[must_use]
+    pub fn horizon(&self) -> u64 {
+        self.horizon
     }
 
     /// The cursor the next event will get.

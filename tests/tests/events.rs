@@ -417,3 +417,39 @@ async fn a_stalled_subscriber_is_closed_and_memory_stays_bounded() {
         "the stalled subscriber was not closed ({n} sessions created)"
     );
 }
+
+/// A session that expires while the daemon is down is reported when the log
+/// brings it back already expired, at its deadline.
+#[tokio::test]
+async fn sessions_that_expire_while_the_daemon_is_down_are_reported_after_it_restarts() {
+    let daemon = DaemonProcess::start(daemon_bin!(), &["--fsync", "always"]).unwrap();
+    let addr = daemon.addr().to_string();
+    let mut sub = subscriber(&addr, subscribe(EventsFrom::Now, false, false)).await;
+    let client = Client::connect(addr).await.unwrap();
+    let s = client
+        .create(
+            "app",
+            CreateOptions::new()
+                .owner("dave")
+                .idle_ttl(Duration::from_millis(1500)),
+        )
+        .await
+        .unwrap();
+    let created = sub.events(1, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(kinds(&created), vec![(s.id, EventKind::Created)]);
+    drop(client);
+    let mut daemon = daemon;
+    daemon.kill();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let daemon = daemon.restart(&["--fsync", "always"]).unwrap();
+    let addr = daemon.addr().to_string();
+    let mut sub = subscriber(
+        &addr,
+        subscribe(EventsFrom::After(created[0].cursor), false, false),
+    )
+    .await;
+    let after = sub.events(1, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(kinds(&after), vec![(s.id, EventKind::Expired)]);
+    assert_eq!(after[0].at_ms, s.expires_at_ms.unwrap());
+    assert_eq!(after[0].owner.as_deref(), Some("dave"));
+}

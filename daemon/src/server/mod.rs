@@ -104,6 +104,38 @@ impl Daemon {
             return Self::start_member(config).await;
         }
         let store = Arc::new(Store::new(config.store.clone(), Arc::new(SystemClock)));
+        // The feed comes first: recovery reports the sessions that expired
+        // while the daemon was down.
+        if let Some(retention) = config.events_retention {
+            let feed_config = crate::events::FeedConfig {
+                dir: (!config.in_memory).then(|| config.data_dir.join("events")),
+                retention: Some(retention),
+                retention_bytes: config.events_retention_bytes,
+                ring_bytes: usize::try_from(config.events_retention_bytes)
+                    .unwrap_or(usize::MAX)
+                    .min(if config.in_memory { 64 << 20 } else { 8 << 20 }),
+            };
+            let feed =
+                match tokio::task::spawn_blocking(move || crate::events::Feed::open(feed_config))
+                    .await
+                {
+                    Ok(Ok(feed)) => feed,
+                    Ok(Err(e)) => {
+                        return Err(Error::Io(std::io::Error::new(
+                            e.kind(),
+                            format!("cannot open the events feed: {e}"),
+                        )));
+                    }
+                    Err(e) => {
+                        return Err(Error::Io(std::io::Error::other(format!(
+                            "opening the events feed panicked: {e}"
+                        ))));
+                    }
+                };
+            if let Err(e) = store.attach_events(feed) {
+                return Err(Error::Io(std::io::Error::other(e.to_string())));
+            }
+        }
         let log = if config.in_memory {
             info!("in memory only: nothing is logged, a restart loses every session");
             None
@@ -123,39 +155,6 @@ impl Daemon {
                 l.shutdown();
             }
         };
-        if let Some(retention) = config.events_retention {
-            let feed_config = crate::events::FeedConfig {
-                dir: (!config.in_memory).then(|| config.data_dir.join("events")),
-                retention: Some(retention),
-                retention_bytes: config.events_retention_bytes,
-                ring_bytes: usize::try_from(config.events_retention_bytes)
-                    .unwrap_or(usize::MAX)
-                    .min(if config.in_memory { 64 << 20 } else { 8 << 20 }),
-            };
-            let feed =
-                match tokio::task::spawn_blocking(move || crate::events::Feed::open(feed_config))
-                    .await
-                {
-                    Ok(Ok(feed)) => feed,
-                    Ok(Err(e)) => {
-                        stop_log(&log);
-                        return Err(Error::Io(std::io::Error::new(
-                            e.kind(),
-                            format!("cannot open the events feed: {e}"),
-                        )));
-                    }
-                    Err(e) => {
-                        stop_log(&log);
-                        return Err(Error::Io(std::io::Error::other(format!(
-                            "opening the events feed panicked: {e}"
-                        ))));
-                    }
-                };
-            if let Err(e) = store.attach_events(feed) {
-                stop_log(&log);
-                return Err(Error::Io(std::io::Error::other(e.to_string())));
-            }
-        }
         let listener = match TcpListener::bind(config.listen).await {
             Ok(l) => l,
             Err(source) => {

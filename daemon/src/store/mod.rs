@@ -548,6 +548,8 @@ impl Store {
                 }
                 let old = o.insert(rec);
                 self.log_put(&key, o.get_mut(), sink);
+                // The record it replaces expired unreaped: reported first.
+                self.event(&key, old.owner_str(), EventKind::Expired, old.expires_at());
                 if announce {
                     self.event(&key, o.get().owner_str(), EventKind::Created, now);
                 }

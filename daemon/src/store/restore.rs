@@ -104,6 +104,15 @@ impl Store {
         let expires_at = Record::deadline(r.created_at, r.last_active, r.ttl);
         if expires_at <= now {
             self.restore_clear(&key);
+            // It expired while the daemon was down: the feed reports it.
+            if self.events().is_some_and(|f| expires_at > f.horizon()) {
+                self.event(
+                    &key,
+                    r.owner,
+                    sessiond_protocol::EventKind::Expired,
+                    expires_at,
+                );
+            }
             return;
         }
         if self.tombstone_count.load(Ordering::Relaxed) > 0
