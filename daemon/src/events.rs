@@ -55,7 +55,7 @@ use sessiond_protocol::frame::decode_value;
 use sessiond_protocol::view::encode_event;
 use sessiond_protocol::{Event, EventKind, SessionId};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// How often the flusher writes what was emitted.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(5);
@@ -180,6 +180,8 @@ pub struct Feed {
     wake_lock: Mutex<bool>,
     published: watch::Sender<u64>,
     stop: AtomicBool,
+    /// The last write to the files failed (logged once until one works).
+    failing: AtomicBool,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Counters for `/metrics`.
     pub counters: FeedCounters,
@@ -273,8 +275,10 @@ impl Files {
             let newest = i + 1 == firsts.len();
             let bytes = fs::read(&path)?;
             if bytes.get(..HEADER.len()) != Some(&HEADER[..]) {
-                if newest && bytes.len() < HEADER.len() {
-                    // Created, then a crash before its header was whole.
+                if bytes.len() < HEADER.len() && HEADER.starts_with(&bytes) {
+                    // Created, then a crash (or a full disk) before its
+                    // header was whole: it holds no event.
+                    warn!(file = %path.display(), "removing an events file without a whole header");
                     fs::remove_file(&path)?;
                     continue;
                 }
@@ -341,11 +345,15 @@ impl Files {
                 _ => {
                     let path = self.dir.join(segment_name(first));
                     let mut f = OpenOptions::new()
-                        .create(true)
-                        .truncate(true)
-                        .write(true)
+                        .create_new(true)
+                        .append(true)
                         .open(&path)?;
-                    f.write_all(HEADER)?;
+                    if let Err(e) = f.write_all(HEADER) {
+                        // No room even for a header (a full disk): no file.
+                        drop(f);
+                        let _ = fs::remove_file(&path);
+                        return Err(e);
+                    }
                     (
                         f,
                         Some(Segment {
@@ -366,24 +374,25 @@ impl Files {
             }
             self.current = Some(file);
         }
-        let Some(file) = self.current.as_mut() else {
+        let (Some(file), Some(seg)) = (self.current.as_mut(), self.segments.last_mut()) else {
             return Ok(());
         };
         if let Err(e) = file.write_all(bytes) {
-            // A partial write leaves a torn frame: start a new file next
-            // time rather than append after it.
-            self.current = None;
-            if let Some(s) = self.segments.last_mut() {
-                s.bytes = SEGMENT_BYTES;
+            // A partial write (a full disk) is cut back off, so the file
+            // ends with whole events; the caller keeps the batch and tries
+            // again (the file is opened to append: the next write lands at
+            // the cut).
+            if let Err(cut) = file.set_len(seg.bytes) {
+                warn!(error = %cut, "cannot cut a partial write off the events file");
+                self.current = None;
+                seg.bytes = SEGMENT_BYTES;
             }
             return Err(e);
         }
         self.dirty = true;
-        if let Some(s) = self.segments.last_mut() {
-            s.last = last;
-            s.last_at = s.last_at.max(last_at);
-            s.bytes += bytes.len() as u64;
-        }
+        seg.last = last;
+        seg.last_at = seg.last_at.max(last_at);
+        seg.bytes += bytes.len() as u64;
         Ok(())
     }
 
@@ -533,6 +542,7 @@ impl Feed {
             wake_lock: Mutex::new(false),
             published: watch::Sender::new(next - 1),
             stop: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
             flusher: Mutex::new(None),
             counters: FeedCounters::default(),
             config,
@@ -642,8 +652,20 @@ impl Feed {
             if !bytes.is_empty() {
                 seal(&mut bytes);
                 if let Err(e) = files.append(&bytes, published + 1, last, last_at) {
-                    // The events are still in the ring; the files have a gap.
-                    warn!(error = %e, "cannot write the events file; events are missing from it");
+                    // Kept, in front of what came since, and tried again at
+                    // the next flush; nothing is published meanwhile. What
+                    // waits stays bounded (`MAX_PENDING_BYTES`).
+                    if self.failing.swap(true, Ordering::Relaxed) {
+                        debug!(error = %e, "still cannot write the events file");
+                    } else {
+                        warn!(error = %e, "cannot write the events file; keeping the events and retrying");
+                    }
+                    let mut inner = self.inner.lock();
+                    inner.pending.splice(0..0, bytes);
+                    return;
+                }
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    info!("the events file takes writes again");
                 }
             }
             let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
