@@ -695,7 +695,8 @@ impl Feed {
     }
 
     /// Sessions restored already expired with a deadline after this expired
-    /// unreported (see [`HORIZON_MARGIN_MS`]).
+    /// unreported: the latest event time found at start-up less two seconds
+    /// (an expiry reaped just before a crash may be reported twice).
     #[must_use]
     pub fn horizon(&self) -> u64 {
         self.horizon

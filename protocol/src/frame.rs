@@ -27,7 +27,7 @@
 //! - [`SessionId`](crate::SessionId): 16 raw bytes. [`ErrorCode`](crate::ErrorCode): its `u16`.
 //!
 //! A `Request` is `id` (varint u64) then the [`Op`] tag and fields; a
-//! `Response` is `id` then the [`Reply`] tag and fields. Because the
+//! `Response` is `id` then the [`Reply`](crate::Reply) tag and fields. Because the
 //! id comes first, a server can read it ([`peek_request_id`]) and answer even a
 //! request whose operation it does not know.
 //!
