@@ -62,11 +62,6 @@ impl Envelope for CacheApi {
 pub type CacheError = ApiError<CacheApi>;
 
 impl CacheError {
-    /// An error with `status` and `message`.
-    pub(crate) fn fail(status: StatusCode, message: &str) -> Self {
-        Self::new(status, "error", message)
-    }
-
     fn bad(message: &str) -> Self {
         Self::fail(StatusCode::BAD_REQUEST, message)
     }

@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 use crate::apis::{daemon_unavailable, store_full};
 use crate::auth::{self, Throttle};
+use crate::users::UserError;
 
 /// The core of an error answer, whatever the API's envelope.
 #[derive(Debug)]
@@ -96,6 +97,12 @@ impl<E> ApiError<E> {
         }
     }
 
+    /// An error with `status` and `message`, for the envelopes without a
+    /// machine code.
+    pub fn fail(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::new(status, "error", message)
+    }
+
     /// Names the field the message is about.
     #[must_use]
     pub fn on_field(mut self, field: &'static str) -> Self {
@@ -149,6 +156,20 @@ impl<E: Envelope> From<&ClientError> for ApiError<E> {
             "service_unavailable",
             message,
         )
+    }
+}
+
+impl<E: Envelope> ApiError<E> {
+    /// An error of the user directory: a store error as such, anything else
+    /// a 503 (logged as `log`).
+    pub fn directory(e: UserError, log: &str) -> Self {
+        match e {
+            UserError::Store(c) => c.into(),
+            other => {
+                warn!(error = %other, "{log}");
+                Self::fail(StatusCode::SERVICE_UNAVAILABLE, E::UNAVAILABLE)
+            }
+        }
     }
 }
 

@@ -90,11 +90,6 @@ impl Envelope for LoginApi {
 pub type LoginError = ApiError<LoginApi>;
 
 impl LoginError {
-    /// An error with `status` and `message`.
-    pub(crate) fn fail(status: StatusCode, message: &str) -> Self {
-        Self::new(status, "error", message)
-    }
-
     fn unauthorized(message: &str) -> Self {
         Self::fail(StatusCode::UNAUTHORIZED, message)
     }
@@ -106,13 +101,7 @@ impl LoginError {
 
 impl From<UserError> for LoginError {
     fn from(e: UserError) -> Self {
-        match e {
-            UserError::Store(c) => c.into(),
-            other => {
-                warn!(error = %other, "login directory error");
-                Self::fail(StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
-            }
-        }
+        Self::directory(e, "login directory error")
     }
 }
 

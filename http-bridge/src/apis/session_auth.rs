@@ -57,7 +57,7 @@ use axum::{Json, Router};
 use chrono::DateTime;
 use serde_json::{json, Map, Value as JsonValue};
 use sessiond_client::{CreateOptions, LimitPolicy, SessionId, Value};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::apis::common::{self, throttle, ApiError, Cookie, CookieName, Envelope, Failure};
 use crate::auth;
@@ -95,11 +95,6 @@ impl Envelope for SessionAuthApi {
 pub type SessionAuthError = ApiError<SessionAuthApi>;
 
 impl SessionAuthError {
-    /// An error with `status` and `message`.
-    pub(crate) fn fail(status: StatusCode, message: &str) -> Self {
-        Self::new(status, "error", message)
-    }
-
     fn not_found() -> Self {
         Self::fail(StatusCode::NOT_FOUND, "Not found")
     }
@@ -128,12 +123,8 @@ impl SessionAuthError {
 impl From<UserError> for SessionAuthError {
     fn from(e: UserError) -> Self {
         match e {
-            UserError::Store(c) => c.into(),
             UserError::NotFound => Self::not_found(),
-            other => {
-                warn!(error = %other, "session auth directory error");
-                Self::fail(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable")
-            }
+            other => Self::directory(other, "session auth directory error"),
         }
     }
 }

@@ -133,11 +133,6 @@ impl Envelope for ScheduledApi {
 pub type ScheduledError = ApiError<ScheduledApi>;
 
 impl ScheduledError {
-    /// An error with `status` and `message`.
-    pub(crate) fn fail(status: StatusCode, message: impl Into<String>) -> Self {
-        Self::new(status, "error", message)
-    }
-
     fn fields(problems: Vec<String>) -> Self {
         Self::fail(StatusCode::BAD_REQUEST, "").listing(problems)
     }
