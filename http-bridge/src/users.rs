@@ -14,6 +14,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
+
+use crate::apis::common::text;
 use sessiond_client::{
     Client, CreateOptions, Error as ClientError, ErrorCode, Session, SessionId, UpdateOptions,
     Value,
@@ -73,13 +75,6 @@ impl UserError {
 
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn text(s: &Session, name: &str) -> Option<String> {
-    match s.attr(name) {
-        Some(Value::Str(v)) => Some(v.clone()),
-        _ => None,
-    }
 }
 
 fn to_user(s: &Session) -> User {

@@ -49,9 +49,6 @@
 //! `Incr` (concurrent uses can never exceed a limit). The lifetime total is
 //! a second atomic `Incr` after an allowed use.
 
-// Helpers return the early answer as their error; boxing it would only add noise.
-#![allow(clippy::result_large_err)]
-
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -64,9 +61,9 @@ use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value as JsonValue};
 use sessiond_client::{CreateOptions, Error as ClientError, ErrorCode, Session, SessionId, Value};
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::apis::daemon_unavailable;
+use crate::apis::common::{ApiError, Cookie, CookieName, Envelope, Failure};
 use crate::state::AppState;
 
 /// Namespace of the anonymous sessions.
@@ -139,134 +136,134 @@ impl Operation {
     }
 }
 
-/// The document's error body.
-pub(crate) fn error(status: StatusCode, code: &str, detail: &str) -> Response {
-    let body = json!({"detail": detail, "status_code": status.as_u16(), "error_code": code});
-    (status, Json(body)).into_response()
-}
+/// This API's error envelope: `{"detail", "status_code", "error_code"}`,
+/// plus `field_errors: {<field>: [<detail>]}` for a bad field.
+#[derive(Debug)]
+pub struct AnonymousApi;
 
-fn validation(detail: &str) -> Response {
-    error(StatusCode::BAD_REQUEST, "validation_error", detail)
-}
+impl Envelope for AnonymousApi {
+    const LOG: &'static str = "anonymous session store error";
+    const STORE_FULL: &'static str = "Session store is full";
+    const UNAVAILABLE: &'static str = "Session service unavailable";
 
-fn field_error(field: &str, message: &str) -> Response {
-    let body = json!({
-        "detail": message,
-        "status_code": 400,
-        "error_code": "validation_error",
-        "field_errors": {field: [message]},
-    });
-    (StatusCode::BAD_REQUEST, Json(body)).into_response()
-}
-
-/// 404 for the cookie's session; the dead cookie is cleared.
-fn session_gone(state: &AppState) -> Response {
-    let mut r = error(
-        StatusCode::NOT_FOUND,
-        "resource_not_found",
-        "Session not found or expired: create one with POST /api/session/",
-    );
-    let cookie = format!(
-        "{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
-        if state.config.production {
-            "; Secure"
-        } else {
-            ""
+    fn body(f: &Failure) -> JsonValue {
+        let mut body = json!({
+            "detail": f.message,
+            "status_code": f.status.as_u16(),
+            "error_code": f.code,
+        });
+        if let Some(field) = f.field {
+            body["field_errors"] = json!({ field: [f.message] });
         }
-    );
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        r.headers_mut().append(header::SET_COOKIE, v);
+        body
     }
-    r
 }
 
-fn store_error(e: &ClientError) -> Response {
-    if crate::apis::store_full(e) {
-        return error(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "store_full",
-            "Session store is full",
+/// An error of this API.
+pub type AnonError = ApiError<AnonymousApi>;
+
+type AnonResult = Result<Response, AnonError>;
+
+impl AnonError {
+    fn validation(detail: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "validation_error", detail)
+    }
+
+    fn field_error(field: &'static str, message: &str) -> Self {
+        Self::validation(message).on_field(field)
+    }
+
+    /// 404 for the cookie's session; the dead cookie is cleared.
+    fn session_gone(state: &AppState) -> Self {
+        let cookie = format!(
+            "{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
+            secure(state)
         );
+        let mut e = Self::new(
+            StatusCode::NOT_FOUND,
+            "resource_not_found",
+            "Session not found or expired: create one with POST /api/session/",
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            e = e.header(header::SET_COOKIE, v);
+        }
+        e
     }
-    if !daemon_unavailable(e) {
-        warn!(error = %e, "anonymous session store error");
-    }
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "service_unavailable",
-        "Session service unavailable",
-    )
-}
 
-fn body_rejection(r: &BytesRejection) -> Response {
-    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "Request body too large",
-        )
-    } else {
-        validation("Cannot read the request body")
-    }
-}
-
-/// What the request's `concept_session` cookie holds.
-enum CookieId {
-    Absent,
-    Malformed,
-    Id(SessionId),
-}
-
-fn cookie_id(headers: &HeaderMap) -> CookieId {
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(text) = value.to_str() else {
-            continue;
-        };
-        for pair in text.split(';') {
-            let Some((name, v)) = pair.split_once('=') else {
-                continue;
-            };
-            if name.trim() == COOKIE {
-                let v = v.trim().trim_matches('"');
-                return match v.parse() {
-                    Ok(id) => CookieId::Id(id),
-                    Err(_) => CookieId::Malformed,
-                };
-            }
+    /// A store error, where `NotFound` means the cookie's session is gone.
+    fn on_session(state: &AppState, e: &ClientError) -> Self {
+        if e.code() == Some(ErrorCode::NotFound) {
+            Self::session_gone(state)
+        } else {
+            e.into()
         }
     }
-    CookieId::Absent
 }
+
+impl From<BytesRejection> for AnonError {
+    fn from(r: BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Request body too large",
+            )
+        } else {
+            Self::validation("Cannot read the request body")
+        }
+    }
+}
+
+/// `; Secure` in production.
+fn secure(state: &AppState) -> &'static str {
+    if state.config.production {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+/// The name of this API's session cookie.
+#[derive(Debug)]
+pub struct ConceptCookieName;
+
+impl CookieName for ConceptCookieName {
+    const NAME: &'static str = COOKIE;
+}
+
+/// The request's `concept_session` cookie, if any.
+type ConceptCookie = Cookie<ConceptCookieName>;
 
 /// The cookie's session id, or the answer for a request without one.
-fn required_cookie(state: &AppState, headers: &HeaderMap) -> Result<SessionId, Response> {
-    match cookie_id(headers) {
-        CookieId::Id(id) => Ok(id),
-        CookieId::Absent => Err(session_gone(state)),
-        CookieId::Malformed => Err(field_error(
+fn required_cookie(state: &AppState, cookie: ConceptCookie) -> Result<SessionId, AnonError> {
+    let Some(value) = cookie.value else {
+        return Err(AnonError::session_gone(state));
+    };
+    value.parse().map_err(|_| {
+        AnonError::field_error(
             COOKIE,
             "Invalid session ID format: the concept_session cookie must be a UUID",
-        )),
-    }
+        )
+    })
 }
 
 /// Adds the session cookie and `Cache-Control: no-store` (the body names the
 /// session, a bearer secret).
-fn with_cookie(state: &AppState, id: SessionId, mut r: Response) -> Response {
+fn cookie_headers(state: &AppState, id: SessionId, h: &mut HeaderMap) {
     let cookie = format!(
         "{COOKIE}={id}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
         SESSION_IDLE.as_secs(),
-        if state.config.production {
-            "; Secure"
-        } else {
-            ""
-        }
+        secure(state)
     );
-    let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         h.append(header::SET_COOKIE, v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// `r` with the session cookie (see [`cookie_headers`]).
+fn with_cookie(state: &AppState, id: SessionId, mut r: Response) -> Response {
+    cookie_headers(state, id, r.headers_mut());
     r
 }
 
@@ -329,11 +326,14 @@ fn session_reply(state: &AppState, s: &Session, is_new: bool) -> Response {
 
 /// The `client_session_id` of a JSON body. Absent, `null` and `""` are
 /// `None` unless `required`.
-fn client_session_id(body: &[u8], required: bool) -> Result<Option<SessionId>, Response> {
+fn client_session_id(body: &[u8], required: bool) -> Result<Option<SessionId>, AnonError> {
     const FIELD: &str = "client_session_id";
     let missing = || {
         if required {
-            Err(field_error(FIELD, "client_session_id is required"))
+            Err(AnonError::field_error(
+                FIELD,
+                "client_session_id is required",
+            ))
         } else {
             Ok(None)
         }
@@ -342,102 +342,82 @@ fn client_session_id(body: &[u8], required: bool) -> Result<Option<SessionId>, R
         return missing();
     }
     let Ok(v) = serde_json::from_slice::<JsonValue>(body) else {
-        return Err(validation("The request body is not valid JSON"));
+        return Err(AnonError::validation("The request body is not valid JSON"));
     };
     let obj = match v {
         JsonValue::Object(obj) => obj,
         JsonValue::Null => return missing(),
-        _ => return Err(validation("The request body must be a JSON object")),
+        _ => {
+            return Err(AnonError::validation(
+                "The request body must be a JSON object",
+            ))
+        }
     };
     match obj.get(FIELD) {
         None | Some(JsonValue::Null) => missing(),
         Some(JsonValue::String(s)) if s.is_empty() => missing(),
         Some(JsonValue::String(s)) => s.parse().map(Some).map_err(|_| {
-            field_error(
+            AnonError::field_error(
                 FIELD,
                 "Invalid session ID format: client_session_id must be a UUID",
             )
         }),
-        Some(_) => Err(field_error(FIELD, "client_session_id must be a string")),
+        Some(_) => Err(AnonError::field_error(
+            FIELD,
+            "client_session_id must be a string",
+        )),
     }
 }
 
 /// `POST /api/session/`.
 async fn create_or_get(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    cookie: ConceptCookie,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(r) => return body_rejection(&r),
-    };
-    let requested = match client_session_id(&body, false) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+) -> AnonResult {
+    let requested = client_session_id(&body?, false)?;
     let client = &state.client;
     // The client's id first (it asked for it), then the cookie's session.
-    let cookie = match cookie_id(&headers) {
-        CookieId::Id(id) => Some(id),
-        _ => None,
-    };
-    let cookie = cookie.filter(|c| Some(*c) != requested);
+    let cookie = cookie
+        .value
+        .and_then(|v| v.parse::<SessionId>().ok())
+        .filter(|c| Some(*c) != requested);
     for id in requested.into_iter().chain(cookie) {
-        match client.get_and_touch(NS, id).await {
-            Ok(Some(s)) => return session_reply(&state, &s, false),
-            Ok(None) => {}
-            Err(e) => return store_error(&e),
+        if let Some(s) = client.get_and_touch(NS, id).await? {
+            return Ok(session_reply(&state, &s, false));
         }
     }
-    match client
+    let s = client
         .create(NS, CreateOptions::new().idle_ttl(SESSION_IDLE))
-        .await
-    {
-        Ok(s) => {
-            info!("anonymous session created");
-            session_reply(&state, &s, true)
-        }
-        Err(e) => store_error(&e),
-    }
+        .await?;
+    info!("anonymous session created");
+    Ok(session_reply(&state, &s, true))
 }
 
 /// `POST /api/session/sync`.
-async fn sync(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(r) => return body_rejection(&r),
+async fn sync(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> AnonResult {
+    let Some(id) = client_session_id(&body?, true)? else {
+        return Err(AnonError::field_error(
+            "client_session_id",
+            "client_session_id is required",
+        ));
     };
-    let id = match client_session_id(&body, true) {
-        Ok(Some(id)) => id,
-        Ok(None) => return field_error("client_session_id", "client_session_id is required"),
-        Err(r) => return r,
-    };
-    match state.client.get_and_touch(NS, id).await {
-        Ok(Some(s)) => {
-            let body =
-                json!({"session_id": s.id.to_string(), "is_synced": true, "message": SYNCED});
-            with_cookie(&state, s.id, Json(body).into_response())
-        }
-        Ok(None) => error(
+    let Some(s) = state.client.get_and_touch(NS, id).await? else {
+        return Err(AnonError::new(
             StatusCode::NOT_FOUND,
             "resource_not_found",
             "Session not found or expired",
-        ),
-        Err(e) => store_error(&e),
-    }
+        ));
+    };
+    let body = json!({"session_id": s.id.to_string(), "is_synced": true, "message": SYNCED});
+    Ok(with_cookie(&state, s.id, Json(body).into_response()))
 }
 
 /// `GET /api/session/info`.
-async fn session_info(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let id = match required_cookie(&state, &headers) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let s = match state.client.get_and_touch(NS, id).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return session_gone(&state),
-        Err(e) => return store_error(&e),
+async fn session_info(State(state): State<AppState>, cookie: ConceptCookie) -> AnonResult {
+    let id = required_cookie(&state, cookie)?;
+    let Some(s) = state.client.get_and_touch(NS, id).await? else {
+        return Err(AnonError::session_gone(&state));
     };
     let now = now_ms();
     let mut limits = serde_json::Map::new();
@@ -453,60 +433,49 @@ async fn session_info(State(state): State<AppState>, headers: HeaderMap) -> Resp
         "usage_stats": usage_stats(&s),
         "rate_limits": limits,
     });
-    with_cookie(&state, s.id, Json(body).into_response())
+    Ok(with_cookie(&state, s.id, Json(body).into_response()))
 }
 
 /// `POST /api/session/usage/{operation}`.
 async fn record_use(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    cookie: ConceptCookie,
     operation: Result<Path<String>, PathRejection>,
-) -> Response {
+) -> AnonResult {
     let op = match operation {
         Ok(Path(name)) => Operation::parse(&name),
         Err(_) => None,
     };
     let Some(op) = op else {
-        return field_error(
+        return Err(AnonError::field_error(
             "operation",
             "Unknown operation: expected concept_generation, concept_refinement or concept_storage",
-        );
+        ));
     };
-    let id = match required_cookie(&state, &headers) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+    let id = required_cookie(&state, cookie)?;
     let client = &state.client;
     let mut window = None;
     if let Some((limit, length)) = op.limit() {
         // The check and the count are one atomic step in the daemon.
-        match client
+        let r = client
             .incr_window(NS, id, op.window_attr(), 1, length, limit)
             .await
-        {
-            Ok(r) => {
-                let reset_at = r
-                    .reset_at_ms
-                    .unwrap_or_else(|| now_ms().saturating_add(millis(length)));
-                if !r.allowed {
-                    info!(operation = op.name(), "anonymous session rate limited");
-                    return limited(&state, id, op, limit, reset_at);
-                }
-                window = Some((limit, r.remaining.unwrap_or(0), reset_at));
-            }
-            Err(e) if e.code() == Some(ErrorCode::NotFound) => return session_gone(&state),
-            Err(e) => return store_error(&e),
+            .map_err(|e| AnonError::on_session(&state, &e))?;
+        let reset_at = r
+            .reset_at_ms
+            .unwrap_or_else(|| now_ms().saturating_add(millis(length)));
+        if !r.allowed {
+            info!(operation = op.name(), "anonymous session rate limited");
+            return Err(limited(&state, id, op, limit, reset_at));
         }
+        window = Some((limit, r.remaining.unwrap_or(0), reset_at));
     }
-    match client.incr(NS, id, op.stat(), 1).await {
-        Ok(_) => {}
-        Err(e) if e.code() == Some(ErrorCode::NotFound) => return session_gone(&state),
-        Err(e) => return store_error(&e),
-    }
-    let s = match client.get_and_touch(NS, id).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return session_gone(&state),
-        Err(e) => return store_error(&e),
+    client
+        .incr(NS, id, op.stat(), 1)
+        .await
+        .map_err(|e| AnonError::on_session(&state, &e))?;
+    let Some(s) = client.get_and_touch(NS, id).await? else {
+        return Err(AnonError::session_gone(&state));
     };
     let rate_limit = window.map_or(JsonValue::Null, |(limit, remaining, reset_at)| {
         json!({"limit": limit, "remaining": remaining, "reset_at": timestamp(reset_at)})
@@ -521,7 +490,7 @@ async fn record_use(
     if let Some((limit, remaining, reset_at)) = window {
         rate_headers(r.headers_mut(), limit, remaining, reset_at);
     }
-    r
+    Ok(r)
 }
 
 fn rate_headers(h: &mut HeaderMap, limit: i64, remaining: i64, reset_at_ms: u64) {
@@ -531,23 +500,19 @@ fn rate_headers(h: &mut HeaderMap, limit: i64, remaining: i64, reset_at_ms: u64)
 }
 
 /// The 429 answer: `Retry-After` in whole seconds (at least 1).
-fn limited(state: &AppState, id: SessionId, op: Operation, limit: i64, reset_at: u64) -> Response {
+fn limited(state: &AppState, id: SessionId, op: Operation, limit: i64, reset_at: u64) -> AnonError {
     let wait = reset_at.saturating_sub(now_ms()).div_ceil(1000).max(1);
     let detail = format!(
         "Rate limit exceeded for {}: {limit} per window; the window resets at {}",
         op.name(),
         timestamp(reset_at)
     );
-    let r = error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limit_exceeded",
-        &detail,
-    );
-    let mut r = with_cookie(state, id, r);
-    let h = r.headers_mut();
+    let mut e = AnonError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", detail);
+    let h = e.headers_mut();
+    cookie_headers(state, id, h);
     h.insert(header::RETRY_AFTER, HeaderValue::from(wait));
     rate_headers(h, limit, 0, reset_at);
-    r
+    e
 }
 
 /// This API's routes.

@@ -35,7 +35,7 @@ use sessiond_client::{Session, SessionId, UpdateOptions, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::apis::daemon_unavailable;
+use crate::apis::common::{int, success_false, text, ApiError, Envelope, Failure};
 use crate::state::AppState;
 
 /// Namespace of the cached sessions.
@@ -43,44 +43,35 @@ pub const NS: &str = "cache-sessions";
 /// Longest ttl accepted (a year).
 const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
 
-pub(crate) fn reply(status: StatusCode, success: bool, message: Json_) -> Response {
-    (
-        status,
-        Json(json!({ "success": success, "message": message })),
-    )
-        .into_response()
+/// This API's error envelope: `{"success": false, "message": ...}`.
+#[derive(Debug)]
+pub struct CacheApi;
+
+impl Envelope for CacheApi {
+    const LOG: &'static str = "session cache store error";
+    const STORE_FULL: &'static str = "session store full";
+    const UNAVAILABLE: &'static str = "service unavailable";
+    const STORE_ERROR: &'static str = "session store error";
+
+    fn body(f: &Failure) -> Json_ {
+        success_false(f)
+    }
 }
 
-fn bad(message: impl Into<String>) -> Response {
-    reply(
-        StatusCode::BAD_REQUEST,
-        false,
-        Json_::String(message.into()),
-    )
+/// An error of this API.
+pub type CacheError = ApiError<CacheApi>;
+
+impl CacheError {
+    fn bad(message: &str) -> Self {
+        Self::fail(StatusCode::BAD_REQUEST, message)
+    }
 }
 
-fn store_error(e: &sessiond_client::Error) -> Response {
-    if crate::apis::store_full(e) {
-        return reply(
-            StatusCode::INSUFFICIENT_STORAGE,
-            false,
-            json!("session store full"),
-        );
-    }
-    if daemon_unavailable(e) {
-        reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            false,
-            json!("service unavailable"),
-        )
-    } else {
-        tracing::warn!(error = %e, "session cache store error");
-        reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            false,
-            json!("session store error"),
-        )
-    }
+type CacheResult = Result<Response, CacheError>;
+
+/// A success: `{"success": true, "message": <message>}`.
+fn ok(message: Json_) -> Response {
+    Json(json!({ "success": true, "message": message })).into_response()
 }
 
 fn record_id(user_id: &str) -> SessionId {
@@ -130,20 +121,6 @@ fn parse_ttl(v: &Json_) -> Option<Duration> {
     (!d.is_zero() && d <= MAX_TTL).then_some(d)
 }
 
-fn text(s: &Session, name: &str) -> Option<String> {
-    match s.attr(name) {
-        Some(Value::Str(v)) => Some(v.clone()),
-        _ => None,
-    }
-}
-
-fn int(s: &Session, name: &str) -> Option<i64> {
-    match s.attr(name) {
-        Some(Value::Int(v)) => Some(*v),
-        _ => None,
-    }
-}
-
 /// The session as the API shows it (never the token).
 fn view(s: &Session) -> Json_ {
     json!({
@@ -154,16 +131,16 @@ fn view(s: &Session) -> Json_ {
     })
 }
 
-fn user_id_of(v: Option<&Json_>) -> Result<String, &'static str> {
+fn user_id_of(v: Option<&Json_>) -> Result<String, CacheError> {
     match v {
         Some(Json_::String(s)) if !s.trim().is_empty() && s.len() <= 256 => Ok(s.clone()),
         // The document types it as a string: a number (or anything else) is
         // refused rather than stored as its decimal text.
-        Some(Json_::String(_)) => {
-            Err("user_id must be a non-empty string of at most 256 characters")
-        }
-        Some(_) => Err("user_id must be a string"),
-        None => Err("user_id is required"),
+        Some(Json_::String(_)) => Err(CacheError::bad(
+            "user_id must be a non-empty string of at most 256 characters",
+        )),
+        Some(_) => Err(CacheError::bad("user_id must be a string")),
+        None => Err(CacheError::bad("user_id is required")),
     }
 }
 
@@ -175,65 +152,65 @@ struct UserQuery {
 async fn get_session(
     State(state): State<AppState>,
     query: Result<Query<UserQuery>, QueryRejection>,
-) -> Response {
+) -> CacheResult {
     let Ok(Query(q)) = query else {
-        return bad("invalid query string");
+        return Err(CacheError::bad("invalid query string"));
     };
-    let user_id = match user_id_of(q.user_id.map(Json_::String).as_ref()) {
-        Ok(u) => u,
-        Err(m) => return bad(m),
-    };
-    match state.client.get(NS, record_id(&user_id)).await {
-        Ok(Some(s)) => reply(StatusCode::OK, true, view(&s)),
-        Ok(None) => reply(StatusCode::NOT_FOUND, false, json!("session not found")),
-        Err(e) => store_error(&e),
+    let user_id = user_id_of(q.user_id.map(Json_::String).as_ref())?;
+    match state.client.get(NS, record_id(&user_id)).await? {
+        Some(s) => Ok(ok(view(&s))),
+        None => Err(CacheError::fail(StatusCode::NOT_FOUND, "session not found")),
     }
 }
 
-/// A request refused before it reaches the store: status and message.
-type Refusal = (StatusCode, &'static str);
 /// A JSON object body.
 type Object = serde_json::Map<String, Json_>;
 
-fn body(payload: Result<Json<Json_>, JsonRejection>) -> Result<Object, Refusal> {
+fn body(payload: Result<Json<Json_>, JsonRejection>) -> Result<Object, CacheError> {
     match payload {
         Ok(Json(Json_::Object(map))) => Ok(map),
-        Ok(_) => Err((StatusCode::BAD_REQUEST, "the body must be a JSON object")),
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Err((StatusCode::PAYLOAD_TOO_LARGE, "the body is too large"))
-        }
-        Err(JsonRejection::MissingJsonContentType(_)) => Err((
-            StatusCode::BAD_REQUEST,
-            "expected Content-Type: application/json",
+        Ok(_) => Err(CacheError::bad("the body must be a JSON object")),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(CacheError::fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the body is too large",
         )),
-        Err(_) => Err((StatusCode::BAD_REQUEST, "malformed JSON body")),
+        Err(JsonRejection::MissingJsonContentType(_)) => {
+            Err(CacheError::bad("expected Content-Type: application/json"))
+        }
+        Err(_) => Err(CacheError::bad("malformed JSON body")),
     }
 }
 
 /// The JSON object body and its `user_id`.
 fn object_with_user(
     payload: Result<Json<Json_>, JsonRejection>,
-) -> Result<(Object, String), Refusal> {
+) -> Result<(Object, String), CacheError> {
     let map = body(payload)?;
-    let user_id = user_id_of(map.get("user_id")).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+    let user_id = user_id_of(map.get("user_id"))?;
     Ok((map, user_id))
+}
+
+/// An optional field read with `parse`; `message` when it does not parse.
+fn optional<T>(
+    map: &Object,
+    name: &str,
+    parse: fn(&Json_) -> Option<T>,
+    message: &str,
+) -> Result<Option<T>, CacheError> {
+    map.get(name)
+        .map(|v| parse(v).ok_or_else(|| CacheError::bad(message)))
+        .transpose()
 }
 
 async fn verify(
     State(state): State<AppState>,
     payload: Result<Json<Json_>, JsonRejection>,
-) -> Response {
-    let (map, user_id) = match object_with_user(payload) {
-        Ok(parsed) => parsed,
-        Err((status, m)) => return reply(status, false, json!(m)),
-    };
+) -> CacheResult {
+    let (map, user_id) = object_with_user(payload)?;
     let Some(Json_::String(token)) = map.get("token") else {
-        return bad("token is required");
+        return Err(CacheError::bad("token is required"));
     };
-    let session = match state.client.get(NS, record_id(&user_id)).await {
-        Ok(s) => s,
-        Err(e) => return store_error(&e),
-    };
+    let session = state.client.get(NS, record_id(&user_id)).await?;
     let presented = token_hash(token);
     // Compared in constant time; an absent session compares against zeros so
     // both paths do the same work.
@@ -245,59 +222,50 @@ async fn verify(
         })
         .unwrap_or_else(|| vec![0; 32]);
     let matches = bool::from(stored.ct_eq(&presented)) && session.is_some();
-    reply(
-        StatusCode::OK,
-        true,
-        json!(if matches { "true" } else { "false" }),
-    )
+    Ok(ok(json!(if matches { "true" } else { "false" })))
 }
 
 async fn create(
     State(state): State<AppState>,
     payload: Result<Json<Json_>, JsonRejection>,
-) -> Response {
-    let (map, user_id) = match object_with_user(payload) {
-        Ok(parsed) => parsed,
-        Err((status, m)) => return reply(status, false, json!(m)),
-    };
+) -> CacheResult {
+    let (map, user_id) = object_with_user(payload)?;
     let token = match map.get("token") {
         Some(Json_::String(t)) if !t.is_empty() && t.len() <= 4096 => t.clone(),
-        Some(_) => return bad("token must be a non-empty string"),
-        None => return bad("token is required"),
+        Some(_) => return Err(CacheError::bad("token must be a non-empty string")),
+        None => return Err(CacheError::bad("token is required")),
     };
     let now = Utc::now().timestamp_millis();
-    let created_at = match map.get("created_at") {
-        Some(v) => match parse_time(v) {
-            Some(t) => t,
-            None => return bad("created_at is not a timestamp"),
-        },
-        None => now,
-    };
-    let ttl = match map.get("ttl") {
-        Some(v) => match parse_ttl(v) {
-            Some(d) => Some(d),
-            None => {
-                return bad("ttl must be a positive number of seconds or a duration such as 30m")
-            }
-        },
-        None => None,
-    };
-    let expired_at = match map.get("expired_at") {
-        Some(v) => match parse_time(v) {
-            Some(t) => Some(t),
-            None => return bad("expired_at is not a timestamp"),
-        },
-        None => None,
-    };
+    let created_at = optional(
+        &map,
+        "created_at",
+        parse_time,
+        "created_at is not a timestamp",
+    )?
+    .unwrap_or(now);
+    let ttl = optional(
+        &map,
+        "ttl",
+        parse_ttl,
+        "ttl must be a positive number of seconds or a duration such as 30m",
+    )?;
+    let expired_at = optional(
+        &map,
+        "expired_at",
+        parse_time,
+        "expired_at is not a timestamp",
+    )?;
     let ttl_end =
         ttl.map(|d| created_at.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
     let deadline = match (ttl_end, expired_at) {
         (Some(a), Some(b)) => a.min(b),
         (Some(a), None) | (None, Some(a)) => a,
-        (None, None) => return bad("ttl or expired_at is required"),
+        (None, None) => return Err(CacheError::bad("ttl or expired_at is required")),
     };
     if deadline <= now {
-        return bad("the session would already be expired (check ttl, created_at and expired_at)");
+        return Err(CacheError::bad(
+            "the session would already be expired (check ttl, created_at and expired_at)",
+        ));
     }
     let left = Duration::from_millis(u64::try_from(deadline - now).unwrap_or(0));
     let ttl_text = map.get("ttl").map_or_else(String::new, |v| match v {
@@ -312,13 +280,10 @@ async fn create(
         .ttl(Some(left), None)
         .upsert(None);
     let id = record_id(&user_id);
-    if let Err(e) = state.client.update(NS, id, update).await {
-        return store_error(&e);
-    }
-    match state.client.get(NS, id).await {
-        Ok(Some(s)) => reply(StatusCode::OK, true, view(&s)),
-        Ok(None) => bad("the session expired immediately"),
-        Err(e) => store_error(&e),
+    state.client.update(NS, id, update).await?;
+    match state.client.get(NS, id).await? {
+        Some(s) => Ok(ok(view(&s))),
+        None => Err(CacheError::bad("the session expired immediately")),
     }
 }
 

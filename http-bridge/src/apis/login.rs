@@ -35,26 +35,27 @@
 //! the daemon's Rotate op); spent refresh tokens in [`SPENT_NS`]; access
 //! tokens in [`auth::ACCESS_NS`].
 
-// Helpers return the early answer as their error; boxing it would only add noise.
-#![allow(clippy::result_large_err)]
-
+use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value as JsonValue};
 use sessiond_client::{
-    Client, CreateOptions, Error as ClientError, ErrorCode, LimitPolicy, Session, SessionId, Value,
+    Client, CreateOptions, Error as ClientError, ErrorCode, LimitPolicy, Session, SessionId,
 };
 use tracing::{info, warn};
 
-use crate::apis::daemon_unavailable;
-use crate::auth::{self, Throttle};
+use crate::apis::common::{
+    success_false, text, throttle, ApiError, BearerToken, Envelope, Failure,
+};
+use crate::auth;
 use crate::state::AppState;
 use crate::users::{self, UserError};
 
@@ -71,102 +72,93 @@ pub const MAX_LOGINS_PER_USER: u32 = 100;
 /// The response header carrying the refresh token.
 pub const REFRESH_HEADER: &str = "refresh";
 
-pub(crate) fn fail(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"success": false, "message": message}))).into_response()
-}
+/// This API's error envelope: `{"success": false, "message": ...}`.
+#[derive(Debug)]
+pub struct LoginApi;
 
-fn unauthorized(message: &str) -> Response {
-    fail(StatusCode::UNAUTHORIZED, message)
-}
+impl Envelope for LoginApi {
+    const LOG: &'static str = "login store error";
+    const STORE_FULL: &'static str = "the session store is full; try again later";
+    const UNAVAILABLE: &'static str = "service unavailable";
 
-fn store_error(e: &ClientError) -> Response {
-    if crate::apis::store_full(e) {
-        return fail(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "the session store is full; try again later",
-        );
+    fn body(f: &Failure) -> JsonValue {
+        success_false(f)
     }
-    if !daemon_unavailable(e) {
-        warn!(error = %e, "login store error");
-    }
-    fail(StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
 }
 
-fn user_error(e: &UserError) -> Response {
-    match e {
-        UserError::Store(c) => store_error(c),
-        other => {
-            warn!(error = %other, "login directory error");
-            fail(StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
+/// An error of this API.
+pub type LoginError = ApiError<LoginApi>;
+
+impl LoginError {
+    fn unauthorized(message: &str) -> Self {
+        Self::fail(StatusCode::UNAUTHORIZED, message)
+    }
+
+    fn bad_request(message: &str) -> Self {
+        Self::fail(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<UserError> for LoginError {
+    fn from(e: UserError) -> Self {
+        Self::directory(e, "login directory error")
+    }
+}
+
+impl From<BytesRejection> for LoginError {
+    fn from(r: BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::fail(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+        } else {
+            Self::bad_request("cannot read the request body")
         }
     }
 }
 
-fn body_rejection(r: &BytesRejection) -> Response {
-    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        fail(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-    } else {
-        fail(StatusCode::BAD_REQUEST, "cannot read the request body")
-    }
-}
-
-fn text(s: &Session, name: &str) -> Option<String> {
-    match s.attr(name) {
-        Some(Value::Str(v)) => Some(v.clone()),
-        _ => None,
-    }
-}
+type LoginResult = Result<Response, LoginError>;
 
 /// `username` and `password` from a JSON body, or the 400 to answer.
-fn credentials(body: &[u8]) -> Result<(String, String), Response> {
-    let Ok(v) = serde_json::from_slice::<JsonValue>(body) else {
-        return Err(fail(
-            StatusCode::BAD_REQUEST,
-            "the body must be a JSON object with username and password",
-        ));
-    };
-    let Some(obj) = v.as_object() else {
-        return Err(fail(
-            StatusCode::BAD_REQUEST,
+fn credentials(body: &[u8]) -> Result<(String, String), LoginError> {
+    let v = serde_json::from_slice::<JsonValue>(body).ok();
+    let Some(obj) = v.as_ref().and_then(JsonValue::as_object) else {
+        return Err(LoginError::bad_request(
             "the body must be a JSON object with username and password",
         ));
     };
     let field = |name: &str| match obj.get(name) {
-        None | Some(JsonValue::Null) => Err(fail(
-            StatusCode::BAD_REQUEST,
-            &format!("{name} is required"),
-        )),
-        Some(JsonValue::String(s)) if s.is_empty() => Err(fail(
-            StatusCode::BAD_REQUEST,
-            &format!("{name} is required"),
-        )),
+        None | Some(JsonValue::Null) => {
+            Err(LoginError::bad_request(&format!("{name} is required")))
+        }
+        Some(JsonValue::String(s)) if s.is_empty() => {
+            Err(LoginError::bad_request(&format!("{name} is required")))
+        }
         Some(JsonValue::String(s)) => Ok(s.clone()),
-        Some(_) => Err(fail(
-            StatusCode::BAD_REQUEST,
-            &format!("{name} must be a string"),
-        )),
+        Some(_) => Err(LoginError::bad_request(&format!("{name} must be a string"))),
     };
     Ok((field("username")?, field("password")?))
 }
 
-/// The token of an `Authorization: Bearer <token>` header.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
 /// The refresh token of a `Refresh` header (bare, or after `Bearer `).
-fn refresh_token(headers: &HeaderMap) -> Option<SessionId> {
-    let v = headers.get(REFRESH_HEADER)?.to_str().ok()?.trim();
-    let token = match v.split_once(' ') {
-        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
-        _ => v,
-    };
-    token.parse().ok()
+struct RefreshToken(Option<SessionId>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RefreshToken {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let token = parts
+            .headers
+            .get(REFRESH_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .and_then(|v| {
+                let token = match v.split_once(' ') {
+                    Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
+                    _ => v,
+                };
+                token.parse().ok()
+            });
+        Ok(Self(token))
+    }
 }
 
 /// The success answer: tokens in the headers, the user id in the body.
@@ -197,43 +189,22 @@ async fn revoke_login(client: &Client, login: &str, user_id: &str) -> Result<(),
 }
 
 /// `POST /session`.
-async fn login(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(r) => return body_rejection(&r),
-    };
-    let (username, password) = match credentials(&body) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn login(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> LoginResult {
+    let (username, password) = credentials(&body?)?;
     let client = &state.client;
-    match auth::throttle_login(client, &username).await {
-        Ok(Throttle::Allowed) => {}
-        Ok(Throttle::Limited(wait)) => {
-            info!("login throttled");
-            let mut r = fail(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many login attempts; try again later",
-            );
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(wait.as_secs().max(1)),
-            );
-            return r;
-        }
-        Err(e) => return store_error(&e),
-    }
+    throttle::<LoginApi>(
+        client,
+        &username,
+        "too many login attempts; try again later",
+    )
+    .await?;
     // The username is an email of the directory; any other name matches
     // nobody (and costs the same hash as a wrong password).
-    let user = match users::authenticate(client, &username, &password).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return unauthorized("invalid username or password"),
-        Err(e) => return user_error(&e),
+    let Some(user) = users::authenticate(client, &username, &password).await? else {
+        return Err(LoginError::unauthorized("invalid username or password"));
     };
-    if let Err(e) = auth::clear_login_throttle(client, &username).await {
-        return store_error(&e);
-    }
-    let login = match client
+    auth::clear_login_throttle(client, &username).await?;
+    let login = client
         .create(
             auth::LOGIN_SESSIONS_NS,
             CreateOptions::new()
@@ -243,12 +214,10 @@ async fn login(State(state): State<AppState>, body: Result<Bytes, BytesRejection
                 .attr("user_id", user.id.as_str())
                 .owner_limit(MAX_LOGINS_PER_USER, LimitPolicy::EvictOldest),
         )
-        .await
-    {
-        Ok(s) => s.id.to_string(),
-        Err(e) => return store_error(&e),
-    };
-    let refresh = match client
+        .await?
+        .id
+        .to_string();
+    let refresh = client
         .create(
             REFRESH_NS,
             CreateOptions::new()
@@ -258,17 +227,11 @@ async fn login(State(state): State<AppState>, body: Result<Bytes, BytesRejection
                 .attr("login", login.as_str())
                 .attr("user_id", user.id.as_str()),
         )
-        .await
-    {
-        Ok(s) => s.id,
-        Err(e) => return store_error(&e),
-    };
-    let access = match auth::issue_access_token(client, &user.id, &login).await {
-        Ok(a) => a,
-        Err(e) => return store_error(&e),
-    };
+        .await?
+        .id;
+    let access = auth::issue_access_token(client, &user.id, &login).await?;
     info!("login session created");
-    issued(&access, refresh, &user.id)
+    Ok(issued(&access, refresh, &user.id))
 }
 
 /// Records `token` as spent. `false` if it already was: a second use.
@@ -287,135 +250,111 @@ async fn spend(client: &Client, token: SessionId, rec: &Session) -> Result<bool,
     }
 }
 
-/// A spent refresh token came back: revoke its whole login session.
-async fn reuse_detected(client: &Client, rec: &Session) -> Response {
-    warn!("a spent refresh token was presented again; revoking its login session");
+/// Ends the login session of the refresh token (or spent refresh token)
+/// `rec`.
+async fn revoke_record(client: &Client, rec: &Session) -> Result<(), ClientError> {
     let login = text(rec, "login").unwrap_or_default();
     let user_id = text(rec, "user_id").unwrap_or_default();
-    if let Err(e) = revoke_login(client, &login, &user_id).await {
-        return store_error(&e);
+    revoke_login(client, &login, &user_id).await
+}
+
+/// A spent refresh token came back: revoke its whole login session.
+async fn reuse_detected(client: &Client, rec: &Session) -> LoginError {
+    warn!("a spent refresh token was presented again; revoking its login session");
+    match revoke_record(client, rec).await {
+        Ok(()) => LoginError::unauthorized("refresh token already used; the session is revoked"),
+        Err(e) => e.into(),
     }
-    unauthorized("refresh token already used; the session is revoked")
 }
 
 /// `POST /session/refresh`.
-async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn refresh(State(state): State<AppState>, RefreshToken(token): RefreshToken) -> LoginResult {
     let client = &state.client;
-    let Some(token) = refresh_token(&headers) else {
-        return unauthorized("missing or malformed Refresh header");
+    let invalid = || LoginError::unauthorized("invalid or expired refresh token");
+    let ended = || LoginError::unauthorized("the session has ended");
+    let Some(token) = token else {
+        return Err(LoginError::unauthorized(
+            "missing or malformed Refresh header",
+        ));
     };
-    let rec = match client.get(REFRESH_NS, token).await {
-        Ok(Some(rec)) => rec,
-        Ok(None) => {
-            return match client.get(SPENT_NS, token).await {
-                Ok(Some(spent)) => reuse_detected(client, &spent).await,
-                Ok(None) => unauthorized("invalid or expired refresh token"),
-                Err(e) => store_error(&e),
-            };
-        }
-        Err(e) => return store_error(&e),
+    let Some(rec) = client.get(REFRESH_NS, token).await? else {
+        return Err(match client.get(SPENT_NS, token).await? {
+            Some(spent) => reuse_detected(client, &spent).await,
+            None => invalid(),
+        });
     };
     // Spending is the atomic step (create-if-absent): of two requests with
     // one token, exactly one gets here; the other is a reuse.
-    match spend(client, token, &rec).await {
-        Ok(true) => {}
-        Ok(false) => return reuse_detected(client, &rec).await,
-        Err(e) => return store_error(&e),
+    if !spend(client, token, &rec).await? {
+        return Err(reuse_detected(client, &rec).await);
     }
     let (Some(login), Some(user_id)) = (text(&rec, "login"), text(&rec, "user_id")) else {
-        return unauthorized("invalid or expired refresh token");
+        return Err(invalid());
     };
     let new = match client.rotate(REFRESH_NS, token, None).await {
         Ok(s) => s.id,
         Err(e) if matches!(e.code(), Some(ErrorCode::NotFound | ErrorCode::Gone)) => {
-            return unauthorized("invalid or expired refresh token")
+            return Err(invalid())
         }
-        Err(e) => return store_error(&e),
+        Err(e) => return Err(e.into()),
     };
     // The rotated token keeps the old deadlines; a use slides them.
-    if let Err(e) = client.touch(REFRESH_NS, new).await {
-        return store_error(&e);
-    }
+    client.touch(REFRESH_NS, new).await?;
     let Ok(login_id) = login.parse::<SessionId>() else {
-        return unauthorized("invalid or expired refresh token");
+        return Err(invalid());
     };
-    match client
+    if client
         .get_and_touch(auth::LOGIN_SESSIONS_NS, login_id)
-        .await
+        .await?
+        .is_none()
     {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            // The login ended (logout, revocation, eviction): so does this token.
-            let _ = client.delete(REFRESH_NS, new).await;
-            return unauthorized("the session has ended");
-        }
-        Err(e) => return store_error(&e),
+        // The login ended (logout, revocation, eviction): so does this token.
+        let _ = client.delete(REFRESH_NS, new).await;
+        return Err(ended());
     }
-    match users::get(client, &user_id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return match revoke_login(client, &login, &user_id).await {
-                Ok(()) => unauthorized("the session has ended"),
-                Err(e) => store_error(&e),
-            }
-        }
-        Err(e) => return user_error(&e),
+    if users::get(client, &user_id).await?.is_none() {
+        revoke_login(client, &login, &user_id).await?;
+        return Err(ended());
     }
-    let access = match auth::issue_access_token(client, &user_id, &login).await {
-        Ok(a) => a,
-        Err(e) => return store_error(&e),
-    };
+    let access = auth::issue_access_token(client, &user_id, &login).await?;
     // A revocation that ran while the token was being issued may have
     // missed it: check the login once more and withdraw the token if so.
-    match client.get(auth::LOGIN_SESSIONS_NS, login_id).await {
-        Ok(Some(_)) => issued(&access, new, &user_id),
-        Ok(None) => {
-            if let Ok(a) = access.parse::<SessionId>() {
-                let _ = client.delete(auth::ACCESS_NS, a).await;
-            }
-            let _ = client.delete(REFRESH_NS, new).await;
-            unauthorized("the session has ended")
-        }
-        Err(e) => store_error(&e),
+    if client
+        .get(auth::LOGIN_SESSIONS_NS, login_id)
+        .await?
+        .is_some()
+    {
+        return Ok(issued(&access, new, &user_id));
     }
+    if let Ok(a) = access.parse::<SessionId>() {
+        let _ = client.delete(auth::ACCESS_NS, a).await;
+    }
+    let _ = client.delete(REFRESH_NS, new).await;
+    Err(ended())
 }
 
 /// `DELETE /session`.
-async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn logout(
+    State(state): State<AppState>,
+    BearerToken(access): BearerToken,
+    RefreshToken(refresh): RefreshToken,
+) -> LoginResult {
     let client = &state.client;
-    if let Some(token) = bearer(&headers) {
-        match auth::grant_from_access_token(client, token).await {
-            Ok(Some(grant)) => {
-                return match revoke_login(client, &grant.login_session, &grant.principal.user.id)
-                    .await
-                {
-                    Ok(()) => {
-                        info!("login session ended");
-                        Json(json!({"success": true})).into_response()
-                    }
-                    Err(e) => store_error(&e),
-                };
-            }
-            Ok(None) => {}
-            Err(e) => return user_error(&e),
+    if let Some(token) = access {
+        if let Some(grant) = auth::grant_from_access_token(client, &token).await? {
+            revoke_login(client, &grant.login_session, &grant.principal.user.id).await?;
+            info!("login session ended");
+            return Ok(Json(json!({"success": true})).into_response());
         }
     }
     // An expired access token: the refresh token may still speak for the session.
-    if let Some(token) = refresh_token(&headers) {
-        match client.get(REFRESH_NS, token).await {
-            Ok(Some(rec)) => {
-                let login = text(&rec, "login").unwrap_or_default();
-                let user_id = text(&rec, "user_id").unwrap_or_default();
-                return match revoke_login(client, &login, &user_id).await {
-                    Ok(()) => Json(json!({"success": true})).into_response(),
-                    Err(e) => store_error(&e),
-                };
-            }
-            Ok(None) => {}
-            Err(e) => return store_error(&e),
+    if let Some(token) = refresh {
+        if let Some(rec) = client.get(REFRESH_NS, token).await? {
+            revoke_record(client, &rec).await?;
+            return Ok(Json(json!({"success": true})).into_response());
         }
     }
-    unauthorized("invalid or expired access token")
+    Err(LoginError::unauthorized("invalid or expired access token"))
 }
 
 /// This API's routes.

@@ -16,6 +16,7 @@ use crate::state::AppState;
 
 pub mod anonymous;
 pub mod cache;
+pub mod common;
 pub mod login;
 pub mod scheduled;
 pub mod session_auth;
@@ -57,7 +58,7 @@ pub fn error_for_path(
     use axum::response::IntoResponse;
     let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
     if under("/api/session") {
-        anonymous::error(status, code, message)
+        anonymous::AnonError::new(status, code.to_owned(), message).into_response()
     } else if under("/api/v1") {
         // This API's errors are short phrases.
         let phrase = match status.as_u16() {
@@ -67,16 +68,16 @@ pub fn error_for_path(
             429 => "Too many requests",
             _ => message,
         };
-        session_auth::error(status, phrase)
+        session_auth::SessionAuthError::fail(status, phrase).into_response()
     } else if under("/sessions") || under("/timelines") {
-        scheduled::ApiError::new(status, message).into_response()
+        scheduled::ScheduledError::fail(status, message).into_response()
     } else if path == "/verify"
         || path == "/create"
         || (path == "/session" && method == Method::GET)
     {
-        cache::reply(status, false, serde_json::json!(message))
+        cache::CacheError::fail(status, message).into_response()
     } else if under("/session") {
-        login::fail(status, message)
+        login::LoginError::fail(status, message).into_response()
     } else {
         (
             status,

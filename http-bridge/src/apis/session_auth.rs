@@ -44,25 +44,23 @@
 //! always gets a fresh server-made id (no session fixation) and ends the
 //! session its request's cookie named, if any.
 
-// Helpers return the early answer as their error; boxing it would only add noise.
-#![allow(clippy::result_large_err)]
-
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Multipart, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use chrono::DateTime;
 use serde_json::{json, Map, Value as JsonValue};
-use sessiond_client::{CreateOptions, Error as ClientError, LimitPolicy, SessionId, Value};
-use tracing::{info, warn};
+use sessiond_client::{CreateOptions, LimitPolicy, SessionId, Value};
+use tracing::info;
 
-use crate::apis::daemon_unavailable;
-use crate::auth::{self, Throttle};
+use crate::apis::common::{self, throttle, ApiError, Cookie, CookieName, Envelope, Failure};
+use crate::auth;
 use crate::state::AppState;
 use crate::users::{self, Login, NewUser, User, UserError};
 
@@ -79,53 +77,72 @@ pub const MAX_SESSIONS_PER_USER: u32 = 100;
 /// Longest first or last name, in characters.
 const MAX_NAME_CHARS: usize = 256;
 
-pub(crate) fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
+/// This API's error envelope: `{"error": ...}`.
+#[derive(Debug)]
+pub struct SessionAuthApi;
+
+impl Envelope for SessionAuthApi {
+    const LOG: &'static str = "session auth store error";
+    const STORE_FULL: &'static str = "Session store full";
+    const UNAVAILABLE: &'static str = "Service unavailable";
+
+    fn body(f: &Failure) -> JsonValue {
+        json!({ "error": f.message })
+    }
 }
+
+/// An error of this API.
+pub type SessionAuthError = ApiError<SessionAuthApi>;
+
+impl SessionAuthError {
+    fn not_found() -> Self {
+        Self::fail(StatusCode::NOT_FOUND, "Not found")
+    }
+
+    fn unauthorized() -> Self {
+        Self::fail(StatusCode::UNAUTHORIZED, "Unauthorized")
+    }
+
+    fn forbidden() -> Self {
+        Self::fail(StatusCode::FORBIDDEN, "Forbidden")
+    }
+
+    fn wrong_format() -> Self {
+        Self::fail(StatusCode::BAD_REQUEST, "Wrong format")
+    }
+
+    fn too_large() -> Self {
+        Self::fail(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large")
+    }
+
+    fn bad_request(message: &str) -> Self {
+        Self::fail(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<UserError> for SessionAuthError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::NotFound => Self::not_found(),
+            other => Self::directory(other, "session auth directory error"),
+        }
+    }
+}
+
+impl From<BytesRejection> for SessionAuthError {
+    fn from(r: BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::too_large()
+        } else {
+            Self::wrong_format()
+        }
+    }
+}
+
+type SessionAuthResult = Result<Response, SessionAuthError>;
 
 fn empty(status: StatusCode) -> Response {
     (status, Json(json!({}))).into_response()
-}
-
-fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "Not found")
-}
-
-fn unauthorized() -> Response {
-    error(StatusCode::UNAUTHORIZED, "Unauthorized")
-}
-
-fn forbidden() -> Response {
-    error(StatusCode::FORBIDDEN, "Forbidden")
-}
-
-fn wrong_format() -> Response {
-    error(StatusCode::BAD_REQUEST, "Wrong format")
-}
-
-fn too_large() -> Response {
-    error(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large")
-}
-
-fn store_error(e: &ClientError) -> Response {
-    if crate::apis::store_full(e) {
-        return error(StatusCode::INSUFFICIENT_STORAGE, "Session store full");
-    }
-    if !daemon_unavailable(e) {
-        warn!(error = %e, "session auth store error");
-    }
-    error(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable")
-}
-
-fn user_error(e: &UserError) -> Response {
-    match e {
-        UserError::Store(c) => store_error(c),
-        UserError::NotFound => not_found(),
-        other => {
-            warn!(error = %other, "session auth directory error");
-            error(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable")
-        }
-    }
 }
 
 /// The project's timestamp format (`%Y-%m-%dT%H:%M:%S`, UTC).
@@ -148,18 +165,16 @@ fn user_json(u: &User) -> JsonValue {
     })
 }
 
-/// The value of the first session cookie of the request.
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            (name.trim() == SESSION_COOKIE).then(|| value.trim().trim_matches('"').to_owned())
-        })
+/// The name of this API's session cookie.
+#[derive(Debug)]
+pub struct SessionCookieName;
+
+impl CookieName for SessionCookieName {
+    const NAME: &'static str = SESSION_COOKIE;
 }
+
+/// The request's session cookie, if any.
+type SessionCookie = Cookie<SessionCookieName>;
 
 fn set_cookie(state: &AppState, value: &str, clear: bool) -> HeaderValue {
     let mut c = format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax");
@@ -172,45 +187,63 @@ fn set_cookie(state: &AppState, value: &str, clear: bool) -> HeaderValue {
     HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The user of the request's session: 401 without a cookie, 403 with one
-/// that names no live session (or a deleted user), as in the project.
-async fn current(state: &AppState, headers: &HeaderMap) -> Result<User, Response> {
-    let Some(cookie) = session_cookie(headers) else {
-        return Err(unauthorized());
-    };
-    let Ok(id) = cookie.parse::<SessionId>() else {
-        return Err(forbidden());
-    };
-    let session = match state.client.get_and_touch(NS, id).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return Err(forbidden()),
-        Err(e) => return Err(store_error(&e)),
-    };
-    let Some(Value::Str(user_id)) = session.attr("user_id") else {
-        return Err(forbidden());
-    };
-    match users::get(&state.client, user_id).await {
-        Ok(Some(u)) => Ok(u),
-        Ok(None) => Err(forbidden()),
-        Err(e) => Err(user_error(&e)),
+/// The signed-in user: 401 without a session cookie, 403 with one that
+/// names no live session (or a deleted user), as in the project.
+pub struct CurrentUser(pub User);
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = SessionAuthError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, SessionAuthError> {
+        let Some(cookie) = common::cookie(&parts.headers, SESSION_COOKIE) else {
+            return Err(SessionAuthError::unauthorized());
+        };
+        let Ok(id) = cookie.parse::<SessionId>() else {
+            return Err(SessionAuthError::forbidden());
+        };
+        let Some(session) = state.client.get_and_touch(NS, id).await? else {
+            return Err(SessionAuthError::forbidden());
+        };
+        let Some(Value::Str(user_id)) = session.attr("user_id") else {
+            return Err(SessionAuthError::forbidden());
+        };
+        match users::get(&state.client, user_id).await? {
+            Some(u) => Ok(Self(u)),
+            None => Err(SessionAuthError::forbidden()),
+        }
     }
 }
 
-/// The id a path names (`me`: the current user), if `me` may act on it.
-/// The signed-in user and the user id a `/users/{id}` route is about.
-async fn current_and_target(
-    state: &AppState,
-    headers: &HeaderMap,
-    path: Result<Path<String>, PathRejection>,
-) -> Result<(User, String), Response> {
-    let me = current(state, headers).await?;
-    let id = target(&me, path)?;
-    Ok((me, id))
+/// The signed-in user, who must be an administrator (403 otherwise).
+pub struct Admin(pub User);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = SessionAuthError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, SessionAuthError> {
+        let CurrentUser(me) = CurrentUser::from_request_parts(parts, state).await?;
+        if me.is_admin {
+            Ok(Self(me))
+        } else {
+            Err(SessionAuthError::forbidden())
+        }
+    }
 }
 
-fn target(me: &User, path: Result<Path<String>, PathRejection>) -> Result<String, Response> {
+/// The user id a `/users/{id}` route is about (`me`: the signed-in user), if
+/// `me` may act on it.
+fn target(
+    me: &User,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<String, SessionAuthError> {
     let Ok(Path(id)) = path else {
-        return Err(not_found());
+        return Err(SessionAuthError::not_found());
     };
     let id = if id == "me" { me.id.clone() } else { id };
     // Checked before the lookup, so that a non-admin learns nothing of
@@ -218,113 +251,83 @@ fn target(me: &User, path: Result<Path<String>, PathRejection>) -> Result<String
     if me.is_admin || id == me.id {
         Ok(id)
     } else {
-        Err(forbidden())
+        Err(SessionAuthError::forbidden())
     }
 }
 
 /// A JSON object body, or "Wrong format".
-fn json_object(body: &[u8]) -> Result<Map<String, JsonValue>, Response> {
-    match serde_json::from_slice::<JsonValue>(body) {
+fn json_object(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Map<String, JsonValue>, SessionAuthError> {
+    match serde_json::from_slice::<JsonValue>(&body?) {
         Ok(JsonValue::Object(m)) => Ok(m),
-        _ => Err(wrong_format()),
+        _ => Err(SessionAuthError::wrong_format()),
     }
 }
 
 /// An optional string field: absent or null is `None`; another type is
 /// "Wrong format".
-fn opt_str(obj: &Map<String, JsonValue>, name: &str) -> Result<Option<String>, Response> {
+fn opt_str(obj: &Map<String, JsonValue>, name: &str) -> Result<Option<String>, SessionAuthError> {
     match obj.get(name) {
         None | Some(JsonValue::Null) => Ok(None),
         Some(JsonValue::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(wrong_format()),
+        Some(_) => Err(SessionAuthError::wrong_format()),
     }
+}
+
+/// Whether a first or last name is too long.
+fn too_long(name: Option<&String>) -> bool {
+    name.is_some_and(|v| v.chars().count() > MAX_NAME_CHARS)
 }
 
 async fn status() -> Response {
     Json(json!({"status": "OK"})).into_response()
 }
 
-async fn unauthorized_route() -> Response {
-    unauthorized()
+async fn unauthorized_route() -> SessionAuthError {
+    SessionAuthError::unauthorized()
 }
 
-async fn forbidden_route() -> Response {
-    forbidden()
+async fn forbidden_route() -> SessionAuthError {
+    SessionAuthError::forbidden()
 }
 
-async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = current(&state, &headers).await {
-        return r;
-    }
-    match users::count(&state.client).await {
-        Ok(n) => Json(json!({ "users": n })).into_response(),
-        Err(e) => user_error(&e),
-    }
+async fn stats(State(state): State<AppState>, _: CurrentUser) -> SessionAuthResult {
+    let n = users::count(&state.client).await?;
+    Ok(Json(json!({ "users": n })).into_response())
 }
 
-async fn list_users(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match current(&state, &headers).await {
-        Ok(me) if me.is_admin => {}
-        Ok(_) => return forbidden(),
-        Err(r) => return r,
-    }
-    match users::list(&state.client).await {
-        Ok(all) => Json(JsonValue::Array(all.iter().map(user_json).collect())).into_response(),
-        Err(e) => user_error(&e),
-    }
+async fn list_users(State(state): State<AppState>, _: Admin) -> SessionAuthResult {
+    let all = users::list(&state.client).await?;
+    Ok(Json(JsonValue::Array(all.iter().map(user_json).collect())).into_response())
 }
 
 async fn create_user(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    match current(&state, &headers).await {
-        Ok(me) if me.is_admin => {}
-        Ok(_) => return forbidden(),
-        Err(r) => return r,
-    }
-    let body = match body {
-        Ok(b) => b,
-        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_large(),
-        Err(_) => return wrong_format(),
-    };
-    let obj = match json_object(&body) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    let fields = (|| {
-        Ok::<_, Response>((
-            opt_str(&obj, "email")?,
-            opt_str(&obj, "password")?,
-            opt_str(&obj, "first_name")?,
-            opt_str(&obj, "last_name")?,
-            match obj.get("is_admin") {
-                None | Some(JsonValue::Null) => false,
-                Some(JsonValue::Bool(b)) => *b,
-                Some(_) => return Err(wrong_format()),
-            },
-        ))
-    })();
-    let (email, password, first_name, last_name, is_admin) = match fields {
-        Ok(f) => f,
-        Err(r) => return r,
+    _: Admin,
+    body: Result<Bytes, BytesRejection>,
+) -> SessionAuthResult {
+    let obj = json_object(body)?;
+    let email = opt_str(&obj, "email")?;
+    let password = opt_str(&obj, "password")?;
+    let first_name = opt_str(&obj, "first_name")?;
+    let last_name = opt_str(&obj, "last_name")?;
+    let is_admin = match obj.get("is_admin") {
+        None | Some(JsonValue::Null) => false,
+        Some(JsonValue::Bool(b)) => *b,
+        Some(_) => return Err(SessionAuthError::wrong_format()),
     };
     let Some(email) = email.filter(|e| !e.is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, "email missing");
+        return Err(SessionAuthError::bad_request("email missing"));
     };
     let Some(password) = password.filter(|p| !p.is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, "password missing");
+        return Err(SessionAuthError::bad_request("password missing"));
     };
     for (name, value) in [("first_name", &first_name), ("last_name", &last_name)] {
-        if value
-            .as_ref()
-            .is_some_and(|v| v.chars().count() > MAX_NAME_CHARS)
-        {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("Can't create User: {name} is longer than {MAX_NAME_CHARS} characters"),
-            );
+        if too_long(value.as_ref()) {
+            return Err(SessionAuthError::bad_request(&format!(
+                "Can't create User: {name} is longer than {MAX_NAME_CHARS} characters"
+            )));
         }
     }
     let new = NewUser {
@@ -337,103 +340,70 @@ async fn create_user(
     match users::create(&state.client, new).await {
         Ok(u) => {
             info!(admin = is_admin, "user created");
-            (StatusCode::CREATED, Json(user_json(&u))).into_response()
+            Ok((StatusCode::CREATED, Json(user_json(&u))).into_response())
         }
-        Err(e @ (UserError::EmailTaken | UserError::Invalid(_))) => {
-            error(StatusCode::BAD_REQUEST, &format!("Can't create User: {e}"))
-        }
-        Err(e) => user_error(&e),
+        Err(e @ (UserError::EmailTaken | UserError::Invalid(_))) => Err(
+            SessionAuthError::bad_request(&format!("Can't create User: {e}")),
+        ),
+        Err(e) => Err(e.into()),
     }
 }
 
 async fn get_user(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    CurrentUser(me): CurrentUser,
     path: Result<Path<String>, PathRejection>,
-) -> Response {
-    let (me, id) = match current_and_target(&state, &headers, path).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+) -> SessionAuthResult {
+    let id = target(&me, path)?;
     if id == me.id {
-        return Json(user_json(&me)).into_response();
+        return Ok(Json(user_json(&me)).into_response());
     }
-    match users::get(&state.client, &id).await {
-        Ok(Some(u)) => Json(user_json(&u)).into_response(),
-        Ok(None) => not_found(),
-        Err(e) => user_error(&e),
+    match users::get(&state.client, &id).await? {
+        Some(u) => Ok(Json(user_json(&u)).into_response()),
+        None => Err(SessionAuthError::not_found()),
     }
 }
 
 async fn update_user(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    CurrentUser(me): CurrentUser,
     path: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let (_, id) = match current_and_target(&state, &headers, path).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+    body: Result<Bytes, BytesRejection>,
+) -> SessionAuthResult {
+    let id = target(&me, path)?;
     // As in the project: an unknown id is 404 before the body is looked at.
-    match users::get(&state.client, &id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return not_found(),
-        Err(e) => return user_error(&e),
+    if users::get(&state.client, &id).await?.is_none() {
+        return Err(SessionAuthError::not_found());
     }
-    let body = match body {
-        Ok(b) => b,
-        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_large(),
-        Err(_) => return wrong_format(),
-    };
-    let obj = match json_object(&body) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    let (first_name, last_name) = match (opt_str(&obj, "first_name"), opt_str(&obj, "last_name")) {
-        (Ok(f), Ok(l)) => (f, l),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
-    if [&first_name, &last_name].iter().any(|v| {
-        v.as_ref()
-            .is_some_and(|v| v.chars().count() > MAX_NAME_CHARS)
-    }) {
-        return wrong_format();
+    let obj = json_object(body)?;
+    let first_name = opt_str(&obj, "first_name")?;
+    let last_name = opt_str(&obj, "last_name")?;
+    if too_long(first_name.as_ref()) || too_long(last_name.as_ref()) {
+        return Err(SessionAuthError::wrong_format());
     }
-    match users::update(&state.client, &id, first_name, last_name).await {
-        Ok(u) => Json(user_json(&u)).into_response(),
-        Err(e) => user_error(&e),
-    }
+    let u = users::update(&state.client, &id, first_name, last_name).await?;
+    Ok(Json(user_json(&u)).into_response())
 }
 
 async fn delete_user(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    CurrentUser(me): CurrentUser,
     path: Result<Path<String>, PathRejection>,
-) -> Response {
-    let (me, id) = match current_and_target(&state, &headers, path).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    match users::delete(&state.client, &id).await {
-        Ok(true) => {}
-        Ok(false) => return not_found(),
-        Err(e) => return user_error(&e),
+) -> SessionAuthResult {
+    let id = target(&me, path)?;
+    if !users::delete(&state.client, &id).await? {
+        return Err(SessionAuthError::not_found());
     }
     // The user is gone: so are their sessions and tokens.
-    if let Err(e) = state.client.delete_by_owner(NS, &id, None).await {
-        return store_error(&e);
-    }
-    if let Err(e) = auth::revoke_user_tokens(&state.client, &id).await {
-        return store_error(&e);
-    }
+    state.client.delete_by_owner(NS, &id, None).await?;
+    auth::revoke_user_tokens(&state.client, &id).await?;
     info!("user deleted");
     let mut r = empty(StatusCode::OK);
     if id == me.id {
         r.headers_mut()
             .insert(header::SET_COOKIE, set_cookie(&state, "", true));
     }
-    r
+    Ok(r)
 }
 
 /// The `email` and `password` form fields (url-encoded or multipart, as
@@ -441,7 +411,7 @@ async fn delete_user(
 async fn form_fields(
     state: &AppState,
     req: Request,
-) -> Result<(Option<String>, Option<String>), Response> {
+) -> Result<(Option<String>, Option<String>), SessionAuthError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -465,20 +435,24 @@ async fn form_fields(
                     match field.text().await {
                         Ok(t) => *slot = Some(t),
                         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                            return Err(too_large())
+                            return Err(SessionAuthError::too_large())
                         }
                         Err(_) => break,
                     }
                 }
                 Ok(None) => break,
-                Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
+                Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    return Err(SessionAuthError::too_large())
+                }
                 Err(_) => break,
             }
         }
     } else {
         let body = match Bytes::from_request(req, state).await {
             Ok(b) => b,
-            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
+            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(SessionAuthError::too_large())
+            }
             Err(_) => return Ok((None, None)),
         };
         if content_type.starts_with("application/x-www-form-urlencoded") {
@@ -496,50 +470,41 @@ async fn form_fields(
     Ok((email, password))
 }
 
-async fn login(State(state): State<AppState>, req: Request) -> Response {
-    let old_cookie = session_cookie(req.headers());
-    let (email, password) = match form_fields(&state, req).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
+async fn login(
+    State(state): State<AppState>,
+    old_cookie: SessionCookie,
+    req: Request,
+) -> SessionAuthResult {
+    let (email, password) = form_fields(&state, req).await?;
     let Some(email) = email.filter(|e| !e.is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, "email missing");
+        return Err(SessionAuthError::bad_request("email missing"));
     };
     let Some(password) = password.filter(|p| !p.is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, "password missing");
+        return Err(SessionAuthError::bad_request("password missing"));
     };
     let client = &state.client;
-    match auth::throttle_login(client, &email).await {
-        Ok(Throttle::Allowed) => {}
-        Ok(Throttle::Limited(wait)) => {
-            info!("login throttled");
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(wait.as_secs().max(1)),
-            );
-            return r;
+    throttle::<SessionAuthApi>(client, &email, "Too many requests").await?;
+    let user = match users::check_password(client, &email, &password).await? {
+        Login::Ok(u) => u,
+        Login::NoSuchUser => {
+            return Err(SessionAuthError::fail(
+                StatusCode::NOT_FOUND,
+                "no user found for this email",
+            ))
         }
-        Err(e) => return store_error(&e),
-    }
-    let user = match users::check_password(client, &email, &password).await {
-        Ok(Login::Ok(u)) => u,
-        Ok(Login::NoSuchUser) => {
-            return error(StatusCode::NOT_FOUND, "no user found for this email")
+        _ => {
+            return Err(SessionAuthError::fail(
+                StatusCode::UNAUTHORIZED,
+                "wrong password",
+            ))
         }
-        Ok(_) => return error(StatusCode::UNAUTHORIZED, "wrong password"),
-        Err(e) => return user_error(&e),
     };
-    if let Err(e) = auth::clear_login_throttle(client, &email).await {
-        return store_error(&e);
-    }
+    auth::clear_login_throttle(client, &email).await?;
     // The session the browser held before this login ends with it.
-    if let Some(old) = old_cookie.and_then(|c| c.parse::<SessionId>().ok()) {
-        if let Err(e) = client.delete(NS, old).await {
-            return store_error(&e);
-        }
+    if let Some(old) = old_cookie.value.and_then(|c| c.parse::<SessionId>().ok()) {
+        client.delete(NS, old).await?;
     }
-    let session = match client
+    let session = client
         .create(
             NS,
             CreateOptions::new()
@@ -549,11 +514,7 @@ async fn login(State(state): State<AppState>, req: Request) -> Response {
                 .attr("user_id", user.id.as_str())
                 .owner_limit(MAX_SESSIONS_PER_USER, LimitPolicy::EvictOldest),
         )
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => return store_error(&e),
-    };
+        .await?;
     info!("session created");
     let mut r = Json(user_json(&user)).into_response();
     r.headers_mut().insert(
@@ -562,24 +523,21 @@ async fn login(State(state): State<AppState>, req: Request) -> Response {
     );
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    Ok(r)
 }
 
-async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(id) = session_cookie(&headers).and_then(|c| c.parse::<SessionId>().ok()) else {
-        return empty(StatusCode::NOT_FOUND);
+async fn logout(State(state): State<AppState>, cookie: SessionCookie) -> SessionAuthResult {
+    let Some(id) = cookie.value.and_then(|c| c.parse::<SessionId>().ok()) else {
+        return Ok(empty(StatusCode::NOT_FOUND));
     };
-    match state.client.delete(NS, id).await {
-        Ok(true) => {
-            info!("session ended");
-            let mut r = empty(StatusCode::OK);
-            r.headers_mut()
-                .insert(header::SET_COOKIE, set_cookie(&state, "", true));
-            r
-        }
-        Ok(false) => empty(StatusCode::NOT_FOUND),
-        Err(e) => store_error(&e),
+    if !state.client.delete(NS, id).await? {
+        return Ok(empty(StatusCode::NOT_FOUND));
     }
+    info!("session ended");
+    let mut r = empty(StatusCode::OK);
+    r.headers_mut()
+        .insert(header::SET_COOKIE, set_cookie(&state, "", true));
+    Ok(r)
 }
 
 /// The routes, each also with a trailing slash.

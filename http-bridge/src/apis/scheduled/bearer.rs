@@ -18,7 +18,7 @@
 use std::path::Path;
 use std::sync::Once;
 
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
@@ -172,20 +172,12 @@ fn verify_jwt(state: &AppState, token: &str) -> Option<Caller> {
     })
 }
 
-/// The bearer token of a request, if any.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
 /// Identifies the caller.
 ///
 /// # Errors
 /// [`AuthError`] saying why not.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, AuthError> {
-    let token = bearer(headers).ok_or(AuthError::Missing)?;
+    let token = crate::apis::common::bearer(headers).ok_or(AuthError::Missing)?;
     if token.len() > MAX_TOKEN_LEN {
         return Err(AuthError::Invalid);
     }

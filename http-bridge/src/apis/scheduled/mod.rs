@@ -60,15 +60,17 @@ pub mod schedule;
 pub mod store;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::FromRequestParts;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use sessiond_client::SessionId;
 
-use crate::apis::daemon_unavailable;
+use crate::apis::common::{ApiError, Envelope, Failure};
 use crate::state::AppState;
 use bearer::{AuthError, Caller};
 use schedule::{format_time, parse_time, weekday_name, weekday_of, Cycle};
@@ -101,60 +103,58 @@ pub fn routes() -> Router<AppState> {
 // ---------------------------------------------------------------------------
 // Responses
 
-/// An error answer: `{"statusCode", "message", "error"}`.
+/// This API's error envelope: `{"statusCode", "message", "error"}`, with
+/// `WWW-Authenticate: Bearer` on a 401.
 #[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: Value,
-}
+pub struct ScheduledApi;
 
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: Value::String(message.into()),
-        }
+impl Envelope for ScheduledApi {
+    const LOG: &'static str = "scheduled sessions: store error";
+    const STORE_FULL: &'static str = "The session store is full, retry later";
+    const UNAVAILABLE: &'static str = "The session store is unavailable, retry later";
+
+    fn body(f: &Failure) -> Value {
+        json!({
+            "statusCode": f.status.as_u16(),
+            "message": f.list.as_ref().map_or_else(|| json!(f.message), |l| json!(l)),
+            "error": f.status.canonical_reason().unwrap_or("Error"),
+        })
     }
 
-    fn fields(problems: Vec<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message: json!(problems),
+    fn finish(f: &Failure, r: &mut Response) {
+        if f.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+    }
+}
+
+/// An error of this API.
+pub type ScheduledError = ApiError<ScheduledApi>;
+
+impl ScheduledError {
+    fn fields(problems: Vec<String>) -> Self {
+        Self::fail(StatusCode::BAD_REQUEST, "").listing(problems)
     }
 
     fn bad(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
+        Self::fail(StatusCode::BAD_REQUEST, message)
     }
 
     fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "Session not found")
+        Self::fail(StatusCode::NOT_FOUND, "Session not found")
     }
 
     fn unavailable() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The session store is unavailable, retry later",
-        )
+        Self::fail(StatusCode::SERVICE_UNAVAILABLE, ScheduledApi::UNAVAILABLE)
     }
+}
 
-    fn store(e: &sessiond_client::Error) -> Self {
-        if crate::apis::store_full(e) {
-            return Self::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "The session store is full, retry later",
-            );
-        }
-        if !daemon_unavailable(e) {
-            tracing::warn!(error = %e, "scheduled sessions: store error");
-        }
-        Self::unavailable()
-    }
-
-    fn from_store(e: &StoreError) -> Self {
+impl From<StoreError> for ScheduledError {
+    fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Client(e) => Self::store(e),
-            StoreError::Busy => Self::new(
+            StoreError::Client(e) => e.into(),
+            StoreError::Busy => Self::fail(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The timeline is busy, retry later",
             ),
@@ -163,36 +163,31 @@ impl ApiError {
     }
 }
 
-impl From<AuthError> for ApiError {
+impl From<AuthError> for ScheduledError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Missing => Self::new(StatusCode::UNAUTHORIZED, "Missing bearer token"),
+            AuthError::Missing => Self::fail(StatusCode::UNAUTHORIZED, "Missing bearer token"),
             AuthError::Invalid => {
-                Self::new(StatusCode::UNAUTHORIZED, "Invalid or expired bearer token")
+                Self::fail(StatusCode::UNAUTHORIZED, "Invalid or expired bearer token")
             }
             AuthError::Unavailable => Self::unavailable(),
         }
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let error = self.status.canonical_reason().unwrap_or("Error");
-        let body = json!({
-            "statusCode": self.status.as_u16(),
-            "message": self.message,
-            "error": error,
-        });
-        let mut r = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        r
+/// The authenticated caller (see [`bearer::authenticate`]), or the 401/503.
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ScheduledError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, ScheduledError> {
+        Ok(bearer::authenticate(state, &parts.headers).await?)
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+type ApiResult = Result<Response, ScheduledError>;
 
 fn ok(data: Value) -> Response {
     Json(json!({"data": data, "meta": {"message": "success"}})).into_response()
@@ -241,27 +236,27 @@ fn parse_uuid(s: &str) -> Option<SessionId> {
     (s.len() == 36).then(|| s.parse().ok()).flatten()
 }
 
-fn path_id(id: Result<Path<String>, PathRejection>) -> Result<SessionId, ApiError> {
+fn path_id(id: Result<Path<String>, PathRejection>) -> Result<SessionId, ScheduledError> {
     let Ok(Path(id)) = id else {
-        return Err(ApiError::bad("Validation failed (uuid is expected)"));
+        return Err(ScheduledError::bad("Validation failed (uuid is expected)"));
     };
-    parse_uuid(&id).ok_or_else(|| ApiError::bad("Validation failed (uuid is expected)"))
+    parse_uuid(&id).ok_or_else(|| ScheduledError::bad("Validation failed (uuid is expected)"))
 }
 
 fn json_object(
     payload: Result<Json<Value>, JsonRejection>,
-) -> Result<Map<String, Value>, ApiError> {
+) -> Result<Map<String, Value>, ScheduledError> {
     match payload {
         Ok(Json(Value::Object(map))) => Ok(map),
-        Ok(_) => Err(ApiError::bad("The body must be a JSON object")),
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+        Ok(_) => Err(ScheduledError::bad("The body must be a JSON object")),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ScheduledError::fail(
             StatusCode::PAYLOAD_TOO_LARGE,
             "The body is too large",
         )),
-        Err(JsonRejection::MissingJsonContentType(_)) => {
-            Err(ApiError::bad("Expected Content-Type: application/json"))
-        }
-        Err(_) => Err(ApiError::bad("Malformed JSON body")),
+        Err(JsonRejection::MissingJsonContentType(_)) => Err(ScheduledError::bad(
+            "Expected Content-Type: application/json",
+        )),
+        Err(_) => Err(ScheduledError::bad("Malformed JSON body")),
     }
 }
 
@@ -417,7 +412,7 @@ fn settle(
     end: Option<i64>,
     base: (Option<Cycle>, Option<chrono::Weekday>),
     input: &Input,
-) -> Result<(Option<Cycle>, Option<chrono::Weekday>), ApiError> {
+) -> Result<(Option<Cycle>, Option<chrono::Weekday>), ScheduledError> {
     let (base_cycle, base_weekday) = base;
     let mut p = Vec::new();
     if let (Some(start), Some(end)) = (start, end) {
@@ -488,7 +483,7 @@ fn settle(
     if p.is_empty() {
         Ok((cycle, weekday))
     } else {
-        Err(ApiError::fields(p))
+        Err(ScheduledError::fields(p))
     }
 }
 
@@ -524,14 +519,10 @@ fn paged<T>(items: Vec<T>, page: Page) -> impl Iterator<Item = T> {
     items.into_iter().skip(skip).take(take)
 }
 
-fn query_of(query: Result<Query<QueryMap>, QueryRejection>) -> Result<QueryMap, ApiError> {
+fn query_of(query: Result<Query<QueryMap>, QueryRejection>) -> Result<QueryMap, ScheduledError> {
     query
         .map(|Query(q)| q)
-        .map_err(|_| ApiError::bad("Malformed query string"))
-}
-
-async fn auth(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    Ok(bearer::authenticate(state, headers).await?)
+        .map_err(|_| ScheduledError::bad("Malformed query string"))
 }
 
 /// A live session the caller may see, or 404.
@@ -539,11 +530,11 @@ async fn visible_session(
     state: &AppState,
     caller: &Caller,
     id: SessionId,
-) -> Result<Sched, ApiError> {
+) -> Result<Sched, ScheduledError> {
     match store::get_session(&state.client, id).await {
         Ok(Some(s)) if s.removed_at.is_none() && caller.may_access(&s.user_id) => Ok(s),
-        Ok(_) => Err(ApiError::not_found()),
-        Err(e) => Err(ApiError::store(&e)),
+        Ok(_) => Err(ScheduledError::not_found()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -563,7 +554,7 @@ fn admit(
     mine: Option<&[Sched]>,
     new: &Sched,
     fresh: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), ScheduledError> {
     if let Some(other) = overlapped(existing, new) {
         return Err(conflict_with(other, "timeline"));
     }
@@ -571,13 +562,13 @@ fn admit(
         return Err(conflict_with(other, "user"));
     }
     if !fresh {
-        return Err(ApiError::from_store(&StoreError::Busy));
+        return Err(StoreError::Busy.into());
     }
     Ok(())
 }
 
-fn conflict_with(other: &Sched, of: &str) -> ApiError {
-    ApiError::new(
+fn conflict_with(other: &Sched, of: &str) -> ScheduledError {
+    ScheduledError::fail(
         StatusCode::CONFLICT,
         format!("The session overlaps session {} of the same {of}", other.id),
     )
@@ -588,10 +579,9 @@ fn conflict_with(other: &Sched, of: &str) -> ApiError {
 
 async fn list_sessions(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     query: Result<Query<QueryMap>, QueryRejection>,
 ) -> ApiResult {
-    let caller = auth(&state, &headers).await?;
     let q = query_of(query)?;
     let mut p = Vec::new();
     let page = page_of(&q, &mut p);
@@ -614,39 +604,32 @@ async fn list_sessions(
         },
     };
     if !p.is_empty() {
-        return Err(ApiError::fields(p));
+        return Err(ScheduledError::fields(p));
     }
     let client = &state.client;
     let timelines = match filter {
         Some(id) => match store::get_timeline(client, id).await {
             Ok(Some(t)) if caller.may_access(&t.user_id) => vec![t.id],
             Ok(Some(_)) => {
-                return Err(ApiError::new(
+                return Err(ScheduledError::fail(
                     StatusCode::FORBIDDEN,
                     "The timeline belongs to another user",
                 ))
             }
             // A filter naming no timeline matches nothing.
             Ok(None) => Vec::new(),
-            Err(e) => return Err(ApiError::store(&e)),
+            Err(e) => return Err(e.into()),
         },
-        None if caller.is_admin => store::all_timeline_ids(client)
-            .await
-            .map_err(|e| ApiError::store(&e))?,
+        None if caller.is_admin => store::all_timeline_ids(client).await?,
         None => store::user_timelines(client, &caller.user_id)
-            .await
-            .map_err(|e| ApiError::store(&e))?
+            .await?
             .into_iter()
             .map(|t| t.id)
             .collect(),
     };
     let mut all = Vec::new();
     for t in timelines {
-        all.extend(
-            store::timeline_sessions(client, t)
-                .await
-                .map_err(|e| ApiError::store(&e))?,
-        );
+        all.extend(store::timeline_sessions(client, t).await?);
     }
     all.sort_by(|a, b| {
         // Sessions without a start come last, in both orders.
@@ -668,10 +651,9 @@ async fn list_sessions(
 
 async fn get_session(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    let caller = auth(&state, &headers).await?;
     let id = path_id(id)?;
     let s = visible_session(&state, &caller, id).await?;
     Ok(ok(session_view(&s)))
@@ -679,7 +661,7 @@ async fn get_session(
 
 /// What a write under the locks answers, and how to undo it should a lease
 /// turn out to have lapsed.
-type Written = Result<(Response, Option<Undo>), ApiError>;
+type Written = Result<(Response, Option<Undo>), ScheduledError>;
 
 /// Runs `write` under the timeline's lock, and first under `user`'s lock when
 /// given (in that order, always). `write` gets the timeline's live sessions,
@@ -698,11 +680,7 @@ where
     let client = &state.client;
     let user_lock = match user {
         None => None,
-        Some(u) => Some(
-            store::lock_user(client, u)
-                .await
-                .map_err(|e| ApiError::from_store(&e))?,
-        ),
+        Some(u) => Some(store::lock_user(client, u).await?),
     };
     let result = match store::lock_timeline(client, timeline).await {
         Ok(lock) => {
@@ -719,14 +697,14 @@ where
                     let fresh = lock.fresh() && user_lock.as_ref().is_none_or(store::Lock::fresh);
                     write(sessions, mine, fresh).await
                 }
-                Err(e) => Err(ApiError::store(&e)),
+                Err(e) => Err(e.into()),
             };
             release(state, lock, result).await
         }
         // The timeline vanished (timelines are never deleted: only a race
         // with a store failure gets here).
-        Err(StoreError::NotFound) => Err(ApiError::not_found()),
-        Err(e) => Err(ApiError::from_store(&e)),
+        Err(StoreError::NotFound) => Err(ScheduledError::not_found()),
+        Err(e) => Err(e.into()),
     };
     let result = match user_lock {
         Some(lock) => release(state, lock, result).await,
@@ -745,7 +723,7 @@ async fn release(state: &AppState, lock: store::Lock, result: Written) -> Writte
             if let Ok((_, Some(undo))) = &result {
                 undo.run(state).await;
             }
-            Err(ApiError::from_store(&StoreError::Busy))
+            Err(StoreError::Busy.into())
         }
         Err(e) => {
             // The daemon failed after the write: the lease lapses by itself,
@@ -788,10 +766,9 @@ impl Undo {
 
 async fn create_session(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     payload: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult {
-    let caller = auth(&state, &headers).await?;
     let map = json_object(payload)?;
     let (input, mut missing) = parse_input(&map);
     for (name, given) in [
@@ -804,13 +781,13 @@ async fn create_session(
         }
     }
     if !missing.is_empty() {
-        return Err(ApiError::fields(missing));
+        return Err(ScheduledError::fields(missing));
     }
     let (Field::Set(kind), Field::Set(timeline_id), Field::Set(name)) =
         (&input.kind, &input.timeline_id, &input.name)
     else {
         // Not reached: absent and null fields were reported above.
-        return Err(ApiError::fields(vec![
+        return Err(ScheduledError::fields(vec![
             "type, timelineId and name are required".into(),
         ]));
     };
@@ -820,14 +797,14 @@ async fn create_session(
     let timeline = match store::get_timeline(&state.client, timeline_id).await {
         Ok(Some(t)) => t,
         Ok(None) => {
-            return Err(ApiError::fields(vec![
+            return Err(ScheduledError::fields(vec![
                 "timelineId does not reference a valid timeline".into(),
             ]))
         }
-        Err(e) => return Err(ApiError::store(&e)),
+        Err(e) => return Err(e.into()),
     };
     if !caller.may_access(&timeline.user_id) {
-        return Err(ApiError::new(
+        return Err(ScheduledError::fail(
             StatusCode::FORBIDDEN,
             "The timeline belongs to another user",
         ));
@@ -864,13 +841,9 @@ async fn create_session(
             admit(&existing, mine.as_deref(), &new, fresh)?;
             if foreign {
                 // So that the creator's later writes see this session.
-                store::note_user_timeline(&client, &new.created_by, timeline_id)
-                    .await
-                    .map_err(|e| ApiError::store(&e))?;
+                store::note_user_timeline(&client, &new.created_by, timeline_id).await?;
             }
-            let created = store::insert_session(&client, &new)
-                .await
-                .map_err(|e| ApiError::from_store(&e))?;
+            let created = store::insert_session(&client, &new).await?;
             Ok((ok(session_view(&created)), Some(Undo::Insert(created.id))))
         },
     )
@@ -879,21 +852,20 @@ async fn create_session(
 
 async fn update_session(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     id: Result<Path<String>, PathRejection>,
     payload: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult {
-    let caller = auth(&state, &headers).await?;
     let id = path_id(id)?;
     let map = json_object(payload)?;
     let (input, problems) = parse_input(&map);
     if !problems.is_empty() {
-        return Err(ApiError::fields(problems));
+        return Err(ScheduledError::fields(problems));
     }
     let first = visible_session(&state, &caller, id).await?;
     if let Field::Set(t) = input.timeline_id {
         if t != first.timeline_id {
-            return Err(ApiError::fields(vec![
+            return Err(ScheduledError::fields(vec![
                 "timelineId cannot be changed: create the session on the other timeline".into(),
             ]));
         }
@@ -935,9 +907,7 @@ async fn update_session(
             // The user's sessions matter only if it now happens at another time.
             let mine = mine.filter(|_| new.slot() != old.slot());
             admit(&existing, mine.as_deref(), &new, fresh)?;
-            let saved = store::replace_session(&client, &new)
-                .await
-                .map_err(|e| ApiError::from_store(&e))?;
+            let saved = store::replace_session(&client, &new).await?;
             let undo = Undo::Replace(Box::new(old), saved.version);
             Ok((ok(session_view(&saved)), Some(undo)))
         },
@@ -947,10 +917,9 @@ async fn update_session(
 
 async fn delete_session(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    let caller = auth(&state, &headers).await?;
     let id = path_id(id)?;
     let first = visible_session(&state, &caller, id).await?;
     let client = state.client.clone();
@@ -965,9 +934,7 @@ async fn delete_session(
             updated_at: now.max(old.updated_at),
             ..old
         };
-        let saved = store::replace_session(&client, &removed)
-            .await
-            .map_err(|e| ApiError::from_store(&e))?;
+        let saved = store::replace_session(&client, &removed).await?;
         // Removing frees time; nothing to undo if the lease lapsed.
         Ok((ok(session_view(&saved)), None))
     })
@@ -976,10 +943,9 @@ async fn delete_session(
 
 async fn create_timeline(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     payload: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult {
-    let caller = auth(&state, &headers).await?;
     let map = json_object(payload)?;
     let mut p = Vec::new();
     let name = field(&map, "name", &mut p, |v| string_of(v, MAX_NAME, true));
@@ -987,29 +953,24 @@ async fn create_timeline(
         if p.is_empty() {
             p.push("name is required".into());
         }
-        return Err(ApiError::fields(p));
+        return Err(ScheduledError::fields(p));
     };
-    let t = store::create_timeline(&state.client, &caller.user_id, &name)
-        .await
-        .map_err(|e| ApiError::store(&e))?;
+    let t = store::create_timeline(&state.client, &caller.user_id, &name).await?;
     Ok(ok(timeline_view(&t)))
 }
 
 async fn list_timelines(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     query: Result<Query<QueryMap>, QueryRejection>,
 ) -> ApiResult {
-    let caller = auth(&state, &headers).await?;
     let q = query_of(query)?;
     let mut p = Vec::new();
     let page = page_of(&q, &mut p);
     if !p.is_empty() {
-        return Err(ApiError::fields(p));
+        return Err(ScheduledError::fields(p));
     }
-    let all = store::user_timelines(&state.client, &caller.user_id)
-        .await
-        .map_err(|e| ApiError::store(&e))?;
+    let all = store::user_timelines(&state.client, &caller.user_id).await?;
     let count = all.len();
     let data = paged(all, page).map(|t| timeline_view(&t)).collect();
     Ok(ok_page(data, page, count))

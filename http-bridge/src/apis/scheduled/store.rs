@@ -40,10 +40,10 @@ use std::time::{Duration, Instant};
 use chrono::Weekday;
 use sessiond_client::{
     Client, CreateOptions, Error as ClientError, ErrorCode, Session, SessionId, UpdateOptions,
-    Value,
 };
 
 use super::schedule::{Cycle, Slot, WEEKDAYS};
+use crate::apis::common::{int, text};
 
 /// Namespace of timelines (owned by their user).
 pub const TIMELINES_NS: &str = "sched-timelines";
@@ -172,20 +172,6 @@ impl Sched {
             end: self.end?,
             cycle: self.cycle,
         })
-    }
-}
-
-fn text(s: &Session, name: &str) -> Option<String> {
-    match s.attr(name) {
-        Some(Value::Str(v)) => Some(v.clone()),
-        _ => None,
-    }
-}
-
-fn int(s: &Session, name: &str) -> Option<i64> {
-    match s.attr(name) {
-        Some(Value::Int(v)) => Some(*v),
-        _ => None,
     }
 }
 
