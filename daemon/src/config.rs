@@ -334,7 +334,7 @@ pub struct ServerArgs {
     #[arg(long, env = "SESSIOND_EVENTS_RETENTION")]
     pub events_retention: Option<String>,
     /// ...and at most about this many bytes, e.g. 1GiB (default 1GiB; with
-    /// --in-memory the feed is a ring of at most 64MiB).
+    /// --in-memory the feed is a ring of at most 8MiB).
     #[arg(long, env = "SESSIOND_EVENTS_RETENTION_BYTES")]
     pub events_retention_bytes: Option<String>,
     /// Auth file of hashed tokens with their namespaces and rights (see `sessiond hash-token`).

@@ -71,6 +71,9 @@ pub const READ_BYTES: usize = 256 * 1024;
 /// reported again (at least once: an expiry reaped in the last moments before
 /// a crash may be reported twice, none is lost). Well over an expiry tick.
 const HORIZON_MARGIN_MS: u64 = 2_000;
+/// What an event costs the ring beyond its bytes: its slot (cursor and
+/// `Bytes`, 40) and the allocator's overhead and rounding (about 24).
+const RING_OVERHEAD: usize = 64;
 /// Bytes of an events file's header.
 const HEADER: &[u8; 16] = b"SDEV\x01\0\0\0\0\0\0\0\0\0\0\0";
 /// Bytes in front of each event's payload.
@@ -595,11 +598,11 @@ impl Feed {
             // Memory only: the ring is the feed.
             let mut payload = Vec::with_capacity(48 + namespace.len() + owner.map_or(0, str::len));
             encode_event(&mut payload, cursor, at_ms, namespace, id, owner, kind);
-            inner.ring_bytes += payload.len() + 32;
+            inner.ring_bytes += payload.len() + RING_OVERHEAD;
             inner.ring.push_back((cursor, Bytes::from(payload)));
             while inner.ring_bytes > self.config.ring_bytes && inner.ring.len() > 1 {
                 if let Some((_, old)) = inner.ring.pop_front() {
-                    inner.ring_bytes -= old.len() + 32;
+                    inner.ring_bytes -= old.len() + RING_OVERHEAD;
                 }
             }
         }

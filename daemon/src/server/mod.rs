@@ -111,9 +111,11 @@ impl Daemon {
                 dir: (!config.in_memory).then(|| config.data_dir.join("events")),
                 retention: Some(retention),
                 retention_bytes: config.events_retention_bytes,
+                // Memory only: the ring is the feed, kept small (it counts
+                // against the memory a session store is chosen for).
                 ring_bytes: usize::try_from(config.events_retention_bytes)
                     .unwrap_or(usize::MAX)
-                    .min(if config.in_memory { 64 << 20 } else { 8 << 20 }),
+                    .min(8 << 20),
             };
             let feed =
                 match tokio::task::spawn_blocking(move || crate::events::Feed::open(feed_config))
