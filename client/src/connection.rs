@@ -590,7 +590,12 @@ async fn reader(mut read: ReadHalf, mut buf: BytesMut, max_len: u32, shared: Arc
     loop {
         loop {
             let frame = match split_frame(&buf, max_len) {
-                Ok(Some((payload, total))) => Some((decode_response(payload), total)),
+                Ok(Some((payload, total))) => {
+                    // Session answers (most of them) are read without serde.
+                    let response = sessiond_protocol::view::decode_session_response(payload)
+                        .map_or_else(|| decode_response(payload), Ok);
+                    Some((response, total))
+                }
                 Ok(None) => None,
                 Err(e) => {
                     // The length prefix cannot be trusted, so neither can any

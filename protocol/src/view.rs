@@ -28,7 +28,10 @@ use crate::error::EncodeError;
 use crate::frame::{ABSOLUTE_MAX_FRAME_LEN, HEADER_LEN};
 use crate::ids::SessionId;
 use crate::limits;
-use crate::message::{DeleteReason, EventKind, LimitPolicy, OwnerLimit, Ttl};
+use crate::message::{
+    DeleteReason, EventKind, LimitPolicy, OwnerLimit, Reply, Response, Session, Ttl,
+};
+use crate::value::{Attrs, Value};
 
 /// Wire tag of `Op::Create`.
 const OP_CREATE: u32 = 2;
@@ -222,6 +225,51 @@ impl<'a> Reader<'a> {
         start.get(..start.len() - self.bytes.len())
     }
 
+    /// One attribute value, owned.
+    fn value_owned(&mut self) -> Option<Value> {
+        Some(match self.varint_u32()? {
+            0 => Value::Null,
+            1 => Value::Bool(self.bool()?),
+            2 => Value::Int(self.varint_i64()?),
+            3 => Value::Float(f64::from_le_bytes(self.array()?)),
+            4 => Value::Str(self.str()?.to_owned()),
+            5 => Value::Bytes(self.bytes()?.to_vec()),
+            6 => Value::Counter {
+                value: self.varint_i64()?,
+                reset_at_ms: self.varint()?,
+            },
+            _ => return None,
+        })
+    }
+
+    /// An attribute map, owned (a repeated name: the last value wins, as
+    /// with serde's map).
+    fn attrs_owned(&mut self) -> Option<Attrs> {
+        let count = self.varint()?;
+        let mut attrs = Attrs::new();
+        for _ in 0..count {
+            let name = self.str()?.to_owned();
+            let value = self.value_owned()?;
+            attrs.insert(name, value);
+        }
+        Some(attrs)
+    }
+
+    /// A whole session, owned.
+    fn session(&mut self) -> Option<Session> {
+        Some(Session {
+            namespace: self.str()?.to_owned(),
+            id: self.id()?,
+            owner: self.option(Reader::str)?.map(str::to_owned),
+            created_at_ms: self.varint()?,
+            last_active_ms: self.varint()?,
+            expires_at_ms: self.option(Reader::varint)?,
+            ttl: self.ttl()?,
+            version: self.varint()?,
+            attrs: self.attrs_owned()?,
+        })
+    }
+
     fn owner_limit(&mut self) -> Option<OwnerLimit> {
         let max_sessions = self.varint_u32()?;
         let policy = match self.varint_u32()? {
@@ -261,6 +309,23 @@ pub fn decode_hot_request(payload: &[u8]) -> Option<(u64, OpView<'_>)> {
         _ => return None,
     };
     r.bytes.is_empty().then_some((request_id, op))
+}
+
+/// Reads a `Session` or `MaybeSession` answer (what a client receives most)
+/// without serde: the same values [`crate::frame::decode_response`] gives,
+/// at a fraction of the instructions. `None` for any other answer or
+/// anything the general decoder should look at (as
+/// [`decode_hot_request`]: shortest-form integers only).
+#[must_use]
+pub fn decode_session_response(payload: &[u8]) -> Option<Response> {
+    let mut r = Reader { bytes: payload };
+    let id = r.varint()?;
+    let reply = match r.varint_u32()? {
+        REPLY_SESSION => Reply::Session(r.session()?),
+        REPLY_MAYBE_SESSION => Reply::MaybeSession(r.option(Reader::session)?),
+        _ => return None,
+    };
+    r.bytes.is_empty().then_some(Response { id, reply })
 }
 
 /// A session without its attributes, borrowed: the fields of
