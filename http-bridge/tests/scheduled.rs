@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::{Api, Call};
+
 use std::time::Duration;
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
@@ -64,55 +66,8 @@ fn b64url(bytes: &[u8]) -> String {
     out
 }
 
-/// A client of one bridge acting with one bearer token.
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
-}
-
+/// What only this API's tests ask of a client.
 impl Api {
-    fn new(b: &common::TestBridge, token: Option<String>) -> Self {
-        Self {
-            http: common::http(),
-            base: b.base.clone(),
-            token,
-        }
-    }
-
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, format!("{}{path}", self.base));
-        match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
-        }
-    }
-
-    async fn send(r: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let r = r.send().await.unwrap();
-        let status = r.status();
-        let text = r.text().await.unwrap();
-        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, v)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        Self::send(self.req(reqwest::Method::GET, path)).await
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        Self::send(self.req(reqwest::Method::POST, path).json(body)).await
-    }
-
-    async fn patch(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        Self::send(self.req(reqwest::Method::PATCH, path).json(body)).await
-    }
-
-    async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        Self::send(self.req(reqwest::Method::DELETE, path)).await
-    }
-
     async fn timeline(&self, name: &str) -> String {
         let (s, v) = self.post("/timelines", &json!({"name": name})).await;
         assert_eq!(s, 200, "{v}");
@@ -147,7 +102,7 @@ async fn bearer_jwts_are_verified() {
     let http = common::http();
 
     // No header, another scheme, garbage.
-    let r = http.get(b.url("/sessions")).send().await.unwrap();
+    let r = http.get(b.url("/sessions")).call().await;
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     let v: Value = r.json().await.unwrap();
@@ -155,9 +110,8 @@ async fn bearer_jwts_are_verified() {
     let r = http
         .get(b.url("/sessions"))
         .header("Authorization", "Basic dTpw")
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 401);
     for bad in ["garbage", "a.b.c", "not-a-uuid-at-all"] {
         let (s, v) = Api::new(&b, Some(bad.into())).get("/sessions").await;
@@ -244,9 +198,8 @@ async fn bearer_jwts_are_verified() {
     let r = http
         .get(b.url("/sessions"))
         .header("Authorization", format!("bearer {}", token("u1")))
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -1596,16 +1549,12 @@ async fn a_dead_daemon_is_503_and_the_data_survives_its_restart() {
     assert_eq!(Api::new(&b, None).get("/sessions").await.0, 401);
 
     d.restart().await;
-    let mut back = None;
-    for _ in 0..100 {
+    let v = common::poll_until(100, Duration::from_millis(100), || async {
         let (s, v) = api.get(&format!("/sessions/{id}")).await;
-        if s == 200 {
-            back = Some(v);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let v = back.expect("the bridge never recovered");
+        (s == 200).then_some(v)
+    })
+    .await
+    .expect("the bridge never recovered");
     assert_eq!(v["data"]["startDateTime"], "2030-11-01T09:00:00.000Z");
     // The slot is still taken.
     let (s, _) = api
