@@ -479,14 +479,8 @@ async fn deleting_a_user_ends_their_sessions_and_tokens() {
     let (_, one) = session(&b, "dee@example.com", "dee-pw").await;
     let (_, two) = session(&b, "dee@example.com", "dee-pw").await;
     // A token of the login API too.
-    let r = reqwest::Client::new()
-        .post(b.url("/session"))
-        .json(&json!({"username": "dee@example.com", "password": "dee-pw"}))
-        .call()
-        .await;
-    assert_eq!(r.status(), 200);
-    let access = r.headers()["authorization"].to_str().unwrap()[7..].to_owned();
-    let refresh = r.headers()["refresh"].to_str().unwrap().to_owned();
+    let common::Tokens { access, refresh } =
+        common::login_tokens(&b, "dee@example.com", "dee-pw").await;
 
     let (admin, _) = session(&b, ADMIN.0, ADMIN.1).await;
     let r = admin

@@ -212,6 +212,15 @@ pub async fn poll_status(
     .await
 }
 
+/// `answer`'s body, once its status is `want` (a panic showing the body
+/// otherwise).
+#[track_caller]
+pub fn expect(want: u16, answer: (reqwest::StatusCode, serde_json::Value)) -> serde_json::Value {
+    let (status, v) = answer;
+    assert_eq!(status, want, "{v}");
+    v
+}
+
 /// A sessiond client on the bridge's embedded daemon.
 pub async fn daemon(b: &TestBridge) -> sessiond_client::Client {
     sessiond_client::Client::connect(b.daemon_addr())
