@@ -345,11 +345,7 @@ async fn usage_is_limited_per_window_with_429() {
     }
     let r = use_op("concept_refinement").await.unwrap();
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry = common::retry_after(&r);
     assert!(retry > 0 && retry <= 24 * 3600, "{retry}");
     assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
     assert!(r.headers().contains_key("x-ratelimit-reset"));

@@ -267,11 +267,7 @@ async fn failed_logins_are_throttled_per_username() {
     // Past the limit, even the right password waits.
     let r = login(&http, &b, "frank@example.com", "frank-pw").await;
     assert_eq!(r.status(), 429);
-    let wait: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let wait = common::retry_after(&r);
     assert!(wait >= 1 && wait <= auth::LOGIN_WINDOW.as_secs());
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["success"], false);

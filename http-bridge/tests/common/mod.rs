@@ -179,6 +179,15 @@ pub async fn json_of(r: reqwest::Response) -> (u16, serde_json::Value) {
     (status, r.json().await.unwrap())
 }
 
+/// A response's `Retry-After`, in seconds.
+pub fn retry_after(r: &reqwest::Response) -> u64 {
+    r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// Runs `probe` up to `tries` times, `every` apart, until it gives a value.
 pub async fn poll_until<T, F, Fut>(
     tries: usize,
