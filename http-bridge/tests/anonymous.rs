@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use common::{bare, Call};
 
 use serde_json::{json, Value};
 
@@ -15,11 +15,6 @@ fn session_cookie(r: &reqwest::Response) -> String {
         .map(|v| v.to_str().unwrap().to_owned())
         .find(|c| c.starts_with("concept_session="))
         .expect("a concept_session cookie")
-}
-
-/// An HTTP client without a cookie store: each request says what it carries.
-fn bare() -> reqwest::Client {
-    reqwest::Client::new()
 }
 
 fn is_timestamp(v: &Value) -> bool {
@@ -38,7 +33,7 @@ async fn create_sets_the_cookie_and_answers_the_documented_shape() {
     let b = common::start().await;
     let http = common::http();
 
-    let r = http.post(b.url("/api/session/")).send().await.unwrap();
+    let r = http.post(b.url("/api/session/")).call().await;
     assert_eq!(r.status(), 200);
     let cookie = session_cookie(&r);
     assert_eq!(r.headers()["cache-control"], "no-store");
@@ -61,25 +56,14 @@ async fn create_sets_the_cookie_and_answers_the_documented_shape() {
 
     // The cookie brings the same session back, with or without the slash
     // and with an empty JSON object as the body.
-    let v: Value = http
-        .post(b.url("/api/session"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = http.post(b.url("/api/session")).value().await;
     assert_eq!(v["session_id"], id.as_str());
     assert_eq!(v["is_new_session"], false);
     let v: Value = http
         .post(b.url("/api/session/"))
         .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_eq!(v["session_id"], id.as_str());
     assert_eq!(v["is_new_session"], false);
 
@@ -87,12 +71,8 @@ async fn create_sets_the_cookie_and_answers_the_documented_shape() {
     let other: Value = bare()
         .post(b.url("/api/session/"))
         .json(&json!({"client_session_id": null}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_ne!(other["session_id"], id.as_str());
     assert_eq!(other["is_new_session"], true);
 }
@@ -100,7 +80,7 @@ async fn create_sets_the_cookie_and_answers_the_documented_shape() {
 #[tokio::test]
 async fn production_cookies_are_secure() {
     let b = common::start_with(|c| c.production = true).await;
-    let r = bare().post(b.url("/api/session/")).send().await.unwrap();
+    let r = bare().post(b.url("/api/session/")).call().await;
     assert_eq!(r.status(), 200);
     let cookie = session_cookie(&r);
     assert!(
@@ -113,23 +93,15 @@ async fn production_cookies_are_secure() {
 #[tokio::test]
 async fn client_session_id_brings_back_a_live_session() {
     let b = common::start().await;
-    let first: Value = bare()
-        .post(b.url("/api/session/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first: Value = bare().post(b.url("/api/session/")).value().await;
     let id = first["session_id"].as_str().unwrap();
 
     // Another device, no cookie, the id from local storage.
     let r = bare()
         .post(b.url("/api/session/"))
         .json(&json!({"client_session_id": id}))
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 200);
     assert!(session_cookie(&r).starts_with(&format!("concept_session={id};")));
     let v: Value = r.json().await.unwrap();
@@ -137,25 +109,14 @@ async fn client_session_id_brings_back_a_live_session() {
     assert_eq!(v["is_new_session"], false);
 
     // The client's id wins over a cookie naming another live session.
-    let mine: Value = bare()
-        .post(b.url("/api/session/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine: Value = bare().post(b.url("/api/session/")).value().await;
     let mine = mine["session_id"].as_str().unwrap();
     let v: Value = bare()
         .post(b.url("/api/session/"))
         .header("cookie", format!("concept_session={mine}"))
         .json(&json!({"client_session_id": id}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_eq!(v["session_id"], id);
 
     // An id naming no session is not adopted: the cookie's session, else a new one.
@@ -164,23 +125,15 @@ async fn client_session_id_brings_back_a_live_session() {
         .post(b.url("/api/session/"))
         .header("cookie", format!("concept_session={mine}"))
         .json(&json!({"client_session_id": unknown}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_eq!(v["session_id"], mine);
     assert_eq!(v["is_new_session"], false);
     let v: Value = bare()
         .post(b.url("/api/session/"))
         .json(&json!({"client_session_id": unknown}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_eq!(v["is_new_session"], true);
     assert_ne!(v["session_id"], unknown.as_str());
 
@@ -188,9 +141,8 @@ async fn client_session_id_brings_back_a_live_session() {
     let r = bare()
         .post(b.url("/api/session/"))
         .header("cookie", "concept_session=garbage")
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["is_new_session"], true);
@@ -207,7 +159,7 @@ async fn bad_bodies_are_validation_errors() {
             (json!(["client_session_id"]), false),
             (json!("text"), false),
         ] {
-            let r = http.post(b.url(path)).json(&body).send().await.unwrap();
+            let r = http.post(b.url(path)).json(&body).call().await;
             assert_eq!(r.status(), 400, "{path} {body}");
             let v: Value = r.json().await.unwrap();
             assert_error(&v, 400, "validation_error");
@@ -219,9 +171,8 @@ async fn bad_bodies_are_validation_errors() {
             .post(b.url(path))
             .header("content-type", "application/json")
             .body("{\"client_session_id\": ")
-            .send()
-            .await
-            .unwrap();
+            .call()
+            .await;
         assert_eq!(r.status(), 400, "{path}");
         assert_error(&r.json().await.unwrap(), 400, "validation_error");
 
@@ -229,9 +180,8 @@ async fn bad_bodies_are_validation_errors() {
         let r = http
             .post(b.url(path))
             .json(&json!({"client_session_id": big}))
-            .send()
-            .await
-            .unwrap();
+            .call()
+            .await;
         assert_eq!(r.status(), 413, "{path}");
         assert_error(&r.json().await.unwrap(), 413, "payload_too_large");
     }
@@ -244,14 +194,13 @@ async fn bad_bodies_are_validation_errors() {
         let r = http
             .post(b.url("/api/session/sync"))
             .json(&body)
-            .send()
-            .await
-            .unwrap();
+            .call()
+            .await;
         assert_eq!(r.status(), 400, "{body}");
         let v: Value = r.json().await.unwrap();
         assert_error(&v, 400, "validation_error");
     }
-    let r = http.post(b.url("/api/session/sync")).send().await.unwrap();
+    let r = http.post(b.url("/api/session/sync")).call().await;
     assert_eq!(r.status(), 400);
 }
 
@@ -259,30 +208,21 @@ async fn bad_bodies_are_validation_errors() {
 async fn sync_adopts_a_live_session_or_answers_404() {
     let b = common::start().await;
     let laptop = common::http();
-    let v: Value = laptop
-        .post(b.url("/api/session/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = laptop.post(b.url("/api/session/")).value().await;
     let id = v["session_id"].as_str().unwrap().to_owned();
     laptop
         .post(b.url("/api/session/usage/concept_generation"))
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
 
     // The phone has a session of its own, then syncs to the laptop's.
     let phone = common::http();
-    phone.post(b.url("/api/session/")).send().await.unwrap();
+    phone.post(b.url("/api/session/")).call().await;
     let r = phone
         .post(b.url("/api/session/sync"))
         .json(&json!({"client_session_id": id}))
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 200);
     assert!(session_cookie(&r).starts_with(&format!("concept_session={id};")));
     let v: Value = r.json().await.unwrap();
@@ -290,14 +230,7 @@ async fn sync_adopts_a_live_session_or_answers_404() {
         v,
         json!({"session_id": id, "is_synced": true, "message": "Sessions synchronized successfully"})
     );
-    let info: Value = phone
-        .get(b.url("/api/session/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = phone.get(b.url("/api/session/info")).value().await;
     assert_eq!(info["session_id"], id.as_str());
     assert_eq!(info["usage_stats"]["concepts_generated"], 1);
 
@@ -305,20 +238,12 @@ async fn sync_adopts_a_live_session_or_answers_404() {
     let r = phone
         .post(b.url("/api/session/sync"))
         .json(&json!({"client_session_id": uuid::Uuid::new_v4().to_string()}))
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 404);
     assert_error(&r.json().await.unwrap(), 404, "resource_not_found");
     // ...changes nothing: the phone is still on the laptop's session.
-    let info: Value = phone
-        .get(b.url("/api/session/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = phone.get(b.url("/api/session/info")).value().await;
     assert_eq!(info["session_id"], id.as_str());
 }
 
@@ -328,30 +253,22 @@ async fn info_shows_usage_and_rate_limits() {
     let http = common::http();
 
     // No session yet.
-    let r = http.get(b.url("/api/session/info")).send().await.unwrap();
+    let r = http.get(b.url("/api/session/info")).call().await;
     assert_eq!(r.status(), 404);
     assert_error(&r.json().await.unwrap(), 404, "resource_not_found");
     // A malformed cookie.
     let r = bare()
         .get(b.url("/api/session/info"))
         .header("cookie", "theme=dark; concept_session=12345")
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert_error(&v, 400, "validation_error");
     assert!(v["field_errors"]["concept_session"].is_array(), "{v}");
 
-    let created: Value = http
-        .post(b.url("/api/session/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let r = http.get(b.url("/api/session/info")).send().await.unwrap();
+    let created: Value = http.post(b.url("/api/session/")).value().await;
+    let r = http.get(b.url("/api/session/info")).call().await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
     session_cookie(&r);
@@ -384,19 +301,11 @@ async fn info_shows_usage_and_rate_limits() {
     ] {
         let r = http
             .post(b.url(&format!("/api/session/usage/{op}")))
-            .send()
-            .await
-            .unwrap();
+            .call()
+            .await;
         assert_eq!(r.status(), 200, "{op}");
     }
-    let v: Value = http
-        .get(b.url("/api/session/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = http.get(b.url("/api/session/info")).value().await;
     assert_eq!(
         v["usage_stats"],
         json!({"concepts_generated": 2, "concepts_refined": 1, "concepts_stored": 3})
@@ -416,7 +325,7 @@ async fn info_shows_usage_and_rate_limits() {
 async fn usage_is_limited_per_window_with_429() {
     let b = common::start().await;
     let http = common::http();
-    http.post(b.url("/api/session/")).send().await.unwrap();
+    http.post(b.url("/api/session/")).call().await;
 
     let use_op = |op: &str| http.post(b.url(&format!("/api/session/usage/{op}"))).send();
     for n in 1..=10 {
@@ -436,24 +345,13 @@ async fn usage_is_limited_per_window_with_429() {
     }
     let r = use_op("concept_refinement").await.unwrap();
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry = common::retry_after(&r);
     assert!(retry > 0 && retry <= 24 * 3600, "{retry}");
     assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
     assert!(r.headers().contains_key("x-ratelimit-reset"));
     assert_error(&r.json().await.unwrap(), 429, "rate_limit_exceeded");
     // A refused use is not counted.
-    let v: Value = http
-        .get(b.url("/api/session/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = http.get(b.url("/api/session/info")).value().await;
     assert_eq!(v["usage_stats"]["concepts_refined"], 10);
     assert_eq!(v["rate_limits"]["concept_refinement"]["remaining"], 0);
 
@@ -473,9 +371,8 @@ async fn usage_is_limited_per_window_with_429() {
     assert_error(&r.json().await.unwrap(), 400, "validation_error");
     let r = bare()
         .post(b.url("/api/session/usage/concept_generation"))
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 404);
     assert_error(&r.json().await.unwrap(), 404, "resource_not_found");
 }
@@ -484,13 +381,13 @@ async fn usage_is_limited_per_window_with_429() {
 async fn concurrent_uses_never_exceed_the_limit() {
     let b = common::start().await;
     let http = common::http();
-    http.post(b.url("/api/session/")).send().await.unwrap();
+    http.post(b.url("/api/session/")).call().await;
     let url = b.url("/api/session/usage/concept_generation");
     let tasks: Vec<_> = (0..25)
         .map(|_| {
             let http = http.clone();
             let url = url.clone();
-            tokio::spawn(async move { http.post(url).send().await.unwrap().status().as_u16() })
+            tokio::spawn(async move { http.post(url).status_code().await.as_u16() })
         })
         .collect();
     let mut ok = 0;
@@ -503,14 +400,7 @@ async fn concurrent_uses_never_exceed_the_limit() {
         }
     }
     assert_eq!((ok, limited), (10, 15));
-    let v: Value = http
-        .get(b.url("/api/session/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = http.get(b.url("/api/session/info")).value().await;
     assert_eq!(v["usage_stats"]["concepts_generated"], 10);
     assert_eq!(v["rate_limits"]["concept_generation"]["remaining"], 0);
 }
@@ -519,14 +409,7 @@ async fn concurrent_uses_never_exceed_the_limit() {
 async fn an_ended_session_answers_404_and_clears_the_cookie() {
     let b = common::start().await;
     let http = common::http();
-    let v: Value = http
-        .post(b.url("/api/session/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = http.post(b.url("/api/session/")).value().await;
     let id: sessiond_client::SessionId = v["session_id"].as_str().unwrap().parse().unwrap();
     // The session ends in the store (as at the end of its 30 idle days).
     let client = sessiond_client::Client::connect(b.daemon_addr())
@@ -537,21 +420,14 @@ async fn an_ended_session_answers_404_and_clears_the_cookie() {
         .await
         .unwrap());
 
-    let r = http.get(b.url("/api/session/info")).send().await.unwrap();
+    let r = http.get(b.url("/api/session/info")).call().await;
     assert_eq!(r.status(), 404);
     let cookie = session_cookie(&r);
     assert!(cookie.starts_with("concept_session=;"), "{cookie}");
     assert!(cookie.contains("Max-Age=0"), "{cookie}");
     assert_error(&r.json().await.unwrap(), 404, "resource_not_found");
     // The cookie is gone: the next create makes a new session.
-    let v: Value = http
-        .post(b.url("/api/session/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = http.post(b.url("/api/session/")).value().await;
     assert_eq!(v["is_new_session"], true);
     assert_ne!(v["session_id"], id.to_string().as_str());
 }
@@ -561,14 +437,7 @@ async fn a_dead_daemon_answers_503_and_the_bridge_recovers() {
     let mut d = common::ExternalDaemon::start().await;
     let b = common::start_on(&d).await;
     let http = common::http();
-    let v: Value = http
-        .post(b.url("/api/session/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = http.post(b.url("/api/session/")).value().await;
     let id = v["session_id"].clone();
     d.stop().await;
 
@@ -581,25 +450,20 @@ async fn a_dead_daemon_answers_503_and_the_bridge_recovers() {
         let r = http
             .request(method.parse().unwrap(), b.url(path))
             .json(&json!({"client_session_id": id}))
-            .send()
-            .await
-            .unwrap();
+            .call()
+            .await;
         assert_eq!(r.status(), 503, "{method} {path}");
         assert_error(&r.json().await.unwrap(), 503, "service_unavailable");
     }
 
     // The daemon comes back on its port with its data: so does the session.
     d.restart().await;
-    let mut back = None;
-    for _ in 0..100 {
-        let r = http.get(b.url("/api/session/info")).send().await.unwrap();
-        if r.status() == 200 {
-            back = Some(r.json::<Value>().await.unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let v = back.expect("the bridge never recovered");
+    let v = common::poll_status(http.get(b.url("/api/session/info")), 200, 100)
+        .await
+        .expect("the bridge never recovered")
+        .json::<Value>()
+        .await
+        .unwrap();
     assert_eq!(v["session_id"], id);
     d.stop().await;
 }

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::Call;
+
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -24,14 +26,7 @@ async fn create_get_verify_replace_and_expire() {
         "the token never comes back"
     );
 
-    let v: Value = http
-        .get(b.url("/session?user_id=u1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = http.get(b.url("/session?user_id=u1")).value().await;
     assert_eq!(v["success"], true);
     assert_eq!(v["message"]["user_id"], "u1");
     assert!(v["message"]["expired_at"]
@@ -72,19 +67,15 @@ async fn create_get_verify_replace_and_expire() {
         200
     );
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let r = http.get(b.url("/session?user_id=u2")).send().await.unwrap();
+    let r = http.get(b.url("/session?user_id=u2")).call().await;
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v, json!({"success": false, "message": "session not found"}));
     let v: Value = http
         .post(b.url("/verify"))
         .json(&json!({"user_id": "u2", "token": "t"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_eq!(v["message"], "false");
 }
 
@@ -93,10 +84,7 @@ async fn bad_input_gets_400_in_the_envelope() {
     let b = common::start_with(|c| c.max_body_bytes = 2048).await;
     let http = common::http();
     let status_of = |r: reqwest::Response| r.status().as_u16();
-    assert_eq!(
-        status_of(http.get(b.url("/session")).send().await.unwrap()),
-        400
-    );
+    assert_eq!(status_of(http.get(b.url("/session")).call().await), 400);
     for body in [
         json!({"token": "t", "ttl": 60}),
         json!({"user_id": "u", "ttl": 60}),
@@ -107,12 +95,7 @@ async fn bad_input_gets_400_in_the_envelope() {
         json!({"user_id": "u", "token": "t", "expired_at": 1000}),
         json!(["not", "an", "object"]),
     ] {
-        let r = http
-            .post(b.url("/create"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = http.post(b.url("/create")).json(&body).call().await;
         assert_eq!(r.status(), 400, "{body}");
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["success"], false, "{body}");
@@ -122,24 +105,21 @@ async fn bad_input_gets_400_in_the_envelope() {
         .post(b.url("/create"))
         .header("content-type", "application/json")
         .body("{not json")
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 400);
     let r = http
         .post(b.url("/verify"))
         .json(&json!({"user_id": "u"}))
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 400);
     let big = "x".repeat(4096);
     let r = http
         .post(b.url("/create"))
         .json(&json!({"user_id": "u", "token": big, "ttl": 5}))
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 413);
 }
 
@@ -161,9 +141,8 @@ async fn a_user_id_that_is_not_a_string_is_400() {
             let r = http
                 .post(b.url(route))
                 .json(&json!({"user_id": user_id, "token": "t", "ttl": 60}))
-                .send()
-                .await
-                .unwrap();
+                .call()
+                .await;
             assert_eq!(r.status(), 400, "{route} {user_id}");
             let v: Value = r.json().await.unwrap();
             assert_eq!(
@@ -174,24 +153,22 @@ async fn a_user_id_that_is_not_a_string_is_400() {
         }
     }
     // Nothing was stored under "42".
-    let r = http.get(b.url("/session?user_id=42")).send().await.unwrap();
+    let r = http.get(b.url("/session?user_id=42")).call().await;
     assert_eq!(r.status(), 404);
     // The same id as a string is fine.
     let r = http
         .post(b.url("/create"))
         .json(&json!({"user_id": "42", "token": "t", "ttl": 60}))
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["message"]["user_id"], "42");
     let r = http
         .post(b.url("/verify"))
         .json(&json!({"user_id": "42", "token": "t"}))
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     let v: Value = r.json().await.unwrap();
     assert_eq!(v, json!({"success": true, "message": "true"}));
 }
@@ -204,13 +181,12 @@ async fn a_dead_daemon_answers_503_and_the_bridge_recovers() {
     let r = http
         .post(b.url("/create"))
         .json(&json!({"user_id": "u1", "token": "t1", "ttl": "1h"}))
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 200);
     d.stop().await;
 
-    let r = http.get(b.url("/session?user_id=u1")).send().await.unwrap();
+    let r = http.get(b.url("/session?user_id=u1")).call().await;
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();
     assert_eq!(
@@ -221,9 +197,8 @@ async fn a_dead_daemon_answers_503_and_the_bridge_recovers() {
         let r = http
             .post(b.url(path))
             .json(&json!({"user_id": "u1", "token": "t1", "ttl": "1h"}))
-            .send()
-            .await
-            .unwrap();
+            .call()
+            .await;
         assert_eq!(r.status(), 503, "{path}");
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["success"], false);
@@ -231,26 +206,18 @@ async fn a_dead_daemon_answers_503_and_the_bridge_recovers() {
 
     // Back on its port with its data: the session is still there.
     d.restart().await;
-    let mut back = None;
-    for _ in 0..100 {
-        let r = http.get(b.url("/session?user_id=u1")).send().await.unwrap();
-        if r.status() == 200 {
-            back = Some(r.json::<Value>().await.unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let v = back.expect("the bridge never recovered");
+    let v = common::poll_status(http.get(b.url("/session?user_id=u1")), 200, 100)
+        .await
+        .expect("the bridge never recovered")
+        .json::<Value>()
+        .await
+        .unwrap();
     assert_eq!(v["message"]["user_id"], "u1");
     let v: Value = http
         .post(b.url("/verify"))
         .json(&json!({"user_id": "u1", "token": "t1"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_eq!(v, json!({"success": true, "message": "true"}));
     d.stop().await;
 }
@@ -276,9 +243,8 @@ async fn ttl_formats_and_recreate_after_expiry() {
             .post(b.url("/create"))
             .json(&json!({"user_id": "ttl-user", "token": "t", "ttl": ttl,
                 "created_at": created_at.to_rfc3339()}))
-            .send()
-            .await
-            .unwrap();
+            .call()
+            .await;
         assert_eq!(r.status(), 200, "{ttl}");
         let v: Value = r.json().await.unwrap();
         let got = (expiry_of(&v) - created_at).num_milliseconds();
@@ -294,18 +260,15 @@ async fn ttl_formats_and_recreate_after_expiry() {
         let r = http
             .post(b.url("/create"))
             .json(&json!({"user_id": "ttl-user", "token": "t", "ttl": ttl}))
-            .send()
-            .await
-            .unwrap();
+            .call()
+            .await;
         assert_eq!(r.status(), 400, "{ttl}");
     }
     // created_at + ttl already in the past.
     let r = http
         .post(b.url("/create"))
         .json(&json!({"user_id": "ttl-user", "token": "t", "ttl": "60", "created_at": "2020-01-01T00:00:00Z"}))
-        .send()
-        .await
-        .unwrap();
+        .call().await;
     assert_eq!(r.status(), 400);
 
     // A session that expired can be created again.
@@ -313,53 +276,29 @@ async fn ttl_formats_and_recreate_after_expiry() {
     let r = http
         .post(b.url("/create"))
         .json(&json!({"user_id": "again", "token": "old", "expired_at": soon}))
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 200);
-    let mut gone = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if http
-            .get(b.url("/session?user_id=again"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 404
-        {
-            gone = true;
-            break;
-        }
-    }
-    assert!(gone, "the session never expired");
+    let gone = common::poll_status(http.get(b.url("/session?user_id=again")), 404, 50).await;
+    assert!(gone.is_some(), "the session never expired");
     let r = http
         .post(b.url("/create"))
         .json(&json!({"user_id": "again", "token": "new", "ttl": "1h"}))
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 200);
     let v: Value = http
         .post(b.url("/verify"))
         .json(&json!({"user_id": "again", "token": "new", "ttl": "1h",
             "created_at": "2030-01-01T00:00:00Z", "expired_at": 4102444800i64}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_eq!(v, json!({"success": true, "message": "true"}));
     let v: Value = http
         .post(b.url("/verify"))
         .json(&json!({"user_id": "nobody", "token": "new"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_eq!(v, json!({"success": true, "message": "false"}));
 }
 
@@ -368,18 +307,13 @@ async fn ttl_formats_and_recreate_after_expiry() {
 async fn the_session_path_is_shared_with_the_login_api() {
     let b = common::start().await;
     let http = common::http();
-    let r = http.get(b.url("/session?user_id=x")).send().await.unwrap();
+    let r = http.get(b.url("/session?user_id=x")).call().await;
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v, json!({"success": false, "message": "session not found"}));
-    let r = http
-        .post(b.url("/session"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let r = http.post(b.url("/session")).json(&json!({})).call().await;
     assert_ne!(r.status(), 405, "POST /session reaches the login API");
-    let r = http.delete(b.url("/session")).send().await.unwrap();
+    let r = http.delete(b.url("/session")).call().await;
     assert_ne!(r.status(), 405, "DELETE /session reaches the login API");
     let doc = b.openapi().await;
     for method in ["get", "post", "delete"] {

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::Call;
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -215,16 +217,12 @@ async fn anonymous_creates_are_rate_limited_per_address() {
     };
     let one = from([127, 0, 0, 1]);
     for _ in 0..3 {
-        let r = one.post(b.url("/api/session/")).send().await.unwrap();
+        let r = one.post(b.url("/api/session/")).call().await;
         assert_eq!(r.status(), 200);
     }
-    let r = one.post(b.url("/api/session/")).send().await.unwrap();
+    let r = one.post(b.url("/api/session/")).call().await;
     assert_eq!(r.status(), 429);
-    let wait: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let wait = common::retry_after(&r);
     assert!((1..=2).contains(&wait), "{wait}");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["status_code"], 429, "{v}");
@@ -232,16 +230,15 @@ async fn anonymous_creates_are_rate_limited_per_address() {
     let r = one
         .post(b.url("/create"))
         .json(&serde_json::json!({"user_id": "u1"}))
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 429);
     // Another address has its own.
     let two = from([127, 0, 0, 2]);
-    let r = two.post(b.url("/api/session/")).send().await.unwrap();
+    let r = two.post(b.url("/api/session/")).call().await;
     assert_eq!(r.status(), 200);
     // Reads are not limited.
-    let r = one.get(b.url("/healthz")).send().await.unwrap();
+    let r = one.get(b.url("/healthz")).call().await;
     assert_eq!(r.status(), 200);
 }
 
@@ -255,7 +252,7 @@ async fn a_full_store_answers_507_and_health_says_so() {
     let http = reqwest::Client::new();
     let mut full = None;
     for i in 0..5000 {
-        let r = http.post(b.url("/api/session/")).send().await.unwrap();
+        let r = http.post(b.url("/api/session/")).call().await;
         if r.status() != 200 {
             full = Some((i, r.status().as_u16(), r.json::<Value>().await.unwrap()));
             break;
@@ -279,16 +276,16 @@ async fn a_full_store_answers_507_and_health_says_so() {
 async fn unknown_routes_and_methods_are_answered_in_json() {
     let b = common::start().await;
     let http = reqwest::Client::new();
-    let r = http.get(b.url("/no/such/route")).send().await.unwrap();
+    let r = http.get(b.url("/no/such/route")).call().await;
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"], "not_found", "{v}");
     // Under an API's prefix, in that API's envelope.
-    let r = http.get(b.url("/api/session/nope")).send().await.unwrap();
+    let r = http.get(b.url("/api/session/nope")).call().await;
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["status_code"], 404, "{v}");
-    let r = http.put(b.url("/healthz")).send().await.unwrap();
+    let r = http.put(b.url("/healthz")).call().await;
     assert_eq!(r.status(), 405);
     assert!(r.headers().contains_key("allow"), "{:?}", r.headers());
     let v: Value = r.json().await.unwrap();

@@ -3,64 +3,19 @@
 
 mod common;
 
+use common::{daemon, login, Call, Tokens};
+
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sessiond_client::{Client, SessionId, UpdateOptions};
 use sessiond_http::{auth, users};
 
-async fn daemon(b: &common::TestBridge) -> Client {
-    Client::connect(b.daemon_addr()).await.unwrap()
-}
-
-async fn add_user(client: &Client, email: &str, password: &str) -> String {
-    users::create(
-        client,
-        users::NewUser {
-            email: email.into(),
-            password: password.into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-    .id
-}
-
-struct Tokens {
-    access: String,
-    refresh: String,
-}
-
-fn tokens(r: &reqwest::Response) -> Tokens {
-    let authz = r.headers()["authorization"].to_str().unwrap();
-    let access = authz
-        .strip_prefix("Bearer ")
-        .expect("a Bearer token")
-        .to_owned();
-    let refresh = r.headers()["refresh"].to_str().unwrap().to_owned();
-    Tokens { access, refresh }
-}
-
-async fn login(
-    http: &reqwest::Client,
-    b: &common::TestBridge,
-    u: &str,
-    p: &str,
-) -> reqwest::Response {
-    http.post(b.url("/session"))
-        .json(&json!({"username": u, "password": p}))
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn refresh(http: &reqwest::Client, b: &common::TestBridge, token: &str) -> reqwest::Response {
     http.post(b.url("/session/refresh"))
         .header("Refresh", token)
-        .send()
+        .call()
         .await
-        .unwrap()
 }
 
 async fn live(client: &Client, access: &str) -> bool {
@@ -75,13 +30,13 @@ async fn login_answers_tokens_in_headers_and_the_user_id() {
     let b = common::start().await;
     let http = common::http();
     let client = daemon(&b).await;
-    let id = add_user(&client, "alice@example.com", "alice-pw").await;
+    let id = common::add_user(&client, "alice@example.com", "alice-pw", false).await;
 
     // The username is the email, in any case.
     let r = login(&http, &b, "ALICE@example.com", "alice-pw").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
-    let t = tokens(&r);
+    let t = Tokens::of(&r);
     assert!(t.refresh.parse::<SessionId>().is_ok());
     assert_ne!(t.access, t.refresh);
     let body: Value = r.json().await.unwrap();
@@ -101,7 +56,7 @@ async fn unknown_users_and_wrong_passwords_answer_alike() {
     let b = common::start().await;
     let http = common::http();
     let client = daemon(&b).await;
-    add_user(&client, "bob@example.com", "bob-pw").await;
+    common::add_user(&client, "bob@example.com", "bob-pw", false).await;
 
     let mut answers = Vec::new();
     for (u, p) in [
@@ -154,18 +109,12 @@ async fn malformed_bodies_are_400_and_oversized_ones_413() {
     let r = http
         .post(b.url("/session"))
         .form(&[("username", "a@example.com"), ("password", "x")])
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 400);
 
     let big = json!({"username": "a@example.com", "password": "x".repeat(4096)});
-    let r = http
-        .post(b.url("/session"))
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
+    let r = http.post(b.url("/session")).json(&big).call().await;
     assert_eq!(r.status(), 413);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["success"], false);
@@ -176,13 +125,13 @@ async fn refresh_rotates_and_a_reused_token_revokes_the_session() {
     let b = common::start().await;
     let http = common::http();
     let client = daemon(&b).await;
-    let id = add_user(&client, "carol@example.com", "carol-pw").await;
-    let first = tokens(&login(&http, &b, "carol@example.com", "carol-pw").await);
+    let id = common::add_user(&client, "carol@example.com", "carol-pw", false).await;
+    let first = Tokens::of(&login(&http, &b, "carol@example.com", "carol-pw").await);
 
     let r = refresh(&http, &b, &first.refresh).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
-    let second = tokens(&r);
+    let second = Tokens::of(&r);
     assert_eq!(
         r.json::<Value>().await.unwrap(),
         json!({"success": true, "tableId": id})
@@ -195,7 +144,7 @@ async fn refresh_rotates_and_a_reused_token_revokes_the_session() {
     // A `Bearer ` prefix is tolerated.
     let r = refresh(&http, &b, &format!("Bearer {}", second.refresh)).await;
     assert_eq!(r.status(), 200);
-    let third = tokens(&r);
+    let third = Tokens::of(&r);
 
     // The spent first token comes back: the whole login session ends.
     let r = refresh(&http, &b, &first.refresh).await;
@@ -208,14 +157,14 @@ async fn refresh_rotates_and_a_reused_token_revokes_the_session() {
     assert_eq!(refresh(&http, &b, &third.refresh).await.status(), 401);
 
     // Missing, malformed and unknown tokens.
-    let r = http.post(b.url("/session/refresh")).send().await.unwrap();
+    let r = http.post(b.url("/session/refresh")).call().await;
     assert_eq!(r.status(), 401);
     assert_eq!(r.json::<Value>().await.unwrap()["success"], false);
     assert_eq!(refresh(&http, &b, "not-a-token").await.status(), 401);
     let unknown = SessionId::new_v4().to_string();
     assert_eq!(refresh(&http, &b, &unknown).await.status(), 401);
     // An access token is no refresh token.
-    let fresh = tokens(&login(&http, &b, "carol@example.com", "carol-pw").await);
+    let fresh = Tokens::of(&login(&http, &b, "carol@example.com", "carol-pw").await);
     assert_eq!(refresh(&http, &b, &fresh.access).await.status(), 401);
     assert_eq!(refresh(&http, &b, &fresh.refresh).await.status(), 200);
 }
@@ -225,8 +174,8 @@ async fn concurrent_refreshes_with_one_token_let_one_through_at_most() {
     let b = common::start().await;
     let http = common::http();
     let client = daemon(&b).await;
-    add_user(&client, "dan@example.com", "dan-pw").await;
-    let t = tokens(&login(&http, &b, "dan@example.com", "dan-pw").await);
+    common::add_user(&client, "dan@example.com", "dan-pw", false).await;
+    let t = Tokens::of(&login(&http, &b, "dan@example.com", "dan-pw").await);
     let (a, c) = tokio::join!(
         refresh(&http, &b, &t.refresh),
         refresh(&http, &b, &t.refresh)
@@ -244,11 +193,11 @@ async fn logout_ends_one_login_session_and_its_tokens() {
     let b = common::start().await;
     let http = common::http();
     let client = daemon(&b).await;
-    add_user(&client, "erin@example.com", "erin-pw").await;
-    let one = tokens(&login(&http, &b, "erin@example.com", "erin-pw").await);
-    let two = tokens(&login(&http, &b, "erin@example.com", "erin-pw").await);
+    common::add_user(&client, "erin@example.com", "erin-pw", false).await;
+    let one = Tokens::of(&login(&http, &b, "erin@example.com", "erin-pw").await);
+    let two = Tokens::of(&login(&http, &b, "erin@example.com", "erin-pw").await);
     // A refreshed access token of the first login goes with it too.
-    let one_b = tokens(&refresh(&http, &b, &one.refresh).await);
+    let one_b = Tokens::of(&refresh(&http, &b, &one.refresh).await);
 
     let logout = |token: String| {
         http.delete(b.url("/session"))
@@ -268,23 +217,21 @@ async fn logout_ends_one_login_session_and_its_tokens() {
     let r = logout(one_b.access.clone()).await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.json::<Value>().await.unwrap()["success"], false);
-    let r = http.delete(b.url("/session")).send().await.unwrap();
+    let r = http.delete(b.url("/session")).call().await;
     assert_eq!(r.status(), 401);
     let r = http
         .delete(b.url("/session"))
         .header("Authorization", "Basic Zm9vOmJhcg==")
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 401);
 
     // With only the refresh token (the access token has expired).
     let r = http
         .delete(b.url("/session"))
         .header("Refresh", &two.refresh)
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 200);
     assert!(!live(&client, &two.access).await);
     assert_eq!(refresh(&http, &b, &two.refresh).await.status(), 401);
@@ -295,8 +242,8 @@ async fn failed_logins_are_throttled_per_username() {
     let b = common::start().await;
     let http = common::http();
     let client = daemon(&b).await;
-    add_user(&client, "frank@example.com", "frank-pw").await;
-    add_user(&client, "gina@example.com", "gina-pw").await;
+    common::add_user(&client, "frank@example.com", "frank-pw", false).await;
+    common::add_user(&client, "gina@example.com", "gina-pw", false).await;
 
     // A success clears the count.
     for _ in 0..5 {
@@ -320,11 +267,7 @@ async fn failed_logins_are_throttled_per_username() {
     // Past the limit, even the right password waits.
     let r = login(&http, &b, "frank@example.com", "frank-pw").await;
     assert_eq!(r.status(), 429);
-    let wait: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let wait = common::retry_after(&r);
     assert!(wait >= 1 && wait <= auth::LOGIN_WINDOW.as_secs());
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["success"], false);
@@ -349,8 +292,8 @@ async fn expired_tokens_and_sessions_are_refused() {
     let b = common::start().await;
     let http = common::http();
     let client = daemon(&b).await;
-    add_user(&client, "hank@example.com", "hank-pw").await;
-    let t = tokens(&login(&http, &b, "hank@example.com", "hank-pw").await);
+    common::add_user(&client, "hank@example.com", "hank-pw", false).await;
+    let t = Tokens::of(&login(&http, &b, "hank@example.com", "hank-pw").await);
     let grant = auth::grant_from_access_token(&client, &t.access)
         .await
         .unwrap()
@@ -366,26 +309,21 @@ async fn expired_tokens_and_sessions_are_refused() {
         )
         .await
         .unwrap();
-    let mut expired = false;
-    for _ in 0..100 {
-        if !live(&client, &t.access).await {
-            expired = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(expired, "the access token never expired");
+    let expired = common::poll_until(100, Duration::from_millis(50), || async {
+        (!live(&client, &t.access).await).then_some(())
+    })
+    .await;
+    assert!(expired.is_some(), "the access token never expired");
     let r = http
         .delete(b.url("/session"))
         .bearer_auth(&t.access)
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 401);
     // The login session lives on: the refresh token gets a new access token.
     let r = refresh(&http, &b, &t.refresh).await;
     assert_eq!(r.status(), 200);
-    let t = tokens(&r);
+    let t = Tokens::of(&r);
 
     // The login session expires: its refresh token stops working.
     let login_id: SessionId = grant.login_session.parse().unwrap();
@@ -397,20 +335,12 @@ async fn expired_tokens_and_sessions_are_refused() {
         )
         .await
         .unwrap();
-    let mut ended = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if client
-            .get(auth::LOGIN_SESSIONS_NS, login_id)
-            .await
-            .unwrap()
-            .is_none()
-        {
-            ended = true;
-            break;
-        }
-    }
-    assert!(ended);
+    let ended = common::poll_until(100, Duration::from_millis(50), || async {
+        let record = client.get(auth::LOGIN_SESSIONS_NS, login_id).await.unwrap();
+        record.is_none().then_some(())
+    })
+    .await;
+    assert!(ended.is_some());
     assert_eq!(refresh(&http, &b, &t.refresh).await.status(), 401);
 }
 
@@ -419,15 +349,15 @@ async fn a_deleted_user_cannot_refresh() {
     let b = common::start().await;
     let http = common::http();
     let client = daemon(&b).await;
-    let id = add_user(&client, "ivy@example.com", "ivy-pw").await;
-    let t = tokens(&login(&http, &b, "ivy@example.com", "ivy-pw").await);
+    let id = common::add_user(&client, "ivy@example.com", "ivy-pw", false).await;
+    let t = Tokens::of(&login(&http, &b, "ivy@example.com", "ivy-pw").await);
     assert!(users::delete(&client, &id).await.unwrap());
     // Even before the tokens are revoked, they speak for nobody.
     assert!(!live(&client, &t.access).await);
     assert_eq!(refresh(&http, &b, &t.refresh).await.status(), 401);
 
-    let id = add_user(&client, "jo@example.com", "jo-pw").await;
-    let t = tokens(&login(&http, &b, "jo@example.com", "jo-pw").await);
+    let id = common::add_user(&client, "jo@example.com", "jo-pw", false).await;
+    let t = Tokens::of(&login(&http, &b, "jo@example.com", "jo-pw").await);
     assert!(auth::revoke_user_tokens(&client, &id).await.unwrap() >= 2);
     assert!(!live(&client, &t.access).await);
     assert_eq!(refresh(&http, &b, &t.refresh).await.status(), 401);
@@ -438,11 +368,7 @@ async fn the_session_path_is_shared_with_the_cache_api() {
     let b = common::start().await;
     let http = common::http();
     // GET /session belongs to the cache API: not a 405 from this router.
-    let r = http
-        .get(b.url("/session?user_id=nobody"))
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(b.url("/session?user_id=nobody")).call().await;
     assert_ne!(r.status(), 405);
     let doc = b.openapi().await;
     let session = &doc["paths"]["/session"];
@@ -460,8 +386,8 @@ async fn an_unreachable_daemon_answers_503_and_logins_resume() {
     let b = common::start_on(&d).await;
     let http = common::http();
     let client = Client::connect(d.addr().to_string()).await.unwrap();
-    add_user(&client, "kim@example.com", "kim-pw").await;
-    let t = tokens(&login(&http, &b, "kim@example.com", "kim-pw").await);
+    common::add_user(&client, "kim@example.com", "kim-pw", false).await;
+    let t = Tokens::of(&login(&http, &b, "kim@example.com", "kim-pw").await);
     d.stop().await;
 
     let r = login(&http, &b, "kim@example.com", "kim-pw").await;
@@ -471,21 +397,17 @@ async fn an_unreachable_daemon_answers_503_and_logins_resume() {
     let r = http
         .delete(b.url("/session"))
         .bearer_auth(&t.access)
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 503);
 
     d.restart().await;
-    let mut ok = false;
-    for _ in 0..50 {
-        if login(&http, &b, "kim@example.com", "kim-pw").await.status() == 200 {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "logins never resumed");
+    let ok = common::poll_until(50, Duration::from_millis(100), || async {
+        let r = login(&http, &b, "kim@example.com", "kim-pw").await;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert!(ok.is_some(), "logins never resumed");
     // What was issued before the outage still works.
     assert_eq!(refresh(&http, &b, &t.refresh).await.status(), 200);
     d.stop().await;

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::Call;
+
 use serde_json::Value;
 use sessiond_e2e::exposition::{parse, value};
 
@@ -10,7 +12,7 @@ use sessiond_e2e::exposition::{parse, value};
 async fn health_metrics_and_openapi() {
     let b = common::start().await;
     let http = common::http();
-    let r = http.get(b.url("/healthz")).send().await.unwrap();
+    let r = http.get(b.url("/healthz")).call().await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["daemon"], "up");
@@ -21,9 +23,8 @@ async fn health_metrics_and_openapi() {
 
     let text = http
         .get(b.url("/metrics"))
-        .send()
+        .call()
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -36,13 +37,10 @@ async fn metrics_parse_line_by_line_with_their_names_and_labels() {
     let b = common::start().await;
     let http = common::http();
     for _ in 0..2 {
-        assert_eq!(
-            http.get(b.url("/healthz")).send().await.unwrap().status(),
-            200
-        );
+        assert_eq!(http.get(b.url("/healthz")).status_code().await, 200);
     }
-    assert_eq!(http.get(b.url("/nope")).send().await.unwrap().status(), 404);
-    let r = http.get(b.url("/metrics")).send().await.unwrap();
+    assert_eq!(http.get(b.url("/nope")).status_code().await, 404);
+    let r = http.get(b.url("/metrics")).call().await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["content-type"],
@@ -101,7 +99,7 @@ async fn metrics_parse_line_by_line_with_their_names_and_labels() {
 async fn unknown_routes_are_404_and_bodies_are_bounded() {
     let b = common::start_with(|c| c.max_body_bytes = 1024).await;
     let http = common::http();
-    assert_eq!(http.get(b.url("/nope")).send().await.unwrap().status(), 404);
+    assert_eq!(http.get(b.url("/nope")).status_code().await, 404);
 }
 
 #[tokio::test]
@@ -110,25 +108,12 @@ async fn a_bridge_on_a_dead_daemon_answers_503_and_recovers() {
     let mut d = common::ExternalDaemon::start().await;
     let b = common::start_on(&d).await;
     let http = common::http();
-    assert_eq!(
-        http.get(b.url("/healthz")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(http.get(b.url("/healthz")).status_code().await, 200);
     d.stop().await;
-    assert_eq!(
-        http.get(b.url("/healthz")).send().await.unwrap().status(),
-        503
-    );
+    assert_eq!(http.get(b.url("/healthz")).status_code().await, 503);
     d.restart().await;
-    let mut ok = false;
-    for _ in 0..50 {
-        if http.get(b.url("/healthz")).send().await.unwrap().status() == 200 {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(ok, "the bridge never recovered");
+    let ok = common::poll_status(http.get(b.url("/healthz")), 200, 50).await;
+    assert!(ok.is_some(), "the bridge never recovered");
     d.stop().await;
 }
 
@@ -155,23 +140,13 @@ async fn the_bridge_passes_its_daemon_token() {
         c.daemon_token = Some("bridge-secret".into());
     })
     .await;
-    assert_eq!(
-        http.get(good.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(http.get(good.url("/healthz")).status_code().await, 200);
     let bad = common::start_with(|c| {
         c.daemon = Some(addr.clone());
         c.daemon_token = Some("wrong".into());
     })
     .await;
-    assert_eq!(
-        http.get(bad.url("/healthz")).send().await.unwrap().status(),
-        503
-    );
+    assert_eq!(http.get(bad.url("/healthz")).status_code().await, 503);
     d.shutdown().await;
 }
 

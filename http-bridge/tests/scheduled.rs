@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::{Api, Call};
+
 use std::time::Duration;
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
@@ -64,58 +66,10 @@ fn b64url(bytes: &[u8]) -> String {
     out
 }
 
-/// A client of one bridge acting with one bearer token.
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
-}
-
+/// What only this API's tests ask of a client.
 impl Api {
-    fn new(b: &common::TestBridge, token: Option<String>) -> Self {
-        Self {
-            http: common::http(),
-            base: b.base.clone(),
-            token,
-        }
-    }
-
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, format!("{}{path}", self.base));
-        match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
-        }
-    }
-
-    async fn send(r: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let r = r.send().await.unwrap();
-        let status = r.status();
-        let text = r.text().await.unwrap();
-        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, v)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        Self::send(self.req(reqwest::Method::GET, path)).await
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        Self::send(self.req(reqwest::Method::POST, path).json(body)).await
-    }
-
-    async fn patch(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        Self::send(self.req(reqwest::Method::PATCH, path).json(body)).await
-    }
-
-    async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        Self::send(self.req(reqwest::Method::DELETE, path)).await
-    }
-
     async fn timeline(&self, name: &str) -> String {
-        let (s, v) = self.post("/timelines", &json!({"name": name})).await;
-        assert_eq!(s, 200, "{v}");
+        let v = common::expect(200, self.post("/timelines", &json!({"name": name})).await);
         v["data"]["id"].as_str().unwrap().to_owned()
     }
 
@@ -137,6 +91,14 @@ fn assert_error(status: StatusCode, v: &Value, want: u16) {
     assert!(v["message"].is_string() || v["message"].is_array(), "{v}");
 }
 
+/// `answer`'s body, once it is an error answer with status `want`.
+#[track_caller]
+fn expect_error(want: u16, answer: (StatusCode, Value)) -> Value {
+    let (status, v) = answer;
+    assert_error(status, &v, want);
+    v
+}
+
 fn messages(v: &Value) -> String {
     v["message"].to_string()
 }
@@ -147,7 +109,7 @@ async fn bearer_jwts_are_verified() {
     let http = common::http();
 
     // No header, another scheme, garbage.
-    let r = http.get(b.url("/sessions")).send().await.unwrap();
+    let r = http.get(b.url("/sessions")).call().await;
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     let v: Value = r.json().await.unwrap();
@@ -155,13 +117,11 @@ async fn bearer_jwts_are_verified() {
     let r = http
         .get(b.url("/sessions"))
         .header("Authorization", "Basic dTpw")
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 401);
     for bad in ["garbage", "a.b.c", "not-a-uuid-at-all"] {
-        let (s, v) = Api::new(&b, Some(bad.into())).get("/sessions").await;
-        assert_error(s, &v, 401);
+        expect_error(401, Api::new(&b, Some(bad.into())).get("/sessions").await);
     }
 
     let cases = [
@@ -234,8 +194,7 @@ async fn bearer_jwts_are_verified() {
     // Within the leeway, and a valid token.
     let t = hs256(&json!({"sub": "u1", "exp": now() + 3600, "nbf": now() + 5}));
     assert_eq!(Api::new(&b, Some(t)).get("/sessions").await.0, 200);
-    let (s, v) = Api::new(&b, Some(token("u1"))).get("/sessions").await;
-    assert_eq!(s, 200, "{v}");
+    let v = common::expect(200, Api::new(&b, Some(token("u1"))).get("/sessions").await);
     assert_eq!(
         v,
         json!({"data": [], "meta": {"message": "success", "meta": {"skip": 0, "take": 10, "count": 0}}})
@@ -244,9 +203,8 @@ async fn bearer_jwts_are_verified() {
     let r = http
         .get(b.url("/sessions"))
         .header("Authorization", format!("bearer {}", token("u1")))
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -304,11 +262,12 @@ async fn public_keys_accept_only_their_algorithm() {
             &EncodingKey::from_secret(public_pem.as_bytes()),
             Algorithm::HS256,
         );
-        let (s, v) = Api::new(&b, Some(confused)).get("/timelines").await;
-        assert_error(s, &v, 401);
+        expect_error(401, Api::new(&b, Some(confused)).get("/timelines").await);
         // No secret configured: an HS256 token with the test secret fails too.
-        let (s, _) = Api::new(&b, Some(token("pk-user"))).get("/timelines").await;
-        assert_eq!(s, 401);
+        common::expect(
+            401,
+            Api::new(&b, Some(token("pk-user"))).get("/timelines").await,
+        );
         // Another key pair of the same kind.
         let other = rcgen::KeyPair::generate_for(rcgen_alg).unwrap();
         let other_key = match alg {
@@ -335,28 +294,16 @@ async fn public_keys_accept_only_their_algorithm() {
 #[tokio::test]
 async fn access_tokens_of_the_login_api_are_accepted() {
     let b = common::start().await;
-    let client = sessiond_client::Client::connect(b.daemon_addr())
-        .await
-        .unwrap();
-    let user = sessiond_http::users::create(
-        &client,
-        sessiond_http::users::NewUser {
-            email: "sched@example.com".into(),
-            password: "pw-sched".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let t = sessiond_http::auth::issue_access_token(&client, &user.id, "login-1")
+    let client = common::daemon(&b).await;
+    let user_id = common::add_user(&client, "sched@example.com", "pw-sched", false).await;
+    let t = sessiond_http::auth::issue_access_token(&client, &user_id, "login-1")
         .await
         .unwrap();
     let api = Api::new(&b, Some(t));
-    let (s, v) = api.post("/timelines", &json!({"name": "mine"})).await;
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(v["data"]["userId"], user.id.as_str());
+    let v = common::expect(200, api.post("/timelines", &json!({"name": "mine"})).await);
+    assert_eq!(v["data"]["userId"], user_id.as_str());
     // A JWT for the same user id sees the same timeline.
-    let (_, v) = Api::new(&b, Some(token(&user.id))).get("/timelines").await;
+    let (_, v) = Api::new(&b, Some(token(&user_id))).get("/timelines").await;
     assert_eq!(v["meta"]["meta"]["count"], 1);
 
     // The configured administrator sees everyone's sessions.
@@ -368,23 +315,25 @@ async fn access_tokens_of_the_login_api_are_accepted() {
         .await
         .unwrap();
     let tl = api.timeline("t").await;
-    let (s, _) = api
-        .one_time(&tl, "2030-01-01T09:00:00Z", "2030-01-01T10:00:00Z")
-        .await;
-    assert_eq!(s, 200);
+    common::expect(
+        200,
+        api.one_time(&tl, "2030-01-01T09:00:00Z", "2030-01-01T10:00:00Z")
+            .await,
+    );
     let (_, v) = Api::new(&b, Some(admin_token)).get("/sessions").await;
     assert_eq!(v["meta"]["meta"]["count"], 1, "{v}");
 
     // A revoked or unknown access token is 401.
-    sessiond_http::auth::revoke_user_tokens(&client, &user.id)
+    sessiond_http::auth::revoke_user_tokens(&client, &user_id)
         .await
         .unwrap();
-    let (s, v) = api.get("/timelines").await;
-    assert_error(s, &v, 401);
-    let (s, _) = Api::new(&b, Some(uuid::Uuid::new_v4().to_string()))
-        .get("/timelines")
-        .await;
-    assert_eq!(s, 401);
+    expect_error(401, api.get("/timelines").await);
+    common::expect(
+        401,
+        Api::new(&b, Some(uuid::Uuid::new_v4().to_string()))
+            .get("/timelines")
+            .await,
+    );
 }
 
 #[tokio::test]
@@ -392,8 +341,10 @@ async fn timelines_are_created_and_listed_per_user() {
     let b = common::start().await;
     let alice = Api::new(&b, Some(token("alice")));
     let bob = Api::new(&b, Some(token("bob")));
-    let (s, v) = alice.post("/timelines", &json!({"name": "Morning"})).await;
-    assert_eq!(s, 200, "{v}");
+    let v = common::expect(
+        200,
+        alice.post("/timelines", &json!({"name": "Morning"})).await,
+    );
     assert_eq!(v["meta"], json!({"message": "success"}));
     let t = &v["data"];
     assert_eq!(t["name"], "Morning");
@@ -408,8 +359,7 @@ async fn timelines_are_created_and_listed_per_user() {
     }
     bob.timeline("bob's").await;
 
-    let (s, v) = alice.get("/timelines").await;
-    assert_eq!(s, 200);
+    let v = common::expect(200, alice.get("/timelines").await);
     assert_eq!(
         v["meta"]["meta"],
         json!({"skip": 0, "take": 10, "count": 4})
@@ -436,29 +386,31 @@ async fn timelines_are_created_and_listed_per_user() {
         json!({"name": null}),
         json!({"name": "x".repeat(256)}),
     ] {
-        let (s, v) = alice.post("/timelines", &body).await;
-        assert_error(s, &v, 400);
+        let v = expect_error(400, alice.post("/timelines", &body).await);
         assert!(v["message"].is_array(), "{v}");
     }
     for q in ["take=101", "take=-1", "skip=x", "take=1.5"] {
-        let (s, v) = alice.get(&format!("/timelines?{q}")).await;
-        assert_error(s, &v, 400);
+        expect_error(400, alice.get(&format!("/timelines?{q}")).await);
     }
-    let (s, v) = Api::send(
-        alice
-            .req(reqwest::Method::POST, "/timelines")
-            .header("content-type", "application/json")
-            .body("{not json"),
-    )
-    .await;
-    assert_error(s, &v, 400);
-    let (s, v) = Api::send(
-        alice
-            .req(reqwest::Method::POST, "/timelines")
-            .body("{\"name\":\"x\"}"),
-    )
-    .await;
-    assert_error(s, &v, 400);
+    expect_error(
+        400,
+        Api::send(
+            alice
+                .req(reqwest::Method::POST, "/timelines")
+                .header("content-type", "application/json")
+                .body("{not json"),
+        )
+        .await,
+    );
+    expect_error(
+        400,
+        Api::send(
+            alice
+                .req(reqwest::Method::POST, "/timelines")
+                .body("{\"name\":\"x\"}"),
+        )
+        .await,
+    );
 }
 
 #[tokio::test]
@@ -467,8 +419,9 @@ async fn sessions_round_trip_with_soft_delete() {
     let api = Api::new(&b, Some(token("carol")));
     let tl = api.timeline("Workshops").await;
     // The document's "Creating a Scheduled Session" example.
-    let (s, v) = api
-        .post(
+    let v = common::expect(
+        200,
+        api.post(
             "/sessions",
             &json!({
                 "type": "ONE_TIME",
@@ -479,8 +432,8 @@ async fn sessions_round_trip_with_soft_delete() {
                 "description": "Special workshop event"
             }),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await,
+    );
     assert_eq!(v["meta"], json!({"message": "success"}));
     let created = v["data"].clone();
     let id = created["id"].as_str().unwrap().to_owned();
@@ -497,16 +450,18 @@ async fn sessions_round_trip_with_soft_delete() {
     let keys: Vec<_> = created.as_object().unwrap().keys().cloned().collect();
     assert_eq!(keys.len(), 12, "{keys:?}");
 
-    let (s, v) = api.get(&format!("/sessions/{id}")).await;
-    assert_eq!(s, 200);
+    let v = common::expect(200, api.get(&format!("/sessions/{id}")).await);
     assert_eq!(v["data"], created);
     // Upper-case UUIDs name the same session.
-    let (s, _) = api.get(&format!("/sessions/{}", id.to_uppercase())).await;
-    assert_eq!(s, 200);
+    common::expect(
+        200,
+        api.get(&format!("/sessions/{}", id.to_uppercase())).await,
+    );
 
     // The document's "Updating Session Schedule" example: only those fields change.
-    let (s, v) = api
-        .patch(
+    let v = common::expect(
+        200,
+        api.patch(
             &format!("/sessions/{id}"),
             &json!({
                 "startDateTime": "2023-12-08T10:30:00Z",
@@ -514,8 +469,8 @@ async fn sessions_round_trip_with_soft_delete() {
                 "description": "Updated time for yoga session"
             }),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await,
+    );
     let updated = &v["data"];
     assert_eq!(updated["startDateTime"], "2023-12-08T10:30:00.000Z");
     assert_eq!(updated["endDateTime"], "2023-12-08T11:30:00.000Z");
@@ -527,50 +482,49 @@ async fn sessions_round_trip_with_soft_delete() {
         .patch(&format!("/sessions/{id}"), &json!({"description": null}))
         .await;
     assert_eq!(v["data"]["description"], Value::Null);
-    let (s, v) = api
-        .patch(
+    let v = common::expect(
+        200,
+        api.patch(
             &format!("/sessions/{id}"),
             &json!({"name": "Renamed", "timelineId": tl}),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await,
+    );
     assert_eq!(v["data"]["name"], "Renamed");
 
     let (_, v) = api.get("/sessions").await;
     assert_eq!(v["meta"]["meta"]["count"], 1);
 
     // Soft delete: the removed session comes back once with removedAt set.
-    let (s, v) = api.delete(&format!("/sessions/{id}")).await;
-    assert_eq!(s, 200, "{v}");
+    let v = common::expect(200, api.delete(&format!("/sessions/{id}")).await);
     assert!(v["data"]["removedAt"].as_str().unwrap().ends_with('Z'));
     assert_eq!(v["data"]["id"], id.as_str());
-    let (s, v) = api.get(&format!("/sessions/{id}")).await;
-    assert_error(s, &v, 404);
-    let (s, v) = api
-        .patch(&format!("/sessions/{id}"), &json!({"name": "x"}))
-        .await;
-    assert_error(s, &v, 404);
-    let (s, v) = api.delete(&format!("/sessions/{id}")).await;
-    assert_error(s, &v, 404);
+    expect_error(404, api.get(&format!("/sessions/{id}")).await);
+    expect_error(
+        404,
+        api.patch(&format!("/sessions/{id}"), &json!({"name": "x"}))
+            .await,
+    );
+    expect_error(404, api.delete(&format!("/sessions/{id}")).await);
     let (_, v) = api.get("/sessions").await;
     assert_eq!(v["meta"]["meta"]["count"], 0);
     assert_eq!(v["data"], json!([]));
 
     // Unknown and malformed ids.
     let unknown = uuid::Uuid::new_v4();
-    let (s, v) = api.get(&format!("/sessions/{unknown}")).await;
-    assert_error(s, &v, 404);
-    let (s, v) = api.patch(&format!("/sessions/{unknown}"), &json!({})).await;
-    assert_error(s, &v, 404);
-    let (s, v) = api.delete(&format!("/sessions/{unknown}")).await;
-    assert_error(s, &v, 404);
+    expect_error(404, api.get(&format!("/sessions/{unknown}")).await);
+    expect_error(
+        404,
+        api.patch(&format!("/sessions/{unknown}"), &json!({})).await,
+    );
+    expect_error(404, api.delete(&format!("/sessions/{unknown}")).await);
     for bad in ["nope", "123", "a1b2c3d4-e5f6-7890-g1h2-i3j4k5l6m7n8"] {
-        let (s, v) = api.get(&format!("/sessions/{bad}")).await;
-        assert_error(s, &v, 400);
-        let (s, v) = api.delete(&format!("/sessions/{bad}")).await;
-        assert_error(s, &v, 400);
-        let (s, v) = api.patch(&format!("/sessions/{bad}"), &json!({})).await;
-        assert_error(s, &v, 400);
+        expect_error(400, api.get(&format!("/sessions/{bad}")).await);
+        expect_error(400, api.delete(&format!("/sessions/{bad}")).await);
+        expect_error(
+            400,
+            api.patch(&format!("/sessions/{bad}"), &json!({})).await,
+        );
     }
 }
 
@@ -590,40 +544,40 @@ async fn recurring_sessions() {
         "recurringDayOfWeek": "FRIDAY",
         "description": "Weekly yoga session for intermediate level"
     });
-    let (s, v) = api.post("/sessions", &yoga).await;
-    assert_eq!(s, 200, "{v}");
+    let v = common::expect(200, api.post("/sessions", &yoga).await);
     assert_eq!(v["data"]["type"], "RECURRING");
     assert_eq!(v["data"]["repeatCycleType"], "WEEKLY");
     assert_eq!(v["data"]["recurringDayOfWeek"], "FRIDAY");
     let yoga_id = v["data"]["id"].as_str().unwrap().to_owned();
 
     // A Friday months later at 09:30 meets it; the same time on a Thursday does not.
-    let (s, v) = api
-        .one_time(&tl, "2024-03-01T09:30:00Z", "2024-03-01T09:45:00Z")
-        .await;
-    assert_error(s, &v, 409);
+    let v = expect_error(
+        409,
+        api.one_time(&tl, "2024-03-01T09:30:00Z", "2024-03-01T09:45:00Z")
+            .await,
+    );
     assert!(messages(&v).contains(&yoga_id), "{v}");
-    let (s, v) = api
-        .one_time(&tl, "2024-02-29T09:00:00Z", "2024-02-29T10:00:00Z")
-        .await;
-    assert_eq!(s, 200, "{v}");
+    common::expect(
+        200,
+        api.one_time(&tl, "2024-02-29T09:00:00Z", "2024-02-29T10:00:00Z")
+            .await,
+    );
     // Before the series starts: free.
-    let (s, _) = api
-        .one_time(&tl, "2023-11-24T09:00:00Z", "2023-11-24T10:00:00Z")
-        .await;
-    assert_eq!(s, 200);
+    common::expect(
+        200,
+        api.one_time(&tl, "2023-11-24T09:00:00Z", "2023-11-24T10:00:00Z")
+            .await,
+    );
     // A daily series at 09:50 meets the weekly one on Fridays.
     let daily = json!({"type": "RECURRING", "timelineId": tl, "name": "daily",
                        "startDateTime": "2024-06-03T09:50:00Z", "endDateTime": "2024-06-03T10:10:00Z",
                        "repeatCycleType": "DAILY"});
-    let (s, v) = api.post("/sessions", &daily).await;
-    assert_error(s, &v, 409);
+    expect_error(409, api.post("/sessions", &daily).await);
     // At 10:00 it is back to back with yoga; from June the one-time sessions are past.
     let mut daily_ok = daily.clone();
     daily_ok["startDateTime"] = json!("2024-06-03T10:00:00Z");
     daily_ok["endDateTime"] = json!("2024-06-03T10:30:00Z");
-    let (s, v) = api.post("/sessions", &daily_ok).await;
-    assert_eq!(s, 200, "{v}");
+    let v = common::expect(200, api.post("/sessions", &daily_ok).await);
     assert_eq!(v["data"]["recurringDayOfWeek"], Value::Null);
 
     // The weekday is derived when omitted, and must agree when given.
@@ -633,8 +587,7 @@ async fn recurring_sessions() {
     w.as_object_mut().unwrap().remove("recurringDayOfWeek");
     w["startDateTime"] = json!("2023-12-05T09:00:00+02:00");
     w["endDateTime"] = json!("2023-12-05T10:00:00+02:00");
-    let (s, v) = api.post("/sessions", &w).await;
-    assert_eq!(s, 200, "{v}");
+    let v = common::expect(200, api.post("/sessions", &w).await);
     assert_eq!(v["data"]["recurringDayOfWeek"], "TUESDAY");
     assert_eq!(v["data"]["startDateTime"], "2023-12-05T07:00:00.000Z");
     let weekly_id = v["data"]["id"].as_str().unwrap().to_owned();
@@ -643,8 +596,7 @@ async fn recurring_sessions() {
     let mut bad = yoga.clone();
     bad["timelineId"] = json!(tl3);
     bad["recurringDayOfWeek"] = json!("MONDAY");
-    let (s, v) = api.post("/sessions", &bad).await;
-    assert_error(s, &v, 400);
+    let v = expect_error(400, api.post("/sessions", &bad).await);
     assert!(messages(&v).contains("FRIDAY"), "{v}");
     for (field, value) in [
         ("repeatCycleType", Value::Null),
@@ -655,70 +607,69 @@ async fn recurring_sessions() {
         let mut b = yoga.clone();
         b["timelineId"] = json!(tl3);
         b[field] = value;
-        let (s, v) = api.post("/sessions", &b).await;
-        assert_error(s, &v, 400);
+        let v = expect_error(400, api.post("/sessions", &b).await);
         assert!(v["message"].is_array());
     }
     let mut no_cycle = yoga.clone();
     no_cycle["timelineId"] = json!(tl3);
     no_cycle.as_object_mut().unwrap().remove("repeatCycleType");
-    let (s, v) = api.post("/sessions", &no_cycle).await;
-    assert_error(s, &v, 400);
+    let v = expect_error(400, api.post("/sessions", &no_cycle).await);
     assert!(messages(&v).contains("repeatCycleType"), "{v}");
     // A daily occurrence longer than a day would overlap itself.
     let mut long = daily_ok.clone();
     long["timelineId"] = json!(tl3);
     long["endDateTime"] = json!("2024-06-04T10:00:01Z");
-    let (s, v) = api.post("/sessions", &long).await;
-    assert_error(s, &v, 400);
+    expect_error(400, api.post("/sessions", &long).await);
     // ONE_TIME with recurrence fields.
-    let (s, v) = api
+    expect_error(400, api
         .post("/sessions", &json!({"type": "ONE_TIME", "timelineId": tl3, "name": "x",
                                    "startDateTime": "2030-01-01T00:00:00Z", "endDateTime": "2030-01-01T01:00:00Z",
                                    "repeatCycleType": "WEEKLY"}))
-        .await;
-    assert_error(s, &v, 400);
+        .await);
 
     // PATCH: moving the start moves the derived weekday; becoming ONE_TIME
     // clears the recurrence.
-    let (s, v) = api
+    let v = common::expect(200, api
         .patch(
             &format!("/sessions/{weekly_id}"),
             &json!({"startDateTime": "2023-12-07T07:00:00Z", "endDateTime": "2023-12-07T08:00:00Z"}),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await);
     assert_eq!(v["data"]["recurringDayOfWeek"], "THURSDAY");
-    let (s, v) = api
-        .patch(
+    expect_error(
+        400,
+        api.patch(
             &format!("/sessions/{weekly_id}"),
             &json!({"recurringDayOfWeek": "MONDAY"}),
         )
-        .await;
-    assert_error(s, &v, 400);
-    let (s, v) = api
-        .patch(
+        .await,
+    );
+    let v = common::expect(
+        200,
+        api.patch(
             &format!("/sessions/{weekly_id}"),
             &json!({"type": "ONE_TIME"}),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await,
+    );
     assert_eq!(v["data"]["repeatCycleType"], Value::Null);
     assert_eq!(v["data"]["recurringDayOfWeek"], Value::Null);
-    let (s, v) = api
-        .patch(
+    expect_error(
+        400,
+        api.patch(
             &format!("/sessions/{weekly_id}"),
             &json!({"type": "RECURRING"}),
         )
-        .await;
-    assert_error(s, &v, 400);
-    let (s, v) = api
-        .patch(
+        .await,
+    );
+    let v = common::expect(
+        200,
+        api.patch(
             &format!("/sessions/{weekly_id}"),
             &json!({"type": "RECURRING", "repeatCycleType": "DAILY"}),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await,
+    );
     assert_eq!(v["data"]["repeatCycleType"], "DAILY");
 }
 
@@ -787,23 +738,25 @@ async fn invalid_input_is_400_in_the_error_format() {
         assert!(messages(&v).contains(field), "{what}: {v}");
     }
     // Several problems are reported together.
-    let (s, v) = api
-        .post(
+    let v = expect_error(
+        400,
+        api.post(
             "/sessions",
             &json!({"type": "X", "timelineId": "y", "startDateTime": "z"}),
         )
-        .await;
-    assert_error(s, &v, 400);
+        .await,
+    );
     assert!(v["message"].as_array().unwrap().len() >= 4, "{v}");
 
     // A well-formed UUID naming no timeline: the document's "invalid routine reference".
-    let (s, v) = api
-        .post(
+    let v = expect_error(
+        400,
+        api.post(
             "/sessions",
             &with("timelineId", json!(uuid::Uuid::new_v4().to_string())),
         )
-        .await;
-    assert_error(s, &v, 400);
+        .await,
+    );
     assert!(messages(&v).contains("timelineId"), "{v}");
 
     // Bodies that are not JSON objects.
@@ -818,18 +771,17 @@ async fn invalid_input_is_400_in_the_error_format() {
         if let Some(ct) = ct {
             r = r.header("content-type", ct);
         }
-        let (s, v) = Api::send(r).await;
-        assert_error(s, &v, 400);
+        expect_error(400, Api::send(r).await);
     }
     // An oversized body.
-    let (s, v) = api
-        .post("/sessions", &with("description", json!("d".repeat(8000))))
-        .await;
-    assert_error(s, &v, 413);
+    expect_error(
+        413,
+        api.post("/sessions", &with("description", json!("d".repeat(8000))))
+            .await,
+    );
 
     // PATCH validates the same way.
-    let (s, v) = api.post("/sessions", &good).await;
-    assert_eq!(s, 200, "{v}");
+    let v = common::expect(200, api.post("/sessions", &good).await);
     let id = v["data"]["id"].as_str().unwrap().to_owned();
     for body in [
         json!({"endDateTime": "2030-01-01T08:00:00Z"}),
@@ -840,16 +792,16 @@ async fn invalid_input_is_400_in_the_error_format() {
         json!({"timelineId": "nope"}),
         json!([]),
     ] {
-        let (s, v) = api.patch(&format!("/sessions/{id}"), &body).await;
-        assert_error(s, &v, 400);
+        expect_error(400, api.patch(&format!("/sessions/{id}"), &body).await);
     }
-    let (s, v) = api
-        .patch(
+    expect_error(
+        413,
+        api.patch(
             &format!("/sessions/{id}"),
             &with("description", json!("d".repeat(8000))),
         )
-        .await;
-    assert_error(s, &v, 413);
+        .await,
+    );
     // Nothing changed.
     let (_, v) = api.get(&format!("/sessions/{id}")).await;
     assert_eq!(v["data"]["endDateTime"], "2030-01-01T10:00:00.000Z");
@@ -862,8 +814,7 @@ async fn invalid_input_is_400_in_the_error_format() {
         "take=abc",
         "timelineId=123",
     ] {
-        let (s, v) = api.get(&format!("/sessions?{q}")).await;
-        assert_error(s, &v, 400);
+        expect_error(400, api.get(&format!("/sessions?{q}")).await);
     }
 }
 
@@ -885,64 +836,66 @@ async fn sessions_without_times_are_accepted() {
     };
 
     // No times at all, explicit nulls, only one of them.
-    let (s, v) = api.post("/sessions", &bare(json!({}))).await;
-    assert_eq!(s, 200, "{v}");
+    let v = common::expect(200, api.post("/sessions", &bare(json!({}))).await);
     assert_eq!(v["data"]["startDateTime"], Value::Null, "{v}");
     assert_eq!(v["data"]["endDateTime"], Value::Null, "{v}");
     assert!(v["data"]["createdAt"].is_string(), "{v}");
     let undated = v["data"]["id"].as_str().unwrap().to_owned();
-    let (s, v) = api.get(&format!("/sessions/{undated}")).await;
-    assert_eq!(s, 200, "{v}");
+    let v = common::expect(200, api.get(&format!("/sessions/{undated}")).await);
     assert_eq!(v["data"]["startDateTime"], Value::Null, "{v}");
     assert_eq!(v["data"]["endDateTime"], Value::Null, "{v}");
-    let (s, v) = api
-        .post(
+    let v = common::expect(
+        200,
+        api.post(
             "/sessions",
             &bare(json!({"startDateTime": null, "endDateTime": null})),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await,
+    );
     assert_eq!(v["data"]["startDateTime"], Value::Null, "{v}");
-    let (s, v) = api
-        .post(
+    let v = common::expect(
+        200,
+        api.post(
             "/sessions",
             &bare(json!({"startDateTime": "2030-03-01T09:00:00Z"})),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await,
+    );
     assert_eq!(v["data"]["startDateTime"], "2030-03-01T09:00:00.000Z");
     assert_eq!(v["data"]["endDateTime"], Value::Null, "{v}");
     let start_only = v["data"]["id"].as_str().unwrap().to_owned();
-    let (s, v) = api
-        .post(
+    let v = common::expect(
+        200,
+        api.post(
             "/sessions",
             &bare(json!({"endDateTime": "2030-03-01T10:00:00Z"})),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await,
+    );
     assert_eq!(v["data"]["startDateTime"], Value::Null, "{v}");
     // A recurring session without times keeps the weekday it was given.
-    let (s, v) = api
-        .post(
+    let v = common::expect(
+        200,
+        api.post(
             "/sessions",
             &bare(json!({"type": "RECURRING", "repeatCycleType": "WEEKLY",
                          "recurringDayOfWeek": "FRIDAY"})),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await,
+    );
     assert_eq!(v["data"]["recurringDayOfWeek"], "FRIDAY", "{v}");
     assert_eq!(v["data"]["startDateTime"], Value::Null, "{v}");
     let weekly = v["data"]["id"].as_str().unwrap().to_owned();
 
     // They overlap nothing: a timed session over the same day is accepted,
     // and so are more sessions without times.
-    let (s, v) = api
-        .one_time(&tl, "2030-03-01T08:00:00Z", "2030-03-01T11:00:00Z")
-        .await;
-    assert_eq!(s, 200, "{v}");
+    let v = common::expect(
+        200,
+        api.one_time(&tl, "2030-03-01T08:00:00Z", "2030-03-01T11:00:00Z")
+            .await,
+    );
     let timed = v["data"]["id"].as_str().unwrap().to_owned();
-    let (s, v) = api.post("/sessions", &bare(json!({}))).await;
-    assert_eq!(s, 200, "{v}");
+    common::expect(200, api.post("/sessions", &bare(json!({}))).await);
 
     // When both are given, end must still be after start.
     let (s, v) = api
@@ -964,12 +917,13 @@ async fn sessions_without_times_are_accepted() {
             .map(|s| s["startDateTime"].clone())
             .collect()
     };
-    let (s, v) = api
-        .get(&format!(
+    let v = common::expect(
+        200,
+        api.get(&format!(
             "/sessions?timelineId={tl}&startDateTimeSortOrder=ASC&take=100"
         ))
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await,
+    );
     assert_eq!(v["meta"]["meta"]["count"], 7, "{v}");
     let asc = starts(&v);
     assert_eq!(
@@ -999,75 +953,78 @@ async fn sessions_without_times_are_accepted() {
     assert!(starts(&v).iter().all(Value::is_string), "{v}");
 
     // PATCH sets the times; then the session takes part in overlap checks.
-    let (s, v) = api
+    let v = expect_error(409, api
         .patch(
             &format!("/sessions/{undated}"),
             &json!({"startDateTime": "2030-03-01T10:30:00Z", "endDateTime": "2030-03-01T12:00:00Z"}),
         )
-        .await;
-    assert_error(s, &v, 409);
+        .await);
     assert!(messages(&v).contains(&timed), "{v}");
-    let (s, v) = api
+    let v = common::expect(200, api
         .patch(
             &format!("/sessions/{undated}"),
             &json!({"startDateTime": "2030-03-01T11:00:00Z", "endDateTime": "2030-03-01T12:00:00Z"}),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await);
     assert_eq!(v["data"]["startDateTime"], "2030-03-01T11:00:00.000Z");
     assert_eq!(v["data"]["endDateTime"], "2030-03-01T12:00:00.000Z");
-    let (s, v) = api
-        .one_time(&tl, "2030-03-01T11:30:00Z", "2030-03-01T11:45:00Z")
-        .await;
-    assert_error(s, &v, 409);
+    expect_error(
+        409,
+        api.one_time(&tl, "2030-03-01T11:30:00Z", "2030-03-01T11:45:00Z")
+            .await,
+    );
     // ... and changes them; end after start still applies, against the
     // stored start too.
-    let (s, v) = api
-        .patch(
+    let v = expect_error(
+        400,
+        api.patch(
             &format!("/sessions/{undated}"),
             &json!({"endDateTime": "2030-03-01T10:00:00Z"}),
         )
-        .await;
-    assert_error(s, &v, 400);
+        .await,
+    );
     assert!(messages(&v).contains("endDateTime"), "{v}");
-    let (s, v) = api
-        .patch(
+    let v = common::expect(
+        200,
+        api.patch(
             &format!("/sessions/{undated}"),
             &json!({"endDateTime": "2030-03-01T13:00:00Z"}),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await,
+    );
     assert_eq!(v["data"]["endDateTime"], "2030-03-01T13:00:00.000Z");
     // Giving the start-only session an end that makes it overlap is 409.
-    let (s, v) = api
-        .patch(
+    expect_error(
+        409,
+        api.patch(
             &format!("/sessions/{start_only}"),
             &json!({"endDateTime": "2030-03-01T09:30:00Z"}),
         )
-        .await;
-    assert_error(s, &v, 409);
+        .await,
+    );
     // null clears a time: the session overlaps nothing again.
-    let (s, v) = api
-        .patch(
+    let v = common::expect(
+        200,
+        api.patch(
             &format!("/sessions/{undated}"),
             &json!({"startDateTime": null}),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await,
+    );
     assert_eq!(v["data"]["startDateTime"], Value::Null, "{v}");
     assert_eq!(v["data"]["endDateTime"], "2030-03-01T13:00:00.000Z");
-    let (s, v) = api
-        .one_time(&tl, "2030-03-01T11:30:00Z", "2030-03-01T11:45:00Z")
-        .await;
-    assert_eq!(s, 200, "{v}");
+    common::expect(
+        200,
+        api.one_time(&tl, "2030-03-01T11:30:00Z", "2030-03-01T11:45:00Z")
+            .await,
+    );
     // A weekly session given a start recurs on that start's weekday.
-    let (s, v) = api
+    let v = common::expect(200, api
         .patch(
             &format!("/sessions/{weekly}"),
             &json!({"startDateTime": "2030-03-04T07:00:00Z", "endDateTime": "2030-03-04T07:30:00Z"}),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await);
     assert_eq!(v["data"]["recurringDayOfWeek"], "MONDAY", "{v}");
 
     // The OpenAPI agrees: optional on create, nullable in the answer.
@@ -1095,10 +1052,11 @@ async fn overlapping_sessions_of_one_user_conflict_across_timelines() {
     let kim = Api::new(&b, Some(token("kim")));
     let a = kim.timeline("a").await;
     let bb = kim.timeline("b").await;
-    let (s, v) = kim
-        .one_time(&a, "2030-06-01T09:00:00Z", "2030-06-01T10:00:00Z")
-        .await;
-    assert_eq!(s, 200, "{v}");
+    let v = common::expect(
+        200,
+        kim.one_time(&a, "2030-06-01T09:00:00Z", "2030-06-01T10:00:00Z")
+            .await,
+    );
     let first = v["data"]["id"].as_str().unwrap().to_owned();
 
     // On the other timeline: 409, naming the session it overlaps.
@@ -1107,106 +1065,119 @@ async fn overlapping_sessions_of_one_user_conflict_across_timelines() {
         ("2030-06-01T08:00:00Z", "2030-06-01T11:00:00Z"),
         ("2030-06-01T11:15:00+02:00", "2030-06-01T11:45:00+02:00"),
     ] {
-        let (s, v) = kim.one_time(&bb, start, end).await;
-        assert_error(s, &v, 409);
+        let v = expect_error(409, kim.one_time(&bb, start, end).await);
         assert!(messages(&v).contains(&first), "{v}");
         assert!(messages(&v).contains("same user"), "{v}");
     }
     // A recurring session meeting it in a later week, and a daily one, too.
-    let (s, v) = kim
-        .post(
+    expect_error(
+        409,
+        kim.post(
             "/sessions",
             &json!({"type": "RECURRING", "timelineId": bb, "name": "w",
                     "startDateTime": "2030-05-18T09:45:00Z", "endDateTime": "2030-05-18T10:15:00Z",
                     "repeatCycleType": "WEEKLY"}),
         )
-        .await;
-    assert_error(s, &v, 409);
+        .await,
+    );
     // Back to back is fine, and so is a session without times.
-    let (s, v) = kim
-        .one_time(&bb, "2030-06-01T10:00:00Z", "2030-06-01T11:00:00Z")
-        .await;
-    assert_eq!(s, 200, "{v}");
+    let v = common::expect(
+        200,
+        kim.one_time(&bb, "2030-06-01T10:00:00Z", "2030-06-01T11:00:00Z")
+            .await,
+    );
     let second = v["data"]["id"].as_str().unwrap().to_owned();
-    let (s, v) = kim
-        .post(
+    let v = common::expect(
+        200,
+        kim.post(
             "/sessions",
             &json!({"type": "ONE_TIME", "timelineId": bb, "name": "undated"}),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await,
+    );
     let undated = v["data"]["id"].as_str().unwrap().to_owned();
 
     // PATCH that moves a session into the other timeline's session: 409, and
     // nothing changes; a PATCH that does not move it is fine.
-    let (s, v) = kim
-        .patch(
+    let v = expect_error(
+        409,
+        kim.patch(
             &format!("/sessions/{second}"),
             &json!({"startDateTime": "2030-06-01T09:59:00Z"}),
         )
-        .await;
-    assert_error(s, &v, 409);
+        .await,
+    );
     assert!(messages(&v).contains(&first), "{v}");
-    let (s, v) = kim
+    expect_error(409, kim
         .patch(
             &format!("/sessions/{undated}"),
             &json!({"startDateTime": "2030-06-01T09:00:00Z", "endDateTime": "2030-06-01T09:30:00Z"}),
         )
-        .await;
-    assert_error(s, &v, 409);
-    let (s, v) = kim
-        .patch(&format!("/sessions/{second}"), &json!({"name": "renamed"}))
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await);
+    let v = common::expect(
+        200,
+        kim.patch(&format!("/sessions/{second}"), &json!({"name": "renamed"}))
+            .await,
+    );
     assert_eq!(v["data"]["startDateTime"], "2030-06-01T10:00:00.000Z");
-    let (s, v) = kim
-        .patch(
+    common::expect(
+        200,
+        kim.patch(
             &format!("/sessions/{second}"),
             &json!({"endDateTime": "2030-06-01T12:00:00Z"}),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await,
+    );
 
     // Another user's sessions do not count.
     let lee = Api::new(&b, Some(token("lee")));
     let lee_tl = lee.timeline("lee's").await;
-    let (s, v) = lee
-        .one_time(&lee_tl, "2030-06-01T09:00:00Z", "2030-06-01T10:00:00Z")
-        .await;
-    assert_eq!(s, 200, "{v}");
+    common::expect(
+        200,
+        lee.one_time(&lee_tl, "2030-06-01T09:00:00Z", "2030-06-01T10:00:00Z")
+            .await,
+    );
 
     // An administrator's sessions are theirs, on whoever's timeline: one on
     // kim's timeline then conflicts with their own on lee's.
     let admin = Api::new(&b, Some(token_with("root", json!({"role": "admin"}))));
-    let (s, v) = admin
-        .one_time(&bb, "2030-06-02T09:00:00Z", "2030-06-02T10:00:00Z")
-        .await;
-    assert_eq!(s, 200, "{v}");
+    let v = common::expect(
+        200,
+        admin
+            .one_time(&bb, "2030-06-02T09:00:00Z", "2030-06-02T10:00:00Z")
+            .await,
+    );
     let by_admin = v["data"]["id"].as_str().unwrap().to_owned();
-    let (s, v) = admin
-        .one_time(&lee_tl, "2030-06-02T09:30:00Z", "2030-06-02T10:30:00Z")
-        .await;
-    assert_error(s, &v, 409);
+    let v = expect_error(
+        409,
+        admin
+            .one_time(&lee_tl, "2030-06-02T09:30:00Z", "2030-06-02T10:30:00Z")
+            .await,
+    );
     assert!(messages(&v).contains(&by_admin), "{v}");
     // ... while kim's own sessions are not the administrator's.
-    let (s, v) = admin
-        .one_time(&lee_tl, "2030-06-01T11:00:00Z", "2030-06-01T11:30:00Z")
-        .await;
-    assert_eq!(s, 200, "{v}");
+    common::expect(
+        200,
+        admin
+            .one_time(&lee_tl, "2030-06-01T11:00:00Z", "2030-06-01T11:30:00Z")
+            .await,
+    );
     // kim's session on another timeline does not conflict with the
     // administrator's on kim's timeline b (different users, different
     // timelines).
-    let (s, v) = kim
-        .one_time(&a, "2030-06-02T09:00:00Z", "2030-06-02T10:00:00Z")
-        .await;
-    assert_eq!(s, 200, "{v}");
+    common::expect(
+        200,
+        kim.one_time(&a, "2030-06-02T09:00:00Z", "2030-06-02T10:00:00Z")
+            .await,
+    );
 
     // Removing a session frees its time for the user's other timelines.
     assert_eq!(kim.delete(&format!("/sessions/{first}")).await.0, 200);
-    let (s, v) = kim
-        .one_time(&bb, "2030-06-01T09:00:00Z", "2030-06-01T09:30:00Z")
-        .await;
-    assert_eq!(s, 200, "{v}");
+    common::expect(
+        200,
+        kim.one_time(&bb, "2030-06-01T09:00:00Z", "2030-06-01T09:30:00Z")
+            .await,
+    );
 }
 
 /// Concurrent creates of one slot by one user on as many of their timelines:
@@ -1251,10 +1222,11 @@ async fn overlapping_sessions_of_one_timeline_conflict() {
     // see overlapping_sessions_of_one_user_conflict_across_timelines).
     let someone = Api::new(&b, Some(token("frank's colleague")));
     let other = someone.timeline("b").await;
-    let (s, v) = api
-        .one_time(&tl, "2030-05-01T09:00:00Z", "2030-05-01T10:00:00Z")
-        .await;
-    assert_eq!(s, 200, "{v}");
+    let v = common::expect(
+        200,
+        api.one_time(&tl, "2030-05-01T09:00:00Z", "2030-05-01T10:00:00Z")
+            .await,
+    );
     let first = v["data"]["id"].as_str().unwrap().to_owned();
 
     for (start, end) in [
@@ -1264,46 +1236,51 @@ async fn overlapping_sessions_of_one_timeline_conflict() {
         ("2030-05-01T08:00:00Z", "2030-05-01T11:00:00Z"),
         ("2030-05-01T11:00:00+02:00", "2030-05-01T11:30:00+02:00"),
     ] {
-        let (s, v) = api.one_time(&tl, start, end).await;
-        assert_error(s, &v, 409);
+        let v = expect_error(409, api.one_time(&tl, start, end).await);
         assert!(messages(&v).contains(&first), "{v}");
     }
     // Back to back is fine, and so is another user's timeline.
-    let (s, v) = api
-        .one_time(&tl, "2030-05-01T10:00:00Z", "2030-05-01T11:00:00Z")
-        .await;
-    assert_eq!(s, 200, "{v}");
+    let v = common::expect(
+        200,
+        api.one_time(&tl, "2030-05-01T10:00:00Z", "2030-05-01T11:00:00Z")
+            .await,
+    );
     let second = v["data"]["id"].as_str().unwrap().to_owned();
-    let (s, _) = someone
-        .one_time(&other, "2030-05-01T09:00:00Z", "2030-05-01T10:00:00Z")
-        .await;
-    assert_eq!(s, 200);
+    common::expect(
+        200,
+        someone
+            .one_time(&other, "2030-05-01T09:00:00Z", "2030-05-01T10:00:00Z")
+            .await,
+    );
 
     // PATCH into an overlap is 409 and changes nothing; a session does not
     // conflict with itself.
-    let (s, v) = api
-        .patch(
+    expect_error(
+        409,
+        api.patch(
             &format!("/sessions/{second}"),
             &json!({"startDateTime": "2030-05-01T09:59:00Z"}),
         )
-        .await;
-    assert_error(s, &v, 409);
-    let (s, v) = api
-        .patch(
+        .await,
+    );
+    common::expect(
+        200,
+        api.patch(
             &format!("/sessions/{second}"),
             &json!({"endDateTime": "2030-05-01T12:00:00Z"}),
         )
-        .await;
-    assert_eq!(s, 200, "{v}");
+        .await,
+    );
     let (_, v) = api.get(&format!("/sessions/{second}")).await;
     assert_eq!(v["data"]["startDateTime"], "2030-05-01T10:00:00.000Z");
 
     // Removing a session frees its time.
     assert_eq!(api.delete(&format!("/sessions/{first}")).await.0, 200);
-    let (s, v) = api
-        .one_time(&tl, "2030-05-01T09:30:00Z", "2030-05-01T09:45:00Z")
-        .await;
-    assert_eq!(s, 200, "{v}");
+    common::expect(
+        200,
+        api.one_time(&tl, "2030-05-01T09:30:00Z", "2030-05-01T09:45:00Z")
+            .await,
+    );
 }
 
 /// Concurrent creates of the same slot: exactly one wins, the others get 409.
@@ -1426,8 +1403,7 @@ async fn lists_filter_sort_and_page() {
     };
 
     // Default: DESC, take 10.
-    let (s, v) = api.get(&format!("/sessions?timelineId={a}")).await;
-    assert_eq!(s, 200);
+    let v = common::expect(200, api.get(&format!("/sessions?timelineId={a}")).await);
     assert_eq!(days(&v), ["07-05", "07-04", "07-03", "07-02", "07-01"]);
     assert_eq!(
         v["meta"],
@@ -1459,10 +1435,11 @@ async fn lists_filter_sort_and_page() {
     assert_eq!(v["meta"]["meta"]["count"], 7);
     assert_eq!(days(&v)[0], "08-02");
     // A filter naming no timeline matches nothing.
-    let (s, v) = api
-        .get(&format!("/sessions?timelineId={}", uuid::Uuid::new_v4()))
-        .await;
-    assert_eq!(s, 200);
+    let v = common::expect(
+        200,
+        api.get(&format!("/sessions?timelineId={}", uuid::Uuid::new_v4()))
+            .await,
+    );
     assert_eq!(v["meta"]["meta"]["count"], 0);
 }
 
@@ -1481,20 +1458,19 @@ async fn users_see_their_own_and_admins_see_all() {
         .await;
 
     // Another user: the session is not there, the timeline is forbidden.
-    let (s, v) = jack.get(&format!("/sessions/{id}")).await;
-    assert_error(s, &v, 404);
-    let (s, v) = jack
-        .patch(&format!("/sessions/{id}"), &json!({"name": "mine"}))
-        .await;
-    assert_error(s, &v, 404);
-    let (s, v) = jack.delete(&format!("/sessions/{id}")).await;
-    assert_error(s, &v, 404);
-    let (s, v) = jack
-        .one_time(&tl, "2030-10-01T09:00:00Z", "2030-10-01T10:00:00Z")
-        .await;
-    assert_error(s, &v, 403);
-    let (s, v) = jack.get(&format!("/sessions?timelineId={tl}")).await;
-    assert_error(s, &v, 403);
+    expect_error(404, jack.get(&format!("/sessions/{id}")).await);
+    expect_error(
+        404,
+        jack.patch(&format!("/sessions/{id}"), &json!({"name": "mine"}))
+            .await,
+    );
+    expect_error(404, jack.delete(&format!("/sessions/{id}")).await);
+    expect_error(
+        403,
+        jack.one_time(&tl, "2030-10-01T09:00:00Z", "2030-10-01T10:00:00Z")
+            .await,
+    );
+    expect_error(403, jack.get(&format!("/sessions?timelineId={tl}")).await);
     let (_, v) = jack.get("/sessions").await;
     assert_eq!(v["meta"]["meta"]["count"], 1);
     let (_, v) = jack.get("/timelines").await;
@@ -1509,10 +1485,8 @@ async fn users_see_their_own_and_admins_see_all() {
         let admin = Api::new(&b, Some(token_with("root", claims.clone())));
         let (_, v) = admin.get("/sessions").await;
         assert_eq!(v["meta"]["meta"]["count"], 2, "{claims}");
-        let (s, _) = admin.get(&format!("/sessions/{id}")).await;
-        assert_eq!(s, 200);
-        let (s, _) = admin.get(&format!("/sessions?timelineId={tl}")).await;
-        assert_eq!(s, 200);
+        common::expect(200, admin.get(&format!("/sessions/{id}")).await);
+        common::expect(200, admin.get(&format!("/sessions?timelineId={tl}")).await);
     }
     // Not administrators.
     for claims in [
@@ -1526,14 +1500,18 @@ async fn users_see_their_own_and_admins_see_all() {
         assert_eq!(v["meta"]["meta"]["count"], 0);
     }
     let admin = Api::new(&b, Some(token_with("root", json!({"role": "admin"}))));
-    let (s, v) = admin
-        .patch(&format!("/sessions/{id}"), &json!({"name": "by admin"}))
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let (s, v) = admin
-        .one_time(&tl, "2030-10-01T09:00:00Z", "2030-10-01T10:00:00Z")
-        .await;
-    assert_eq!(s, 200, "{v}");
+    common::expect(
+        200,
+        admin
+            .patch(&format!("/sessions/{id}"), &json!({"name": "by admin"}))
+            .await,
+    );
+    let v = common::expect(
+        200,
+        admin
+            .one_time(&tl, "2030-10-01T09:00:00Z", "2030-10-01T10:00:00Z")
+            .await,
+    );
     assert_eq!(v["data"]["timelineId"], tl.as_str());
     let (_, v) = ivy.get("/sessions").await;
     assert_eq!(
@@ -1567,10 +1545,11 @@ async fn a_dead_daemon_is_503_and_the_data_survives_its_restart() {
     let b = common::start_on(&d).await;
     let api = Api::new(&b, Some(token("kim")));
     let tl = api.timeline("t").await;
-    let (s, v) = api
-        .one_time(&tl, "2030-11-01T09:00:00Z", "2030-11-01T10:00:00Z")
-        .await;
-    assert_eq!(s, 200, "{v}");
+    let v = common::expect(
+        200,
+        api.one_time(&tl, "2030-11-01T09:00:00Z", "2030-11-01T10:00:00Z")
+            .await,
+    );
     let id = v["data"]["id"].as_str().unwrap().to_owned();
     d.stop().await;
 
@@ -1596,21 +1575,18 @@ async fn a_dead_daemon_is_503_and_the_data_survives_its_restart() {
     assert_eq!(Api::new(&b, None).get("/sessions").await.0, 401);
 
     d.restart().await;
-    let mut back = None;
-    for _ in 0..100 {
+    let v = common::poll_until(100, Duration::from_millis(100), || async {
         let (s, v) = api.get(&format!("/sessions/{id}")).await;
-        if s == 200 {
-            back = Some(v);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let v = back.expect("the bridge never recovered");
+        (s == 200).then_some(v)
+    })
+    .await
+    .expect("the bridge never recovered");
     assert_eq!(v["data"]["startDateTime"], "2030-11-01T09:00:00.000Z");
     // The slot is still taken.
-    let (s, _) = api
-        .one_time(&tl, "2030-11-01T09:30:00Z", "2030-11-01T10:30:00Z")
-        .await;
-    assert_eq!(s, 409);
+    common::expect(
+        409,
+        api.one_time(&tl, "2030-11-01T09:30:00Z", "2030-11-01T10:30:00Z")
+            .await,
+    );
     d.stop().await;
 }
