@@ -71,9 +71,6 @@ pub const READ_BYTES: usize = 256 * 1024;
 /// reported again (at least once: an expiry reaped in the last moments before
 /// a crash may be reported twice, none is lost). Well over an expiry tick.
 const HORIZON_MARGIN_MS: u64 = 2_000;
-/// What an event costs the ring beyond its bytes: its slot (cursor and
-/// `Bytes`, 40) and the allocator's overhead and rounding (about 24).
-const RING_OVERHEAD: usize = 64;
 /// Bytes of an events file's header.
 const HEADER: &[u8; 16] = b"SDEV\x01\0\0\0\0\0\0\0\0\0\0\0";
 /// Bytes in front of each event's payload.
@@ -145,12 +142,34 @@ struct Segment {
     path: PathBuf,
 }
 
+/// A block of the in-memory ring: events `first..first + ends.len()`, each
+/// encoded, back to back in `bytes` (no allocation per event).
+struct Chunk {
+    first: u64,
+    bytes: Vec<u8>,
+    /// Where each event ends in `bytes`.
+    ends: Vec<u32>,
+}
+
+impl Chunk {
+    fn last(&self) -> u64 {
+        self.first + self.ends.len() as u64 - 1
+    }
+
+    fn cost(&self) -> usize {
+        self.bytes.capacity() + 4 * self.ends.capacity() + 64
+    }
+}
+
+/// Bytes of one ring chunk.
+const CHUNK_BYTES: usize = 64 * 1024;
+
 /// What `emit` shares with the flusher and the readers.
 struct Inner {
     /// The cursor the next event gets.
     next: u64,
     /// Recent events, oldest first, contiguous cursors.
-    ring: VecDeque<(u64, Bytes)>,
+    ring: VecDeque<Chunk>,
     ring_bytes: usize,
     /// Framed events not yet written, and the last cursor among them.
     pending: Vec<u8>,
@@ -595,15 +614,37 @@ impl Feed {
             inner.pending[start..start + 4].copy_from_slice(&len.to_le_bytes());
             inner.pending_last_at = inner.pending_last_at.max(at_ms);
         } else {
-            // Memory only: the ring is the feed.
-            let mut payload = Vec::with_capacity(48 + namespace.len() + owner.map_or(0, str::len));
-            encode_event(&mut payload, cursor, at_ms, namespace, id, owner, kind);
-            inner.ring_bytes += payload.len() + RING_OVERHEAD;
-            inner.ring.push_back((cursor, Bytes::from(payload)));
-            while inner.ring_bytes > self.config.ring_bytes && inner.ring.len() > 1 {
-                if let Some((_, old)) = inner.ring.pop_front() {
-                    inner.ring_bytes -= old.len() + RING_OVERHEAD;
+            // Memory only: the ring is the feed, in blocks of events.
+            // An eighth of the ring a block (64 KiB at most), so the ring
+            // lets go of old events an eighth at a time.
+            let block = (self.config.ring_bytes / 8).clamp(1024, CHUNK_BYTES);
+            let need = 64 + namespace.len() + owner.map_or(0, str::len);
+            let room = inner
+                .ring
+                .back()
+                .is_some_and(|c| c.bytes.len() + need <= c.bytes.capacity());
+            if !room {
+                let chunk = Chunk {
+                    first: cursor,
+                    bytes: Vec::with_capacity(block.max(need)),
+                    ends: Vec::with_capacity(block / 32),
+                };
+                inner.ring_bytes += chunk.cost();
+                inner.ring.push_back(chunk);
+                while inner.ring_bytes > self.config.ring_bytes && inner.ring.len() > 1 {
+                    if let Some(old) = inner.ring.pop_front() {
+                        inner.ring_bytes -= old.cost();
+                    }
                 }
+            }
+            if let Some(chunk) = inner.ring.back_mut() {
+                let before = chunk.bytes.capacity() + 4 * chunk.ends.capacity();
+                encode_event(&mut chunk.bytes, cursor, at_ms, namespace, id, owner, kind);
+                chunk
+                    .ends
+                    .push(u32::try_from(chunk.bytes.len()).unwrap_or(u32::MAX));
+                let grown = chunk.bytes.capacity() + 4 * chunk.ends.capacity() - before;
+                inner.ring_bytes += grown;
             }
         }
         self.counters.emitted_total.fetch_add(1, Ordering::Relaxed);
@@ -690,7 +731,7 @@ impl Feed {
     #[must_use]
     pub fn oldest(&self) -> Option<u64> {
         let from_files = self.files.as_ref().and_then(|f| f.lock().oldest());
-        let from_ring = self.inner.lock().ring.front().map(|(c, _)| *c);
+        let from_ring = self.inner.lock().ring.front().map(|c| c.first);
         match (from_files, from_ring) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -774,24 +815,33 @@ impl Feed {
     #[must_use]
     pub fn in_ring(&self, after: u64) -> bool {
         let inner = self.inner.lock();
-        inner.ring.front().is_some_and(|(c, _)| *c <= after + 1)
+        inner.ring.front().is_some_and(|c| c.first <= after + 1)
     }
 
     fn ring_after(&self, after: u64, until: u64) -> Option<Vec<(u64, Bytes)>> {
         let inner = self.inner.lock();
-        let front = inner.ring.front()?.0;
-        if front > after + 1 {
+        let want = after + 1;
+        if inner.ring.front()?.first > want {
             return None;
         }
-        let skip = usize::try_from(after + 1 - front).ok()?;
         let mut out = Vec::new();
         let mut taken = 0;
-        for (c, b) in inner.ring.iter().skip(skip) {
-            if *c > until || taken >= READ_BYTES {
-                break;
+        for chunk in inner.ring.iter().filter(|c| c.last() >= want) {
+            let skip = usize::try_from(want.saturating_sub(chunk.first)).ok()?;
+            let mut start = match skip {
+                0 => 0,
+                n => *chunk.ends.get(n - 1)? as usize,
+            };
+            for (i, end) in chunk.ends.iter().enumerate().skip(skip) {
+                let cursor = chunk.first + i as u64;
+                if cursor > until || taken >= READ_BYTES {
+                    return Some(out);
+                }
+                let bytes = chunk.bytes.get(start..*end as usize)?;
+                taken += bytes.len();
+                out.push((cursor, Bytes::copy_from_slice(bytes)));
+                start = *end as usize;
             }
-            taken += b.len();
-            out.push((*c, b.clone()));
         }
         Some(out)
     }

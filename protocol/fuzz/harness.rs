@@ -33,7 +33,8 @@ pub fn check(data: &[u8]) {
         if let Some(fast) = sessiond_protocol::view::decode_session_response(payload) {
             // The client's fast path takes only what the general decoder
             // takes, with the same meaning (compared re-encoded: NaN).
-            let general = decode_response(payload).expect("the general decoder takes a session answer");
+            let general =
+                decode_response(payload).expect("the general decoder takes a session answer");
             let mut a = BytesMut::new();
             let mut b = BytesMut::new();
             encode_response(&fast, &mut a).expect("encodes");
