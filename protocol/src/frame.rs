@@ -90,21 +90,27 @@ pub fn encode_frame<T: Serialize>(msg: &T, buf: &mut BytesMut) -> Result<(), Enc
             reason: e.to_string(),
         });
     }
+    finish_frame(buf, start)
+}
+
+/// Writes the length of the frame that begins at `start` (its 4-byte header
+/// reserved there) into that header.
+///
+/// # Errors
+/// [`EncodeError::TooLarge`] if the payload exceeds [`ABSOLUTE_MAX_FRAME_LEN`]:
+/// `buf` is then cut back to `start`.
+pub(crate) fn finish_frame(buf: &mut BytesMut, start: usize) -> Result<(), EncodeError> {
     let len = buf.len() - start - HEADER_LEN;
-    let Ok(len32) = u32::try_from(len) else {
+    let Some(len32) = u32::try_from(len)
+        .ok()
+        .filter(|l| *l <= ABSOLUTE_MAX_FRAME_LEN)
+    else {
         buf.truncate(start);
         return Err(EncodeError::TooLarge {
             len,
             max: ABSOLUTE_MAX_FRAME_LEN,
         });
     };
-    if len32 > ABSOLUTE_MAX_FRAME_LEN {
-        buf.truncate(start);
-        return Err(EncodeError::TooLarge {
-            len,
-            max: ABSOLUTE_MAX_FRAME_LEN,
-        });
-    }
     buf[start..start + HEADER_LEN].copy_from_slice(&len32.to_be_bytes());
     Ok(())
 }

@@ -25,7 +25,7 @@ use bytes::{BufMut, BytesMut};
 use serde::Serialize;
 
 use crate::error::EncodeError;
-use crate::frame::{ABSOLUTE_MAX_FRAME_LEN, HEADER_LEN};
+use crate::frame::HEADER_LEN;
 use crate::ids::SessionId;
 use crate::limits;
 use crate::message::{
@@ -464,7 +464,7 @@ pub fn peek_events_count(payload: &[u8]) -> Option<u64> {
 /// the decoded events.
 ///
 /// # Errors
-/// [`EncodeError::TooLarge`] past [`ABSOLUTE_MAX_FRAME_LEN`]; `buf` is then
+/// [`EncodeError::TooLarge`] past [`crate::frame::ABSOLUTE_MAX_FRAME_LEN`]; `buf` is then
 /// left as it was.
 pub fn encode_events_answer(
     request_id: u64,
@@ -479,19 +479,7 @@ pub fn encode_events_answer(
     for e in events {
         buf.put_slice(e);
     }
-    let len = buf.len() - start - HEADER_LEN;
-    let Some(len32) = u32::try_from(len)
-        .ok()
-        .filter(|l| *l <= ABSOLUTE_MAX_FRAME_LEN)
-    else {
-        buf.truncate(start);
-        return Err(EncodeError::TooLarge {
-            len,
-            max: ABSOLUTE_MAX_FRAME_LEN,
-        });
-    };
-    buf[start..start + HEADER_LEN].copy_from_slice(&len32.to_be_bytes());
-    Ok(())
+    crate::frame::finish_frame(buf, start)
 }
 
 /// Appends one frame holding the answer `Session` (or `MaybeSession(Some)`
@@ -504,7 +492,7 @@ pub fn encode_events_answer(
 /// [`crate::frame::encode_response`]'s).
 ///
 /// # Errors
-/// [`EncodeError::TooLarge`] past [`ABSOLUTE_MAX_FRAME_LEN`]; `buf` is then
+/// [`EncodeError::TooLarge`] past [`crate::frame::ABSOLUTE_MAX_FRAME_LEN`]; `buf` is then
 /// left as it was.
 pub fn encode_session_answer(
     request_id: u64,
@@ -535,25 +523,13 @@ pub fn encode_session_answer(
     put_option(buf, head.ttl.max_lifetime_ms, put_varint);
     put_varint(buf, head.version);
     buf.extend_from_slice(attrs);
-    let len = buf.len() - start - HEADER_LEN;
-    let Some(len32) = u32::try_from(len)
-        .ok()
-        .filter(|l| *l <= ABSOLUTE_MAX_FRAME_LEN)
-    else {
-        buf.truncate(start);
-        return Err(EncodeError::TooLarge {
-            len,
-            max: ABSOLUTE_MAX_FRAME_LEN,
-        });
-    };
-    buf[start..start + HEADER_LEN].copy_from_slice(&len32.to_be_bytes());
-    Ok(())
+    crate::frame::finish_frame(buf, start)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{decode_request, encode_request, split_frame};
+    use crate::frame::{decode_request, encode_request, split_frame, ABSOLUTE_MAX_FRAME_LEN};
     use crate::message::{Create, Get, Op, Request};
     use crate::value::{encode_attrs, Attrs, Value};
 
