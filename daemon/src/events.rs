@@ -456,25 +456,32 @@ impl Files {
             .map(|s| s.first)
     }
 
-    /// Events after `after` up to `until`, at most about `max_bytes`,
-    /// starting at `pos` when it points at `after + 1` (and leaving it after
-    /// the last event read).
-    fn read(
-        &self,
-        after: u64,
-        until: u64,
-        max_bytes: usize,
-        pos: &mut ReadPos,
-    ) -> io::Result<Vec<(u64, Bytes)>> {
+    /// The file holding the event after `after`, if any.
+    fn locate(&self, after: u64) -> Option<Segment> {
         let want = after + 1;
-        let Some(seg) = self
-            .segments
+        self.segments
             .iter()
             .rev()
             .find(|s| s.first <= want && s.last >= s.first)
-        else {
-            return Ok(Vec::new());
-        };
+            .cloned()
+    }
+}
+
+/// Events of `seg` after `after` up to `until`, at most about `max_bytes`,
+/// starting at `pos` when it points at `after + 1` (and leaving it after the
+/// last event read). Read without the files' lock: the flusher may append
+/// meanwhile (a frame it has not finished ends the read; events past `until`
+/// are not taken), and a file the retention deletes meanwhile reads on, or
+/// fails to open (the next read then finds the cursor expired).
+fn read_segment(
+    seg: &Segment,
+    after: u64,
+    until: u64,
+    max_bytes: usize,
+    pos: &mut ReadPos,
+) -> io::Result<Vec<(u64, Bytes)>> {
+    {
+        let want = after + 1;
         let start = if pos.segment == seg.first && pos.next == want {
             pos.offset
         } else {
@@ -778,9 +785,14 @@ impl Feed {
             return Ok(raw);
         }
         let read = self.files.as_ref().map(|f| {
-            let files = f.lock();
-            let oldest = files.oldest();
-            (oldest, files.read(after, until, READ_BYTES, pos))
+            let (oldest, seg) = {
+                let files = f.lock();
+                (files.oldest(), files.locate(after))
+            };
+            let raw = seg.map_or(Ok(Vec::new()), |seg| {
+                read_segment(&seg, after, until, READ_BYTES, pos)
+            });
+            (oldest, raw)
         });
         match read {
             Some((Some(oldest), Ok(raw))) if oldest <= after + 1 => Ok(raw),
