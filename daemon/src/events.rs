@@ -23,9 +23,10 @@
 //! [payload]`, the payload a bincode [`Event`]. A file is closed at
 //! [`SEGMENT_BYTES`]; whole files past the retention (older than its time,
 //! or beyond its bytes, oldest first) are deleted. The data log's compaction
-//! does not touch them. At start-up the newest file is scanned: a torn or
+//! does not touch them. At start-up only the newest file is read: a torn or
 //! corrupt tail (a crash mid-write) is cut off, so the feed resumes after the
-//! last whole event.
+//! last whole event; an older file ends where the next begins (a damaged
+//! frame in one stops a reader there, the checksum tells).
 //!
 //! # Subscribers
 //! A subscriber asks for the events after a cursor. Recent ones come from the
@@ -52,7 +53,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use sessiond_protocol::frame::decode_value;
-use sessiond_protocol::view::encode_event;
+use sessiond_protocol::view::{encode_event, peek_event};
 use sessiond_protocol::{Event, EventKind, SessionId};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -199,7 +200,7 @@ pub struct Feed {
     inner: Mutex<Inner>,
     files: Option<Mutex<Files>>,
     wake: Condvar,
-    wake_lock: Mutex<bool>,
+    wake_lock: Mutex<()>,
     published: watch::Sender<u64>,
     stop: AtomicBool,
     /// The last write to the files failed (logged once until one works).
@@ -237,9 +238,9 @@ fn seal(bytes: &mut [u8]) {
     }
 }
 
-/// Reads whole frames from `bytes`; returns each event's payload and where
-/// it ends, stopping at the first torn or corrupt frame.
-fn scan(bytes: &[u8]) -> Vec<(Event, usize)> {
+/// Reads whole frames from `bytes`; returns each event's cursor and time and
+/// where its frame ends, stopping at the first torn or corrupt frame.
+fn scan(bytes: &[u8]) -> Vec<(u64, u64, usize)> {
     let mut out = Vec::new();
     let mut at = 0;
     while let Some(head) = bytes.get(at..at + FRAME_HEAD) {
@@ -255,10 +256,10 @@ fn scan(bytes: &[u8]) -> Vec<(Event, usize)> {
         if crc32c::crc32c(payload) != crc {
             break;
         }
-        let Ok(event) = decode_value::<Event>(payload) else {
+        let Some(head) = peek_event(payload) else {
             break;
         };
-        out.push((event, end));
+        out.push((head.cursor, head.at_ms, end));
         at = end;
     }
     out
@@ -294,10 +295,14 @@ impl Files {
         let mut next = 1;
         for (i, first) in firsts.iter().enumerate() {
             let path = dir.join(segment_name(*first));
-            let newest = i + 1 == firsts.len();
-            let bytes = fs::read(&path)?;
-            if bytes.get(..HEADER.len()) != Some(&HEADER[..]) {
-                if bytes.len() < HEADER.len() && HEADER.starts_with(&bytes) {
+            let mut file = File::open(&path)?;
+            let meta = file.metadata()?;
+            let mut head = Vec::with_capacity(HEADER.len());
+            Read::by_ref(&mut file)
+                .take(HEADER.len() as u64)
+                .read_to_end(&mut head)?;
+            if head != HEADER {
+                if head.len() < HEADER.len() && HEADER.starts_with(&head) {
                     // Created, then a crash (or a full disk) before its
                     // header was whole: it holds no event.
                     warn!(file = %path.display(), "removing an events file without a whole header");
@@ -309,28 +314,42 @@ impl Files {
                     format!("{} is not an events file", path.display()),
                 ));
             }
-            let events = scan(&bytes[HEADER.len()..]);
-            let end = HEADER.len() + events.last().map_or(0, |(_, end)| *end);
-            if end < bytes.len() {
-                if !newest {
-                    warn!(file = %path.display(), "an older events file ends damaged; its whole events are kept");
-                } else {
-                    warn!(file = %path.display(), cut = bytes.len() - end, "cutting the torn tail of the events file");
-                    let f = OpenOptions::new().write(true).open(&path)?;
-                    f.set_len(end as u64)?;
-                    f.sync_all()?;
+            let (last, last_at, end) = match firsts.get(i + 1) {
+                // An older file is not read: its events end where the next
+                // file's begin, and it was last written when its newest
+                // event was (its time, for the retention).
+                Some(following) => {
+                    let written = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                    (following - 1, written, meta.len())
                 }
-            }
-            let last = events
-                .last()
-                .map_or(first.saturating_sub(1), |(e, _)| e.cursor);
-            let last_at = events.iter().map(|(e, _)| e.at_ms).max().unwrap_or(0);
+                // The newest is read through: its last whole event, its
+                // latest time, and a torn tail (a crash mid-write) cut off.
+                None => {
+                    let mut rest = Vec::new();
+                    file.read_to_end(&mut rest)?;
+                    let events = scan(&rest);
+                    let end = (HEADER.len() + events.last().map_or(0, |e| e.2)) as u64;
+                    if end < meta.len() {
+                        warn!(file = %path.display(), cut = meta.len() - end, "cutting the torn tail of the events file");
+                        let f = OpenOptions::new().write(true).open(&path)?;
+                        f.set_len(end)?;
+                        f.sync_all()?;
+                    }
+                    let last = events.last().map_or(first.saturating_sub(1), |e| e.0);
+                    let last_at = events.iter().map(|e| e.1).max().unwrap_or(0);
+                    (last, last_at, end)
+                }
+            };
             next = next.max(last + 1).max(*first);
             segments.push(Segment {
                 first: *first,
                 last,
                 last_at,
-                bytes: end as u64,
+                bytes: end,
                 path,
             });
         }
@@ -509,8 +528,7 @@ fn read_segment(
             if reader.read_exact(&mut payload).is_err() || crc32c::crc32c(&payload) != crc {
                 break;
             }
-            // The cursor is the event's first field.
-            let Some(cursor) = sessiond_protocol::frame::peek_request_id(&payload) else {
+            let Some(cursor) = peek_event(&payload).map(|h| h.cursor) else {
                 break;
             };
             if cursor > until {
@@ -547,13 +565,15 @@ impl Feed {
             }
             None => (None, 1),
         };
+        // The newest file holding events has the latest ones (an older
+        // file's time is only its last write).
         let horizon = files.as_ref().map_or(0, |f| {
             f.lock()
                 .segments
                 .iter()
-                .map(|s| s.last_at)
-                .max()
-                .unwrap_or(0)
+                .rev()
+                .find(|s| s.last >= s.first)
+                .map_or(0, |s| s.last_at)
                 .saturating_sub(HORIZON_MARGIN_MS)
         });
         let feed = Arc::new(Self {
@@ -568,7 +588,7 @@ impl Feed {
             }),
             files,
             wake: Condvar::new(),
-            wake_lock: Mutex::new(false),
+            wake_lock: Mutex::new(()),
             published: watch::Sender::new(next - 1),
             stop: AtomicBool::new(false),
             failing: AtomicBool::new(false),
@@ -943,6 +963,54 @@ mod tests {
         assert_eq!(
             tail.iter().map(|e| e.cursor).collect::<Vec<_>>(),
             vec![499, 500, 501, 502, 503]
+        );
+        feed.shutdown();
+    }
+
+    /// An older file is not read at start-up: its events end where the next
+    /// file's begin, and every event still reads back in order.
+    #[test]
+    fn a_restart_reads_only_the_newest_file_and_every_event_stays_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let feed = Feed::open(config(Some(dir.path()))).unwrap();
+        emit_n(&feed, 5);
+        wait_published(&feed, 5);
+        feed.shutdown();
+        drop(feed);
+        // A second file, as the flusher would have started it at 16 MiB.
+        let mut bytes = HEADER.to_vec();
+        for cursor in 6..=8u64 {
+            let start = bytes.len();
+            bytes.extend_from_slice(&[0; FRAME_HEAD]);
+            encode_event(
+                &mut bytes,
+                cursor,
+                2000 + cursor,
+                "app",
+                SessionId([9; 16]),
+                None,
+                EventKind::Expired,
+            );
+            let len = u32::try_from(bytes.len() - start - FRAME_HEAD).unwrap();
+            bytes[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        }
+        seal(&mut bytes[HEADER.len()..]);
+        fs::write(dir.path().join(segment_name(6)), bytes).unwrap();
+        let feed = Feed::open(config(Some(dir.path()))).unwrap();
+        assert_eq!(
+            (feed.oldest(), feed.next(), feed.published()),
+            (Some(1), 9, 8)
+        );
+        let all = read_all(&feed, 0);
+        assert_eq!(
+            all.iter().map(|e| e.cursor).collect::<Vec<_>>(),
+            (1..=8).collect::<Vec<_>>()
+        );
+        assert_eq!(all[7].at_ms, 2008);
+        assert_eq!(
+            feed.horizon(),
+            2008 - HORIZON_MARGIN_MS,
+            "the newest file's latest time"
         );
         feed.shutdown();
     }

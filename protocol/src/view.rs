@@ -433,18 +433,36 @@ pub fn encode_event(
     }
 }
 
-/// The namespace and the kind's wire tag of an encoded [`crate::Event`]
-/// (as [`encode_event`] writes it), read without decoding the rest: what a
-/// subscription filters on.
+/// The head of an encoded [`crate::Event`] (as [`encode_event`] writes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventHead<'a> {
+    /// Its cursor.
+    pub cursor: u64,
+    /// Its time.
+    pub at_ms: u64,
+    /// Its namespace.
+    pub namespace: &'a str,
+    /// Its kind's wire tag ([`EVENT_UPDATED`], [`EVENT_TOUCHED`], ...).
+    pub kind: u32,
+}
+
+/// The cursor, time, namespace and kind of an encoded event, read without
+/// decoding the rest: what a subscription filters on and what a reader of
+/// the events files needs.
 #[must_use]
-pub fn peek_event(payload: &[u8]) -> Option<(&str, u32)> {
+pub fn peek_event(payload: &[u8]) -> Option<EventHead<'_>> {
     let mut r = Reader { bytes: payload };
-    r.varint()?;
-    r.varint()?;
+    let cursor = r.varint()?;
+    let at_ms = r.varint()?;
     let namespace = r.str()?;
     r.id()?;
     r.option(Reader::str)?;
-    Some((namespace, r.varint_u32()?))
+    Some(EventHead {
+        cursor,
+        at_ms,
+        namespace,
+        kind: r.varint_u32()?,
+    })
 }
 
 /// How many events a response payload carries, read from its head alone

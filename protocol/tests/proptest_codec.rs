@@ -479,7 +479,11 @@ proptest! {
                 EventKind::Updated { .. } => view::EVENT_UPDATED,
                 EventKind::Touched { .. } => view::EVENT_TOUCHED,
             };
-            prop_assert_eq!(view::peek_event(bytes), Some((e.namespace.as_str(), tag)));
+            let head = view::peek_event(bytes).unwrap();
+            prop_assert_eq!(
+                (head.cursor, head.at_ms, head.namespace, head.kind),
+                (e.cursor, e.at_ms, e.namespace.as_str(), tag)
+            );
         }
     }
 

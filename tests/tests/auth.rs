@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use sessiond_client::{Client, ClientConfig, CreateOptions, ErrorCode};
+use sessiond_client::{Client, ClientConfig, CreateOptions, ErrorCode, SubscribeOptions};
 use sessiond_e2e::{daemon_bin, DaemonProcess};
 
 fn sha256_of(token: &str) -> String {
@@ -78,6 +78,21 @@ async fn tokens_are_checked_and_scoped() {
     assert_eq!(err.code(), Some(ErrorCode::Unauthorized), "{err}");
     // The refused write changed nothing.
     assert!(web.get("app", s.id).await.unwrap().is_some());
+
+    // Events: a namespace outside the token's scope is refused; without
+    // namespaces the subscription sees those the token may read.
+    let mut outside = reader.subscribe(SubscribeOptions::new().namespace("other"));
+    let err = outside.next_event().await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unauthorized), "{err}");
+    let mut scoped = reader.subscribe(SubscribeOptions::new());
+    assert!(scoped.subscribed().await.is_some());
+    let made = web.create("app", CreateOptions::new()).await.unwrap();
+    let event = tokio::time::timeout(std::time::Duration::from_secs(10), scoped.next_event())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((event.namespace.as_str(), event.id), ("app", made.id));
 
     // The token never reaches the logs; its name does.
     let logs = daemon.logs();

@@ -627,22 +627,15 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             );
             return Ok(());
         }
-        if let Some(oldest) = feed.oldest() {
-            if after + 1 < oldest && after < published {
-                self.push(
-                    id,
-                    Reply::CursorExpired(CursorExpired {
-                        requested: after,
-                        oldest,
-                    }),
-                );
-                return Ok(());
-            }
+        let oldest = feed.oldest();
+        if let Some(oldest) = oldest.filter(|o| after + 1 < *o && after < published) {
+            self.push(id, cursor_expired(after, oldest));
+            return Ok(());
         }
         self.push(
             id,
             Reply::Subscribed(Subscribed {
-                oldest: feed.oldest().unwrap_or(0),
+                oldest: oldest.unwrap_or(0),
                 next: feed.next(),
             }),
         );
@@ -681,13 +674,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             let batch = match read {
                 Ok(batch) => batch,
                 Err(ReadError::Expired { oldest }) => {
-                    self.push(
-                        id,
-                        Reply::CursorExpired(CursorExpired {
-                            requested: after,
-                            oldest,
-                        }),
-                    );
+                    self.push(id, cursor_expired(after, oldest));
                     return Ok(());
                 }
             };
@@ -699,9 +686,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                     .iter()
                     .map(|(_, b)| &b[..])
                     .filter(|b| {
-                        peek_event(b).is_some_and(|(ns, kind)| {
-                            only.as_ref().is_none_or(|o| o.iter().any(|n| n == ns))
-                                && match kind {
+                        peek_event(b).is_some_and(|head| {
+                            only.as_ref()
+                                .is_none_or(|o| o.iter().any(|n| n == head.namespace))
+                                && match head.kind {
                                     EVENT_UPDATED => sub.updates,
                                     EVENT_TOUCHED => sub.touches,
                                     _ => true,
@@ -1085,6 +1073,11 @@ pub(crate) async fn refuse(mut stream: TcpStream, max_connections: usize) {
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&buf)).await;
     }
     let _ = stream.shutdown().await;
+}
+
+/// The answer to a subscription whose cursor is older than the feed holds.
+fn cursor_expired(requested: u64, oldest: u64) -> Reply {
+    Reply::CursorExpired(CursorExpired { requested, oldest })
 }
 
 /// Runs `f` when dropped.
