@@ -224,6 +224,16 @@ impl Resume {
         self.last.map_or(self.start, EventsFrom::After)
     }
 
+    /// Records the daemon's `Subscribed` answer: a subscription that
+    /// started "now" and has received nothing yet resumes after the cursor
+    /// the daemon took as "now", not from a later "now" (which would skip
+    /// the events in between).
+    pub fn subscribed(&mut self, next: u64) {
+        if self.last.is_none() && self.start == EventsFrom::Now {
+            self.start = EventsFrom::After(next.saturating_sub(1));
+        }
+    }
+
     /// The last cursor received, if any.
     #[must_use]
     pub fn last(&self) -> Option<u64> {
@@ -469,6 +479,7 @@ async fn subscribe_once(
             match response.reply {
                 Reply::Subscribed(s) => {
                     subscribed = true;
+                    resume.subscribed(s.next);
                     *link.attempt = 0;
                     if let Some(first) = link.first.take() {
                         let _ = first.send(s);
@@ -629,6 +640,21 @@ mod tests {
         assert_eq!(r.from(), EventsFrom::After(9));
         let r = Resume::new(EventsFrom::After(3));
         assert_eq!(r.from(), EventsFrom::After(3));
+    }
+
+    #[test]
+    fn a_subscription_from_now_resumes_after_the_daemons_now() {
+        let mut r = Resume::new(EventsFrom::Now);
+        r.subscribed(42);
+        assert_eq!(r.from(), EventsFrom::After(41));
+        // A later answer (a resubscription) does not move it.
+        r.subscribed(50);
+        assert_eq!(r.from(), EventsFrom::After(41));
+        assert!(r.accept(43));
+        assert_eq!(r.from(), EventsFrom::After(43));
+        let mut r = Resume::new(EventsFrom::Oldest);
+        r.subscribed(7);
+        assert_eq!(r.from(), EventsFrom::Oldest);
     }
 
     #[test]

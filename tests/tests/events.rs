@@ -453,3 +453,22 @@ async fn sessions_that_expire_while_the_daemon_is_down_are_reported_after_it_res
     assert_eq!(after[0].at_ms, s.expires_at_ms.unwrap());
     assert_eq!(after[0].owner.as_deref(), Some("dave"));
 }
+
+/// "From now" means after every event recorded before the subscription,
+/// including those still on their way to the files: a subscriber that starts
+/// right after a burst of writes sees only what follows.
+#[tokio::test]
+async fn a_subscription_from_now_sees_nothing_recorded_before_it() {
+    let daemon = DaemonProcess::start(daemon_bin!(), &[]).unwrap();
+    let addr = daemon.addr().to_string();
+    let client = Client::connect(addr.clone()).await.unwrap();
+    for round in 0..20 {
+        for _ in 0..50 {
+            client.create("app", CreateOptions::new()).await.unwrap();
+        }
+        let mut sub = subscriber(&addr, subscribe(EventsFrom::Now, false, false)).await;
+        let made = client.create("app", CreateOptions::new()).await.unwrap();
+        let events = sub.events(1, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(events[0].id, made.id, "round {round}: {events:?}");
+    }
+}

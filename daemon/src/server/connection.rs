@@ -611,24 +611,28 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             }
             Some(sub.namespaces.clone())
         };
-        let published = feed.published();
+        // "Now" is after the last event recorded, published or not: an
+        // event recorded before the subscription but still on its way to the
+        // files is not the subscriber's.
+        let next = feed.next();
+        let recorded = next.saturating_sub(1);
         let mut after = match sub.from {
-            EventsFrom::Now => published,
+            EventsFrom::Now => recorded,
             EventsFrom::After(c) => c,
-            EventsFrom::Oldest => feed.oldest().map_or(published, |o| o - 1),
+            EventsFrom::Oldest => feed.oldest().map_or(recorded, |o| o - 1),
         };
-        if after > published {
+        if after > recorded {
             self.push(
                 id,
                 Reply::Error(WireError::new(
                     ErrorCode::InvalidRequest,
-                    format!("cursor {after} is past the feed's last event ({published})"),
+                    format!("cursor {after} is past the feed's last event ({recorded})"),
                 )),
             );
             return Ok(());
         }
         let oldest = feed.oldest();
-        if let Some(oldest) = oldest.filter(|o| after + 1 < *o && after < published) {
+        if let Some(oldest) = oldest.filter(|o| after + 1 < *o && after < recorded) {
             self.push(id, cursor_expired(after, oldest));
             return Ok(());
         }
@@ -636,7 +640,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             id,
             Reply::Subscribed(Subscribed {
                 oldest: oldest.unwrap_or(0),
-                next: feed.next(),
+                next,
             }),
         );
         self.flush().await?;
