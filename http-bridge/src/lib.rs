@@ -41,13 +41,20 @@ use tracing::info;
 pub use config::Config;
 pub use state::AppState;
 
+/// Every route, with its OpenAPI description (see [`ops::openapi_document`]).
+pub fn documented_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa::OpenApi as _;
+    utoipa_axum::router::OpenApiRouter::with_openapi(ops::BridgeDoc::openapi())
+        .merge(apis::routes())
+        .merge(ops::routes())
+        .merge(utoipa_axum::router::OpenApiRouter::from(events::routes()))
+}
+
 /// The whole HTTP surface over `state`.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
-    Router::new()
-        .merge(apis::routes())
-        .merge(ops::routes())
-        .merge(events::routes())
+    let (routes, _) = documented_routes().split_for_parts();
+    routes
         // An unknown path or method is answered in JSON too, in the envelope
         // of the API the path belongs to.
         .fallback(no_route)

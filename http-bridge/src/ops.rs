@@ -9,8 +9,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     prometheus_text, DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder,
@@ -20,7 +19,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use sessiond::metrics::{counter, gauge};
 use sessiond_client::StatsReply;
 
@@ -90,32 +92,67 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
 }
 
 /// The operations routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi))
 }
 
+/// The health of the bridge and its daemon.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, `degraded` (the store is full: writes are refused, reads work)
+    /// or `unavailable` (the daemon does not answer).
+    #[schema(value_type = String, examples("ok", "degraded", "unavailable"))]
+    status: &'static str,
+    /// `up` or `down`.
+    #[schema(value_type = String)]
+    daemon: &'static str,
+    /// `ok` or `full` (while the daemon answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    store: Option<&'static str>,
+    /// The round trip of a ping to the daemon, in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    daemon_rtt_us: Option<u64>,
+    /// Why the daemon is unavailable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Health of the bridge and its daemon
+///
 /// `200` while the daemon answers: `"status": "ok"`, or `"degraded"` with
 /// `"store": "full"` while writes are refused for memory (reads still work,
 /// and another bridge over the same store would not do better); `503` when
 /// the daemon does not answer.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses(
+    (status = 200, description = "the daemon answers", body = Health),
+    (status = 503, description = "the daemon is unreachable", body = Health),
+))]
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.client.ping().await {
         Ok(rtt) => {
             let full = state.store_full();
-            Json(json!({
-                "status": if full { "degraded" } else { "ok" },
-                "daemon": "up",
-                "store": if full { "full" } else { "ok" },
-                "daemon_rtt_us": rtt.as_micros() as u64,
-            }))
+            Json(Health {
+                status: if full { "degraded" } else { "ok" },
+                daemon: "up",
+                store: Some(if full { "full" } else { "ok" }),
+                daemon_rtt_us: Some(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX)),
+                error: None,
+            })
             .into_response()
         }
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "daemon": "down", "error": e.to_string()})),
+            Json(Health {
+                status: "unavailable",
+                daemon: "down",
+                store: None,
+                daemon_rtt_us: None,
+                error: Some(e.to_string()),
+            }),
         )
             .into_response(),
     }
@@ -240,6 +277,13 @@ fn render(state: &AppState, stats: Option<StatsReply>) -> String {
     out
 }
 
+/// Prometheus metrics
+///
+/// The bridge's own counters and the daemon's, in the Prometheus text
+/// format (names in the README).
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "the metrics", content_type = "text/plain", body = String),
+))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let stats = state.client.stats().await.ok();
     (
@@ -249,52 +293,58 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The OpenAPI document of everything the bridge serves.
-#[must_use]
-pub fn openapi_document() -> Value {
-    let mut paths = serde_json::Map::new();
-    let mut schemas = serde_json::Map::new();
-    for (p, s) in crate::apis::openapi_parts()
-        .into_iter()
-        .chain([ops_openapi(), crate::events::openapi()])
-    {
-        if let Value::Object(p) = p {
-            for (path, item) in p {
-                // Two modules may serve different methods of one path (/session).
-                match paths.get_mut(&path) {
-                    Some(Value::Object(existing)) => {
-                        if let Value::Object(more) = item {
-                            existing.extend(more);
-                        }
-                    }
-                    _ => {
-                        paths.insert(path, item);
-                    }
-                }
-            }
-        }
-        if let Value::Object(s) = s {
-            schemas.extend(s);
-        }
+/// The root of the OpenAPI document: what the routes do not say.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "sessiond-http",
+        description = "The session APIs of shared/reference/, served over one sessiond store."
+    ),
+    modifiers(&SecuritySchemes)
+)]
+pub struct BridgeDoc;
+
+/// The credentials the APIs take.
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT or access token")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "sessionCookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+                crate::apis::session_auth::SESSION_COOKIE,
+            ))),
+        );
+        components.add_security_scheme(
+            "conceptSession",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+                crate::apis::anonymous::COOKIE,
+            ))),
+        );
     }
-    add_guard_responses(&mut paths);
-    json!({
-        "openapi": "3.0.3",
-        "info": {
-            "title": "sessiond-http",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "The session APIs of shared/reference/, served over one sessiond store."
-        },
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT or access token"},
-                "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "_my_session_id"},
-                "conceptSession": {"type": "apiKey", "in": "cookie", "name": "concept_session"}
-            }
-        }
-    })
+}
+
+/// The OpenAPI document of everything the bridge serves, generated from the
+/// routes' annotations and the request and response types (utoipa), with
+/// the answers the guard and the server give before any handler runs.
+#[must_use]
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = crate::documented_routes().split_for_parts();
+    add_guard_responses(&mut doc);
+    doc
 }
 
 /// The answers any operation may get before its handler runs (see
@@ -304,25 +354,38 @@ pub fn openapi_document() -> Value {
 /// over 65534 bytes), 431 (too many or too large headers), 500 (a handler failed), 503
 /// (connection cap), 507 (store full, on the APIs' routes), 429 on the
 /// rate-limited anonymous creates. All of them are JSON.
-fn add_guard_responses(paths: &mut serde_json::Map<String, Value>) {
+fn add_guard_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, ObjectBuilder, ResponseBuilder};
     let generic = |description: &str| {
-        json!({"description": description,
-               "content": {"application/json": {"schema": {"type": "object"}}}})
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(ObjectBuilder::new()))
+                    .build(),
+            )
+            .build()
     };
-    for (path, item) in paths.iter_mut() {
-        let Value::Object(item) = item else { continue };
+    for (path, item) in &mut doc.paths.paths {
         let api_route = !matches!(
             path.as_str(),
             "/healthz" | "/metrics" | "/openapi.json" | "/events"
         );
-        for (method, op) in item.iter_mut() {
-            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
-                continue;
-            };
+        let operations = [
+            ("get", &mut item.get),
+            ("put", &mut item.put),
+            ("post", &mut item.post),
+            ("delete", &mut item.delete),
+            ("patch", &mut item.patch),
+        ];
+        for (method, op) in operations {
+            let Some(op) = op else { continue };
+            let responses = &mut op.responses.responses;
             let mut add = |code: &str, description: &str| {
                 responses
                     .entry(code.to_owned())
-                    .or_insert_with(|| generic(description));
+                    .or_insert_with(|| generic(description).into());
             };
             add(
                 "400",
@@ -358,21 +421,23 @@ fn add_guard_responses(paths: &mut serde_json::Map<String, Value>) {
     }
 }
 
-fn ops_openapi() -> (Value, Value) {
-    (
-        json!({
-            "/healthz": {"get": {"summary": "Health of the bridge and its daemon", "responses": {
-                "200": {"description": "up", "content": {"application/json": {"schema": {"type": "object"}}}},
-                "503": {"description": "the daemon is unreachable", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
-                "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {
-                "200": {"description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}}}}
-        }),
-        json!({}),
-    )
-}
+/// The document, built once.
+static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    openapi_document()
+        .to_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"openapi\",\"message\":\"{e}\"}}"))
+});
 
-async fn openapi() -> Json<Value> {
-    Json(openapi_document())
+/// This document
+///
+/// The OpenAPI description of every route the bridge serves.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses(
+    (status = 200, description = "OpenAPI 3.1", body = Object),
+))]
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_str(),
+    )
+        .into_response()
 }

@@ -26,16 +26,19 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value as Json_};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json_;
 use sessiond_client::{Session, SessionId, UpdateOptions, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::apis::common::{int, success_false, text, ApiError, Envelope, Failure};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::apis::common::{int, success_false, text, ApiError, Envelope, Failure, SuccessFalse};
 use crate::state::AppState;
 
 /// Namespace of the cached sessions.
@@ -70,8 +73,77 @@ impl CacheError {
 type CacheResult = Result<Response, CacheError>;
 
 /// A success: `{"success": true, "message": <message>}`.
-fn ok(message: Json_) -> Response {
-    Json(json!({ "success": true, "message": message })).into_response()
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Success<M> {
+    /// Always `true`.
+    success: bool,
+    /// The answer.
+    message: M,
+}
+
+fn ok<M: Serialize>(message: M) -> Response {
+    Json(Success {
+        success: true,
+        message,
+    })
+    .into_response()
+}
+
+/// The session as the API shows it (never the token).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CacheSession {
+    /// The user.
+    user_id: Option<String>,
+    /// The ttl as it was given on create.
+    ttl: Option<String>,
+    /// When the session was created (RFC 3339).
+    created_at: Option<String>,
+    /// When the session expires (RFC 3339).
+    expired_at: Option<String>,
+}
+
+/// `/verify`'s answer: whether the token is the user's.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The token is the user's session token.
+    True,
+    /// It is not, or the user has no session.
+    False,
+}
+
+/// A timestamp (RFC 3339, or Unix seconds, or milliseconds above 10^12),
+/// or a ttl (seconds, or a duration such as `30m`).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub enum TextOrNumber {
+    /// As a string.
+    Text(String),
+    /// As a number.
+    Number(i64),
+}
+
+/// The body of `/verify` and `/create`. Read leniently: a field of the
+/// wrong type is a 400 with a message naming it.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct CacheSessionInput {
+    /// The user (a string, as the document types it).
+    #[schema(min_length = 1, max_length = 256)]
+    user_id: String,
+    /// The session token (stored as its SHA-256).
+    token: String,
+    /// `/create`: the session's lifetime from `created_at`: seconds (a
+    /// number or a numeric string) or a duration such as `30m`.
+    #[schema(inline)]
+    ttl: Option<TextOrNumber>,
+    /// `/create`: when the session was created (default: now).
+    #[schema(inline)]
+    created_at: Option<TextOrNumber>,
+    /// `/create`: when the session ends (the earlier of this and
+    /// `created_at + ttl`).
+    #[schema(inline)]
+    expired_at: Option<TextOrNumber>,
 }
 
 fn record_id(user_id: &str) -> SessionId {
@@ -122,13 +194,16 @@ fn parse_ttl(v: &Json_) -> Option<Duration> {
 }
 
 /// The session as the API shows it (never the token).
-fn view(s: &Session) -> Json_ {
-    json!({
-        "user_id": text(s, "user_id"),
-        "ttl": text(s, "ttl"),
-        "created_at": int(s, "created_at").map(rfc3339),
-        "expired_at": s.expires_at_ms.and_then(|ms| i64::try_from(ms).ok()).map(rfc3339),
-    })
+fn view(s: &Session) -> CacheSession {
+    CacheSession {
+        user_id: text(s, "user_id"),
+        ttl: text(s, "ttl"),
+        created_at: int(s, "created_at").map(rfc3339),
+        expired_at: s
+            .expires_at_ms
+            .and_then(|ms| i64::try_from(ms).ok())
+            .map(rfc3339),
+    }
 }
 
 fn user_id_of(v: Option<&Json_>) -> Result<String, CacheError> {
@@ -149,6 +224,17 @@ struct UserQuery {
     user_id: Option<String>,
 }
 
+/// The active session of a user
+///
+/// `{"success": true, "message": <session>}`; 404 when the user has none.
+#[utoipa::path(get, path = "/session", tag = "user-session-cache",
+    params(("user_id" = String, Query, description = "The user.", min_length = 1, max_length = 256)),
+    responses(
+        (status = 200, description = "the session", body = Success<CacheSession>),
+        (status = 400, description = "user_id missing or invalid", body = SuccessFalse),
+        (status = 404, description = "no active session", body = SuccessFalse),
+        (status = 503, description = "session store unavailable", body = SuccessFalse),
+    ))]
 async fn get_session(
     State(state): State<AppState>,
     query: Result<Query<UserQuery>, QueryRejection>,
@@ -202,6 +288,18 @@ fn optional<T>(
         .transpose()
 }
 
+/// Check a user's session token
+///
+/// `{"success": true, "message": "true"}` when `token` is the user's
+/// session token, `"false"` otherwise (also when the user has none).
+#[utoipa::path(post, path = "/verify", tag = "user-session-cache",
+    request_body = CacheSessionInput,
+    responses(
+        (status = 200, description = "\"true\" or \"false\"", body = Success<Verdict>),
+        (status = 400, description = "malformed body", body = SuccessFalse),
+        (status = 413, description = "body too large", body = SuccessFalse),
+        (status = 503, description = "session store unavailable", body = SuccessFalse),
+    ))]
 async fn verify(
     State(state): State<AppState>,
     payload: Result<Json<Json_>, JsonRejection>,
@@ -222,9 +320,20 @@ async fn verify(
         })
         .unwrap_or_else(|| vec![0; 32]);
     let matches = bool::from(stored.ct_eq(&presented)) && session.is_some();
-    Ok(ok(json!(if matches { "true" } else { "false" })))
+    Ok(ok(if matches { Verdict::True } else { Verdict::False }))
 }
 
+/// Create (or replace) a user's session
+///
+/// One session per user: a create replaces the user's previous session.
+#[utoipa::path(post, path = "/create", tag = "user-session-cache",
+    request_body = CacheSessionInput,
+    responses(
+        (status = 200, description = "the session", body = Success<CacheSession>),
+        (status = 400, description = "malformed body, or already expired", body = SuccessFalse),
+        (status = 413, description = "body too large", body = SuccessFalse),
+        (status = 503, description = "session store unavailable", body = SuccessFalse),
+    ))]
 async fn create(
     State(state): State<AppState>,
     payload: Result<Json<Json_>, JsonRejection>,
@@ -288,62 +397,9 @@ async fn create(
 }
 
 /// This API's routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/session", get(get_session))
-        .route("/verify", post(verify))
-        .route("/create", post(create))
-}
-
-/// This API's OpenAPI `(paths, schemas)`.
-#[must_use]
-pub fn openapi() -> (Json_, Json_) {
-    let envelope = |message: Json_| {
-        json!({"type": "object", "required": ["success", "message"], "properties": {
-            "success": {"type": "boolean"}, "message": message}})
-    };
-    let error = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CacheError"}}}});
-    let body = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CacheSessionInput"}}}});
-    (
-        json!({
-            "/session": {"get": {
-                "summary": "The active session of a user (user-session-cache-api)",
-                "parameters": [{"name": "user_id", "in": "query", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 256}}],
-                "responses": {
-                    "200": {"description": "the session", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CacheSessionReply"}}}},
-                    "400": error("user_id missing or invalid"),
-                    "404": error("no active session"),
-                    "503": error("session store unavailable")}}},
-            "/verify": {"post": {
-                "summary": "Check a user's session token",
-                "requestBody": body,
-                "responses": {
-                    "200": {"description": "\"true\" or \"false\"", "content": {"application/json": {"schema": envelope(json!({"type": "string", "enum": ["true", "false"]}))}}},
-                    "400": error("malformed body"),
-                    "413": error("body too large"),
-                    "503": error("session store unavailable")}}},
-            "/create": {"post": {
-                "summary": "Create (or replace) a user's session",
-                "requestBody": body,
-                "responses": {
-                    "200": {"description": "the session", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CacheSessionReply"}}}},
-                    "400": error("malformed body, or already expired"),
-                    "413": error("body too large"),
-                    "503": error("session store unavailable")}}}
-        }),
-        json!({
-            "CacheSession": {"type": "object", "properties": {
-                "user_id": {"type": "string", "nullable": true},
-                "ttl": {"type": "string", "nullable": true},
-                "created_at": {"type": "string", "nullable": true},
-                "expired_at": {"type": "string", "nullable": true}}},
-            "CacheSessionReply": envelope(json!({"$ref": "#/components/schemas/CacheSession"})),
-            "CacheError": envelope(json!({"type": "string"})),
-            "CacheSessionInput": {"type": "object", "required": ["user_id", "token"], "properties": {
-                "user_id": {"type": "string"}, "token": {"type": "string"},
-                "ttl": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
-                "created_at": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
-                "expired_at": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}}
-        }),
-    )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_session))
+        .routes(routes!(verify))
+        .routes(routes!(create))
 }

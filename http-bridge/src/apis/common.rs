@@ -20,7 +20,9 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 use serde_json::Value as JsonValue;
+use utoipa::ToSchema;
 use sessiond_client::{Client, Error as ClientError, Session, Value};
 use tracing::{info, warn};
 
@@ -189,11 +191,23 @@ impl<E: Envelope> IntoResponse for ApiError<E> {
     }
 }
 
-/// `{"success": false, "message": <message>}`: the envelope of the login and
-/// cache APIs.
+/// `{"success": false, "message": <message>}`: the error envelope of the
+/// login and cache APIs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SuccessFalse {
+    /// Always `false`.
+    pub success: bool,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The body of `f` as a [`SuccessFalse`].
 #[must_use]
 pub fn success_false(f: &Failure) -> JsonValue {
-    serde_json::json!({"success": false, "message": f.message})
+    serde_json::json!(SuccessFalse {
+        success: false,
+        message: f.message.clone(),
+    })
 }
 
 /// Counts a login attempt on `username`: `Ok` when it may go on, 429 with

@@ -9,8 +9,7 @@
 //! Two documents share the path `/session` (GET in the cache API, POST and
 //! DELETE in the login API); no two share a method and path.
 
-use axum::Router;
-use serde_json::Value;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
 use crate::state::AppState;
 
@@ -21,26 +20,46 @@ pub mod login;
 pub mod scheduled;
 pub mod session_auth;
 
-/// Every API's routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .merge(login::routes())
-        .merge(anonymous::routes())
+/// Every API's routes, each with its OpenAPI description.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(OpenApiRouter::from(login::routes()))
+        .merge(OpenApiRouter::from(anonymous::routes()))
         .merge(cache::routes())
-        .merge(scheduled::routes())
-        .merge(session_auth::routes())
+        .merge(OpenApiRouter::from(scheduled::routes()))
+        .merge(OpenApiRouter::from(session_auth::routes()))
 }
 
-/// Every API's OpenAPI `(paths, schemas)`.
+/// `routes` served (and described) at their documented path and at the
+/// same path with a trailing slash; the alias's operations get their own
+/// `operationId` (`<id>_slash`).
 #[must_use]
-pub fn openapi_parts() -> Vec<(Value, Value)> {
-    vec![
-        login::openapi(),
-        anonymous::openapi(),
-        cache::openapi(),
-        scheduled::openapi(),
-        session_auth::openapi(),
-    ]
+pub fn with_trailing_slash(
+    (schemas, mut paths, method_router): UtoipaMethodRouter<AppState>,
+) -> UtoipaMethodRouter<AppState> {
+    let aliases: Vec<_> = paths
+        .paths
+        .iter()
+        .filter(|(path, _)| !path.ends_with('/'))
+        .map(|(path, item)| {
+            let mut item = item.clone();
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.operation_id = op.operation_id.as_ref().map(|id| format!("{id}_slash"));
+            }
+            (format!("{path}/"), item)
+        })
+        .collect();
+    paths.paths.extend(aliases);
+    (schemas, paths, method_router)
 }
 
 /// An error answered before any handler ran (by the guard), in the
