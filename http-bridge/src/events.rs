@@ -40,12 +40,15 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 use sessiond_client::events::kind_name;
 use sessiond_client::{Error as ClientError, ErrorCode, Event, EventsFrom, SubscribeOptions};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::apis::scheduled::bearer::{authenticate, AuthError};
 use crate::state::AppState;
@@ -65,13 +68,107 @@ pub const CREDENTIAL_NAMESPACES: &[&str] = &[
 ];
 
 /// The `/events` route.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/events", get(events))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(events))
+}
+
+/// An error of `/events` (the envelope of the bridge's own routes).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventsError {
+    /// A machine-readable code (`bad_request`, `unauthorized`, `forbidden`,
+    /// `cursor_expired`, `unavailable`, `subscription_refused`).
+    error: String,
+    /// What went wrong.
+    message: String,
+    /// 410: the cursor asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requested: Option<u64>,
+    /// 410: the oldest cursor held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oldest: Option<u64>,
+}
+
+/// The `data` of an event message: the object `sessionctl watch --json`
+/// prints (written by `sessiond_client::cli::event_json`).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct EventData {
+    /// The event's position in the feed.
+    cursor: u64,
+    /// When it happened.
+    #[schema(format = DateTime)]
+    at: String,
+    /// When it happened, in Unix milliseconds.
+    at_ms: u64,
+    /// The session's namespace.
+    namespace: String,
+    /// The session's id.
+    #[schema(format = Uuid)]
+    id: String,
+    /// The session's owner.
+    owner: Option<String>,
+    /// What happened.
+    #[schema(inline)]
+    kind: EventKindName,
+    /// `rotated`: the new id.
+    #[schema(format = Uuid)]
+    to: Option<String>,
+    /// `deleted`: why.
+    #[schema(inline)]
+    reason: Option<DeleteReasonName>,
+    /// `updated`: the new version.
+    version: Option<u64>,
+    /// `touched`: the new deadline.
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+}
+
+/// An event's kind.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+pub enum EventKindName {
+    /// A session was created.
+    Created,
+    /// A session's id was rotated.
+    Rotated,
+    /// A session was deleted.
+    Deleted,
+    /// A session expired (at its deadline).
+    Expired,
+    /// A session's attributes or ttl changed (opt-in).
+    Updated,
+    /// A session's sliding deadline moved (opt-in).
+    Touched,
+}
+
+/// Why a session was deleted.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+pub enum DeleteReasonName {
+    /// A delete.
+    Delete,
+    /// Its owner's sessions were all deleted.
+    LogoutEverywhere,
+    /// Its owner went over the owner limit.
+    OwnerLimit,
+    /// The store was full.
+    MemoryEviction,
 }
 
 /// An error in the envelope of the bridge's own routes.
 fn fail(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error": code, "message": message}))).into_response()
+    (
+        status,
+        Json(EventsError {
+            error: code.to_owned(),
+            message: message.to_owned(),
+            requested: None,
+            oldest: None,
+        }),
+    )
+        .into_response()
 }
 
 /// What `/events` was asked for.
@@ -179,12 +276,12 @@ fn refused(e: &ClientError) -> Response {
     match e {
         ClientError::CursorExpired { requested, oldest } => (
             StatusCode::GONE,
-            Json(json!({
-                "error": "cursor_expired",
-                "message": format!("events after {requested} are no longer held; resume from oldest - 1, or from now"),
-                "requested": requested,
-                "oldest": oldest,
-            })),
+            Json(EventsError {
+                error: "cursor_expired".to_owned(),
+                message: format!("events after {requested} are no longer held; resume from oldest - 1, or from now"),
+                requested: Some(*requested),
+                oldest: Some(*oldest),
+            }),
         )
             .into_response(),
         e if e.code() == Some(ErrorCode::Unauthorized) => fail(
@@ -211,6 +308,38 @@ fn refused(e: &ClientError) -> Response {
     }
 }
 
+/// Session events as Server-Sent Events (administrators)
+///
+/// One message per event: `id` is the event's cursor, `event` its kind
+/// (created, rotated, deleted, expired, updated, touched), `data` the event
+/// as JSON (an `EventData`). A comment is sent every 15 s when idle.
+/// Reconnecting with `Last-Event-ID` resumes after that cursor without
+/// duplicates. Should the cursor expire while the stream runs, an
+/// `event: cursor_expired` message with `{requested, oldest}` is sent and
+/// the stream ends; another failure sends `event: error` and ends it.
+/// Namespaces holding the bridge's credentials are refused.
+#[utoipa::path(get, path = "/events", tag = "events",
+    security(("bearer" = [])),
+    params(
+        ("namespace" = Vec<String>, Query, description = "A namespace to watch (repeatable).",
+            style = Form, explode, min_items = 1),
+        ("updates" = Option<bool>, Query, description = "Also `updated` events (attribute and ttl changes)."),
+        ("touches" = Option<bool>, Query, description = "Also `touched` events (sliding deadlines moved)."),
+        ("from" = Option<String>, Query, pattern = "^([0-9]+|oldest|now)$",
+            description = "Resume after this cursor, or `oldest` (every event held), or `now` (the default)."),
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]+$",
+            description = "The last cursor received; takes precedence over `from`."),
+    ),
+    responses(
+        (status = 200, description = "the event stream (each message's data is an EventData)",
+            content_type = "text/event-stream", body = String),
+        (status = 400, description = "a bad parameter (or no namespace)", body = EventsError),
+        (status = 401, description = "no bearer token, or one that is invalid or expired", body = EventsError),
+        (status = 403, description = "the caller is not an administrator, a namespace holds the bridge's credentials, or the bridge's daemon token may not read a namespace", body = EventsError),
+        (status = 410, description = "the resume cursor is older than the events the store holds (`oldest` says the oldest held)", body = EventsError),
+        (status = 502, description = "the store refused the subscription", body = EventsError),
+        (status = 503, description = "the store is unavailable or did not accept the subscription in time", body = EventsError),
+    ))]
 async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -298,71 +427,6 @@ async fn events(
         .into_response()
 }
 
-/// `/events` in the OpenAPI document `(paths, schemas)`.
-#[must_use]
-pub fn openapi() -> (Value, Value) {
-    let error = |description: &str| {
-        json!({"description": description,
-               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventsError"}}}})
-    };
-    (
-        json!({
-            "/events": {"get": {
-                "summary": "Session events as Server-Sent Events (administrators)",
-                "description": "One message per event: `id` is the event's cursor, `event` its kind (created, rotated, deleted, expired, updated, touched), `data` the event as JSON (an EventData). A comment is sent every 15 s when idle. Reconnecting with `Last-Event-ID` resumes after that cursor without duplicates. Should the cursor expire while the stream runs, an `event: cursor_expired` message with `{requested, oldest}` is sent and the stream ends; another failure sends `event: error` and ends it. Namespaces holding the bridge's credentials are refused.",
-                "security": [{"bearer": []}],
-                "parameters": [
-                    {"name": "namespace", "in": "query", "required": true, "style": "form", "explode": true,
-                     "description": "A namespace to watch (repeatable).",
-                     "schema": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
-                    {"name": "updates", "in": "query", "required": false, "schema": {"type": "boolean", "default": false},
-                     "description": "Also `updated` events (attribute and ttl changes)."},
-                    {"name": "touches", "in": "query", "required": false, "schema": {"type": "boolean", "default": false},
-                     "description": "Also `touched` events (sliding deadlines moved)."},
-                    {"name": "from", "in": "query", "required": false,
-                     "description": "Resume after this cursor, or `oldest` (every event held), or `now` (the default).",
-                     "schema": {"type": "string", "pattern": "^([0-9]+|oldest|now)$"}},
-                    {"name": "Last-Event-ID", "in": "header", "required": false,
-                     "description": "The last cursor received; takes precedence over `from`.",
-                     "schema": {"type": "string", "pattern": "^[0-9]+$"}}
-                ],
-                "responses": {
-                    "200": {"description": "the event stream",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                    "400": error("a bad parameter (or no namespace)"),
-                    "401": error("no bearer token, or one that is invalid or expired"),
-                    "403": error("the caller is not an administrator, a namespace holds the bridge's credentials, or the bridge's daemon token may not read a namespace"),
-                    "410": error("the resume cursor is older than the events the store holds (`oldest` says the oldest held)"),
-                    "502": error("the store refused the subscription"),
-                    "503": error("the store is unavailable or did not accept the subscription in time")
-                }
-            }}
-        }),
-        json!({
-            "EventsError": {"type": "object", "required": ["error", "message"], "properties": {
-                "error": {"type": "string"},
-                "message": {"type": "string"},
-                "requested": {"type": "integer", "format": "int64", "description": "410 only"},
-                "oldest": {"type": "integer", "format": "int64", "description": "410 only"}}},
-            "EventData": {"type": "object",
-                "required": ["cursor", "at", "at_ms", "namespace", "id", "owner", "kind"],
-                "properties": {
-                    "cursor": {"type": "integer", "format": "int64"},
-                    "at": {"type": "string", "format": "date-time"},
-                    "at_ms": {"type": "integer", "format": "int64"},
-                    "namespace": {"type": "string"},
-                    "id": {"type": "string", "format": "uuid"},
-                    "owner": {"type": "string", "nullable": true},
-                    "kind": {"type": "string", "enum": ["created", "rotated", "deleted", "expired", "updated", "touched"]},
-                    "to": {"type": "string", "format": "uuid", "description": "rotated: the new id"},
-                    "reason": {"type": "string", "enum": ["delete", "logout_everywhere", "owner_limit", "memory_eviction"], "description": "deleted"},
-                    "version": {"type": "integer", "format": "int64", "description": "updated"},
-                    "expires_at": {"type": "string", "format": "date-time", "nullable": true, "description": "touched"}
-                }}
-        }),
-    )
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -424,7 +488,7 @@ mod tests {
         assert!(lines.contains(&"id: 42"), "{first}");
         assert!(lines.contains(&"event: deleted"), "{first}");
         let data = lines.iter().find_map(|l| l.strip_prefix("data: ")).unwrap();
-        let v: Value = serde_json::from_str(data).unwrap();
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
         assert_eq!(v["cursor"], 42);
         assert_eq!(v["reason"], "delete");
         assert_eq!(v["id"], id.to_string());
@@ -436,9 +500,9 @@ mod tests {
     #[test]
     fn credential_namespaces_are_listed() {
         assert!(CREDENTIAL_NAMESPACES.contains(&crate::auth::ACCESS_NS));
-        let (paths, _) = openapi();
-        assert!(
-            paths["/events"]["get"]["responses"]["200"]["content"]["text/event-stream"].is_object()
-        );
+        let (_, doc) = crate::documented_routes().split_for_parts();
+        let op = doc.paths.paths["/events"].get.as_ref().unwrap();
+        let ok = serde_json::to_value(&op.responses.responses["200"]).unwrap();
+        assert!(ok["content"]["text/event-stream"].is_object(), "{ok}");
     }
 }

@@ -47,7 +47,7 @@ pub fn documented_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
     utoipa_axum::router::OpenApiRouter::with_openapi(ops::BridgeDoc::openapi())
         .merge(apis::routes())
         .merge(ops::routes())
-        .merge(utoipa_axum::router::OpenApiRouter::from(events::routes()))
+        .merge(events::routes())
 }
 
 /// The whole HTTP surface over `state`.

@@ -20,11 +20,11 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+use sessiond::metrics::{counter, gauge};
+use sessiond_client::StatsReply;
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use sessiond::metrics::{counter, gauge};
-use sessiond_client::StatsReply;
 
 use crate::serve::ServeMetrics;
 use crate::state::AppState;
@@ -300,6 +300,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         title = "sessiond-http",
         description = "The session APIs of shared/reference/, served over one sessiond store."
     ),
+    components(schemas(crate::events::EventData)),
     modifiers(&SecuritySchemes)
 )]
 pub struct BridgeDoc;
@@ -440,4 +441,53 @@ async fn openapi() -> Response {
         DOCUMENT.as_str(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    fn refs(v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.insert(r.clone());
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    /// The generated document holds together: every `$ref` names a schema
+    /// it defines, operation ids are unique, and every operation lists the
+    /// answers given before its handler runs.
+    #[test]
+    fn the_generated_document_is_consistent() {
+        let doc: Value = serde_json::from_str(&super::DOCUMENT).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let mut found = BTreeSet::new();
+        refs(&doc, &mut found);
+        for r in &found {
+            let name = r.strip_prefix("#/components/schemas/").unwrap();
+            assert!(schemas.contains_key(name), "{r} is not defined");
+        }
+        let mut ids = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"].as_str().unwrap();
+                assert!(ids.insert(id.to_owned()), "{method} {path}: {id} twice");
+                for code in ["400", "413", "500", "503"] {
+                    assert!(op["responses"][code].is_object(), "{method} {path} {code}");
+                }
+            }
+        }
+        assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+        assert!(schemas.contains_key("EventData"));
+    }
 }

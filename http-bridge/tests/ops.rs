@@ -18,7 +18,7 @@ async fn health_metrics_and_openapi() {
     assert_eq!(body["daemon"], "up");
 
     let doc = b.openapi().await;
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/healthz"]["get"].is_object());
 
     let text = http

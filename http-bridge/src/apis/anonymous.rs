@@ -49,6 +49,7 @@
 //! `Incr` (concurrent uses can never exceed a limit). The lifetime total is
 //! a second atomic `Incr` after an allowed use.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -56,14 +57,19 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
 use serde_json::{json, Value as JsonValue};
 use sessiond_client::{CreateOptions, Error as ClientError, ErrorCode, Session, SessionId, Value};
 use tracing::info;
 
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::apis::common::{ApiError, Cookie, CookieName, Envelope, Failure};
+use crate::apis::with_trailing_slash;
 use crate::state::AppState;
 
 /// Namespace of the anonymous sessions.
@@ -85,10 +91,16 @@ pub const REFINEMENT_WINDOW: Duration = Duration::from_secs(24 * 3600);
 const SYNCED: &str = "Sessions synchronized successfully";
 
 /// An operation whose uses are counted (and, for some, limited).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Operation {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub enum Operation {
+    /// A concept generation (limited).
+    #[serde(rename = "concept_generation")]
     Generation,
+    /// A concept refinement (limited).
+    #[serde(rename = "concept_refinement")]
     Refinement,
+    /// A concept stored (counted only).
+    #[serde(rename = "concept_storage")]
     Storage,
 }
 
@@ -147,16 +159,148 @@ impl Envelope for AnonymousApi {
     const UNAVAILABLE: &'static str = "Session service unavailable";
 
     fn body(f: &Failure) -> JsonValue {
-        let mut body = json!({
-            "detail": f.message,
-            "status_code": f.status.as_u16(),
-            "error_code": f.code,
-        });
-        if let Some(field) = f.field {
-            body["field_errors"] = json!({ field: [f.message] });
-        }
-        body
+        json!(AnonErrorBody {
+            detail: f.message.clone(),
+            status_code: f.status.as_u16(),
+            error_code: f.code.to_string(),
+            field_errors: f
+                .field
+                .map(|field| BTreeMap::from([(field.to_owned(), vec![f.message.clone()])])),
+        })
     }
+}
+
+/// This API's error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnonErrorBody {
+    /// What went wrong.
+    detail: String,
+    /// The status code, again.
+    status_code: u16,
+    /// `validation_error`, `resource_not_found`, `payload_too_large`,
+    /// `rate_limit_exceeded`, `service_unavailable` (or, for an answer given
+    /// before the handler, the status's reason in snake case).
+    error_code: String,
+    /// For a bad field: its name and what is wrong with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field_errors: Option<BTreeMap<String, Vec<String>>>,
+}
+
+/// Lifetime counts of a session's operations.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageStats {
+    /// Concepts generated.
+    #[schema(minimum = 0)]
+    concepts_generated: i64,
+    /// Concepts refined.
+    #[schema(minimum = 0)]
+    concepts_refined: i64,
+    /// Concepts stored.
+    #[schema(minimum = 0)]
+    concepts_stored: i64,
+}
+
+/// A limited operation's window.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimit {
+    /// Uses allowed per window.
+    limit: i64,
+    /// Uses left in this window.
+    #[schema(minimum = 0)]
+    remaining: i64,
+    /// When the window resets (or would, if opened now).
+    #[schema(format = DateTime)]
+    reset_at: String,
+}
+
+/// The windows of the limited operations.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimits {
+    /// Concept generations.
+    concept_generation: RateLimit,
+    /// Concept refinements.
+    concept_refinement: RateLimit,
+}
+
+/// The create-or-get answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnonSession {
+    /// The session id (also in the cookie).
+    #[schema(format = Uuid)]
+    session_id: String,
+    /// Whether the session was just created.
+    is_new_session: bool,
+    /// When the session was created.
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// When the session was last used.
+    #[schema(format = DateTime)]
+    last_active: String,
+    /// Lifetime counts.
+    usage_stats: UsageStats,
+}
+
+/// The sync answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnonSync {
+    /// The session id now in the cookie.
+    #[schema(format = Uuid)]
+    session_id: String,
+    /// Always `true` (a session that is not live is a 404).
+    is_synced: bool,
+    /// `Sessions synchronized successfully`.
+    message: &'static str,
+}
+
+/// The cookie's session, with its windows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnonSessionInfo {
+    /// The session id.
+    #[schema(format = Uuid)]
+    session_id: String,
+    /// When the session was created.
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// When the session was last used.
+    #[schema(format = DateTime)]
+    last_active: String,
+    /// Lifetime counts.
+    usage_stats: UsageStats,
+    /// The limited operations' windows.
+    rate_limits: RateLimits,
+}
+
+/// The answer to a recorded use.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnonUsage {
+    /// The session id.
+    #[schema(format = Uuid)]
+    session_id: String,
+    /// The operation counted.
+    operation: Operation,
+    /// Lifetime counts, this use included.
+    usage_stats: UsageStats,
+    /// The window after this use; null for an operation without a limit.
+    rate_limit: Option<RateLimit>,
+}
+
+/// The body of a create-or-get (optional).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct AnonCreateRequest {
+    /// A session id held by the client (UUID); adopted if it names a live
+    /// session. Absent, `null` or `""`: none.
+    #[schema(format = Uuid)]
+    client_session_id: Option<String>,
+}
+
+/// The body of a sync.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct AnonSyncRequest {
+    /// The session id held by the client.
+    #[schema(format = Uuid)]
+    client_session_id: String,
 }
 
 /// An error of this API.
@@ -285,42 +429,42 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn usage_stats(s: &Session) -> JsonValue {
-    let mut stats = serde_json::Map::new();
-    for op in Operation::ALL {
-        let n = match s.attr(op.stat()) {
-            Some(Value::Int(n)) => *n,
-            _ => 0,
-        };
-        stats.insert(op.stat().to_owned(), json!(n));
+fn usage_stats(s: &Session) -> UsageStats {
+    let count = |op: Operation| match s.attr(op.stat()) {
+        Some(Value::Int(n)) => *n,
+        _ => 0,
+    };
+    UsageStats {
+        concepts_generated: count(Operation::Generation),
+        concepts_refined: count(Operation::Refinement),
+        concepts_stored: count(Operation::Storage),
     }
-    JsonValue::Object(stats)
 }
 
 /// `{limit, remaining, reset_at}` of a limited operation, read without
 /// counting. A window not opened yet (or over) is full, and would end a
 /// window's length from now.
-fn rate_limit(s: &Session, op: Operation, limit: i64, window: Duration, now: u64) -> JsonValue {
+fn rate_limit(s: &Session, op: Operation, limit: i64, window: Duration, now: u64) -> RateLimit {
     let (used, reset_at) = match s.attr(op.window_attr()) {
         Some(Value::Counter { value, reset_at_ms }) if *reset_at_ms > now => (*value, *reset_at_ms),
         _ => (0, now.saturating_add(millis(window))),
     };
-    json!({
-        "limit": limit,
-        "remaining": limit.saturating_sub(used).max(0),
-        "reset_at": timestamp(reset_at),
-    })
+    RateLimit {
+        limit,
+        remaining: limit.saturating_sub(used).max(0),
+        reset_at: timestamp(reset_at),
+    }
 }
 
 /// The create-or-get answer.
 fn session_reply(state: &AppState, s: &Session, is_new: bool) -> Response {
-    let body = json!({
-        "session_id": s.id.to_string(),
-        "is_new_session": is_new,
-        "created_at": timestamp(s.created_at_ms),
-        "last_active": timestamp(s.last_active_ms),
-        "usage_stats": usage_stats(s),
-    });
+    let body = AnonSession {
+        session_id: s.id.to_string(),
+        is_new_session: is_new,
+        created_at: timestamp(s.created_at_ms),
+        last_active: timestamp(s.last_active_ms),
+        usage_stats: usage_stats(s),
+    };
     with_cookie(state, s.id, Json(body).into_response())
 }
 
@@ -369,7 +513,20 @@ fn client_session_id(body: &[u8], required: bool) -> Result<Option<SessionId>, A
     }
 }
 
-/// `POST /api/session/`.
+/// Create a session, or return the client's or the cookie's
+///
+/// The body's `client_session_id` first when it names a live session, then
+/// the cookie's session; otherwise a new session (its id generated here).
+#[utoipa::path(post, path = "/api/session", tag = "anonymous",
+    params(("concept_session" = Option<String>, Cookie, description = "The session id (a UUID) set by POST /api/session/")),
+    request_body(content = Option<AnonCreateRequest>, description = "Optional; read as JSON whatever its Content-Type"),
+    responses(
+        (status = 200, description = "the session (is_new_session says whether it was just created)", body = AnonSession,
+            headers(("Set-Cookie" = String, description = "`concept_session=<session id>; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax` (`; Secure` in production)"), ("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "malformed JSON, or client_session_id is not a UUID (validation_error)", body = AnonErrorBody),
+        (status = 413, description = "body too large (payload_too_large)", body = AnonErrorBody),
+        (status = 503, description = "the session store is unreachable (service_unavailable)", body = AnonErrorBody),
+    ))]
 async fn create_or_get(
     State(state): State<AppState>,
     cookie: ConceptCookie,
@@ -394,7 +551,16 @@ async fn create_or_get(
     Ok(session_reply(&state, &s, true))
 }
 
-/// `POST /api/session/sync`.
+/// Adopt a client-held session id: the cookie is set to it
+#[utoipa::path(post, path = "/api/session/sync", tag = "anonymous",
+    request_body = AnonSyncRequest,
+    responses(
+        (status = 200, description = "synchronized", body = AnonSync, headers(("Set-Cookie" = String, description = "`concept_session=<session id>; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax` (`; Secure` in production)"), ("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "malformed JSON, client_session_id missing or not a UUID (validation_error)", body = AnonErrorBody),
+        (status = 404, description = "no live session has that id (resource_not_found)", body = AnonErrorBody),
+        (status = 413, description = "body too large (payload_too_large)", body = AnonErrorBody),
+        (status = 503, description = "the session store is unreachable (service_unavailable)", body = AnonErrorBody),
+    ))]
 async fn sync(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> AnonResult {
     let Some(id) = client_session_id(&body?, true)? else {
         return Err(AnonError::field_error(
@@ -409,34 +575,81 @@ async fn sync(State(state): State<AppState>, body: Result<Bytes, BytesRejection>
             "Session not found or expired",
         ));
     };
-    let body = json!({"session_id": s.id.to_string(), "is_synced": true, "message": SYNCED});
+    let body = AnonSync {
+        session_id: s.id.to_string(),
+        is_synced: true,
+        message: SYNCED,
+    };
     Ok(with_cookie(&state, s.id, Json(body).into_response()))
 }
 
-/// `GET /api/session/info`.
+/// The cookie's session: usage statistics and rate limits
+#[utoipa::path(get, path = "/api/session/info", tag = "anonymous",
+    params(("concept_session" = Option<String>, Cookie, description = "The session id (a UUID) set by POST /api/session/")),
+    responses(
+        (status = 200, description = "the session", body = AnonSessionInfo, headers(("Set-Cookie" = String, description = "`concept_session=<session id>; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax` (`; Secure` in production)"), ("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "the cookie is not a UUID (validation_error)", body = AnonErrorBody),
+        (status = 404, description = "no cookie, or its session has expired (resource_not_found; the cookie is cleared)", body = AnonErrorBody),
+        (status = 503, description = "the session store is unreachable (service_unavailable)", body = AnonErrorBody),
+    ))]
 async fn session_info(State(state): State<AppState>, cookie: ConceptCookie) -> AnonResult {
     let id = required_cookie(&state, cookie)?;
     let Some(s) = state.client.get_and_touch(NS, id).await? else {
         return Err(AnonError::session_gone(&state));
     };
     let now = now_ms();
-    let mut limits = serde_json::Map::new();
-    for op in Operation::ALL {
-        if let Some((limit, window)) = op.limit() {
-            limits.insert(op.name().to_owned(), rate_limit(&s, op, limit, window, now));
-        }
-    }
-    let body = json!({
-        "session_id": s.id.to_string(),
-        "created_at": timestamp(s.created_at_ms),
-        "last_active": timestamp(s.last_active_ms),
-        "usage_stats": usage_stats(&s),
-        "rate_limits": limits,
-    });
+    let body = AnonSessionInfo {
+        session_id: s.id.to_string(),
+        created_at: timestamp(s.created_at_ms),
+        last_active: timestamp(s.last_active_ms),
+        usage_stats: usage_stats(&s),
+        rate_limits: RateLimits {
+            concept_generation: rate_limit(
+                &s,
+                Operation::Generation,
+                GENERATION_LIMIT,
+                GENERATION_WINDOW,
+                now,
+            ),
+            concept_refinement: rate_limit(
+                &s,
+                Operation::Refinement,
+                REFINEMENT_LIMIT,
+                REFINEMENT_WINDOW,
+                now,
+            ),
+        },
+    };
     Ok(with_cookie(&state, s.id, Json(body).into_response()))
 }
 
-/// `POST /api/session/usage/{operation}`.
+/// Record one use of an operation by the cookie's session, within its rate limit
+///
+/// concept_generation and concept_refinement are limited per fixed window
+/// (the limit check and the count are atomic); concept_storage is counted
+/// only.
+#[utoipa::path(post, path = "/api/session/usage/{operation}", tag = "anonymous",
+    params(
+        ("operation" = inline(Operation), Path, description = "The operation"),
+        ("concept_session" = Option<String>, Cookie, description = "The session id (a UUID) set by POST /api/session/"),
+    ),
+    responses(
+        (status = 200, description = "counted", body = AnonUsage, headers(
+            ("X-RateLimit-Limit" = i64, description = "limited operations only"),
+            ("X-RateLimit-Remaining" = i64),
+            ("X-RateLimit-Reset" = u64, description = "Unix seconds"),
+            ("Set-Cookie" = String),
+        )),
+        (status = 400, description = "unknown operation, or the cookie is not a UUID (validation_error)", body = AnonErrorBody),
+        (status = 404, description = "no cookie, or its session has expired (resource_not_found)", body = AnonErrorBody),
+        (status = 429, description = "the operation's limit is reached in this window (rate_limit_exceeded)", body = AnonErrorBody, headers(
+            ("Retry-After" = u64, description = "seconds until the window resets"),
+            ("X-RateLimit-Limit" = i64),
+            ("X-RateLimit-Remaining" = i64),
+            ("X-RateLimit-Reset" = u64, description = "Unix seconds"),
+        )),
+        (status = 503, description = "the session store is unreachable (service_unavailable)", body = AnonErrorBody),
+    ))]
 async fn record_use(
     State(state): State<AppState>,
     cookie: ConceptCookie,
@@ -477,15 +690,16 @@ async fn record_use(
     let Some(s) = client.get_and_touch(NS, id).await? else {
         return Err(AnonError::session_gone(&state));
     };
-    let rate_limit = window.map_or(JsonValue::Null, |(limit, remaining, reset_at)| {
-        json!({"limit": limit, "remaining": remaining, "reset_at": timestamp(reset_at)})
-    });
-    let body = json!({
-        "session_id": s.id.to_string(),
-        "operation": op.name(),
-        "usage_stats": usage_stats(&s),
-        "rate_limit": rate_limit,
-    });
+    let body = AnonUsage {
+        session_id: s.id.to_string(),
+        operation: op,
+        usage_stats: usage_stats(&s),
+        rate_limit: window.map(|(limit, remaining, reset_at)| RateLimit {
+            limit,
+            remaining,
+            reset_at: timestamp(reset_at),
+        }),
+    };
     let mut r = with_cookie(&state, s.id, Json(body).into_response());
     if let Some((limit, remaining, reset_at)) = window {
         rate_headers(r.headers_mut(), limit, remaining, reset_at);
@@ -515,188 +729,12 @@ fn limited(state: &AppState, id: SessionId, op: Operation, limit: i64, reset_at:
     e
 }
 
-/// This API's routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/session/", post(create_or_get))
-        .route("/api/session", post(create_or_get))
-        .route("/api/session/sync", post(sync))
-        .route("/api/session/info", get(session_info))
-        .route("/api/session/usage/{operation}", post(record_use))
-}
-
-fn error_response(description: &str) -> JsonValue {
-    json!({
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AnonError"}}}
-    })
-}
-
-/// A 200 that sets the session cookie.
-fn cookie_response(description: &str, schema: &str) -> JsonValue {
-    json!({
-        "description": description,
-        "headers": {
-            "Set-Cookie": {
-                "description": "`concept_session=<session id>; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax` (`; Secure` in production)",
-                "schema": {"type": "string"}
-            },
-            "Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}}
-        },
-        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
-    })
-}
-
-/// This API's OpenAPI `(paths, schemas)`.
-#[must_use]
-pub fn openapi() -> (JsonValue, JsonValue) {
-    let cookie_param = json!({
-        "name": COOKIE, "in": "cookie", "required": false,
-        "description": "The session id (a UUID) set by POST /api/session/",
-        "schema": {"type": "string"}
-    });
-    let create = json!({
-        "summary": "Create a session, or return the client's or the cookie's (anonymous-session-api)",
-        "tags": ["anonymous"],
-        "parameters": [cookie_param],
-        "requestBody": {"required": false, "content": {"application/json": {
-            "schema": {"$ref": "#/components/schemas/AnonCreateRequest"}}}},
-        "responses": {
-            "200": cookie_response("the session (is_new_session says whether it was just created)", "AnonSession"),
-            "400": error_response("malformed JSON, or client_session_id is not a UUID (validation_error)"),
-            "413": error_response("body too large (payload_too_large)"),
-            "503": error_response("the session store is unreachable (service_unavailable)")
-        }
-    });
-    let rate_limited = json!({
-        "description": "the operation's limit is reached in this window (rate_limit_exceeded)",
-        "headers": {
-            "Retry-After": {"description": "seconds until the window resets", "schema": {"type": "integer"}},
-            "X-RateLimit-Limit": {"schema": {"type": "integer"}},
-            "X-RateLimit-Remaining": {"schema": {"type": "integer"}},
-            "X-RateLimit-Reset": {"description": "Unix seconds", "schema": {"type": "integer"}}
-        },
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AnonError"}}}
-    });
-    let paths = json!({
-        "/api/session/": {"post": create.clone()},
-        "/api/session": {"post": create},
-        "/api/session/sync": {"post": {
-            "summary": "Adopt a client-held session id: the cookie is set to it",
-            "tags": ["anonymous"],
-            "requestBody": {"required": true, "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/AnonSyncRequest"}}}},
-            "responses": {
-                "200": cookie_response("synchronized", "AnonSync"),
-                "400": error_response("malformed JSON, client_session_id missing or not a UUID (validation_error)"),
-                "404": error_response("no live session has that id (resource_not_found)"),
-                "413": error_response("body too large (payload_too_large)"),
-                "503": error_response("the session store is unreachable (service_unavailable)")
-            }
-        }},
-        "/api/session/info": {"get": {
-            "summary": "The cookie's session: usage statistics and rate limits",
-            "tags": ["anonymous"],
-            "parameters": [cookie_param],
-            "responses": {
-                "200": cookie_response("the session", "AnonSessionInfo"),
-                "400": error_response("the cookie is not a UUID (validation_error)"),
-                "404": error_response("no cookie, or its session has expired (resource_not_found; the cookie is cleared)"),
-                "503": error_response("the session store is unreachable (service_unavailable)")
-            }
-        }},
-        "/api/session/usage/{operation}": {"post": {
-            "summary": "Record one use of an operation by the cookie's session, within its rate limit",
-            "description": "concept_generation and concept_refinement are limited per fixed window (the limit check and the count are atomic); concept_storage is counted only.",
-            "tags": ["anonymous"],
-            "parameters": [
-                {"name": "operation", "in": "path", "required": true,
-                 "schema": {"type": "string", "enum": ["concept_generation", "concept_refinement", "concept_storage"]}},
-                cookie_param
-            ],
-            "responses": {
-                "200": {
-                    "description": "counted",
-                    "headers": {
-                        "X-RateLimit-Limit": {"description": "limited operations only", "schema": {"type": "integer"}},
-                        "X-RateLimit-Remaining": {"schema": {"type": "integer"}},
-                        "X-RateLimit-Reset": {"description": "Unix seconds", "schema": {"type": "integer"}},
-                        "Set-Cookie": {"schema": {"type": "string"}}
-                    },
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AnonUsage"}}}
-                },
-                "400": error_response("unknown operation, or the cookie is not a UUID (validation_error)"),
-                "404": error_response("no cookie, or its session has expired (resource_not_found)"),
-                "429": rate_limited,
-                "503": error_response("the session store is unreachable (service_unavailable)")
-            }
-        }}
-    });
-    let stats = json!({
-        "type": "object",
-        "required": ["concepts_generated", "concepts_refined", "concepts_stored"],
-        "properties": {
-            "concepts_generated": {"type": "integer", "minimum": 0},
-            "concepts_refined": {"type": "integer", "minimum": 0},
-            "concepts_stored": {"type": "integer", "minimum": 0}
-        }
-    });
-    let timestamp = json!({"type": "string", "format": "date-time"});
-    let schemas = json!({
-        "AnonCreateRequest": {"type": "object", "properties": {
-            "client_session_id": {"type": "string", "format": "uuid", "nullable": true,
-                "description": "A session id held by the client (UUID); adopted if it names a live session"}}},
-        "AnonSyncRequest": {"type": "object", "required": ["client_session_id"], "properties": {
-            "client_session_id": {"type": "string", "format": "uuid"}}},
-        "AnonUsageStats": stats,
-        "AnonRateLimit": {"type": "object", "required": ["limit", "remaining", "reset_at"], "properties": {
-            "limit": {"type": "integer"},
-            "remaining": {"type": "integer", "minimum": 0},
-            "reset_at": timestamp}},
-        "AnonSession": {"type": "object",
-            "required": ["session_id", "is_new_session", "created_at", "last_active", "usage_stats"],
-            "properties": {
-                "session_id": {"type": "string", "format": "uuid"},
-                "is_new_session": {"type": "boolean"},
-                "created_at": timestamp,
-                "last_active": timestamp,
-                "usage_stats": {"$ref": "#/components/schemas/AnonUsageStats"}}},
-        "AnonSync": {"type": "object", "required": ["session_id", "is_synced", "message"], "properties": {
-            "session_id": {"type": "string", "format": "uuid"},
-            "is_synced": {"type": "boolean"},
-            "message": {"type": "string"}}},
-        "AnonSessionInfo": {"type": "object",
-            "required": ["session_id", "created_at", "last_active", "usage_stats", "rate_limits"],
-            "properties": {
-                "session_id": {"type": "string", "format": "uuid"},
-                "created_at": timestamp,
-                "last_active": timestamp,
-                "usage_stats": {"$ref": "#/components/schemas/AnonUsageStats"},
-                "rate_limits": {"type": "object",
-                    "required": ["concept_generation", "concept_refinement"],
-                    "properties": {
-                        "concept_generation": {"$ref": "#/components/schemas/AnonRateLimit"},
-                        "concept_refinement": {"$ref": "#/components/schemas/AnonRateLimit"}}}}},
-        "AnonUsage": {"type": "object",
-            "required": ["session_id", "operation", "usage_stats", "rate_limit"],
-            "properties": {
-                "session_id": {"type": "string", "format": "uuid"},
-                "operation": {"type": "string", "enum": ["concept_generation", "concept_refinement", "concept_storage"]},
-                "usage_stats": {"$ref": "#/components/schemas/AnonUsageStats"},
-                "rate_limit": {"type": "object", "nullable": true,
-                    "description": "the window after this use; null for an operation without a limit",
-                    "required": ["limit", "remaining", "reset_at"], "properties": {
-                        "limit": {"type": "integer"},
-                        "remaining": {"type": "integer", "minimum": 0},
-                        "reset_at": timestamp}}}},
-        "AnonError": {"type": "object", "required": ["detail", "status_code", "error_code"], "properties": {
-            "detail": {"type": "string"},
-            "status_code": {"type": "integer"},
-            "error_code": {"type": "string", "enum": [
-                "validation_error", "resource_not_found", "payload_too_large",
-                "rate_limit_exceeded", "service_unavailable"]},
-            "field_errors": {"type": "object", "additionalProperties": {
-                "type": "array", "items": {"type": "string"}}}}}
-    });
-    (paths, schemas)
+/// This API's routes (`POST /api/session` also with a trailing slash, the
+/// document's spelling).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(with_trailing_slash(routes!(create_or_get)))
+        .routes(routes!(sync))
+        .routes(routes!(session_info))
+        .routes(routes!(record_use))
 }

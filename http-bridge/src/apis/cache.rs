@@ -115,6 +115,7 @@ pub enum Verdict {
 /// A timestamp (RFC 3339, or Unix seconds, or milliseconds above 10^12),
 /// or a ttl (seconds, or a duration such as `30m`).
 #[derive(Debug, ToSchema)]
+#[serde(untagged)]
 #[allow(dead_code)]
 pub enum TextOrNumber {
     /// As a string.
@@ -320,7 +321,11 @@ async fn verify(
         })
         .unwrap_or_else(|| vec![0; 32]);
     let matches = bool::from(stored.ct_eq(&presented)) && session.is_some();
-    Ok(ok(if matches { Verdict::True } else { Verdict::False }))
+    Ok(ok(if matches {
+        Verdict::True
+    } else {
+        Verdict::False
+    }))
 }
 
 /// Create (or replace) a user's session

@@ -22,9 +22,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use serde_json::Value as JsonValue;
-use utoipa::ToSchema;
 use sessiond_client::{Client, Error as ClientError, Session, Value};
 use tracing::{info, warn};
+use utoipa::ToSchema;
 
 use crate::apis::{daemon_unavailable, store_full};
 use crate::auth::{self, Throttle};

@@ -44,16 +44,20 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
-use serde_json::{json, Value as JsonValue};
+use axum::Json;
+use serde::Serialize;
+use serde_json::Value as JsonValue;
 use sessiond_client::{
     Client, CreateOptions, Error as ClientError, ErrorCode, LimitPolicy, Session, SessionId,
 };
 use tracing::{info, warn};
 
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::apis::common::{
-    success_false, text, throttle, ApiError, BearerToken, Envelope, Failure,
+    success_false, text, throttle, ApiError, BearerToken, Envelope, Failure, SuccessFalse,
 };
 use crate::auth;
 use crate::state::AppState;
@@ -161,9 +165,42 @@ impl<S: Send + Sync> FromRequestParts<S> for RefreshToken {
     }
 }
 
+/// The body of a login or a refresh (the tokens are in the headers).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginSuccess {
+    /// Always `true`.
+    success: bool,
+    /// The user's id.
+    #[serde(rename = "tableId")]
+    table_id: String,
+}
+
+/// The body of a logout.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginLogout {
+    /// Always `true`.
+    success: bool,
+}
+
+/// The body of a login.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct LoginRequest {
+    /// The user's email.
+    #[schema(min_length = 1)]
+    username: String,
+    /// The user's password.
+    #[schema(min_length = 1)]
+    password: String,
+}
+
 /// The success answer: tokens in the headers, the user id in the body.
 fn issued(access: &str, refresh: SessionId, user_id: &str) -> Response {
-    let mut r = Json(json!({"success": true, "tableId": user_id})).into_response();
+    let mut r = Json(LoginSuccess {
+        success: true,
+        table_id: user_id.to_owned(),
+    })
+    .into_response();
     let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&format!("Bearer {access}")) {
         h.insert(header::AUTHORIZATION, v);
@@ -188,7 +225,21 @@ async fn revoke_login(client: &Client, login: &str, user_id: &str) -> Result<(),
     Ok(())
 }
 
-/// `POST /session`.
+/// Log in: access token in Authorization, refresh token in Refresh
+#[utoipa::path(post, path = "/session", tag = "login",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "logged in", body = LoginSuccess, headers(
+            ("Authorization" = String, description = "`Bearer <access token>`"),
+            ("Refresh" = String, description = "The refresh token"),
+        )),
+        (status = 400, description = "missing or malformed body", body = SuccessFalse),
+        (status = 401, description = "unknown user or wrong password", body = SuccessFalse),
+        (status = 413, description = "body too large", body = SuccessFalse),
+        (status = 429, description = "too many login attempts on this username", body = SuccessFalse,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "the session store is unreachable", body = SuccessFalse),
+    ))]
 async fn login(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> LoginResult {
     let (username, password) = credentials(&body?)?;
     let client = &state.client;
@@ -267,7 +318,20 @@ async fn reuse_detected(client: &Client, rec: &Session) -> LoginError {
     }
 }
 
-/// `POST /session/refresh`.
+/// Trade a refresh token for a new access token and refresh token
+///
+/// A refresh token works once: presenting a spent one again revokes the
+/// whole login session.
+#[utoipa::path(post, path = "/session/refresh", tag = "login",
+    params(("Refresh" = String, Header, description = "The refresh token")),
+    responses(
+        (status = 200, description = "new tokens (the old refresh token is spent)", body = LoginSuccess, headers(
+            ("Authorization" = String, description = "`Bearer <access token>`"),
+            ("Refresh" = String, description = "The refresh token"),
+        )),
+        (status = 401, description = "missing, invalid, expired or reused refresh token", body = SuccessFalse),
+        (status = 503, description = "the session store is unreachable", body = SuccessFalse),
+    ))]
 async fn refresh(State(state): State<AppState>, RefreshToken(token): RefreshToken) -> LoginResult {
     let client = &state.client;
     let invalid = || LoginError::unauthorized("invalid or expired refresh token");
@@ -333,7 +397,15 @@ async fn refresh(State(state): State<AppState>, RefreshToken(token): RefreshToke
     Err(ended())
 }
 
-/// `DELETE /session`.
+/// Log out: end the login session, its refresh and access tokens
+#[utoipa::path(delete, path = "/session", tag = "login",
+    security(("bearer" = [])),
+    params(("Refresh" = Option<String>, Header, description = "The refresh token, when the access token has expired")),
+    responses(
+        (status = 200, description = "logged out", body = LoginLogout),
+        (status = 401, description = "missing, invalid or expired token", body = SuccessFalse),
+        (status = 503, description = "the session store is unreachable", body = SuccessFalse),
+    ))]
 async fn logout(
     State(state): State<AppState>,
     BearerToken(access): BearerToken,
@@ -344,128 +416,22 @@ async fn logout(
         if let Some(grant) = auth::grant_from_access_token(client, &token).await? {
             revoke_login(client, &grant.login_session, &grant.principal.user.id).await?;
             info!("login session ended");
-            return Ok(Json(json!({"success": true})).into_response());
+            return Ok(Json(LoginLogout { success: true }).into_response());
         }
     }
     // An expired access token: the refresh token may still speak for the session.
     if let Some(token) = refresh {
         if let Some(rec) = client.get(REFRESH_NS, token).await? {
             revoke_record(client, &rec).await?;
-            return Ok(Json(json!({"success": true})).into_response());
+            return Ok(Json(LoginLogout { success: true }).into_response());
         }
     }
     Err(LoginError::unauthorized("invalid or expired access token"))
 }
 
 /// This API's routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/session", post(login).delete(logout))
-        .route("/session/refresh", post(refresh))
-}
-
-fn error_response(description: &str) -> JsonValue {
-    json!({
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LoginError"}}}
-    })
-}
-
-fn tokens_response(description: &str) -> JsonValue {
-    json!({
-        "description": description,
-        "headers": {
-            "Authorization": {"description": "`Bearer <access token>`", "schema": {"type": "string"}},
-            "Refresh": {"description": "The refresh token", "schema": {"type": "string"}}
-        },
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LoginSuccess"}}}
-    })
-}
-
-/// This API's OpenAPI `(paths, schemas)`.
-#[must_use]
-pub fn openapi() -> (JsonValue, JsonValue) {
-    let unavailable = error_response("the session store is unreachable");
-    (
-        json!({
-            "/session": {
-                "post": {
-                    "summary": "Log in: access token in Authorization, refresh token in Refresh",
-                    "tags": ["login"],
-                    "requestBody": {"required": true, "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/LoginRequest"}}}},
-                    "responses": {
-                        "200": tokens_response("logged in"),
-                        "400": error_response("missing or malformed body"),
-                        "401": error_response("unknown user or wrong password"),
-                        "413": error_response("body too large"),
-                        "429": {
-                            "description": "too many login attempts on this username",
-                            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LoginError"}}}
-                        },
-                        "503": unavailable
-                    }
-                },
-                "delete": {
-                    "summary": "Log out: end the login session, its refresh and access tokens",
-                    "tags": ["login"],
-                    "security": [{"bearer": []}],
-                    "parameters": [{"name": "Refresh", "in": "header", "required": false,
-                        "description": "The refresh token, when the access token has expired",
-                        "schema": {"type": "string"}}],
-                    "responses": {
-                        "200": {"description": "logged out", "content": {"application/json": {
-                            "schema": {"$ref": "#/components/schemas/LoginLogout"}}}},
-                        "401": error_response("missing, invalid or expired token"),
-                        "503": unavailable
-                    }
-                }
-            },
-            "/session/refresh": {
-                "post": {
-                    "summary": "Trade a refresh token for a new access token and refresh token",
-                    "tags": ["login"],
-                    "parameters": [{"name": "Refresh", "in": "header", "required": true,
-                        "schema": {"type": "string"}}],
-                    "responses": {
-                        "200": tokens_response("new tokens (the old refresh token is spent)"),
-                        "401": error_response("missing, invalid, expired or reused refresh token"),
-                        "503": unavailable
-                    }
-                }
-            }
-        }),
-        json!({
-            "LoginRequest": {
-                "type": "object",
-                "required": ["username", "password"],
-                "properties": {
-                    "username": {"type": "string", "minLength": 1, "description": "The user's email"},
-                    "password": {"type": "string", "minLength": 1}
-                }
-            },
-            "LoginSuccess": {
-                "type": "object",
-                "required": ["success", "tableId"],
-                "properties": {
-                    "success": {"type": "boolean", "enum": [true]},
-                    "tableId": {"type": "string", "description": "The user's id"}
-                }
-            },
-            "LoginLogout": {
-                "type": "object",
-                "required": ["success"],
-                "properties": {"success": {"type": "boolean", "enum": [true]}}
-            },
-            "LoginError": {
-                "type": "object",
-                "required": ["success", "message"],
-                "properties": {
-                    "success": {"type": "boolean", "enum": [false]},
-                    "message": {"type": "string"}
-                }
-            }
-        }),
-    )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login, logout))
+        .routes(routes!(refresh))
 }

@@ -23,17 +23,16 @@ pub mod session_auth;
 /// Every API's routes, each with its OpenAPI description.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .merge(OpenApiRouter::from(login::routes()))
-        .merge(OpenApiRouter::from(anonymous::routes()))
+        .merge(login::routes())
+        .merge(anonymous::routes())
         .merge(cache::routes())
-        .merge(OpenApiRouter::from(scheduled::routes()))
-        .merge(OpenApiRouter::from(session_auth::routes()))
+        .merge(scheduled::routes())
+        .merge(session_auth::routes())
 }
 
 /// `routes` served (and described) at their documented path and at the
 /// same path with a trailing slash; the alias's operations get their own
 /// `operationId` (`<id>_slash`).
-#[must_use]
 pub fn with_trailing_slash(
     (schemas, mut paths, method_router): UtoipaMethodRouter<AppState>,
 ) -> UtoipaMethodRouter<AppState> {

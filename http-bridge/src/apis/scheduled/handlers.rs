@@ -10,12 +10,16 @@ use sessiond_client::SessionId;
 use super::bearer::Caller;
 use super::input::{
     field, json_object, page_of, paged, parse_input, parse_uuid, path_id, query_of, settle,
-    string_of, Field, QueryMap,
+    string_of, Field, QueryMap, ScheduledSessionCreate, ScheduledSessionUpdate,
+    ScheduledTimelineCreate,
 };
 use super::store::{self, Sched};
-use super::views::{ok, ok_page, session_view, timeline_view};
+use super::views::{
+    ok_session, ok_sessions, ok_timeline, ok_timelines, ScheduledSessionEnvelope,
+    ScheduledSessionList, ScheduledTimelineEnvelope, ScheduledTimelineList,
+};
 use super::write::{admit, under_lock, Undo};
-use super::{ApiResult, ScheduledError, MAX_NAME};
+use super::{ApiResult, ScheduledError, ScheduledErrorBody, MAX_NAME};
 use crate::state::AppState;
 
 /// A live session the caller may see, or 404.
@@ -31,6 +35,44 @@ async fn visible_session(
     }
 }
 
+/// A sort order.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+enum SortOrder {
+    /// Earliest first.
+    #[allow(clippy::upper_case_acronyms)]
+    ASC,
+    /// Latest first.
+    #[allow(clippy::upper_case_acronyms)]
+    DESC,
+}
+
+/// List the caller's scheduled sessions (an administrator's: everyone's)
+///
+/// Sorted by `startDateTime` (sessions without one last, in both orders),
+/// ties by creation time.
+#[utoipa::path(get, path = "/sessions", tag = "scheduled-sessions",
+    operation_id = "scheduled_list_sessions",
+    security(("bearer" = [])),
+    params(
+        ("timelineId" = Option<String>, Query, format = Uuid,
+            description = "only the sessions of this timeline"),
+        ("startDateTimeSortOrder" = inline(Option<SortOrder>), Query,
+            description = "sort by startDateTime (default DESC)"),
+        ("skip" = Option<u64>, Query, minimum = 0, maximum = 4_294_967_295_u32,
+            description = "records to skip (default 0)"),
+        ("take" = Option<u64>, Query, minimum = 0, maximum = 100,
+            description = "records to return (default 10)"),
+    ),
+    responses(
+        (status = 200, description = "a page of sessions; meta.meta.count is the total",
+            body = ScheduledSessionList),
+        (status = 400, description = "invalid query parameters", body = ScheduledErrorBody),
+        (status = 401, description = "missing, malformed, forged or expired bearer token",
+            body = ScheduledErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "the timeline belongs to another user", body = ScheduledErrorBody),
+        (status = 503, description = "the session store is unavailable", body = ScheduledErrorBody),
+    ))]
 pub(super) async fn list_sessions(
     State(state): State<AppState>,
     caller: Caller,
@@ -99,10 +141,23 @@ pub(super) async fn list_sessions(
             .then(a.id.0.cmp(&b.id.0))
     });
     let count = all.len();
-    let data = paged(all, page).map(|s| session_view(&s)).collect();
-    Ok(ok_page(data, page, count))
+    Ok(ok_sessions(paged(all, page), page, count))
 }
 
+/// One scheduled session
+#[utoipa::path(get, path = "/sessions/{id}", tag = "scheduled-sessions",
+    operation_id = "scheduled_get_session",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid, description = "the session's UUID")),
+    responses(
+        (status = 200, description = "the session", body = ScheduledSessionEnvelope),
+        (status = 400, description = "the id is not a UUID", body = ScheduledErrorBody),
+        (status = 401, description = "missing, malformed, forged or expired bearer token",
+            body = ScheduledErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "no such session (or removed, or another user's)",
+            body = ScheduledErrorBody),
+        (status = 503, description = "the session store is unavailable", body = ScheduledErrorBody),
+    ))]
 pub(super) async fn get_session(
     State(state): State<AppState>,
     caller: Caller,
@@ -110,9 +165,31 @@ pub(super) async fn get_session(
 ) -> ApiResult {
     let id = path_id(id)?;
     let s = visible_session(&state, &caller, id).await?;
-    Ok(ok(session_view(&s)))
+    Ok(ok_session(&s))
 }
 
+/// Create a scheduled session
+///
+/// Answers 200, as the document says.
+#[utoipa::path(post, path = "/sessions", tag = "scheduled-sessions",
+    operation_id = "scheduled_create_session",
+    security(("bearer" = [])),
+    request_body = ScheduledSessionCreate,
+    responses(
+        (status = 200, description = "the created session", body = ScheduledSessionEnvelope),
+        (status = 400, description = "invalid fields, or an unknown timelineId",
+            body = ScheduledErrorBody),
+        (status = 401, description = "missing, malformed, forged or expired bearer token",
+            body = ScheduledErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "the timeline belongs to another user", body = ScheduledErrorBody),
+        (status = 404, description = "the timeline vanished during the write (a race with a store failure)",
+            body = ScheduledErrorBody),
+        (status = 409, description = "the session overlaps another session of the timeline or of the same user",
+            body = ScheduledErrorBody),
+        (status = 413, description = "the body is too large", body = ScheduledErrorBody),
+        (status = 503, description = "the session store is unavailable or the timeline busy",
+            body = ScheduledErrorBody),
+    ))]
 pub(super) async fn create_session(
     State(state): State<AppState>,
     caller: Caller,
@@ -193,12 +270,34 @@ pub(super) async fn create_session(
                 store::note_user_timeline(&client, &new.created_by, timeline_id).await?;
             }
             let created = store::insert_session(&client, &new).await?;
-            Ok((ok(session_view(&created)), Some(Undo::Insert(created.id))))
+            Ok((ok_session(&created), Some(Undo::Insert(created.id))))
         },
     )
     .await
 }
 
+/// Change some fields of a scheduled session
+///
+/// Absent fields are kept; null clears `startDateTime`, `endDateTime`,
+/// `repeatCycleType`, `recurringDayOfWeek` and `description`.
+#[utoipa::path(patch, path = "/sessions/{id}", tag = "scheduled-sessions",
+    operation_id = "scheduled_update_session",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid, description = "the session's UUID")),
+    request_body = ScheduledSessionUpdate,
+    responses(
+        (status = 200, description = "the updated session", body = ScheduledSessionEnvelope),
+        (status = 400, description = "invalid fields", body = ScheduledErrorBody),
+        (status = 401, description = "missing, malformed, forged or expired bearer token",
+            body = ScheduledErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "no such session (or removed, or another user's)",
+            body = ScheduledErrorBody),
+        (status = 409, description = "the session would overlap another session of the timeline or of the same user",
+            body = ScheduledErrorBody),
+        (status = 413, description = "the body is too large", body = ScheduledErrorBody),
+        (status = 503, description = "the session store is unavailable or the timeline busy",
+            body = ScheduledErrorBody),
+    ))]
 pub(super) async fn update_session(
     State(state): State<AppState>,
     caller: Caller,
@@ -258,12 +357,27 @@ pub(super) async fn update_session(
             admit(&existing, mine.as_deref(), &new, fresh)?;
             let saved = store::replace_session(&client, &new).await?;
             let undo = Undo::Replace(Box::new(old), saved.version);
-            Ok((ok(session_view(&saved)), Some(undo)))
+            Ok((ok_session(&saved), Some(undo)))
         },
     )
     .await
 }
 
+/// Remove a scheduled session (soft delete: removedAt is set)
+#[utoipa::path(delete, path = "/sessions/{id}", tag = "scheduled-sessions",
+    operation_id = "scheduled_delete_session",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid, description = "the session's UUID")),
+    responses(
+        (status = 200, description = "the removed session", body = ScheduledSessionEnvelope),
+        (status = 400, description = "the id is not a UUID", body = ScheduledErrorBody),
+        (status = 401, description = "missing, malformed, forged or expired bearer token",
+            body = ScheduledErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "no such session (or already removed, or another user's)",
+            body = ScheduledErrorBody),
+        (status = 503, description = "the session store is unavailable or the timeline busy",
+            body = ScheduledErrorBody),
+    ))]
 pub(super) async fn delete_session(
     State(state): State<AppState>,
     caller: Caller,
@@ -285,11 +399,24 @@ pub(super) async fn delete_session(
         };
         let saved = store::replace_session(&client, &removed).await?;
         // Removing frees time; nothing to undo if the lease lapsed.
-        Ok((ok(session_view(&saved)), None))
+        Ok((ok_session(&saved), None))
     })
     .await
 }
 
+/// Create a timeline owned by the caller
+#[utoipa::path(post, path = "/timelines", tag = "scheduled-sessions",
+    operation_id = "scheduled_create_timeline",
+    security(("bearer" = [])),
+    request_body = ScheduledTimelineCreate,
+    responses(
+        (status = 200, description = "the created timeline", body = ScheduledTimelineEnvelope),
+        (status = 400, description = "invalid fields", body = ScheduledErrorBody),
+        (status = 401, description = "missing, malformed, forged or expired bearer token",
+            body = ScheduledErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 413, description = "the body is too large", body = ScheduledErrorBody),
+        (status = 503, description = "the session store is unavailable", body = ScheduledErrorBody),
+    ))]
 pub(super) async fn create_timeline(
     State(state): State<AppState>,
     caller: Caller,
@@ -305,9 +432,27 @@ pub(super) async fn create_timeline(
         return Err(ScheduledError::fields(p));
     };
     let t = store::create_timeline(&state.client, &caller.user_id, &name).await?;
-    Ok(ok(timeline_view(&t)))
+    Ok(ok_timeline(&t))
 }
 
+/// List the caller's timelines, oldest first (by creation time in milliseconds; ties in id order)
+#[utoipa::path(get, path = "/timelines", tag = "scheduled-sessions",
+    operation_id = "scheduled_list_timelines",
+    security(("bearer" = [])),
+    params(
+        ("skip" = Option<u64>, Query, minimum = 0, maximum = 4_294_967_295_u32,
+            description = "records to skip (default 0)"),
+        ("take" = Option<u64>, Query, minimum = 0, maximum = 100,
+            description = "records to return (default 10)"),
+    ),
+    responses(
+        (status = 200, description = "a page of timelines; meta.meta.count is the total",
+            body = ScheduledTimelineList),
+        (status = 400, description = "invalid query parameters", body = ScheduledErrorBody),
+        (status = 401, description = "missing, malformed, forged or expired bearer token",
+            body = ScheduledErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 503, description = "the session store is unavailable", body = ScheduledErrorBody),
+    ))]
 pub(super) async fn list_timelines(
     State(state): State<AppState>,
     caller: Caller,
@@ -321,6 +466,5 @@ pub(super) async fn list_timelines(
     }
     let all = store::user_timelines(&state.client, &caller.user_id).await?;
     let count = all.len();
-    let data = paged(all, page).map(|t| timeline_view(&t)).collect();
-    Ok(ok_page(data, page, count))
+    Ok(ok_timelines(paged(all, page), page, count))
 }

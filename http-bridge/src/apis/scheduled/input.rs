@@ -8,10 +8,84 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{Map, Value};
 use sessiond_client::SessionId;
+use utoipa::ToSchema;
 
-use super::schedule::{self, parse_time, weekday_name, weekday_of, Cycle};
+use super::schedule::{self, parse_time, weekday_name, weekday_of, Cycle, DayOfWeek};
 use super::store::Kind;
 use super::{ScheduledError, DEFAULT_TAKE, MAX_DESCRIPTION, MAX_NAME, MAX_TAKE};
+
+/// The body of `POST /sessions`. Read leniently (by `parse_input`): every
+/// problem is reported, one message each.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct ScheduledSessionCreate {
+    #[serde(rename = "type")]
+    #[schema(inline)]
+    kind: Kind,
+    /// The timeline (the caller's, unless an administrator).
+    #[schema(format = Uuid)]
+    timeline_id: String,
+    /// Its name.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    name: String,
+    /// Start of the (first) occurrence (ISO 8601; without an offset, UTC).
+    #[schema(format = DateTime)]
+    start_date_time: Option<String>,
+    /// End of the (first) occurrence, after `startDateTime`.
+    #[schema(format = DateTime)]
+    end_date_time: Option<String>,
+    /// Required for RECURRING, refused for ONE_TIME.
+    #[schema(inline)]
+    repeat_cycle_type: Option<Cycle>,
+    /// For a WEEKLY session: must be the UTC weekday of `startDateTime`.
+    #[schema(inline)]
+    recurring_day_of_week: Option<DayOfWeek>,
+    /// Its description.
+    #[schema(max_length = 4000)]
+    description: Option<String>,
+}
+
+/// The body of `PATCH /sessions/{id}`: the fields to change; absent ones are
+/// kept. `type`, `timelineId` and `name` may not be null.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct ScheduledSessionUpdate {
+    #[serde(rename = "type")]
+    #[schema(inline, nullable = false)]
+    kind: Option<Kind>,
+    /// May only repeat the session's own timeline.
+    #[schema(format = Uuid, nullable = false)]
+    timeline_id: Option<String>,
+    /// Its name.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S", nullable = false)]
+    name: Option<String>,
+    /// Start of the (first) occurrence; null clears it.
+    #[schema(format = DateTime)]
+    start_date_time: Option<String>,
+    /// End of the (first) occurrence; null clears it.
+    #[schema(format = DateTime)]
+    end_date_time: Option<String>,
+    /// Required for RECURRING, refused for ONE_TIME.
+    #[schema(inline)]
+    repeat_cycle_type: Option<Cycle>,
+    /// For a WEEKLY session: must be the UTC weekday of `startDateTime`.
+    #[schema(inline)]
+    recurring_day_of_week: Option<DayOfWeek>,
+    /// Its description; null clears it.
+    #[schema(max_length = 4000)]
+    description: Option<String>,
+}
+
+/// The body of `POST /timelines`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ScheduledTimelineCreate {
+    /// Its name.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    name: String,
+}
 
 /// A UUID in its canonical hyphenated form (any case).
 pub(super) fn parse_uuid(s: &str) -> Option<SessionId> {

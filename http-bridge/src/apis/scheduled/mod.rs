@@ -57,7 +57,6 @@
 pub mod bearer;
 mod handlers;
 mod input;
-mod openapi;
 pub mod schedule;
 pub mod store;
 mod views;
@@ -67,20 +66,16 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::apis::common::{ApiError, Envelope, Failure};
 use crate::state::AppState;
 use bearer::{AuthError, Caller};
-use handlers::{
-    create_session, create_timeline, delete_session, get_session, list_sessions, list_timelines,
-    update_session,
-};
 use store::StoreError;
-
-pub use openapi::openapi;
 
 /// Default page size of the lists.
 pub const DEFAULT_TAKE: u64 = 10;
@@ -91,17 +86,40 @@ const MAX_NAME: usize = 255;
 /// Longest description, in characters.
 const MAX_DESCRIPTION: usize = 4000;
 
-/// This API's routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/sessions", get(list_sessions).post(create_session))
-        .route(
-            "/sessions/{id}",
-            get(get_session)
-                .patch(update_session)
-                .delete(delete_session),
-        )
-        .route("/timelines", get(list_timelines).post(create_timeline))
+/// This API's routes, with their OpenAPI description.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(handlers::list_sessions, handlers::create_session))
+        .routes(routes!(
+            handlers::get_session,
+            handlers::update_session,
+            handlers::delete_session
+        ))
+        .routes(routes!(handlers::list_timelines, handlers::create_timeline))
+}
+
+/// This API's error body: `{"statusCode", "message", "error"}` (NestJS).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = ScheduledError)]
+pub struct ScheduledErrorBody {
+    /// The status code.
+    status_code: u16,
+    #[schema(inline)]
+    message: ErrorMessage,
+    /// The status code's reason phrase.
+    error: &'static str,
+}
+
+/// What went wrong: one message, or one per problem when input fields are
+/// invalid.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ErrorMessage {
+    /// One message.
+    One(String),
+    /// One message per problem (invalid input fields).
+    Many(Vec<String>),
 }
 
 /// This API's error envelope: `{"statusCode", "message", "error"}`, with
@@ -115,10 +133,13 @@ impl Envelope for ScheduledApi {
     const UNAVAILABLE: &'static str = "The session store is unavailable, retry later";
 
     fn body(f: &Failure) -> Value {
-        json!({
-            "statusCode": f.status.as_u16(),
-            "message": f.list.as_ref().map_or_else(|| json!(f.message), |l| json!(l)),
-            "error": f.status.canonical_reason().unwrap_or("Error"),
+        json!(ScheduledErrorBody {
+            status_code: f.status.as_u16(),
+            message: f.list.as_ref().map_or_else(
+                || ErrorMessage::One(f.message.clone()),
+                |l| ErrorMessage::Many(l.clone()),
+            ),
+            error: f.status.canonical_reason().unwrap_or("Error"),
         })
     }
 

@@ -18,8 +18,9 @@ pub const DAY_MS: i64 = 24 * 3600 * 1000;
 /// One week in milliseconds.
 pub const WEEK_MS: i64 = 7 * DAY_MS;
 
-/// How a recurring session repeats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a recurring session repeats (`DAILY` or `WEEKLY` on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Cycle {
     /// Every day at the same UTC time.
     Daily,
@@ -67,6 +68,41 @@ pub const WEEKDAYS: [&str; 7] = [
     "SATURDAY",
     "SUNDAY",
 ];
+
+/// A weekday as the API shows it: `MONDAY`..`SUNDAY` (the names of
+/// `WEEKDAYS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DayOfWeek {
+    /// Monday.
+    Monday,
+    /// Tuesday.
+    Tuesday,
+    /// Wednesday.
+    Wednesday,
+    /// Thursday.
+    Thursday,
+    /// Friday.
+    Friday,
+    /// Saturday.
+    Saturday,
+    /// Sunday.
+    Sunday,
+}
+
+impl From<Weekday> for DayOfWeek {
+    fn from(d: Weekday) -> Self {
+        match d {
+            Weekday::Mon => Self::Monday,
+            Weekday::Tue => Self::Tuesday,
+            Weekday::Wed => Self::Wednesday,
+            Weekday::Thu => Self::Thursday,
+            Weekday::Fri => Self::Friday,
+            Weekday::Sat => Self::Saturday,
+            Weekday::Sun => Self::Sunday,
+        }
+    }
+}
 
 /// The wire name of a weekday.
 #[must_use]
@@ -203,6 +239,21 @@ mod tests {
     use super::*;
 
     const H: i64 = 3600 * 1000;
+
+    #[test]
+    fn the_shown_names_are_the_wire_names() {
+        use crate::apis::scheduled::store::Kind;
+        for k in [Kind::OneTime, Kind::Recurring] {
+            assert_eq!(serde_json::json!(k), k.as_str());
+        }
+        for c in [Cycle::Daily, Cycle::Weekly] {
+            assert_eq!(serde_json::json!(c), c.as_str());
+        }
+        for i in 0..7u8 {
+            let d = Weekday::try_from(i).unwrap();
+            assert_eq!(serde_json::json!(DayOfWeek::from(d)), weekday_name(d));
+        }
+    }
 
     fn once(start: i64, end: i64) -> Slot {
         Slot {

@@ -80,8 +80,10 @@ pub enum StoreError {
     NotFound,
 }
 
-/// Whether a session is one-time or recurring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether a session is one-time or recurring (`ONE_TIME` or `RECURRING` on
+/// the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Kind {
     /// Happens once.
     OneTime,

@@ -7,23 +7,75 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::DateTime;
-use serde_json::{json, Value as JsonValue};
+use serde::Serialize;
+use serde_json::Value as JsonValue;
 use sessiond_client::{CreateOptions, LimitPolicy, SessionId};
 use tracing::info;
+use utoipa::ToSchema;
 
-use super::input::{form_fields, json_object, opt_str, target, too_long};
+use super::input::{
+    form_fields, json_object, opt_str, target, too_long, SessionAuthLogin, SessionAuthUserCreate,
+    SessionAuthUserUpdate,
+};
 use super::session::{set_cookie, Admin, CurrentUser, SessionCookie};
 use super::{
-    SessionAuthApi, SessionAuthError, SessionAuthResult, MAX_NAME_CHARS, MAX_SESSIONS_PER_USER, NS,
-    SESSION_IDLE, SESSION_MAX,
+    SessionAuthApi, SessionAuthError, SessionAuthErrorBody, SessionAuthResult, MAX_NAME_CHARS,
+    MAX_SESSIONS_PER_USER, NS, SESSION_IDLE, SESSION_MAX,
 };
 use crate::apis::common::throttle;
 use crate::auth;
 use crate::state::AppState;
 use crate::users::{self, Login, NewUser, User, UserError};
 
+/// `{}`: the body of a deletion, a logout, or a logout without a session.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(max_properties = 0)]
+pub(super) struct SessionAuthEmpty {}
+
 fn empty(status: StatusCode) -> Response {
-    (status, Json(json!({}))).into_response()
+    (status, Json(SessionAuthEmpty {})).into_response()
+}
+
+/// `{"status": "OK"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct SessionAuthStatus {
+    // Always `OK` (a doc comment here would wrap the enum in a `oneOf`).
+    #[schema(inline)]
+    status: Up,
+}
+
+/// Always `OK`: the API is up.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) enum Up {
+    /// Up.
+    #[serde(rename = "OK")]
+    Ok,
+}
+
+/// `{"users": N}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct SessionAuthStats {
+    /// The number of users.
+    users: usize,
+}
+
+/// A user as the project's `to_json` shows it (never the password).
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct SessionAuthUser {
+    /// The user's id.
+    id: String,
+    /// The login email.
+    email: String,
+    /// The first name.
+    #[schema(required = true)]
+    first_name: Option<String>,
+    /// The last name.
+    #[schema(required = true)]
+    last_name: Option<String>,
+    /// %Y-%m-%dT%H:%M:%S (UTC)
+    created_at: String,
+    /// %Y-%m-%dT%H:%M:%S (UTC)
+    updated_at: String,
 }
 
 /// The project's timestamp format (`%Y-%m-%dT%H:%M:%S`, UTC).
@@ -35,39 +87,96 @@ fn project_time(rfc3339: &str) -> String {
 }
 
 /// A user as the project's `to_json` shows it (never the password).
-fn user_json(u: &User) -> JsonValue {
-    json!({
-        "id": u.id,
-        "email": u.email,
-        "first_name": u.first_name,
-        "last_name": u.last_name,
-        "created_at": project_time(&u.created_at),
-        "updated_at": project_time(&u.updated_at),
-    })
+fn user_json(u: &User) -> SessionAuthUser {
+    SessionAuthUser {
+        id: u.id.clone(),
+        email: u.email.clone(),
+        first_name: u.first_name.clone(),
+        last_name: u.last_name.clone(),
+        created_at: project_time(&u.created_at),
+        updated_at: project_time(&u.updated_at),
+    }
 }
 
+/// Status of the API
+///
+/// Public: `{"status": "OK"}`.
+#[utoipa::path(get, path = "/api/v1/status", tag = "session-auth",
+    operation_id = "session_auth_status",
+    responses((status = 200, description = "up", body = SessionAuthStatus)))]
 pub(super) async fn status() -> Response {
-    Json(json!({"status": "OK"})).into_response()
+    Json(SessionAuthStatus { status: Up::Ok }).into_response()
 }
 
+/// Always 401
+///
+/// Public: `{"error": "Unauthorized"}`.
+#[utoipa::path(get, path = "/api/v1/unauthorized", tag = "session-auth",
+    operation_id = "session_auth_unauthorized",
+    responses((status = 401, description = "Unauthorized", body = SessionAuthErrorBody)))]
 pub(super) async fn unauthorized_route() -> SessionAuthError {
     SessionAuthError::unauthorized()
 }
 
+/// Always 403
+///
+/// Public: `{"error": "Forbidden"}`.
+#[utoipa::path(get, path = "/api/v1/forbidden", tag = "session-auth",
+    operation_id = "session_auth_forbidden",
+    responses((status = 403, description = "Forbidden", body = SessionAuthErrorBody)))]
 pub(super) async fn forbidden_route() -> SessionAuthError {
     SessionAuthError::forbidden()
 }
 
+/// Number of users
+///
+/// Open to every logged-in user.
+#[utoipa::path(get, path = "/api/v1/stats", tag = "session-auth",
+    operation_id = "session_auth_stats",
+    security(("sessionCookie" = [])),
+    responses(
+        (status = 200, description = "counts", body = SessionAuthStats),
+        (status = 401, description = "no session cookie", body = SessionAuthErrorBody),
+        (status = 403, description = "the cookie names no live session", body = SessionAuthErrorBody),
+        (status = 503, description = "the session store is unreachable", body = SessionAuthErrorBody),
+    ))]
 pub(super) async fn stats(State(state): State<AppState>, _: CurrentUser) -> SessionAuthResult {
     let n = users::count(&state.client).await?;
-    Ok(Json(json!({ "users": n })).into_response())
+    Ok(Json(SessionAuthStats { users: n }).into_response())
 }
 
+/// Every user (administrators)
+///
+/// Other users get 403.
+#[utoipa::path(get, path = "/api/v1/users", tag = "session-auth",
+    operation_id = "session_auth_list_users",
+    security(("sessionCookie" = [])),
+    responses(
+        (status = 200, description = "the users", body = Vec<SessionAuthUser>),
+        (status = 401, description = "no session cookie", body = SessionAuthErrorBody),
+        (status = 403, description = "the cookie names no live session, or the user is no administrator", body = SessionAuthErrorBody),
+        (status = 503, description = "the session store is unreachable", body = SessionAuthErrorBody),
+    ))]
 pub(super) async fn list_users(State(state): State<AppState>, _: Admin) -> SessionAuthResult {
     let all = users::list(&state.client).await?;
-    Ok(Json(JsonValue::Array(all.iter().map(user_json).collect())).into_response())
+    Ok(Json(all.iter().map(user_json).collect::<Vec<_>>()).into_response())
 }
 
+/// Create a user (administrators)
+///
+/// Other users get 403. `is_admin` makes the new user an administrator.
+#[utoipa::path(post, path = "/api/v1/users", tag = "session-auth",
+    operation_id = "session_auth_create_user",
+    security(("sessionCookie" = [])),
+    request_body = SessionAuthUserCreate,
+    responses(
+        (status = 201, description = "created", body = SessionAuthUser),
+        (status = 400, description = "Wrong format, email missing, password missing, or Can't create User: ...", body = SessionAuthErrorBody),
+        (status = 401, description = "no session cookie", body = SessionAuthErrorBody),
+        (status = 403, description = "the cookie names no live session, or the user is no administrator", body = SessionAuthErrorBody),
+        (status = 413, description = "body too large", body = SessionAuthErrorBody),
+        (status = 503, description = "the session store is unreachable", body = SessionAuthErrorBody),
+    ))]
 pub(super) async fn create_user(
     State(state): State<AppState>,
     _: Admin,
@@ -115,6 +224,20 @@ pub(super) async fn create_user(
     }
 }
 
+/// A user
+///
+/// An administrator may read anyone; another user only themselves.
+#[utoipa::path(get, path = "/api/v1/users/{user_id}", tag = "session-auth",
+    operation_id = "session_auth_get_user",
+    security(("sessionCookie" = [])),
+    params(("user_id" = String, Path, description = "A user id, or `me` for the current user")),
+    responses(
+        (status = 200, description = "the user", body = SessionAuthUser),
+        (status = 401, description = "no session cookie", body = SessionAuthErrorBody),
+        (status = 403, description = "the cookie names no live session, or the user may not do this", body = SessionAuthErrorBody),
+        (status = 404, description = "no such user", body = SessionAuthErrorBody),
+        (status = 503, description = "the session store is unreachable", body = SessionAuthErrorBody),
+    ))]
 pub(super) async fn get_user(
     State(state): State<AppState>,
     CurrentUser(me): CurrentUser,
@@ -130,6 +253,23 @@ pub(super) async fn get_user(
     }
 }
 
+/// Change a user's names
+///
+/// An administrator may change anyone; another user only themselves.
+#[utoipa::path(put, path = "/api/v1/users/{user_id}", tag = "session-auth",
+    operation_id = "session_auth_update_user",
+    security(("sessionCookie" = [])),
+    params(("user_id" = String, Path, description = "A user id, or `me` for the current user")),
+    request_body = SessionAuthUserUpdate,
+    responses(
+        (status = 200, description = "the updated user", body = SessionAuthUser),
+        (status = 400, description = "Wrong format", body = SessionAuthErrorBody),
+        (status = 401, description = "no session cookie", body = SessionAuthErrorBody),
+        (status = 403, description = "the cookie names no live session, or the user may not do this", body = SessionAuthErrorBody),
+        (status = 404, description = "no such user", body = SessionAuthErrorBody),
+        (status = 413, description = "body too large", body = SessionAuthErrorBody),
+        (status = 503, description = "the session store is unreachable", body = SessionAuthErrorBody),
+    ))]
 pub(super) async fn update_user(
     State(state): State<AppState>,
     CurrentUser(me): CurrentUser,
@@ -151,6 +291,22 @@ pub(super) async fn update_user(
     Ok(Json(user_json(&u)).into_response())
 }
 
+/// Delete a user (and end their sessions and tokens)
+///
+/// An administrator may delete anyone; another user only themselves (and
+/// then the session cookie is cleared).
+#[utoipa::path(delete, path = "/api/v1/users/{user_id}", tag = "session-auth",
+    operation_id = "session_auth_delete_user",
+    security(("sessionCookie" = [])),
+    params(("user_id" = String, Path, description = "A user id, or `me` for the current user")),
+    responses(
+        (status = 200, description = "deleted", body = SessionAuthEmpty,
+            headers(("Set-Cookie" = String, description = "When the user deleted themselves: `_my_session_id=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0` (+ `Secure` in production)"))),
+        (status = 401, description = "no session cookie", body = SessionAuthErrorBody),
+        (status = 403, description = "the cookie names no live session, or the user may not do this", body = SessionAuthErrorBody),
+        (status = 404, description = "no such user", body = SessionAuthErrorBody),
+        (status = 503, description = "the session store is unreachable", body = SessionAuthErrorBody),
+    ))]
 pub(super) async fn delete_user(
     State(state): State<AppState>,
     CurrentUser(me): CurrentUser,
@@ -172,6 +328,29 @@ pub(super) async fn delete_user(
     Ok(r)
 }
 
+/// Log in: the user, and the session cookie
+///
+/// The form fields `email` and `password` (url-encoded or multipart). A
+/// login always gets a fresh session, and ends the one its cookie named.
+/// Logins are throttled per email.
+#[utoipa::path(post, path = "/api/v1/auth_session/login", tag = "session-auth",
+    operation_id = "session_auth_login",
+    params(("_my_session_id" = Option<String>, Cookie, nullable = false, description = "The session this login replaces, if any: it ends")),
+    request_body(content(
+        (SessionAuthLogin = "application/x-www-form-urlencoded"),
+        (SessionAuthLogin = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "logged in", body = SessionAuthUser,
+            headers(("Set-Cookie" = String, description = "`_my_session_id=<session id>; Path=/; HttpOnly; SameSite=Lax` (+ `Secure` in production)"))),
+        (status = 400, description = "email missing / password missing", body = SessionAuthErrorBody),
+        (status = 401, description = "wrong password", body = SessionAuthErrorBody),
+        (status = 404, description = "no user found for this email", body = SessionAuthErrorBody),
+        (status = 413, description = "body too large", body = SessionAuthErrorBody),
+        (status = 429, description = "too many login attempts for this email", body = SessionAuthErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "the session store is unreachable", body = SessionAuthErrorBody),
+    ))]
 pub(super) async fn login(
     State(state): State<AppState>,
     old_cookie: SessionCookie,
@@ -228,6 +407,19 @@ pub(super) async fn login(
     Ok(r)
 }
 
+/// Log out: end the cookie's session
+///
+/// `{}`, and the cookie cleared; 404 `{}` when the cookie names no live
+/// session (or there is none).
+#[utoipa::path(delete, path = "/api/v1/auth_session/logout", tag = "session-auth",
+    operation_id = "session_auth_logout",
+    security(("sessionCookie" = [])),
+    responses(
+        (status = 200, description = "logged out", body = SessionAuthEmpty,
+            headers(("Set-Cookie" = String, description = "`_my_session_id=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0` (+ `Secure` in production)"))),
+        (status = 404, description = "no live session", body = SessionAuthEmpty),
+        (status = 503, description = "the session store is unreachable", body = SessionAuthErrorBody),
+    ))]
 pub(super) async fn logout(
     State(state): State<AppState>,
     cookie: SessionCookie,

@@ -7,10 +7,62 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{FromRequest, Multipart, Path, Request};
 use axum::http::{header, StatusCode};
 use serde_json::{Map, Value as JsonValue};
+use utoipa::ToSchema;
 
 use super::{SessionAuthError, MAX_NAME_CHARS};
 use crate::state::AppState;
 use crate::users::User;
+
+// The request bodies, as the description shows them. They are read
+// leniently (see `json_object`, `opt_str` and `form_fields`): a field of the
+// wrong type is "Wrong format", a missing one the project's message. The
+// `max_length` of the names is `MAX_NAME_CHARS`.
+
+/// The body of `POST /api/v1/users`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub(super) struct SessionAuthUserCreate {
+    /// The login email.
+    #[schema(max_length = 254, pattern = r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")]
+    email: String,
+    /// The password.
+    #[schema(min_length = 1, max_length = 256)]
+    password: String,
+    /// The first name.
+    #[schema(max_length = 256)]
+    first_name: Option<String>,
+    /// The last name.
+    #[schema(max_length = 256)]
+    last_name: Option<String>,
+    /// Whether the new user is an administrator (default `false`).
+    is_admin: Option<bool>,
+}
+
+/// The body of `PUT /api/v1/users/{user_id}`: the names to change (an
+/// absent or null one stays as it is).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub(super) struct SessionAuthUserUpdate {
+    /// The first name.
+    #[schema(max_length = 256)]
+    first_name: Option<String>,
+    /// The last name.
+    #[schema(max_length = 256)]
+    last_name: Option<String>,
+}
+
+/// The form of `POST /api/v1/auth_session/login` (url-encoded or
+/// multipart).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub(super) struct SessionAuthLogin {
+    /// The login email.
+    #[schema(min_length = 1)]
+    email: String,
+    /// The password.
+    #[schema(min_length = 1)]
+    password: String,
+}
 
 /// The user id a `/users/{id}` route is about (`me`: the signed-in user), if
 /// `me` may act on it.

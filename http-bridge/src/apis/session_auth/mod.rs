@@ -46,7 +46,6 @@
 
 mod handlers;
 mod input;
-mod openapi;
 mod session;
 
 use std::time::Duration;
@@ -54,19 +53,17 @@ use std::time::Duration;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post, MethodRouter};
-use axum::Router;
+use serde::Serialize;
 use serde_json::{json, Value as JsonValue};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::apis::common::{ApiError, Envelope, Failure};
+use crate::apis::with_trailing_slash;
 use crate::state::AppState;
 use crate::users::UserError;
-use handlers::{
-    create_user, delete_user, forbidden_route, get_user, list_users, login, logout, stats, status,
-    unauthorized_route, update_user,
-};
 
-pub use openapi::openapi;
 pub use session::{Admin, CurrentUser, SessionCookieName};
 
 /// Namespace of the cookie sessions.
@@ -92,8 +89,19 @@ impl Envelope for SessionAuthApi {
     const UNAVAILABLE: &'static str = "Service unavailable";
 
     fn body(f: &Failure) -> JsonValue {
-        json!({ "error": f.message })
+        json!(SessionAuthErrorBody {
+            error: f.message.clone(),
+        })
     }
+}
+
+/// `{"error": <message>}`: this API's error body, with the project's
+/// messages (`Unauthorized`, `Forbidden`, `Not found`, `Wrong format`, ...).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SessionAuthError)]
+pub struct SessionAuthErrorBody {
+    /// What went wrong.
+    pub error: String,
 }
 
 /// An error of this API.
@@ -146,30 +154,23 @@ impl From<BytesRejection> for SessionAuthError {
 
 type SessionAuthResult = Result<Response, SessionAuthError>;
 
-/// The routes, each also with a trailing slash.
-fn paths() -> Vec<(&'static str, MethodRouter<AppState>)> {
-    vec![
-        ("/api/v1/status", get(status)),
-        ("/api/v1/unauthorized", get(unauthorized_route)),
-        ("/api/v1/forbidden", get(forbidden_route)),
-        ("/api/v1/stats", get(stats)),
-        ("/api/v1/users", get(list_users).post(create_user)),
-        (
-            "/api/v1/users/{user_id}",
-            get(get_user).put(update_user).delete(delete_user),
-        ),
-        ("/api/v1/auth_session/login", post(login)),
-        ("/api/v1/auth_session/logout", axum::routing::delete(logout)),
-    ]
-}
-
-/// This API's routes.
-pub fn routes() -> Router<AppState> {
-    paths()
-        .into_iter()
-        .fold(Router::new(), |router, (path, methods)| {
-            router
-                .route(path, methods.clone())
-                .route(&format!("{path}/"), methods)
-        })
+/// This API's routes, each also with a trailing slash (the project's
+/// routes are `strict_slashes=False`).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(with_trailing_slash(routes!(handlers::status)))
+        .routes(with_trailing_slash(routes!(handlers::unauthorized_route)))
+        .routes(with_trailing_slash(routes!(handlers::forbidden_route)))
+        .routes(with_trailing_slash(routes!(handlers::stats)))
+        .routes(with_trailing_slash(routes!(
+            handlers::list_users,
+            handlers::create_user
+        )))
+        .routes(with_trailing_slash(routes!(
+            handlers::get_user,
+            handlers::update_user,
+            handlers::delete_user
+        )))
+        .routes(with_trailing_slash(routes!(handlers::login)))
+        .routes(with_trailing_slash(routes!(handlers::logout)))
 }
