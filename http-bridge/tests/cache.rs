@@ -93,6 +93,10 @@ async fn bad_input_gets_400_in_the_envelope() {
         json!({"user_id": "u", "token": "t", "ttl": "soon"}),
         json!({"user_id": "u", "token": "t", "expired_at": "yesterday"}),
         json!({"user_id": "u", "token": "t", "expired_at": 1000}),
+        // The extremes of a 64-bit timestamp (i64::MIN once panicked).
+        json!({"user_id": "u", "token": "t", "expired_at": i64::MIN}),
+        json!({"user_id": "u", "token": "t", "created_at": i64::MIN, "ttl": 60}),
+        json!({"user_id": "u", "token": "t", "created_at": "-9223372036854775808", "ttl": 60}),
         json!(["not", "an", "object"]),
     ] {
         let r = http.post(b.url("/create")).json(&body).call().await;

@@ -174,7 +174,8 @@ fn parse_time(v: &Json_) -> Option<i64> {
 }
 
 fn unix_to_ms(n: i64) -> i64 {
-    if n.abs() > 1_000_000_000_000 {
+    // `unsigned_abs`: `i64::MIN` has no `abs` (a panic in a debug build).
+    if n.unsigned_abs() > 1_000_000_000_000 {
         n
     } else {
         n.saturating_mul(1000)
