@@ -30,14 +30,24 @@ pub fn check_namespace(ns: &str) -> Result<(), String> {
             ns.len()
         ));
     }
-    if !ns
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-    {
+    if !ns.bytes().all(|b| NAMESPACE_BYTES[usize::from(b)]) {
         return Err("namespace may only hold ASCII letters, digits and _ - . :".into());
     }
     Ok(())
 }
+
+/// The bytes a namespace may hold: ASCII letters, digits and `_ - . :` (a
+/// table: one load a byte, on every request that names a namespace).
+static NAMESPACE_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b':');
+        b += 1;
+    }
+    t
+};
 
 /// Checks an owner id: 1 to [`MAX_OWNER_LEN`] bytes, no control characters.
 ///
@@ -53,7 +63,11 @@ pub fn check_owner(owner: &str) -> Result<(), String> {
             owner.len()
         ));
     }
-    if owner.chars().any(char::is_control) {
+    // ASCII first (control: below 0x20, and DEL); the C1 controls
+    // (U+0080..U+009F) only in a string that is not all ASCII.
+    let control = owner.bytes().any(|b| b < 0x20 || b == 0x7f)
+        || (!owner.is_ascii() && owner.chars().any(char::is_control));
+    if control {
         return Err("owner contains control characters".into());
     }
     Ok(())
@@ -96,5 +110,26 @@ mod tests {
         assert!(check_owner("").is_err());
         assert!(check_attr_name("cart").is_ok());
         assert!(check_attr_name("").is_err());
+        assert!(check_owner("del\u{7f}").is_err());
+        assert!(check_owner("c1\u{85}").is_err());
+        assert!(check_owner("caf\u{e9}").is_ok());
+    }
+
+    #[test]
+    fn the_namespace_table_is_the_rule() {
+        for b in 0..=255u8 {
+            let rule = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':');
+            assert_eq!(NAMESPACE_BYTES[usize::from(b)], rule, "{b}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The owner check's ASCII fast path says what `char::is_control`
+        /// says, for any string.
+        #[test]
+        fn the_owner_check_is_is_control(s in "\\PC{0,8}|[\\x00-\\x{a0}]{0,8}") {
+            let rule = !s.is_empty() && s.len() <= MAX_OWNER_LEN && !s.chars().any(char::is_control);
+            proptest::prop_assert_eq!(check_owner(&s).is_ok(), rule);
+        }
     }
 }

@@ -353,19 +353,28 @@ pub struct SessionHead<'a> {
 /// Appends `v` in bincode's variable-length integer encoding (its
 /// specification: below 251 one byte; else a marker, 251, 252 or 253, then the
 /// value as a little-endian `u16`, `u32` or `u64`).
+#[inline]
 fn put_varint(buf: &mut impl BufMut, v: u64) {
     if v < 251 {
         buf.put_u8(v as u8);
-    } else if let Ok(v) = u16::try_from(v) {
-        buf.put_u8(251);
-        buf.put_u16_le(v);
-    } else if let Ok(v) = u32::try_from(v) {
-        buf.put_u8(252);
-        buf.put_u32_le(v);
-    } else {
-        buf.put_u8(253);
-        buf.put_u64_le(v);
+        return;
     }
+    // Marker and value in one `put` (a timestamp is 9 bytes).
+    let mut b = [0u8; 9];
+    let n = if let Ok(v) = u16::try_from(v) {
+        b[0] = 251;
+        b[1..3].copy_from_slice(&v.to_le_bytes());
+        3
+    } else if let Ok(v) = u32::try_from(v) {
+        b[0] = 252;
+        b[1..5].copy_from_slice(&v.to_le_bytes());
+        5
+    } else {
+        b[0] = 253;
+        b[1..9].copy_from_slice(&v.to_le_bytes());
+        9
+    };
+    buf.put_slice(&b[..n]);
 }
 
 /// A string: its length, then its bytes.
