@@ -497,6 +497,44 @@ mod tests {
         assert!(second.contains("\"oldest\":9"), "{second}");
     }
 
+    /// `EventData` describes the JSON the client's `event_json` writes (a
+    /// copy of its shape): every field of every kind is a property of it.
+    #[test]
+    fn event_data_describes_every_field_sent() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(EventData::schema()).unwrap();
+        let properties = schema["properties"].as_object().unwrap();
+        let id: SessionId = "67e55044-10b1-426f-9247-bb680e5fe0c8".parse().unwrap();
+        for kind in [
+            EventKind::Created,
+            EventKind::Rotated { to: id },
+            EventKind::Deleted {
+                reason: DeleteReason::OwnerLimit,
+            },
+            EventKind::Expired,
+            EventKind::Updated { version: 3 },
+            EventKind::Touched {
+                expires_at_ms: Some(1_700_000_000_000),
+            },
+        ] {
+            let e = Event {
+                cursor: 1,
+                at_ms: 1_700_000_000_000,
+                namespace: "app".into(),
+                id,
+                owner: Some("alice".into()),
+                kind,
+            };
+            let sent = sessiond_client::cli::event_json(&e);
+            for key in sent.as_object().unwrap().keys() {
+                assert!(
+                    properties.contains_key(key),
+                    "{key} of {sent} is not in EventData"
+                );
+            }
+        }
+    }
+
     #[test]
     fn credential_namespaces_are_listed() {
         assert!(CREDENTIAL_NAMESPACES.contains(&crate::auth::ACCESS_NS));

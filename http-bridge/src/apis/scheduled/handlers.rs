@@ -10,7 +10,7 @@ use sessiond_client::SessionId;
 use super::bearer::Caller;
 use super::input::{
     field, json_object, page_of, paged, parse_input, parse_uuid, path_id, query_of, settle,
-    string_of, Field, QueryMap, ScheduledSessionCreate, ScheduledSessionUpdate,
+    string_of, Field, Paging, QueryMap, ScheduledSessionCreate, ScheduledSessionUpdate,
     ScheduledTimelineCreate,
 };
 use super::store::{self, Sched};
@@ -59,10 +59,7 @@ enum SortOrder {
             description = "only the sessions of this timeline"),
         ("startDateTimeSortOrder" = inline(Option<SortOrder>), Query,
             description = "sort by startDateTime (default DESC)"),
-        ("skip" = Option<u64>, Query, minimum = 0, maximum = 4_294_967_295_u32,
-            description = "records to skip (default 0)"),
-        ("take" = Option<u64>, Query, minimum = 0, maximum = 100,
-            description = "records to return (default 10)"),
+        Paging,
     ),
     responses(
         (status = 200, description = "a page of sessions; meta.meta.count is the total",
@@ -439,12 +436,7 @@ pub(super) async fn create_timeline(
 #[utoipa::path(get, path = "/timelines", tag = "scheduled-sessions",
     operation_id = "scheduled_list_timelines",
     security(("bearer" = [])),
-    params(
-        ("skip" = Option<u64>, Query, minimum = 0, maximum = 4_294_967_295_u32,
-            description = "records to skip (default 0)"),
-        ("take" = Option<u64>, Query, minimum = 0, maximum = 100,
-            description = "records to return (default 10)"),
-    ),
+    params(Paging),
     responses(
         (status = 200, description = "a page of timelines; meta.meta.count is the total",
             body = ScheduledTimelineList),

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{Map, Value};
 use sessiond_client::SessionId;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::schedule::{self, parse_time, weekday_name, weekday_of, Cycle, DayOfWeek};
 use super::store::Kind;
@@ -354,6 +354,20 @@ pub(super) struct Page {
 
 pub(super) type QueryMap = std::collections::HashMap<String, String>;
 
+/// The paging parameters of the list routes, as the OpenAPI describes them
+/// ([`page_of`] reads them; the bounds are its own, see the test below).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(super) struct Paging {
+    /// Records to skip (default 0).
+    #[param(minimum = 0, maximum = 4_294_967_295_u32)]
+    skip: Option<u64>,
+    /// Records to return (default 10).
+    #[param(minimum = 0, maximum = 100)]
+    take: Option<u64>,
+}
+
 pub(super) fn page_of(q: &QueryMap, problems: &mut Vec<String>) -> Page {
     let mut number = |name: &str, default: u64, max: u64| match q.get(name) {
         None => default,
@@ -383,4 +397,27 @@ pub(super) fn query_of(
     query
         .map(|Query(q)| q)
         .map_err(|_| ScheduledError::bad("Malformed query string"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The documented bounds are the ones `page_of` enforces.
+    #[test]
+    fn the_paging_description_has_the_read_bounds() {
+        let params = serde_json::to_value(Paging::into_params(|| None)).unwrap();
+        let max = |name: &str| {
+            params
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .map(|p| p["schema"]["maximum"].as_u64().unwrap())
+                .unwrap()
+        };
+        assert_eq!(max("take"), MAX_TAKE);
+        assert_eq!(max("skip"), u64::from(u32::MAX));
+    }
 }
