@@ -476,10 +476,6 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             // Raft rounds, see `cluster::batch`), answered by id as they end.
             let shared = self.shared;
             self.running.push(Box::pin(async move {
-                shared
-                    .counters
-                    .ops_total
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let tag = dispatch::op_index(&op);
                 let started = std::time::Instant::now();
                 let answer = cluster.execute(shared, op).await;
@@ -526,10 +522,6 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             Self::make_room(self.shared).await;
         }
         let shared = self.shared;
-        shared
-            .counters
-            .ops_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = Instant::now();
         let result = match view {
             OpView::Create(c) => shared.store.create_encoded(&c).map(Some),

@@ -61,7 +61,6 @@ impl Answer {
 
 /// Executes `op` against the store. Never fails: errors are answers.
 pub(crate) fn execute(shared: &Shared, op: Op) -> Answer {
-    shared.counters.ops_total.fetch_add(1, Ordering::Relaxed);
     let tag = op_index(&op);
     let started = std::time::Instant::now();
     let answer = run(shared, op);
@@ -188,7 +187,7 @@ pub(crate) fn stats(shared: &Shared) -> StatsReply {
             .collect(),
         expired_total: s.expired_total,
         evicted_total: s.evicted_total,
-        ops_total: c.ops_total.load(Ordering::Relaxed),
+        ops_total: shared.metrics.ops_total(),
         connections_current: c.connections_current.load(Ordering::Relaxed),
         connections_total: c.connections_total.load(Ordering::Relaxed),
         memory_bytes: s.memory_bytes,

@@ -58,7 +58,6 @@ pub enum Error {
 /// Counters the server keeps for `Stats`.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) ops_total: AtomicU64,
     pub(crate) connections_current: AtomicU64,
     pub(crate) connections_total: AtomicU64,
 }
