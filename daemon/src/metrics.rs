@@ -105,7 +105,14 @@ impl Stripe {
 static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
-    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed);
+}
+
+/// This thread's number among those that recorded something, for counters
+/// striped per thread (take it modulo the number of stripes).
+#[must_use]
+pub(crate) fn thread_stripe() -> usize {
+    STRIPE.with(|s| *s)
 }
 
 /// Counters of the daemon.
@@ -128,7 +135,7 @@ impl Metrics {
         if op >= OPS.len() {
             return;
         }
-        let stripe = &self.stripes[STRIPE.with(|s| *s)];
+        let stripe = &self.stripes[thread_stripe() % STRIPES];
         let outcome = error.map_or(0, |c| usize::from(c.as_u16()).min(OUTCOMES - 1));
         stripe.ops[op][outcome].fetch_add(1, Ordering::Relaxed);
         let us = took.as_micros() as u64;

@@ -3,25 +3,67 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
+
+/// How many stripes a namespace's record count is split into.
+const COUNT_STRIPES: usize = 8;
+
+/// One stripe of a record count, on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct CountStripe(AtomicI64);
 
 /// One interned namespace and its live record count.
 #[derive(Debug)]
 pub struct Namespace {
     /// The name.
     pub name: Arc<str>,
-    /// Records stored under it (kept by the store on insert and removal).
-    pub records: AtomicU64,
+    /// Records stored under it (kept by the store on insert and removal),
+    /// striped per thread: every worker inserting into one namespace wrote
+    /// the same counter on every create. A stripe may go negative (a record
+    /// counted in by one thread and out by another); the sum does not.
+    records: [CountStripe; COUNT_STRIPES],
+}
+
+impl Namespace {
+    fn new(name: Arc<str>) -> Self {
+        Self {
+            name,
+            records: Default::default(),
+        }
+    }
+
+    /// Records stored under it.
+    #[must_use]
+    pub fn records(&self) -> u64 {
+        let sum: i64 = self
+            .records
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .sum();
+        // Read while others count, the stripes may momentarily sum below zero.
+        u64::try_from(sum).unwrap_or(0)
+    }
+
+    fn add_records(&self, delta: i64) {
+        let stripe = crate::metrics::thread_stripe() % COUNT_STRIPES;
+        self.records[stripe].0.fetch_add(delta, Ordering::Relaxed);
+    }
 }
 
 /// The intern table. Lookups take a read lock; only a namespace's first use writes.
 #[derive(Debug)]
 pub struct Namespaces {
     by_name: RwLock<HashMap<Arc<str>, u32, ahash::RandomState>>,
-    by_id: RwLock<Vec<Arc<Namespace>>>,
+    /// By id, in chunks of [`CHUNK`] filled in order and never emptied: a
+    /// write reads its namespace's name and counts its records without a
+    /// lock or a reference count (every worker wrote those on every write).
+    by_id: Box<[OnceLock<Chunk>]>,
+    /// Ids given so far (only `intern` writes it, under `by_name`'s lock).
+    len: AtomicUsize,
     max: usize,
     /// This table's number, for [`LAST`].
     table: u64,
@@ -39,13 +81,23 @@ thread_local! {
     static LAST: RefCell<Option<(u64, Box<str>, u32)>> = const { RefCell::new(None) };
 }
 
+/// Namespaces per chunk of the id table.
+const CHUNK: usize = 4096;
+
+/// [`CHUNK`] places for namespaces, each set once.
+type Chunk = Box<[OnceLock<Box<Namespace>>]>;
+
 impl Namespaces {
     /// An empty table admitting at most `max` namespaces.
     #[must_use]
     pub fn new(max: usize) -> Self {
         Self {
             by_name: RwLock::new(HashMap::with_hasher(ahash::RandomState::new())),
-            by_id: RwLock::new(Vec::new()),
+            // Ids are u32: a larger cap admits no more.
+            by_id: (0..max.min(1 << 32).div_ceil(CHUNK))
+                .map(|_| OnceLock::new())
+                .collect(),
+            len: AtomicUsize::new(0),
             max,
             table: TABLES.fetch_add(1, Ordering::Relaxed),
         }
@@ -70,49 +122,56 @@ impl Namespaces {
         if let Some(id) = self.lookup(name) {
             return Some(id);
         }
-        // Lock order: by_name, then by_id (the only place holding both).
+        // Ids are given under by_name's lock, in order.
         let mut by_name = self.by_name.write();
         if let Some(id) = by_name.get(name) {
             return Some(*id);
         }
-        let mut by_id = self.by_id.write();
-        if by_id.len() >= self.max {
+        let next = self.len.load(Ordering::Relaxed);
+        if next >= self.max {
             return None;
         }
-        let id = u32::try_from(by_id.len()).ok()?;
+        let id = u32::try_from(next).ok()?;
+        let chunk = self
+            .by_id
+            .get(next / CHUNK)?
+            .get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect());
         let name: Arc<str> = Arc::from(name);
-        by_id.push(Arc::new(Namespace {
-            name: name.clone(),
-            records: AtomicU64::new(0),
-        }));
+        // Set before the name maps to it: whoever learns the id finds it.
+        chunk
+            .get(next % CHUNK)?
+            .set(Box::new(Namespace::new(name.clone())))
+            .ok()?;
+        self.len.store(next + 1, Ordering::Release);
         by_name.insert(name, id);
         Some(id)
     }
 
     /// The namespace with id `id`.
-    pub fn get(&self, id: u32) -> Option<Arc<Namespace>> {
-        self.by_id.read().get(id as usize).cloned()
+    #[must_use]
+    pub fn get(&self, id: u32) -> Option<&Namespace> {
+        let id = id as usize;
+        self.by_id
+            .get(id / CHUNK)?
+            .get()?
+            .get(id % CHUNK)?
+            .get()
+            .map(|ns| &**ns)
     }
 
     /// Adds `delta` to the record count of namespace `id`.
     pub fn add_records(&self, id: u32, delta: i64) {
-        if let Some(ns) = self.by_id.read().get(id as usize) {
-            if delta >= 0 {
-                ns.records
-                    .fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
-            } else {
-                ns.records
-                    .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
-            }
+        if let Some(ns) = self.get(id) {
+            ns.add_records(delta);
         }
     }
 
     /// Every namespace with its record count.
     pub fn snapshot(&self) -> Vec<(Arc<str>, u64)> {
-        self.by_id
-            .read()
-            .iter()
-            .map(|ns| (ns.name.clone(), ns.records.load(Ordering::Relaxed)))
+        let len = self.len.load(Ordering::Acquire);
+        (0..len)
+            .filter_map(|id| self.get(u32::try_from(id).ok()?))
+            .map(|ns| (ns.name.clone(), ns.records()))
             .collect()
     }
 }
@@ -150,5 +209,46 @@ mod tests {
         assert_eq!(t.lookup("y"), Some(y));
         assert_eq!(t.lookup("x"), Some(0));
         assert_eq!(u.lookup("x"), None);
+    }
+
+    /// Ids past a chunk's end find their namespaces; past the cap, none.
+    #[test]
+    fn ids_across_chunks() {
+        let t = Namespaces::new(CHUNK + 2);
+        for i in 0..CHUNK + 2 {
+            assert_eq!(t.intern(&format!("n{i}")), u32::try_from(i).ok());
+        }
+        assert_eq!(t.intern("one more"), None);
+        for i in [0, CHUNK - 1, CHUNK, CHUNK + 1] {
+            let id = u32::try_from(i).unwrap();
+            assert_eq!(
+                t.get(id).map(|ns| ns.name.to_string()),
+                Some(format!("n{i}"))
+            );
+        }
+        assert!(t.get(u32::try_from(CHUNK + 2).unwrap()).is_none());
+        assert!(t.get(u32::MAX).is_none());
+        assert_eq!(t.snapshot().len(), CHUNK + 2);
+    }
+
+    /// Counts kept by several threads add up, whichever thread counted in
+    /// and which out.
+    #[test]
+    fn record_counts_add_up_across_threads() {
+        let t = Arc::new(Namespaces::new(4));
+        let a = t.intern("a").unwrap();
+        std::thread::scope(|s| {
+            for i in 0..6 {
+                let t = Arc::clone(&t);
+                s.spawn(move || {
+                    let delta = if i % 2 == 0 { 2 } else { -1 };
+                    for _ in 0..1000 {
+                        t.add_records(a, delta);
+                    }
+                });
+            }
+        });
+        // Three threads added 2,000 each and three took 1,000 each.
+        assert_eq!(t.snapshot()[0].1, 3000);
     }
 }
