@@ -108,12 +108,86 @@ fn store(c: &mut Criterion) {
     g.finish();
 }
 
+/// Creates and reads per thread in `threads_*` (each iteration).
+const PER_THREAD: usize = 20_000;
+
+/// The same store driven by one thread, then by two at once, each doing
+/// `PER_THREAD` operations; the time is the wall clock of the slowest. With
+/// nothing shared per operation, two threads on two idle cores take as long
+/// as one: what they take beyond it is what they contend on (a counter or a
+/// lock every operation writes, cache lines one writes and the other reads).
+fn threads(c: &mut Criterion) {
+    let mut attrs = Attrs::new();
+    attrs.insert("data".into(), Value::Str("x".repeat(VALUE_SIZE)));
+    let (store, ids) = preloaded(&attrs);
+    let mut g = c.benchmark_group("store_threads");
+    g.sample_size(10);
+    for threads in [1usize, 2] {
+        g.throughput(Throughput::Elements((PER_THREAD * threads) as u64));
+        g.bench_function(format!("create_{threads}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let made: Vec<Vec<SessionId>> = std::thread::scope(|s| {
+                        let handles: Vec<_> = (0..threads)
+                            .map(|t| {
+                                let (store, attrs) = (&store, &attrs);
+                                s.spawn(move || {
+                                    (0..PER_THREAD)
+                                        .map(|i| {
+                                            let args = create_args(t * PER_THREAD + i, attrs);
+                                            store.create(args).expect("create").id
+                                        })
+                                        .collect()
+                                })
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| h.join().expect("a creating thread"))
+                            .collect()
+                    });
+                    total += started.elapsed();
+                    for id in made.into_iter().flatten() {
+                        store.delete(NS, id).expect("delete");
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                    while store.reclaim(100_000) >= 100_000 {}
+                }
+                total
+            });
+        });
+        g.bench_function(format!("get_raw_{threads}"), |b| {
+            b.iter_custom(|iters| {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    std::thread::scope(|s| {
+                        for t in 0..threads {
+                            let (store, ids) = (&store, &ids);
+                            s.spawn(move || {
+                                let mut i = t * 7;
+                                for _ in 0..PER_THREAD {
+                                    i = (i + 7919) % ids.len();
+                                    black_box(store.get_raw(NS, ids[i], false).expect("get"));
+                                }
+                            });
+                        }
+                    });
+                }
+                started.elapsed()
+            });
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2));
-    targets = store
+    targets = store, threads
 }
 criterion_main!(benches);

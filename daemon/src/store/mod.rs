@@ -26,6 +26,7 @@ mod restore;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crossbeam_utils::CachePadded;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -283,15 +284,19 @@ pub struct Store {
     config: StoreConfig,
     expired_total: AtomicU64,
     evicted_total: AtomicU64,
-    memory: AtomicI64,
+    /// Written by every create, update and removal: on a cache line of
+    /// its own, apart from the counts every read checks
+    /// (`tombstone_count`, `alias_count`).
+    memory: CachePadded<AtomicI64>,
     /// Bytes held by client connections' buffers, counted with `memory`
     /// against `max_memory` (see [`Store::add_connection_buffers`]).
     connection_buffers: AtomicI64,
     journal: std::sync::OnceLock<Arc<dyn Journal>>,
     /// Where lifecycle events go (`None`: no feed).
     events: std::sync::OnceLock<Arc<crate::events::Feed>>,
-    /// The next LSN (see `log::format`, "The ordering rule").
-    lsn: AtomicU64,
+    /// The next LSN (see `log::format`, "The ordering rule"); taken by
+    /// every logged change, on a cache line of its own.
+    lsn: CachePadded<AtomicU64>,
     /// Multi-record operations between their first change and the append
     /// of their batch (see [`Store::settle_batches`]).
     batches_in_flight: AtomicUsize,
@@ -354,11 +359,11 @@ impl Store {
             config,
             expired_total: AtomicU64::new(0),
             evicted_total: AtomicU64::new(0),
-            memory: AtomicI64::new(0),
+            memory: CachePadded::new(AtomicI64::new(0)),
             connection_buffers: AtomicI64::new(0),
             journal: std::sync::OnceLock::new(),
             events: std::sync::OnceLock::new(),
-            lsn: AtomicU64::new(1),
+            lsn: CachePadded::new(AtomicU64::new(1)),
             batches_in_flight: AtomicUsize::new(0),
             #[cfg(test)]
             step_hook: Mutex::new(None),
