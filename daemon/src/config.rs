@@ -777,6 +777,7 @@ impl ServerArgs {
                         message,
                     })?
                     .unwrap_or_default(),
+                record_shards: crate::store::DEFAULT_RECORD_SHARDS,
             },
         })
     }

@@ -85,6 +85,9 @@ pub struct StoreConfig {
     pub max_memory: Option<u64>,
     /// What happens at the limit.
     pub memory_policy: MemoryPolicy,
+    /// Shards of the record table, a power of two of at least 2 (see
+    /// [`DEFAULT_RECORD_SHARDS`]).
+    pub record_shards: usize,
 }
 
 /// What a write does when the store is at its memory limit.
@@ -117,6 +120,7 @@ impl Default for StoreConfig {
             touch_log_fraction: DEFAULT_TOUCH_LOG_FRACTION,
             max_memory: None,
             memory_policy: MemoryPolicy::Reject,
+            record_shards: DEFAULT_RECORD_SHARDS,
         }
     }
 }
@@ -265,7 +269,16 @@ pub struct StoreStats {
 }
 
 /// Shards of the record table.
-const RECORD_SHARDS: usize = 64;
+/// Default shards of the record table. A shard's table grows by rehashing
+/// all of it under its lock, and with a uniform hash every shard grows at
+/// about the same moment: the write that triggers it waits for the whole
+/// shard to move. More shards make each stall shorter for the same total
+/// work (`cargo bench -p sessiond-bench --bench stalls`).
+pub const DEFAULT_RECORD_SHARDS: usize = 1024;
+
+/// Shards of the owner index, the tombstones and the aliases (each grows
+/// like the record table, see [`DEFAULT_RECORD_SHARDS`]).
+const INDEX_SHARDS: usize = 256;
 
 /// The session store.
 pub struct Store {
@@ -344,14 +357,16 @@ impl Store {
             .map(|_| Mutex::new(Wheel::new(now)))
             .collect();
         Self {
-            // A shard's table grows by rehashing all of it under its lock:
-            // 64 shards keep each such stall to 1/64 of the data (a login
-            // storm's max latency 12.7 -> 4.7 ms; memory unchanged).
-            records: DashMap::with_hasher_and_shard_amount(Hasher::new(), RECORD_SHARDS),
-            owners: DashMap::with_hasher(Hasher::new()),
-            tombstones: DashMap::with_hasher(Hasher::new()),
+            // A shard's table grows by rehashing all of it under its lock
+            // (see DEFAULT_RECORD_SHARDS); the count is a power of two.
+            records: DashMap::with_hasher_and_shard_amount(
+                Hasher::new(),
+                config.record_shards.clamp(2, 1 << 16).next_power_of_two(),
+            ),
+            owners: DashMap::with_hasher_and_shard_amount(Hasher::new(), INDEX_SHARDS),
+            tombstones: DashMap::with_hasher_and_shard_amount(Hasher::new(), INDEX_SHARDS),
             tombstone_count: AtomicUsize::new(0),
-            aliases: DashMap::with_hasher(Hasher::new()),
+            aliases: DashMap::with_hasher_and_shard_amount(Hasher::new(), INDEX_SHARDS),
             alias_count: AtomicUsize::new(0),
             namespaces: Namespaces::new(config.max_namespaces),
             wheels,
