@@ -1,9 +1,9 @@
 //! A hierarchical timer wheel with millisecond resolution.
 //!
 //! # Layout
-//! Seven levels of 64 slots. A slot of level `L` spans `64^L` ms, so level 0
+//! Six levels of 64 slots. A slot of level `L` spans `64^L` ms, so level 0
 //! holds the next 64 ms one millisecond per slot, level 1 the next ~4 s in
-//! 64 ms slots, and level 6 reaches 2^42 ms (about 139 years). An entry goes to
+//! 64 ms slots, and level 5 reaches 2^36 ms (about 2.2 years). An entry goes to
 //! the level of the highest bit in which its deadline differs from the wheel's
 //! current time, so insertion is O(1): two shifts, a mask and a push. Each level
 //! keeps a 64-bit occupancy map, so finding the next non-empty slot is one
@@ -12,9 +12,18 @@
 //!
 //! When time reaches a slot of level `L > 0`, its entries are re-inserted
 //! ("cascaded") relative to the new time and land on lower levels; each entry
-//! cascades at most six times in its life. Deadlines 2^42 ms or more ahead wait
-//! in an overflow list and are re-inserted when the wheel's time enters their
-//! 2^42 ms epoch.
+//! cascades at most five times in its life. Deadlines 2^36 ms or more ahead (by
+//! the highest bit in which they differ from the current time) wait in an
+//! overflow list and are re-inserted when the wheel's time enters their 2^36 ms
+//! epoch.
+//!
+//! # Memory
+//! An entry on the levels keeps only the low 32 bits of its deadline: every
+//! entry of a slot shares the bits above those with the slot's start (the bits
+//! from the slot's level up are the slot's index and the current time's), so
+//! the deadline is rebuilt from the slot when the entry leaves it. With the
+//! store's 20-byte timers an entry takes 24 bytes instead of 32: a wheel holds
+//! one entry per session with a deadline.
 //!
 //! # Guarantees
 //! - Nothing is returned before its deadline: [`Wheel::poll`] at `now` returns
@@ -33,15 +42,17 @@ use std::collections::VecDeque;
 const SLOT_BITS: u32 = 6;
 /// Slots per level.
 const SLOTS: usize = 1 << SLOT_BITS;
-/// Number of levels.
-const LEVELS: usize = 7;
+/// Number of levels (the low `SLOT_BITS * (LEVELS - 1)` bits of a deadline,
+/// all an entry keeps, must fit in its 32).
+const LEVELS: usize = 6;
 /// Deadlines at least this far (XOR-distance) from the current time overflow.
 const RANGE_BITS: u32 = SLOT_BITS * LEVELS as u32;
 
 struct Level<T> {
     /// Bit `i` set when `slots[i]` is non-empty.
     occupied: u64,
-    slots: Box<[Vec<(u64, T)>]>,
+    /// Entries with the low 32 bits of their deadlines (see the module docs).
+    slots: Box<[Vec<(u32, T)>]>,
 }
 
 impl<T> Level<T> {
@@ -58,7 +69,23 @@ impl<T> Level<T> {
 struct Expiration {
     level: usize,
     slot: usize,
+    /// When the slot starts: its entries' deadlines share the bits above
+    /// their low 32 with it.
+    start: u64,
+    /// `start`, or the current time if that is later.
     deadline: u64,
+}
+
+impl Expiration {
+    /// The deadline of an entry of this slot, from its low 32 bits.
+    fn rebuild(&self, low: u32) -> u64 {
+        (self.start & !u64::from(u32::MAX)) | u64::from(low)
+    }
+}
+
+/// The low 32 bits of a deadline, all an entry on the levels keeps.
+fn low_bits(deadline: u64) -> u32 {
+    (deadline & u64::from(u32::MAX)) as u32
 }
 
 /// A timer wheel of `(deadline_ms, T)` entries. See the module docs.
@@ -68,6 +95,8 @@ pub struct Wheel<T> {
     levels: Box<[Level<T>]>,
     /// Entries too far ahead for the levels.
     overflow: Vec<(u64, T)>,
+    /// The earliest deadline in `overflow` (`u64::MAX` when empty).
+    overflow_min: u64,
     /// The epoch (`now >> RANGE_BITS`) in which `overflow` was last sorted out.
     overflow_epoch: u64,
     /// Due entries not yet handed out (a poll's budget ran out).
@@ -102,6 +131,7 @@ impl<T> Wheel<T> {
             now: now_ms,
             levels: (0..LEVELS).map(|_| Level::new()).collect(),
             overflow: Vec::new(),
+            overflow_min: u64::MAX,
             overflow_epoch: now_ms >> RANGE_BITS,
             ready: VecDeque::new(),
             len: 0,
@@ -144,6 +174,7 @@ impl<T> Wheel<T> {
         let masked = (self.now ^ deadline) | (SLOTS as u64 - 1);
         let significant = 63 - masked.leading_zeros();
         if significant >= RANGE_BITS {
+            self.overflow_min = self.overflow_min.min(deadline);
             self.overflow.push((deadline, item));
             return;
         }
@@ -151,7 +182,7 @@ impl<T> Wheel<T> {
         let slot = slot_index(deadline, level);
         let lvl = &mut self.levels[level];
         lvl.occupied |= 1 << slot;
-        lvl.slots[slot].push((deadline, item));
+        lvl.slots[slot].push((low_bits(deadline), item));
     }
 
     /// The earliest non-empty slot. Entries on a lower level always come before
@@ -177,6 +208,7 @@ impl<T> Wheel<T> {
             Some(Expiration {
                 level,
                 slot,
+                start: deadline,
                 deadline: deadline.max(self.now),
             })
         })
@@ -188,8 +220,8 @@ impl<T> Wheel<T> {
         let lvl = &mut self.levels[exp.level];
         lvl.occupied &= !(1 << exp.slot);
         let mut entries = std::mem::take(&mut lvl.slots[exp.slot]);
-        for (deadline, item) in entries.drain(..) {
-            self.place(deadline, item);
+        for (low, item) in entries.drain(..) {
+            self.place(exp.rebuild(low), item);
         }
         // Reuse the slot's allocation (cascaded entries never return to it).
         let slot = &mut self.levels[exp.level].slots[exp.slot];
@@ -206,6 +238,7 @@ impl<T> Wheel<T> {
             return false;
         }
         self.overflow_epoch = epoch;
+        self.overflow_min = u64::MAX;
         for (deadline, item) in std::mem::take(&mut self.overflow) {
             self.place(deadline, item);
         }
@@ -257,6 +290,7 @@ impl<T> Wheel<T> {
                 }
                 let n = self.overflow.len();
                 out.append(&mut self.overflow);
+                self.overflow_min = u64::MAX;
                 self.len -= n;
                 return n;
             };
@@ -264,7 +298,7 @@ impl<T> Wheel<T> {
             lvl.occupied &= !(1 << exp.slot);
             let slot = &mut lvl.slots[exp.slot];
             let n = slot.len();
-            out.append(slot);
+            out.extend(slot.drain(..).map(|(low, item)| (exp.rebuild(low), item)));
             n
         } else {
             let n = self.ready.len();
@@ -284,7 +318,7 @@ impl<T> Wheel<T> {
             return Some(self.now);
         }
         let wheel = self.next_expiration().map(|e| e.deadline);
-        let overflow = self.overflow.iter().map(|(d, _)| *d).min();
+        let overflow = (!self.overflow.is_empty()).then_some(self.overflow_min);
         match (wheel, overflow) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -495,6 +529,49 @@ mod tests {
             }
             prop_assert!(model.is_empty());
             prop_assert!(w.is_empty());
+        }
+
+        /// Entries keep only the low bits of their deadlines: whatever the
+        /// start and the offsets (on every level and in the overflow), what
+        /// `take_earliest` and `poll` hand out carries the exact deadline,
+        /// and the hint never passes the earliest deadline held.
+        #[test]
+        fn deadlines_come_back_exact(
+            start in 0u64..(1u64 << 60),
+            offsets in proptest::collection::vec(prop_oneof![
+                0u64..64,
+                0u64..(1u64 << 20),
+                0u64..(1u64 << 34),
+                (1u64 << 34)..(1u64 << 44),
+            ], 1..100),
+            advance in 0u64..(1u64 << 37),
+            takes in 0usize..4,
+        ) {
+            let mut w = Wheel::new(start);
+            let mut model: BTreeMap<u32, u64> = BTreeMap::new();
+            for (id, offset) in offsets.iter().enumerate() {
+                let id = u32::try_from(id).unwrap();
+                w.insert(start + offset, id);
+                model.insert(id, start + offset);
+            }
+            let mut out = Vec::new();
+            w.poll(start + advance, usize::MAX, &mut out);
+            for round in 0..=takes {
+                for (deadline, id) in out.drain(..) {
+                    prop_assert_eq!(model.remove(&id), Some(deadline));
+                }
+                if let (Some(hint), Some(min)) = (w.next_expiration_hint(), model.values().min()) {
+                    prop_assert!(hint <= *min, "hint {} past the earliest deadline {}", hint, min);
+                }
+                if round < takes {
+                    w.take_earliest(&mut out);
+                }
+            }
+            w.poll(u64::MAX, usize::MAX, &mut out);
+            for (deadline, id) in out {
+                prop_assert_eq!(model.remove(&id), Some(deadline));
+            }
+            prop_assert!(model.is_empty());
         }
     }
 }

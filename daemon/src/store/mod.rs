@@ -292,7 +292,7 @@ pub struct Store {
     aliases: DashMap<Key, (SessionId, u64), Hasher>,
     alias_count: AtomicUsize,
     namespaces: Namespaces,
-    wheels: Box<[Mutex<Wheel<Timer>>]>,
+    wheels: Box<[Mutex<Wheel<reclaim::PackedTimer>>]>,
     clock: Arc<dyn Clock>,
     config: StoreConfig,
     expired_total: AtomicU64,

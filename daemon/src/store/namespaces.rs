@@ -93,8 +93,9 @@ impl Namespaces {
     pub fn new(max: usize) -> Self {
         Self {
             by_name: RwLock::new(HashMap::with_hasher(ahash::RandomState::new())),
-            // Ids are u32: a larger cap admits no more.
-            by_id: (0..max.min(1 << 32).div_ceil(CHUNK))
+            // Ids stay below 2^30 (a packed timer keeps its kind in the top
+            // two bits): a larger cap admits no more.
+            by_id: (0..max.min(super::reclaim::MAX_NAMESPACE_IDS).div_ceil(CHUNK))
                 .map(|_| OnceLock::new())
                 .collect(),
             len: AtomicUsize::new(0),
@@ -128,7 +129,7 @@ impl Namespaces {
             return Some(*id);
         }
         let next = self.len.load(Ordering::Relaxed);
-        if next >= self.max {
+        if next >= self.max.min(super::reclaim::MAX_NAMESPACE_IDS) {
             return None;
         }
         let id = u32::try_from(next).ok()?;
