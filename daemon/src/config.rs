@@ -760,11 +760,22 @@ impl ServerArgs {
                     self.max_attrs_bytes,
                     DEFAULT_MAX_ATTRS_BYTES,
                 )?,
-                max_namespaces: positive(
+                max_namespaces: match positive(
                     "max_namespaces",
                     self.max_namespaces,
                     DEFAULT_MAX_NAMESPACES,
-                )?,
+                )? {
+                    n if n > crate::store::MAX_NAMESPACE_IDS => {
+                        return Err(ConfigError::Invalid {
+                            name: "max_namespaces",
+                            message: format!(
+                                "{n} is more than the most allowed, {}",
+                                crate::store::MAX_NAMESPACE_IDS
+                            ),
+                        })
+                    }
+                    n => n,
+                },
                 touch_log_fraction,
                 max_memory,
                 memory_policy: self
@@ -929,6 +940,15 @@ mod tests {
             .resolve()
             .unwrap_err();
         assert!(err.to_string().contains("max_frame_len"), "{err}");
+        let err = parse(&["--max-namespaces", "2000000000"])
+            .server
+            .resolve()
+            .unwrap_err();
+        assert!(err.to_string().contains("max_namespaces"), "{err}");
+        assert!(parse(&["--max-namespaces", "1000000"])
+            .server
+            .resolve()
+            .is_ok());
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub use journal::{Change, Image, Journal};
 use journal::{Sink, Why};
 use namespaces::Namespaces;
 use owner_set::OwnerSet;
-pub use reclaim::Timer;
+pub use reclaim::{Timer, MAX_NAMESPACE_IDS};
 pub use record::Blob;
 use record::{finite, Key, Record, NEVER};
 pub use restore::Restored;
