@@ -125,10 +125,67 @@ impl Default for StoreConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 struct OwnerKey {
     ns: u32,
     owner: Arc<str>,
+}
+
+/// What the owner index is looked up by: a namespace and an owner's name,
+/// owned ([`OwnerKey`]) or borrowed (`(u32, &str)`), so that a lookup does
+/// not copy the name into a new allocation.
+trait OwnerLookup {
+    fn parts(&self) -> (u32, &str);
+}
+
+impl OwnerLookup for OwnerKey {
+    fn parts(&self) -> (u32, &str) {
+        (self.ns, &self.owner)
+    }
+}
+
+impl OwnerLookup for (u32, &str) {
+    fn parts(&self) -> (u32, &str) {
+        *self
+    }
+}
+
+impl std::hash::Hash for dyn OwnerLookup + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let (ns, name) = self.parts();
+        ns.hash(state);
+        name.hash(state);
+    }
+}
+
+impl PartialEq for dyn OwnerLookup + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn OwnerLookup + '_ {}
+
+// Hashed and compared exactly as its `dyn OwnerLookup` form, as `Borrow`
+// requires.
+impl std::hash::Hash for OwnerKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self as &dyn OwnerLookup).hash(state);
+    }
+}
+
+impl PartialEq for OwnerKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for OwnerKey {}
+
+impl<'a> std::borrow::Borrow<dyn OwnerLookup + 'a> for OwnerKey {
+    fn borrow(&self) -> &(dyn OwnerLookup + 'a) {
+        self
+    }
 }
 
 /// A session with its attributes still encoded, as stored, for answers that
@@ -614,7 +671,14 @@ impl Store {
             }
         }
         let expires_at = Record::deadline(now, now, ttl);
-        let owner: Option<Arc<str>> = owner.map(Arc::from);
+        // The index's copy of the name when the owner has one (most creates
+        // are by an owner with sessions): no allocation for it.
+        let owner: Option<Arc<str>> = owner.map(|o| {
+            let probe: &dyn OwnerLookup = &(ns, o);
+            self.owners
+                .get(probe)
+                .map_or_else(|| Arc::from(o), |set| Arc::clone(&set.key().owner))
+        });
         let make = |owner: Option<Arc<str>>| {
             Record::new(
                 record::Fields {
@@ -1499,12 +1563,8 @@ impl Store {
         let Some(ns) = self.namespaces.lookup(namespace) else {
             return 0;
         };
-        self.owners
-            .get(&OwnerKey {
-                ns,
-                owner: Arc::from(owner),
-            })
-            .map_or(0, |s| s.len())
+        let probe: &dyn OwnerLookup = &(ns, owner);
+        self.owners.get(probe).map_or(0, |s| s.len())
     }
 }
 

@@ -169,6 +169,14 @@ impl Record {
     /// Makes the record share `owner` (the owner index's copy of the same
     /// name). Free for a record nobody else holds yet; otherwise it copies.
     pub fn share_owner(&mut self, owner: Arc<str>) {
+        if self
+            .header()
+            .owner
+            .as_ref()
+            .is_some_and(|o| Arc::ptr_eq(o, &owner))
+        {
+            return;
+        }
         let done = self.0.with_arc_mut(|a| match triomphe::Arc::get_mut(a) {
             Some(inner) => {
                 inner.header_mut().owner = Some(owner.clone());
