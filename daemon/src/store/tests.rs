@@ -863,3 +863,46 @@ proptest! {
         run_model(actions);
     }
 }
+
+/// The owner index is looked up by a borrowed `(namespace, name)` as well as
+/// by its owned keys: both forms hash and compare alike, or a create would
+/// miss the index's copy of the name (and lookups by name would miss sets).
+#[test]
+fn owner_keys_hash_and_compare_as_their_borrowed_form() {
+    let hasher = Hasher::new();
+    for (ns, name) in [(0u32, ""), (3, "alice"), (u32::MAX, "ünïcode")] {
+        let key = OwnerKey {
+            ns,
+            owner: Arc::from(name),
+        };
+        let probe: &dyn OwnerLookup = &(ns, name);
+        let owned: &dyn OwnerLookup = std::borrow::Borrow::borrow(&key);
+        assert_eq!(hasher.hash_one(&key), hasher.hash_one(probe));
+        assert!(owned == probe);
+        let other: &dyn OwnerLookup = &(ns, "bob");
+        assert!(owned != other);
+        let elsewhere: &dyn OwnerLookup = &(ns.wrapping_add(1), name);
+        assert!(owned != elsewhere);
+        // A copy of the name made elsewhere is the same key.
+        let copy = OwnerKey {
+            ns,
+            owner: Arc::from(name.to_owned()),
+        };
+        assert_eq!(key, copy);
+        assert_eq!(hasher.hash_one(&key), hasher.hash_one(&copy));
+    }
+    // And the store finds an owner's set by its name.
+    let (s, _) = store();
+    for _ in 0..3 {
+        s.create(Create {
+            namespace: "app".into(),
+            id: None,
+            owner: Some("alice".into()),
+            ttl: Ttl::default(),
+            attrs: Attrs::new(),
+            owner_limit: None,
+        })
+        .unwrap();
+    }
+    assert_eq!(s.owner_index_len("app", "alice"), 3);
+}
