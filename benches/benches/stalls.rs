@@ -19,16 +19,17 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use sessiond::clock::SystemClock;
 use sessiond::store::{Store, StoreConfig};
-use sessiond_protocol::{Attrs, Create, Ttl, Value};
+
+mod common;
+use common::{attrs, create_args};
 
 fn main() {
     // `cargo bench` passes `--bench`; a bare number is the session count.
-    let sessions: u64 = std::env::args()
+    let sessions: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(2_000_000);
-    let mut attrs = Attrs::new();
-    attrs.insert("data".into(), Value::Str("x".repeat(256)));
+    let attrs = attrs();
     println!("{sessions} creates into an empty store, one thread, each timed");
     println!("| record shards | total s | p50 us | p99 us | p99.9 us | p99.99 us | max us | creates over 1 ms |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -48,17 +49,7 @@ fn main() {
         let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("histogram");
         let started = Instant::now();
         for i in 0..sessions {
-            let args = Create {
-                namespace: "bench".into(),
-                id: None,
-                owner: Some(format!("user{}", i % 10_000)),
-                ttl: Ttl {
-                    idle_ttl_ms: Some(3_600_000),
-                    max_lifetime_ms: None,
-                },
-                attrs: attrs.clone(),
-                owner_limit: None,
-            };
+            let args = create_args(i, &attrs);
             let t = Instant::now();
             store.create(args).expect("create");
             let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);

@@ -16,29 +16,13 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sessiond::clock::SystemClock;
 use sessiond::store::{Store, StoreConfig};
-use sessiond_protocol::{Attrs, Create, SessionId, Ttl, Value};
+use sessiond_protocol::{Attrs, SessionId};
+
+mod common;
+use common::{attrs, create_args, NS};
 
 /// Sessions preloaded before any measurement.
 const PRELOAD: usize = 100_000;
-/// Attribute bytes per session.
-const VALUE_SIZE: usize = 256;
-/// Distinct owners (as the load generator uses).
-const OWNERS: usize = 10_000;
-const NS: &str = "bench";
-
-fn create_args(i: usize, attrs: &Attrs) -> Create {
-    Create {
-        namespace: NS.into(),
-        id: None,
-        owner: Some(format!("user{}", i % OWNERS)),
-        ttl: Ttl {
-            idle_ttl_ms: Some(3_600_000),
-            max_lifetime_ms: None,
-        },
-        attrs: attrs.clone(),
-        owner_limit: None,
-    }
-}
 
 /// A store with `PRELOAD` sessions, and their ids.
 fn preloaded(attrs: &Attrs) -> (Store, Vec<SessionId>) {
@@ -56,8 +40,7 @@ fn preloaded(attrs: &Attrs) -> (Store, Vec<SessionId>) {
 }
 
 fn store(c: &mut Criterion) {
-    let mut attrs = Attrs::new();
-    attrs.insert("data".into(), Value::Str("x".repeat(VALUE_SIZE)));
+    let attrs = attrs();
     let (store, ids) = preloaded(&attrs);
 
     let mut g = c.benchmark_group("store_100k");
@@ -117,8 +100,7 @@ const PER_THREAD: usize = 20_000;
 /// as one: what they take beyond it is what they contend on (a counter or a
 /// lock every operation writes, cache lines one writes and the other reads).
 fn threads(c: &mut Criterion) {
-    let mut attrs = Attrs::new();
-    attrs.insert("data".into(), Value::Str("x".repeat(VALUE_SIZE)));
+    let attrs = attrs();
     let (store, ids) = preloaded(&attrs);
     let mut g = c.benchmark_group("store_threads");
     g.sample_size(10);

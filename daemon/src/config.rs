@@ -702,6 +702,20 @@ impl ServerArgs {
             })
             .transpose()?;
         let max_connections = positive("max_connections", self.max_connections, d.max_connections)?;
+        let max_namespaces = positive(
+            "max_namespaces",
+            self.max_namespaces,
+            DEFAULT_MAX_NAMESPACES,
+        )?;
+        if max_namespaces > crate::store::MAX_NAMESPACE_IDS {
+            return Err(ConfigError::Invalid {
+                name: "max_namespaces",
+                message: format!(
+                    "{max_namespaces} is more than the most allowed, {}",
+                    crate::store::MAX_NAMESPACE_IDS
+                ),
+            });
+        }
         let reserved_connections = match self.reserved_connections {
             Some(r) if r >= max_connections => {
                 return Err(ConfigError::Invalid {
@@ -760,22 +774,7 @@ impl ServerArgs {
                     self.max_attrs_bytes,
                     DEFAULT_MAX_ATTRS_BYTES,
                 )?,
-                max_namespaces: match positive(
-                    "max_namespaces",
-                    self.max_namespaces,
-                    DEFAULT_MAX_NAMESPACES,
-                )? {
-                    n if n > crate::store::MAX_NAMESPACE_IDS => {
-                        return Err(ConfigError::Invalid {
-                            name: "max_namespaces",
-                            message: format!(
-                                "{n} is more than the most allowed, {}",
-                                crate::store::MAX_NAMESPACE_IDS
-                            ),
-                        })
-                    }
-                    n => n,
-                },
+                max_namespaces,
                 touch_log_fraction,
                 max_memory,
                 memory_policy: self

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use crossbeam_utils::CachePadded;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
@@ -82,9 +83,9 @@ fn outcome_names() -> [String; OUTCOMES] {
 /// instead of 11, `cargo bench -p sessiond-bench --bench metrics`).
 const STRIPES: usize = 32;
 
-/// One thread's share of the operation counters, on cache lines of its own.
+/// One thread's share of the operation counters (kept on cache lines of
+/// its own, see [`Metrics`]).
 #[derive(Debug)]
-#[repr(align(128))]
 struct Stripe {
     ops: [[AtomicU64; OUTCOMES]; OPS.len()],
     buckets: [[AtomicU64; BUCKETS_US.len() + 1]; OPS.len()],
@@ -118,13 +119,15 @@ pub(crate) fn thread_stripe() -> usize {
 /// Counters of the daemon.
 #[derive(Debug)]
 pub struct Metrics {
-    stripes: Box<[Stripe]>,
+    stripes: Box<[CachePadded<Stripe>]>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            stripes: (0..STRIPES).map(|_| Stripe::new()).collect(),
+            stripes: (0..STRIPES)
+                .map(|_| CachePadded::new(Stripe::new()))
+                .collect(),
         }
     }
 }

@@ -461,19 +461,28 @@ mod tests {
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
-    #[tokio::test]
-    async fn an_event_is_one_sse_message_with_its_cursor_as_id() {
-        let id: SessionId = "67e55044-10b1-426f-9247-bb680e5fe0c8".parse().unwrap();
-        let e = Event {
-            cursor: 42,
+    /// An event of `kind` at cursor `cursor`, of alice's session `id`.
+    fn event(cursor: u64, id: SessionId, kind: EventKind) -> Event {
+        Event {
+            cursor,
             at_ms: 1_700_000_000_000,
             namespace: "app".into(),
             id,
             owner: Some("alice".into()),
-            kind: EventKind::Deleted {
+            kind,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_is_one_sse_message_with_its_cursor_as_id() {
+        let id: SessionId = "67e55044-10b1-426f-9247-bb680e5fe0c8".parse().unwrap();
+        let e = event(
+            42,
+            id,
+            EventKind::Deleted {
                 reason: DeleteReason::Delete,
             },
-        };
+        );
         let text = body_of(vec![
             sse_event(&e),
             sse_error(&ClientError::CursorExpired {
@@ -517,14 +526,7 @@ mod tests {
                 expires_at_ms: Some(1_700_000_000_000),
             },
         ] {
-            let e = Event {
-                cursor: 1,
-                at_ms: 1_700_000_000_000,
-                namespace: "app".into(),
-                id,
-                owner: Some("alice".into()),
-                kind,
-            };
+            let e = event(1, id, kind);
             let sent = sessiond_client::cli::event_json(&e);
             for key in sent.as_object().unwrap().keys() {
                 assert!(

@@ -45,6 +45,9 @@ const SLOTS: usize = 1 << SLOT_BITS;
 /// Number of levels (the low `SLOT_BITS * (LEVELS - 1)` bits of a deadline,
 /// all an entry keeps, must fit in its 32).
 const LEVELS: usize = 6;
+// What an entry keeps of its deadline covers every level's slot start below
+// it (see `Expiration::rebuild`).
+const _: () = assert!(SLOT_BITS * (LEVELS as u32 - 1) <= 32);
 /// Deadlines at least this far (XOR-distance) from the current time overflow.
 const RANGE_BITS: u32 = SLOT_BITS * LEVELS as u32;
 

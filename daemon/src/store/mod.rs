@@ -326,7 +326,6 @@ pub struct StoreStats {
     pub memory_bytes: u64,
 }
 
-/// Shards of the record table.
 /// Default shards of the record table. A shard's table grows by rehashing
 /// all of it under its lock, and with a uniform hash every shard grows at
 /// about the same moment: the write that triggers it waits for the whole
@@ -1246,10 +1245,7 @@ impl Store {
         };
         let limit = l.limit.clamp(1, MAX_LIST_PAGE) as usize;
         let now = self.now_ms();
-        let okey = OwnerKey {
-            ns,
-            owner: Arc::from(l.owner.as_str()),
-        };
+        let okey: &dyn OwnerLookup = &(ns, l.owner.as_str());
         let mut after = l.after.map(|c| (c.created_at_ms, c.id));
         let mut out: Vec<Snapshot> = Vec::with_capacity(limit.min(64));
         let chunk_len = limit * 2;
@@ -1257,7 +1253,7 @@ impl Store {
             // Copy a chunk of candidates under the owner lock, then read records
             // without it.
             let chunk: Vec<(u64, SessionId)> = {
-                let Some(set) = self.owners.get(&okey) else {
+                let Some(set) = self.owners.get(okey) else {
                     break;
                 };
                 set.after(after).take(chunk_len).collect()
@@ -1280,7 +1276,7 @@ impl Store {
         }
         let next = match (out.len() == limit, out.last()) {
             (true, Some(last)) => {
-                let more = self.owners.get(&okey).is_some_and(|set| {
+                let more = self.owners.get(okey).is_some_and(|set| {
                     set.after(Some((last.created_at, last.id))).next().is_some()
                 });
                 more.then_some(ListCursor {
@@ -1310,11 +1306,8 @@ impl Store {
         };
         let now = self.now_ms();
         let except = d.except.map(|id| self.target(Key { ns, id }, now).id);
-        let okey = OwnerKey {
-            ns,
-            owner: Arc::from(d.owner.as_str()),
-        };
-        let Some(mut set) = self.owners.get_mut(&okey) else {
+        let okey: &dyn OwnerLookup = &(ns, d.owner.as_str());
+        let Some(mut set) = self.owners.get_mut(okey) else {
             return Ok(0);
         };
         let victims: Vec<(u64, SessionId)> = set
@@ -1349,7 +1342,7 @@ impl Store {
         let now_empty = set.is_empty();
         drop(set);
         if now_empty {
-            self.owners.remove_if(&okey, |_, s| s.is_empty());
+            self.owners.remove_if(okey, |_, s| s.is_empty());
         }
         Ok(count)
     }

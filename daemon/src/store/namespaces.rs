@@ -6,15 +6,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use crossbeam_utils::CachePadded;
 use parking_lot::RwLock;
 
 /// How many stripes a namespace's record count is split into.
 const COUNT_STRIPES: usize = 8;
-
-/// One stripe of a record count, on a cache line of its own.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-struct CountStripe(AtomicI64);
 
 /// One interned namespace and its live record count.
 #[derive(Debug)]
@@ -25,7 +21,7 @@ pub struct Namespace {
     /// striped per thread: every worker inserting into one namespace wrote
     /// the same counter on every create. A stripe may go negative (a record
     /// counted in by one thread and out by another); the sum does not.
-    records: [CountStripe; COUNT_STRIPES],
+    records: [CachePadded<AtomicI64>; COUNT_STRIPES],
 }
 
 impl Namespace {
@@ -39,18 +35,14 @@ impl Namespace {
     /// Records stored under it.
     #[must_use]
     pub fn records(&self) -> u64 {
-        let sum: i64 = self
-            .records
-            .iter()
-            .map(|c| c.0.load(Ordering::Relaxed))
-            .sum();
+        let sum: i64 = self.records.iter().map(|c| c.load(Ordering::Relaxed)).sum();
         // Read while others count, the stripes may momentarily sum below zero.
         u64::try_from(sum).unwrap_or(0)
     }
 
     fn add_records(&self, delta: i64) {
         let stripe = crate::metrics::thread_stripe() % COUNT_STRIPES;
-        self.records[stripe].0.fetch_add(delta, Ordering::Relaxed);
+        self.records[stripe].fetch_add(delta, Ordering::Relaxed);
     }
 }
 
