@@ -23,7 +23,7 @@ use super::format::{self, FileKind, LogRecord, PutRef, RecordRef, Tail};
 use super::vfs::{DirLock, LockError, Vfs, VfsFile};
 use super::{file_name, io_err, parse_name, LogConfig, LogError};
 use crate::store::record::Key;
-use crate::store::{Restored, Store};
+use crate::store::{Restored, Restoring, Store};
 
 /// What [`open`] hands to the writer.
 pub(crate) struct Opened {
@@ -186,6 +186,8 @@ pub(crate) struct Replay<'a> {
     unordered: Unordered,
     applied: u64,
     skipped: u64,
+    /// What the restores left to do once the pass is over.
+    pending: Restoring,
 }
 
 /// How a pass over a file's records goes (see [`Replays`]).
@@ -246,6 +248,7 @@ impl<'a> Replay<'a> {
             unordered: Unordered::Apply,
             applied: 0,
             skipped: 0,
+            pending: Restoring::default(),
         }
     }
 
@@ -331,17 +334,20 @@ impl<'a> Replay<'a> {
                 self.apply_ref(r, false);
             }
         }
+        self.store.restore_flush(&mut self.pending);
     }
 
     /// Applies an owned record.
     #[cfg(test)]
     pub(crate) fn apply(&mut self, record: LogRecord) {
         self.apply_ref(&record.as_ref(), false);
+        self.store.restore_flush(&mut self.pending);
     }
 
     /// Applies a record read in place (if its key is in this replay's part);
-    /// a batch's records newest first if `backward`.
-    pub(crate) fn apply_ref(&mut self, record: &RecordRef<'_>, backward: bool) {
+    /// a batch's records newest first if `backward`. What it leaves pending
+    /// is done by the end of the pass.
+    fn apply_ref(&mut self, record: &RecordRef<'_>, backward: bool) {
         match record {
             RecordRef::Put(p) => {
                 if !self.mine(&p.id) {
@@ -360,7 +366,7 @@ impl<'a> Replay<'a> {
                         version: p.version,
                         attrs: p.attrs,
                     };
-                    self.store.restore_put(key, r, self.now);
+                    self.store.restore_put(key, r, self.now, &mut self.pending);
                 }
             }
             RecordRef::Delete {
@@ -416,6 +422,28 @@ impl<'a> Replay<'a> {
                 self.max_lsn = self.max_lsn.max(*lsn);
             }
         }
+    }
+}
+
+/// A file's records as scanned, borrowing from its bytes.
+type ScanRefs<'a> = format::Scan<RecordRef<'a>>;
+
+self_cell::self_cell!(
+    /// A segment's bytes with their scan, so that the scan can be done on the
+    /// reader's thread and handed to the replay with the bytes it borrows.
+    struct ScannedFile {
+        owner: Vec<u8>,
+        #[covariant]
+        dependent: ScanRefs,
+    }
+);
+
+impl ScannedFile {
+    /// Scans a segment's `bytes` (`newest`: see [`format::scan_in_place`]).
+    fn scan(bytes: Vec<u8>, newest: bool) -> Self {
+        Self::new(bytes, |b| {
+            format::scan_in_place(b, FileKind::Segment, newest)
+        })
     }
 }
 
@@ -599,9 +627,11 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
         .min(1 << 24);
     replay.reserve(expected);
     store.reserve_records(expected.saturating_sub(store.len()));
-    // Files are read one ahead of the replay (newest first), on a thread of
-    // their own, so that the disk and the replay overlap (at most two files
-    // are held besides the snapshot).
+    // Files are read and scanned one ahead of the replay (newest first), on
+    // a thread of their own, so that the disk, the scan and the replay
+    // overlap. Two buffers go round between the reader and the replay (at
+    // most two files are held besides the snapshot), so that only the first
+    // two files fault in fresh memory.
     let stashed_newest = newest_bytes.is_some();
     let ahead: Vec<PathBuf> = live
         .iter()
@@ -609,48 +639,72 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
         .skip(usize::from(stashed_newest))
         .map(|n| dir.join(file_name(FileKind::Segment, *n)))
         .collect();
+    let newest_no = live.last().copied();
     std::thread::scope(|scope| -> Result<(), LogError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel(0);
+        let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
         scope.spawn(move || {
-            for path in ahead {
-                let read = vfs.read(&path).map_err(io_err("read", &path));
+            let mut fresh = 2;
+            for (i, path) in ahead.into_iter().enumerate() {
+                let mut buf = if fresh > 0 {
+                    fresh -= 1;
+                    Vec::new()
+                } else {
+                    match back_rx.recv() {
+                        Ok(buf) => buf,
+                        Err(_) => break,
+                    }
+                };
+                let newest = i == 0 && !stashed_newest;
+                let read = vfs
+                    .read_into(&path, &mut buf)
+                    .map(|()| ScannedFile::scan(buf, newest))
+                    .map_err(io_err("read", &path));
                 if tx.send(read).is_err() {
                     break;
                 }
             }
         });
-        for (i, n) in live.iter().enumerate().rev() {
+        for n in live.iter().rev() {
             let path = dir.join(file_name(FileKind::Segment, *n));
-            let newest = i + 1 == live.len();
+            let newest = Some(*n) == newest_no;
             let stashed = if newest { newest_bytes.take() } else { None };
-            let bytes = match stashed {
-                Some(bytes) => bytes,
+            let file = match stashed {
+                Some(bytes) => ScannedFile::scan(bytes, true),
                 None => rx.recv().map_err(|_| {
                     io_err("read", &path)(std::io::Error::other("reader stopped"))
                 })??,
             };
+            let bytes = file.borrow_owner();
+            let s = file.borrow_dependent();
             bytes_read += bytes.len() as u64;
-            let s = format::scan_in_place(&bytes, FileKind::Segment, newest);
-            match &s.tail {
-                Tail::Clean => {}
+            let holds_records = match &s.tail {
+                Tail::Clean => true,
                 Tail::Empty => {
                     // Its creation never finished (a crash, or a full disk): it
                     // holds no record.
                     warn!(file = %path.display(), bytes = bytes.len(), "removing a segment that holds no record (its creation never finished)");
                     remove(vfs, &path)?;
                     sync_dir(vfs, dir)?;
-                    continue;
+                    false
                 }
                 Tail::Torn { offset } => {
-                    let copy = cut_torn(vfs, &path, &bytes, *offset)?;
+                    let copy = cut_torn(vfs, &path, bytes, *offset)?;
                     warn!(file = %path.display(), offset, copy, "cut the end of the log that a crash left half written (it was never acknowledged; a copy is kept)");
+                    true
                 }
                 Tail::Corrupt { offset, reason } => {
-                    repair_or_refuse(config, &path, &bytes, *offset, reason)?;
+                    repair_or_refuse(config, &path, bytes, *offset, reason)?;
+                    true
                 }
+            };
+            if holds_records {
+                log_bytes += s.valid_len;
+                replay.apply(&s.records, Pass::Backward);
             }
-            log_bytes += s.valid_len;
-            replay.apply(&s.records, Pass::Backward);
+            // Back to the reader, which waits for it before the file after
+            // next (if it is done, the buffer is simply freed).
+            let _ = back_tx.try_send(file.into_owner());
         }
         Ok(())
     })?;

@@ -105,6 +105,16 @@ pub trait Vfs: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// The OS error.
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>>;
+    /// The whole content of `path`, into `buf` (replacing what it held, and
+    /// reusing its memory where it can: a recovery reads one large file
+    /// after another, and fresh memory costs a page fault per page).
+    ///
+    /// # Errors
+    /// The OS error.
+    fn read_into(&self, path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        *buf = self.read(path)?;
+        Ok(())
+    }
     /// The size of `path` in bytes.
     ///
     /// # Errors
@@ -236,6 +246,15 @@ impl Vfs for RealFs {
     }
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         std::fs::read(path)
+    }
+    fn read_into(&self, path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path)?;
+        let len = f.metadata()?.len();
+        buf.clear();
+        buf.reserve(usize::try_from(len).unwrap_or(0));
+        f.read_to_end(buf)?;
+        Ok(())
     }
     fn len(&self, path: &Path) -> std::io::Result<u64> {
         Ok(std::fs::metadata(path)?.len())

@@ -52,7 +52,7 @@ use owner_set::OwnerSet;
 pub use reclaim::{Timer, MAX_NAMESPACE_IDS};
 pub use record::Blob;
 use record::{finite, Key, Record, NEVER};
-pub use restore::Restored;
+pub use restore::{Restored, Restoring};
 
 /// The tables' hasher: aHash, keyed with random keys per table (session ids
 /// may be chosen by callers, so the hash must not be predictable), several

@@ -249,13 +249,19 @@ impl Store {
         }
     }
 
-    pub(super) fn schedule(&self, at: u64, timer: Timer) {
+    /// The wheel that keeps `timer`.
+    pub(super) fn wheel_of(timer: Timer) -> usize {
         let (key, base) = match timer {
             Timer::Record(k) => (k, 0),
             Timer::Tombstone(k) | Timer::Alias(k) => (k, WHEEL_SHARDS),
         };
-        let i = base + (usize::from(key.id.0[0]) ^ key.ns as usize) % WHEEL_SHARDS;
-        self.wheels[i].lock().insert(at, timer.into());
+        base + (usize::from(key.id.0[0]) ^ key.ns as usize) % WHEEL_SHARDS
+    }
+
+    pub(super) fn schedule(&self, at: u64, timer: Timer) {
+        self.wheels[Self::wheel_of(timer)]
+            .lock()
+            .insert(at, timer.into());
     }
 }
 

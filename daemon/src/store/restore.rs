@@ -10,7 +10,7 @@ use sessiond_protocol::{SessionId, Ttl};
 
 use super::owner_set::OwnerSet;
 use super::record::{self, Key, Record, NEVER};
-use super::{OwnerKey, Store, Timer, TOMBSTONE_BYTES};
+use super::{OwnerKey, OwnerLookup, Store, Timer, TOMBSTONE_BYTES};
 
 /// A record as read from the log, for [`Store::restore_put`].
 #[derive(Debug, Clone, Copy)]
@@ -29,7 +29,45 @@ pub struct Restored<'a> {
     pub attrs: &'a [u8],
 }
 
+/// What a replay thread's restores leave to do at once rather than per
+/// record: the memory count and the timer wheels are shared by every replay
+/// thread, so each restore writing them would take their cache lines from the
+/// others (and a wheel's lock) once per record. [`Store::restore_flush`] does
+/// them in bulk; a replay calls it after each file, before anything reads the
+/// store (the expiry task and the server start after recovery).
+#[derive(Debug, Default)]
+pub struct Restoring {
+    /// Bytes of records put back, not yet counted.
+    mem: i64,
+    /// Deadlines not yet scheduled, by the wheel that keeps them.
+    timers: Vec<Vec<(u64, Timer)>>,
+}
+
+impl Restoring {
+    fn schedule(&mut self, at: u64, timer: Timer) {
+        let wheel = Store::wheel_of(timer);
+        if self.timers.len() <= wheel {
+            self.timers.resize_with(wheel + 1, Vec::new);
+        }
+        self.timers[wheel].push((at, timer));
+    }
+}
+
 impl Store {
+    /// Counts and schedules what `pending` holds, one wheel lock per wheel.
+    pub fn restore_flush(&self, pending: &mut Restoring) {
+        self.add_mem(std::mem::take(&mut pending.mem));
+        for (wheel, timers) in pending.timers.iter_mut().enumerate() {
+            if timers.is_empty() {
+                continue;
+            }
+            let mut wheel = self.wheels[wheel].lock();
+            for (at, timer) in timers.drain(..) {
+                wheel.insert(at, timer.into());
+            }
+        }
+    }
+
     /// The interned number of `namespace` for restored records; `None` (with
     /// a warning) past the namespace limit.
     pub fn restore_namespace(&self, namespace: &str) -> Option<u32> {
@@ -99,8 +137,9 @@ impl Store {
     /// [`Store::restore_namespace`]), replacing whatever is there; dropped if
     /// it has expired by `now`. A put wins over an earlier tombstone of the
     /// same id. Records of one key must be restored from one thread in log
-    /// order; keys may be restored from several threads at once.
-    pub fn restore_put(&self, key: Key, r: Restored<'_>, now: u64) {
+    /// order; keys may be restored from several threads at once. Its memory
+    /// count and timer wait in `pending` (see [`Restoring`]).
+    pub fn restore_put(&self, key: Key, r: Restored<'_>, now: u64, pending: &mut Restoring) {
         let expires_at = Record::deadline(r.created_at, r.last_active, r.ttl);
         if expires_at <= now {
             self.restore_clear(&key);
@@ -121,15 +160,20 @@ impl Store {
             self.tombstone_count.fetch_sub(1, Ordering::Relaxed);
             self.add_mem(-TOMBSTONE_BYTES);
         }
-        // Every session of an owner shares the index's copy of its name.
+        // Every session of an owner shares the index's copy of its name,
+        // found by the borrowed name (a copy is made only for a new owner).
         let owner: Option<Arc<str>> = r.owner.map(|o| {
-            let mut set = self
-                .owners
-                .entry(OwnerKey {
-                    ns: key.ns,
-                    owner: Arc::from(o),
-                })
-                .or_default();
+            let probe: &dyn OwnerLookup = &(key.ns, o);
+            let mut set = match self.owners.get_mut(probe) {
+                Some(set) => set,
+                None => self
+                    .owners
+                    .entry(OwnerKey {
+                        ns: key.ns,
+                        owner: Arc::from(o),
+                    })
+                    .or_default(),
+            };
             set.push_unsorted((r.created_at, key.id));
             Arc::clone(&set.key().owner)
         });
@@ -146,11 +190,11 @@ impl Store {
         // One lookup whether or not a record was there (most keys appear
         // once); no journal is attached during recovery, so nothing is
         // logged.
-        let size = rec.mem_size() as i64;
+        pending.mem += rec.mem_size() as i64;
         match self.records.insert(key, rec) {
             None => self.namespaces.add_records(key.ns, 1),
             Some(old) => {
-                self.add_mem(-(old.mem_size() as i64));
+                pending.mem -= old.mem_size() as i64;
                 if let Some(owner) = old.owner() {
                     // One copy goes (if the new record has the same entry,
                     // the copy pushed above stays).
@@ -158,9 +202,8 @@ impl Store {
                 }
             }
         }
-        self.add_mem(size);
         if expires_at != NEVER {
-            self.schedule(expires_at, Timer::Record(key));
+            pending.schedule(expires_at, Timer::Record(key));
         }
     }
 
