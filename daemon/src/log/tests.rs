@@ -105,6 +105,12 @@ fn op() -> impl Strategy<Value = Op> {
 /// Runs `ops` on a store journaling into memory; returns the log bytes (with a
 /// segment header) and, after each op, the log length and the state.
 fn record(ops: &[Op], clock: &ManualClock) -> (Vec<u8>, Vec<(usize, Dump)>) {
+    let (bytes, states, _) = record_with_index(ops, clock);
+    (bytes, states)
+}
+
+/// [`record`], with the store's owner index at the end.
+fn record_with_index(ops: &[Op], clock: &ManualClock) -> (Vec<u8>, Vec<(usize, Dump)>, OwnerIndex) {
     let s = store(clock);
     let journal = Arc::new(MemJournal::default());
     journal
@@ -190,7 +196,7 @@ fn record(ops: &[Op], clock: &ManualClock) -> (Vec<u8>, Vec<(usize, Dump)>) {
         states.push((journal.0.lock().len(), dump(&s)));
     }
     let bytes = journal.0.lock().clone();
-    (bytes, states)
+    (bytes, states, owner_index(&s))
 }
 
 fn replay(bytes: &[u8], clock: &ManualClock) -> (Arc<Store>, Tail) {
@@ -200,6 +206,7 @@ fn replay(bytes: &[u8], clock: &ManualClock) -> (Arc<Store>, Tail) {
     for r in scan.records {
         replay.apply(r);
     }
+    drop(replay);
     s.settle_owner_index();
     (s, scan.tail)
 }
@@ -249,8 +256,10 @@ fn replay_in_parts(
     s
 }
 
+type OwnerIndex = BTreeMap<(String, String), Vec<[u8; 16]>>;
+
 /// Every owner's indexed sessions, as `list_by_owner` pages them.
-fn owner_index(s: &Store) -> BTreeMap<(String, String), Vec<[u8; 16]>> {
+fn owner_index(s: &Store) -> OwnerIndex {
     let mut out = BTreeMap::new();
     for ns in ["ns0", "ns1"] {
         for owner in ["u0", "u1"] {
@@ -283,9 +292,10 @@ proptest! {
         parts in 2..5usize,
     ) {
         let clock = ManualClock::new(NOW);
-        let (bytes, states) = record(&ops, &clock);
+        let (bytes, states, index) = record_with_index(&ops, &clock);
         let one = replay_in_parts(&bytes, &clock, 1, recovery::Pass::Forward);
         prop_assert_eq!(&dump(&one), &states.last().unwrap().1);
+        prop_assert_eq!(&owner_index(&one), &index);
         for pass in [recovery::Pass::Forward, recovery::Pass::Backward] {
             let many = replay_in_parts(&bytes, &clock, parts, pass);
             prop_assert_eq!(dump(&one), dump(&many), "{:?}", pass);
