@@ -439,12 +439,34 @@ self_cell::self_cell!(
 );
 
 impl ScannedFile {
-    /// Scans a segment's `bytes` (`newest`: see [`format::scan_in_place`]).
-    fn scan(bytes: Vec<u8>, newest: bool) -> Self {
-        Self::new(bytes, |b| {
-            format::scan_in_place(b, FileKind::Segment, newest)
-        })
+    /// Scans a file's `bytes` (`newest`: see [`format::scan_in_place`]).
+    fn scan(bytes: Vec<u8>, kind: FileKind, newest: bool) -> Self {
+        Self::new(bytes, |b| format::scan_in_place(b, kind, newest))
     }
+}
+
+/// The LSN of the checkpoint that opens the snapshot at `path`, read alone
+/// (the rest is read when its images are due); `None` if the file does not
+/// start with a sound one (its scan then says what is wrong).
+fn snapshot_checkpoint(vfs: &dyn Vfs, path: &Path) -> Result<Option<u64>, LogError> {
+    let head = format::HEADER_LEN + format::FRAME_HEADER_LEN;
+    let bytes = vfs.read_prefix(path, head).map_err(io_err("read", path))?;
+    let Some(len) = bytes.get(format::HEADER_LEN..format::HEADER_LEN + 4) else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
+    // A checkpoint's frame is a few bytes; a length past any checkpoint's is
+    // damage, left to the scan.
+    if len > 64 {
+        return Ok(None);
+    }
+    let bytes = vfs
+        .read_prefix(path, head + len)
+        .map_err(io_err("read", path))?;
+    Ok(match format::first_record(&bytes, FileKind::Snapshot) {
+        Some(RecordRef::Checkpoint { lsn }) => Some(lsn),
+        _ => None,
+    })
 }
 
 /// Replays in parts on threads of their own.
@@ -580,16 +602,15 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
     let mut snapshot = None;
     if let Some(&n) = snapshots.last() {
         let path = dir.join(file_name(FileKind::Snapshot, n));
-        let bytes = vfs.read(&path).map_err(io_err("read", &path))?;
-        bytes_read += bytes.len() as u64;
         // About one record per 300 bytes (a session's image).
-        store.reserve_records(bytes.len() / 300);
-        if let Some(RecordRef::Checkpoint { lsn }) =
-            format::first_record(&bytes, FileKind::Snapshot)
-        {
+        let len = vfs_len(vfs, &path).unwrap_or(0);
+        store.reserve_records(usize::try_from(len / 300).unwrap_or(0).min(1 << 24));
+        // Its checkpoint is needed first; the rest is read after the
+        // segments, on the reader's thread.
+        if let Some(lsn) = snapshot_checkpoint(vfs, &path)? {
             replay.set_floor(lsn);
         }
-        snapshot = Some((path, bytes));
+        snapshot = Some(path);
         base = n;
         for old in snapshots.iter().filter(|m| **m < n) {
             remove(vfs, &dir.join(file_name(FileKind::Snapshot, *old)))?;
@@ -633,11 +654,17 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
     // most two files are held besides the snapshot), so that only the first
     // two files fault in fresh memory.
     let stashed_newest = newest_bytes.is_some();
-    let ahead: Vec<PathBuf> = live
+    let ahead: Vec<(PathBuf, FileKind)> = live
         .iter()
         .rev()
         .skip(usize::from(stashed_newest))
-        .map(|n| dir.join(file_name(FileKind::Segment, *n)))
+        .map(|n| {
+            (
+                dir.join(file_name(FileKind::Segment, *n)),
+                FileKind::Segment,
+            )
+        })
+        .chain(snapshot.clone().map(|p| (p, FileKind::Snapshot)))
         .collect();
     let newest_no = live.last().copied();
     std::thread::scope(|scope| -> Result<(), LogError> {
@@ -645,7 +672,7 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
         let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
         scope.spawn(move || {
             let mut fresh = 2;
-            for (i, path) in ahead.into_iter().enumerate() {
+            for (i, (path, kind)) in ahead.into_iter().enumerate() {
                 let mut buf = if fresh > 0 {
                     fresh -= 1;
                     Vec::new()
@@ -655,10 +682,10 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
                         Err(_) => break,
                     }
                 };
-                let newest = i == 0 && !stashed_newest;
+                let newest = i == 0 && !stashed_newest && kind == FileKind::Segment;
                 let read = vfs
                     .read_into(&path, &mut buf)
-                    .map(|()| ScannedFile::scan(buf, newest))
+                    .map(|()| ScannedFile::scan(buf, kind, newest))
                     .map_err(io_err("read", &path));
                 if tx.send(read).is_err() {
                     break;
@@ -670,7 +697,7 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
             let newest = Some(*n) == newest_no;
             let stashed = if newest { newest_bytes.take() } else { None };
             let file = match stashed {
-                Some(bytes) => ScannedFile::scan(bytes, true),
+                Some(bytes) => ScannedFile::scan(bytes, FileKind::Segment, true),
                 None => rx.recv().map_err(|_| {
                     io_err("read", &path)(std::io::Error::other("reader stopped"))
                 })??,
@@ -706,17 +733,21 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
             // next (if it is done, the buffer is simply freed).
             let _ = back_tx.try_send(file.into_owner());
         }
+        if let Some(path) = &snapshot {
+            let file = rx
+                .recv()
+                .map_err(|_| io_err("read", path)(std::io::Error::other("reader stopped")))??;
+            let (bytes, s) = (file.borrow_owner(), file.borrow_dependent());
+            bytes_read += bytes.len() as u64;
+            if let Tail::Corrupt { offset, reason } = &s.tail {
+                // A snapshot is complete before it is renamed into place, so
+                // any damage is the disk's; repair keeps what precedes it.
+                repair_or_refuse(config, path, bytes, *offset, reason)?;
+            }
+            replay.apply(&s.records, Pass::Images);
+        }
         Ok(())
     })?;
-    if let Some((path, bytes)) = snapshot {
-        let s = format::scan_in_place(&bytes, FileKind::Snapshot, false);
-        if let Tail::Corrupt { offset, reason } = &s.tail {
-            // A snapshot is complete before it is renamed into place, so any
-            // damage is the disk's; repair keeps what precedes it.
-            repair_or_refuse(config, &path, &bytes, *offset, reason)?;
-        }
-        replay.apply(&s.records, Pass::Images);
-    }
     store.restore_lsn(replay.max_lsn() + 1);
     // The newest segment may hold records a crash left unsynced (in the page
     // cache): they are synced before a newer segment exists, since only the

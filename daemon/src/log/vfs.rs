@@ -115,6 +115,15 @@ pub trait Vfs: Send + Sync + std::fmt::Debug {
         *buf = self.read(path)?;
         Ok(())
     }
+    /// At most the first `len` bytes of `path`.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn read_prefix(&self, path: &Path, len: usize) -> std::io::Result<Vec<u8>> {
+        let mut bytes = self.read(path)?;
+        bytes.truncate(len);
+        Ok(bytes)
+    }
     /// The size of `path` in bytes.
     ///
     /// # Errors
@@ -255,6 +264,14 @@ impl Vfs for RealFs {
         buf.reserve(usize::try_from(len).unwrap_or(0));
         f.read_to_end(buf)?;
         Ok(())
+    }
+    fn read_prefix(&self, path: &Path, len: usize) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)?
+            .take(len as u64)
+            .read_to_end(&mut bytes)?;
+        Ok(bytes)
     }
     fn len(&self, path: &Path) -> std::io::Result<u64> {
         Ok(std::fs::metadata(path)?.len())
