@@ -429,8 +429,8 @@ impl<'a> Replay<'a> {
 type ScanRefs<'a> = format::Scan<RecordRef<'a>>;
 
 self_cell::self_cell!(
-    /// A segment's bytes with their scan, so that the scan can be done on the
-    /// reader's thread and handed to the replay with the bytes it borrows.
+    /// A log file's bytes with their scan, so that the scan can be done on
+    /// the reader's thread and handed to the replay with the bytes it borrows.
     struct ScannedFile {
         owner: Vec<u8>,
         #[covariant]
@@ -648,11 +648,12 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
         .min(1 << 24);
     replay.reserve(expected);
     store.reserve_records(expected.saturating_sub(store.len()));
-    // Files are read and scanned one ahead of the replay (newest first), on
-    // a thread of their own, so that the disk, the scan and the replay
-    // overlap. Two buffers go round between the reader and the replay (at
-    // most two files are held besides the snapshot), so that only the first
-    // two files fault in fresh memory.
+    // Files are read and scanned one ahead of the replay (newest segment
+    // first, the snapshot last), on a thread of their own, so that the disk,
+    // the scan and the replay overlap. Buffers go round between the reader
+    // and the replay, so that only the first files fault in fresh memory: at
+    // most three files' bytes are held at once (one replayed, one scanned
+    // and waiting, one being read).
     let stashed_newest = newest_bytes.is_some();
     let ahead: Vec<(PathBuf, FileKind)> = live
         .iter()
