@@ -651,9 +651,9 @@ pub(crate) fn open(config: &LogConfig, store: &Arc<Store>) -> Result<Opened, Log
     // Files are read and scanned one ahead of the replay (newest segment
     // first, the snapshot last), on a thread of their own, so that the disk,
     // the scan and the replay overlap. Buffers go round between the reader
-    // and the replay, so that only the first files fault in fresh memory: at
-    // most three files' bytes are held at once (one replayed, one scanned
-    // and waiting, one being read).
+    // and the replay, so that only the first files fault in fresh memory:
+    // at most three buffers exist (the file being replayed, the next one
+    // being read or scanned or waiting, and one spare).
     let stashed_newest = newest_bytes.is_some();
     let ahead: Vec<(PathBuf, FileKind)> = live
         .iter()
