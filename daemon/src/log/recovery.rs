@@ -449,19 +449,11 @@ impl ScannedFile {
 /// (the rest is read when its images are due); `None` if the file does not
 /// start with a sound one (its scan then says what is wrong).
 fn snapshot_checkpoint(vfs: &dyn Vfs, path: &Path) -> Result<Option<u64>, LogError> {
-    let head = format::HEADER_LEN + format::FRAME_HEADER_LEN;
-    let bytes = vfs.read_prefix(path, head).map_err(io_err("read", path))?;
-    let Some(len) = bytes.get(format::HEADER_LEN..format::HEADER_LEN + 4) else {
-        return Ok(None);
-    };
-    let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
-    // A checkpoint's frame is a few bytes; a length past any checkpoint's is
-    // damage, left to the scan.
-    if len > 64 {
-        return Ok(None);
-    }
+    // A checkpoint's frame is a few bytes: one that does not fit in this
+    // prefix is damage, left to the scan.
+    let prefix = format::HEADER_LEN + format::FRAME_HEADER_LEN + 64;
     let bytes = vfs
-        .read_prefix(path, head + len)
+        .read_prefix(path, prefix)
         .map_err(io_err("read", path))?;
     Ok(match format::first_record(&bytes, FileKind::Snapshot) {
         Some(RecordRef::Checkpoint { lsn }) => Some(lsn),

@@ -421,7 +421,9 @@ fn restart_restores_everything_and_files_are_private() {
 fn a_second_daemon_on_the_same_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (_s, log) = open(dir.path());
-    let err = open_with(&config(dir.path())).unwrap_err();
+    let Err(err) = open_with(&config(dir.path())) else {
+        panic!("a start that cannot read a segment succeeded");
+    };
     assert!(matches!(err, LogError::Locked { .. }), "{err}");
     assert!(err.to_string().contains("in use by another sessiond"));
     log.shutdown();
@@ -592,10 +594,7 @@ fn compaction_under_concurrent_writes_loses_nothing() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     log.shutdown();
     drop((s, log));
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = file_names(dir.path());
     assert!(names.iter().any(|n| n.starts_with("snap-")), "{names:?}");
     let (s, log) = open(dir.path());
     assert_eq!(dump(&s), before);
@@ -629,18 +628,7 @@ fn a_log_of_many_segments_replays_with_its_read_buffers_reused() {
         }
     }
     for (round, id) in ids.iter().enumerate().step_by(7) {
-        let mut set = Attrs::new();
-        set.insert("v".into(), Value::Int(round as i64));
-        s.update(Update {
-            namespace: "app".into(),
-            id: *id,
-            set,
-            remove: vec![],
-            expected_version: None,
-            ttl: None,
-            upsert: None,
-        })
-        .unwrap();
+        s.update(set_v(*id, round as i64)).unwrap();
     }
     for id in ids.iter().step_by(11) {
         s.delete("app", *id).unwrap();
@@ -655,12 +643,9 @@ fn a_log_of_many_segments_replays_with_its_read_buffers_reused() {
     assert!(alice > 100);
     log.shutdown();
     drop((s, log));
-    let segments = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| {
-            let name = e.as_ref().unwrap().file_name();
-            name.to_string_lossy().starts_with("seg-")
-        })
+    let segments = file_names(dir.path())
+        .iter()
+        .filter(|n| n.starts_with("seg-"))
         .count();
     assert!(segments >= 5, "only {segments} segments");
     for _ in 0..2 {
@@ -796,6 +781,29 @@ fn pause_at<T: Send>(
     s.set_step_hook(None);
     assert!(fired.load(Ordering::SeqCst), "step {step} never reached");
     out
+}
+
+/// The names of the files in `dir`.
+fn file_names(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn an_older_segment_that_cannot_be_read_stops_the_start_naming_it() {
+    // Older segments are read on the reader's thread: its error must reach
+    // the start-up (no hang waiting for the file, no panic).
+    let dir = tempfile::tempdir().unwrap();
+    write_segments(dir.path(), &[put(1)], &[put(2)]);
+    std::fs::write(segment(dir.path(), 3), format::header(FileKind::Segment)).unwrap();
+    std::fs::remove_file(segment(dir.path(), 1)).unwrap();
+    std::fs::create_dir(segment(dir.path(), 1)).unwrap();
+    let Err(err) = open_with(&config(dir.path())) else {
+        panic!("a start that cannot read a segment succeeded");
+    };
+    assert!(err.to_string().contains("seg-0000000001.log"), "{err}");
 }
 
 fn set_v(id: SessionId, v: i64) -> Update {
